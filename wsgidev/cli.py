@@ -1,0 +1,106 @@
+"""Parse arguments into Options and call one function; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from wsgidev import __version__
+from wsgidev.errors import WsgidevError
+from wsgidev.options import LOG_LEVELS, RELOAD_BACKENDS, Options, load_options
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, not usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"wsgidev: {message} (see {self.prog} --help)\n")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by start, config and the Django command. Values stay strings (or None
+    when not given) so that load_options can layer them over env and pyproject and say clearly
+    what is wrong with a bad one."""
+    add = parser.add_argument
+    add("--processes", metavar="N", help="daemon processes (default 2)")
+    add("--threads", metavar="N", help="threads per daemon process (default 5)")
+    add("--host", help="address to listen on (default 127.0.0.1)")
+    add("--port", metavar="PORT", help="port to listen on (default 8000)")
+    add("--working-dir", metavar="DIR", help="project folder (default: the current one)")
+    add("--python-path", metavar="DIR", action="append", help="add to sys.path (repeatable)")
+    add("--env", metavar="NAME=VALUE", action="append", help="set in the app's os.environ")
+    add("--settings", dest="django_settings", metavar="MODULE", help="DJANGO_SETTINGS_MODULE")
+    add("--log-level", choices=LOG_LEVELS, help="Apache LogLevel (default warn)")
+    add("--server-root", metavar="DIR", help="keep the generated server files here")
+    add("--user", help="as root: the user the daemons run as (default: a user namespace)")
+    add("--group", help="as root: the group the daemons run as")
+    add("--shutdown-timeout", dest="shutdown_timeout_s", metavar="S", help="default 5")
+    add("--queue-timeout", dest="queue_timeout_s", metavar="S", help="default 45; 0 = off")
+    add("--request-timeout", dest="request_timeout_s", metavar="S", help="default 60; 0 = off")
+    add("--reload", action=argparse.BooleanOptionalAction, help="reload on changes (default on)")
+    add("--watch", metavar="PATH", action="append", help="also watch this file or glob")
+    add("--reload-backend", choices=RELOAD_BACKENDS, help="file-change backend (default auto)")
+    add("--poll-interval", dest="poll_interval_s", metavar="S", help="poll backend interval")
+    add("--static", metavar="URL=DIR", action="append", help="serve DIR at URL from Apache")
+    add("--httpd", metavar="PATH", help="the Apache binary (default: as mod_wsgi finds it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The wsgidev command line."""
+    parser = _Parser(prog="wsgidev", description="Apache + mod_wsgi daemon mode, reloading.")
+    parser.add_argument("--version", action="version", version=f"wsgidev {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    start = commands.add_parser("start", help="run Apache in the foreground")
+    start.add_argument("target", nargs="?", help="mysite/wsgi.py, mysite.wsgi:application")
+    add_server_arguments(start)
+
+    config = commands.add_parser("config", help="print a config for another way to run")
+    config.add_argument("kind", choices=("standalone", "apache", "express"))
+    config.add_argument("target", nargs="?", help="mysite/wsgi.py, mysite.wsgi:application")
+    config.add_argument("--output", dest="output_dir", metavar="DIR", help="support files")
+    config.add_argument(
+        "--load-module",
+        action=argparse.BooleanOptionalAction,
+        help="apache: include LoadModule for the venv's mod_wsgi (default on)",
+    )
+    add_server_arguments(config)
+
+    doctor = commands.add_parser("doctor", help="check this machine can run wsgidev")
+    doctor.add_argument("--port", metavar="PORT", help="port to check (default 8000)")
+    doctor.add_argument("--host", help="address to check (default 127.0.0.1)")
+    doctor.add_argument("--httpd", metavar="PATH", help="the Apache binary to check")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Options:
+    """Options from parsed arguments layered over env and pyproject."""
+    values: dict[str, Any] = dict(vars(args))
+    return load_options(values, environ, Path.cwd())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `wsgidev` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        options = options_from_args(args, dict(os.environ))
+        if args.command == "start":
+            from wsgidev.server import run
+
+            return run(options)
+        if args.command == "config":
+            from wsgidev.configure import print_config
+
+            return print_config(args.kind, options)
+        from wsgidev.doctor import run_doctor
+
+        return run_doctor(options)
+    except WsgidevError as exc:
+        print(f"wsgidev: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,33 @@
+"""`wsgidev config`: render one output to stdout, support files to --output."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from wsgidev import render
+from wsgidev.options import Options
+from wsgidev.server import prepare
+
+
+def output_dir(options: Options) -> Path:
+    """Where support files go: --output, or .wsgidev/ in the project."""
+    return Path(options.output_dir or Path(options.working_dir, ".wsgidev"))
+
+
+def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
+    """Write the entry script, print the standalone config, Apache snippet or express command."""
+    prepared = prepare(options)
+    folder = output_dir(options)
+    entry = render.write_entry(folder, options, prepared.target, state_dir=None)
+    if kind == "standalone":
+        text = render.render_standalone(
+            options, prepared.target, prepared.apache, prepared.run_as, folder
+        )
+    elif kind == "apache":
+        text = render.render_apache(options, prepared.target, prepared.apache, entry)
+    else:
+        text = render.render_express(options, prepared.target, prepared.run_as, entry)
+    out.write(text)
+    return 0

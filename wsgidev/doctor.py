@@ -1,0 +1,104 @@
+"""`wsgidev doctor`: check what wsgidev needs, each check with its fix."""
+
+from __future__ import annotations
+
+import sys
+import sysconfig
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from wsgidev.apache import ApacheInstall, apache_version, find_apache, python_library_readable
+from wsgidev.errors import WsgidevError
+from wsgidev.options import Options
+from wsgidev.privileges import plan_run_as
+from wsgidev.server import check_address
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def _check(name: str, probe: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, probe())
+    except WsgidevError as exc:
+        return Check(name, False, str(exc))
+
+
+def run_checks(options: Options) -> list[Check]:
+    """Every check, in the order a fix would be made."""
+    found: list[ApacheInstall] = []
+
+    def apache() -> str:
+        install = find_apache(options.httpd)
+        found.append(install)
+        version = apache_version(install.httpd)
+        if not version:
+            raise WsgidevError(f"{install.httpd} -v did not answer", "reinstall Apache")
+        return f"Apache {version} at {install.httpd}"
+
+    def modules() -> str:
+        if not found:
+            raise WsgidevError("skipped: Apache not found", "fix the check above")
+        folder = Path(found[0].modules_dir)
+        if not (folder / "mod_authz_core.so").is_file():
+            raise WsgidevError(
+                f"no mod_authz_core.so in {folder}",
+                "install Apache's modules (apt-get install apache2)",
+            )
+        return f"modules in {folder}"
+
+    def mod_wsgi() -> str:
+        if not found:
+            raise WsgidevError("skipped: Apache not found", "fix the check above")
+        so = found[0].mod_wsgi_so
+        tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
+        if tag not in Path(so).name:
+            raise WsgidevError(
+                f"{so} is not built for Python {sys.version_info[0]}.{sys.version_info[1]}",
+                "pip install --force-reinstall --no-binary mod_wsgi mod_wsgi",
+            )
+        return f"mod_wsgi for Python {sys.version_info[0]}.{sys.version_info[1]}: {so}"
+
+    def libpython() -> str:
+        if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+            raise WsgidevError(
+                f"{sys.executable} is built without a shared libpython",
+                "use a Python built with --enable-shared (Debian's, or pyenv with "
+                'PYTHON_CONFIGURE_OPTS="--enable-shared")',
+            )
+        return f"shared libpython in {sysconfig.get_config_var('LIBDIR')}"
+
+    def root() -> str:
+        if not found:
+            raise WsgidevError("skipped: Apache not found", "fix the check above")
+        plan = plan_run_as(options.user, options.group, python_library_readable(found[0]))
+        return plan.describe()
+
+    def port() -> str:
+        check_address(options.host, options.port)
+        return f"{options.host}:{options.port} is free"
+
+    return [
+        _check("Apache httpd", apache),
+        _check("Apache modules", modules),
+        _check("mod_wsgi", mod_wsgi),
+        _check("libpython", libpython),
+        _check("root readiness", root),
+        _check("port", port),
+    ]
+
+
+def run_doctor(options: Options, out: TextIO = sys.stdout) -> int:
+    """Print every check; 1 if any failed."""
+    checks = run_checks(options)
+    for check in checks:
+        out.write(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}\n")
+    return 0 if all(check.ok for check in checks) else 1

@@ -1,0 +1,120 @@
+"""What the generated WSGI entry script calls inside each mod_wsgi daemon process."""
+
+from __future__ import annotations
+
+import html
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+from wsgidev import events
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+SCRIPT_MODULE_NAME = "_wsgidev_target"
+
+
+def load(spec: dict[str, Any]) -> WSGIApp:
+    """Start the monitor (first, so a broken app is still watched), then import the app."""
+    os.environ.update(spec["environ"])
+    monitor = _start_monitor(spec)
+    started = time.perf_counter()
+    try:
+        application = import_target(spec)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        text = app_traceback(exc)
+        events.emit("import-error", error=_one_line(exc), traceback=text)
+        if monitor is not None:
+            monitor.watch_exception(exc)
+        return error_application(spec["label"], text)
+    events.emit("ready", import_s=round(time.perf_counter() - started, 4))
+    return application
+
+
+def _start_monitor(spec: dict[str, Any]) -> Any:
+    if not spec.get("monitor"):
+        return None
+    from wsgidev import monitor
+
+    return monitor.start(**spec["monitor"])
+
+
+def import_target(spec: dict[str, Any]) -> WSGIApp:
+    """Import the WSGI callable the spec names: a script file, module:callable, or Django."""
+    kind = spec["kind"]
+    if kind == "script":
+        module = _exec_script(spec["script_path"])
+        return _callable(module, spec["callable"], spec["script_path"])
+    if kind == "module":
+        module = importlib.import_module(spec["module"])
+        return _callable(module, spec["callable"], spec["module"])
+    from django.core.servers.basehttp import get_internal_wsgi_application
+
+    return get_internal_wsgi_application()  # type: ignore[no-any-return]
+
+
+def _exec_script(path: str) -> ModuleType:
+    """Run a WSGI script file as a module that stays in sys.modules (so it is watched)."""
+    # An explicit loader: a .wsgi suffix is not one importlib recognises by itself.
+    loader = importlib.machinery.SourceFileLoader(SCRIPT_MODULE_NAME, path)
+    spec = importlib.util.spec_from_file_location(SCRIPT_MODULE_NAME, path, loader=loader)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[SCRIPT_MODULE_NAME] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[SCRIPT_MODULE_NAME]
+        raise
+    return module
+
+
+def _callable(module: ModuleType, name: str, where: str) -> WSGIApp:
+    app = getattr(module, name, None)
+    if not callable(app):
+        raise AttributeError(f"{where} has no callable named {name!r}")
+    return app  # type: ignore[no-any-return]
+
+
+def app_traceback(exc: BaseException) -> str:
+    """The traceback from the app's first frame on: wsgidev's and importlib's frames are noise."""
+    tb = exc.__traceback__
+    while tb is not None and _is_plumbing(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _is_plumbing(filename: str) -> bool:
+    return filename == __file__ or filename.startswith("<frozen importlib")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def error_application(label: str, text: str) -> WSGIApp:
+    """A WSGI app that answers every request with a 500 page showing the import traceback."""
+    body = (
+        "<!doctype html><title>wsgidev: app failed to import</title>"
+        f"<h1>{html.escape(label)} failed to import</h1>"
+        "<p>Fix the code and save: the server reloads by itself.</p>"
+        f"<pre>{html.escape(text)}</pre>"
+    ).encode()
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response(
+            "500 Internal Server Error",
+            [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    return application

@@ -1,0 +1,38 @@
+"""Structured lines the daemon writes to Apache's error log, read back by `wsgidev start`.
+
+The daemon cannot talk to the wsgidev process directly: its stderr goes through mod_wsgi to the
+error log, which wsgidev streams. A line carrying MARKER and a base64 JSON object is an event,
+not text: Apache escapes backslashes and control characters in error-log messages, which would
+mangle plain JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from typing import Any
+
+MARKER = "wsgidev-event "
+
+
+def emit(kind: str, **fields: Any) -> None:
+    """Write one event line to stderr (the error log, inside a mod_wsgi daemon)."""
+    record = {"event": kind, "pid": os.getpid(), "t": time.time(), **fields}
+    payload = base64.b64encode(json.dumps(record, separators=(",", ":")).encode()).decode()
+    sys.stderr.write(MARKER + payload + "\n")
+    sys.stderr.flush()
+
+
+def parse(message: str) -> dict[str, Any] | None:
+    """The event in one error-log message, or None when the message is ordinary text."""
+    start = message.find(MARKER)
+    if start < 0:
+        return None
+    try:
+        record = json.loads(base64.b64decode(message[start + len(MARKER) :].strip()))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "event" in record else None

@@ -1,0 +1,265 @@
+"""The one options object, and how it is built from CLI > WSGIDEV_* env > [tool.wsgidev] > defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from wsgidev.errors import WsgidevError
+
+LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
+RELOAD_BACKENDS = ("auto", "inotify", "poll")
+ENV_PREFIX = "WSGIDEV_"
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """Everything wsgidev needs to render a config or run a server; validated once, never mutated."""
+
+    target: str | None = None
+    # Two processes surface per-process state bugs (module-level caches, in-memory sessions) that
+    # one process hides; five threads (mod_wsgi-express's default) surface thread-safety bugs.
+    processes: int = 2
+    threads: int = 5
+    host: str = "127.0.0.1"
+    port: int = 8000
+    working_dir: str = "."
+    python_path: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    django_settings: str | None = None
+    log_level: str = "warn"
+    server_root: str | None = None
+    output_dir: str | None = None
+    user: str | None = None
+    group: str | None = None
+    shutdown_timeout_s: int = 5
+    queue_timeout_s: int = 45
+    request_timeout_s: int = 60
+    reload: bool = True
+    watch: tuple[str, ...] = ()
+    reload_backend: str = "auto"
+    poll_interval_s: float = 1.0
+    load_module: bool = True
+    static: tuple[tuple[str, str], ...] = ()
+    httpd: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("processes", "threads"):
+            if getattr(self, name) < 1:
+                raise WsgidevError(
+                    f"--{name} must be at least 1, got {getattr(self, name)}",
+                    f"pass a whole number such as --{name} 2",
+                )
+        if not 1 <= self.port <= 65535:
+            raise WsgidevError(
+                f"--port must be between 1 and 65535, got {self.port}", "pass e.g. --port 8000"
+            )
+        if not _is_host(self.host):
+            raise WsgidevError(
+                f"--host {self.host!r} is not an IP address or host name",
+                "pass e.g. --host 127.0.0.1",
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise WsgidevError(
+                f"--log-level {self.log_level!r} is not an Apache log level",
+                f"use one of {', '.join(LOG_LEVELS)}",
+            )
+        if self.reload_backend not in RELOAD_BACKENDS:
+            raise WsgidevError(
+                f"--reload-backend {self.reload_backend!r} is unknown",
+                f"use one of {', '.join(RELOAD_BACKENDS)}",
+            )
+        for name in ("shutdown_timeout_s", "queue_timeout_s", "request_timeout_s"):
+            if getattr(self, name) < 0:
+                raise WsgidevError(
+                    f"--{_flag(name)} must be 0 or more seconds, got {getattr(self, name)}",
+                    f"pass e.g. --{_flag(name)} 5",
+                )
+        if self.poll_interval_s <= 0:
+            raise WsgidevError("--poll-interval must be above 0 seconds", "pass e.g. 0.5")
+        for key, _ in self.env:
+            if not _ENV_NAME.match(key):
+                raise WsgidevError(f"--env {key!r} is not a variable name", "use --env NAME=VALUE")
+        for url, _ in self.static:
+            if not url.startswith("/"):
+                raise WsgidevError(
+                    f"--static URL {url!r} must start with /", "use --static /url=DIR"
+                )
+        if self.group and not self.user:
+            raise WsgidevError("--group needs --user", "pass --user NAME as well")
+
+    @property
+    def working_path(self) -> Path:
+        """The project directory, absolute."""
+        return Path(self.working_dir)
+
+
+def _flag(name: str) -> str:
+    return name.removesuffix("_s").replace("_", "-")
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return bool(_HOSTNAME.match(host))
+    return True
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Options))
+_PATH_FIELDS = ("working_dir", "server_root", "output_dir", "httpd")
+_PATH_LIST_FIELDS = ("python_path", "watch")
+
+
+def _field_type(name: str) -> str:
+    return str(next(f.type for f in dataclasses.fields(Options) if f.name == name))
+
+
+def coerce(name: str, value: Any, source: str) -> Any:
+    """Convert one raw value (CLI string, env string, or TOML value) into the field's type."""
+    kind = _field_type(name)
+    where = f"{name.replace('_', '-')} (from {source})"
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise WsgidevError(f"{where} must be a whole number, got {value!r}", "e.g. 2")
+        try:
+            return int(value)
+        except ValueError:
+            raise WsgidevError(
+                f"{where} must be a whole number, got {value!r}", "pass e.g. 2"
+            ) from None
+    if kind == "float":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise WsgidevError(
+                f"{where} must be a number, got {value!r}", "pass e.g. 0.5"
+            ) from None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise WsgidevError(f"{where} must be true or false, got {value!r}", "use 1/0 or true/false")
+    if kind == "tuple[str, ...]":
+        if isinstance(value, str):
+            value = [v for v in value.split(os.pathsep) if v]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise WsgidevError(f"{where} must be a list of strings, got {value!r}", "e.g. ['src']")
+        return tuple(value)
+    if kind == "tuple[tuple[str, str], ...]":
+        return _pairs(name, value, where)
+    if value is not None and not isinstance(value, str):
+        raise WsgidevError(f"{where} must be a string, got {value!r}", "quote it")
+    return value
+
+
+def _pairs(name: str, value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, Mapping):
+        return tuple((str(k), str(v)) for k, v in value.items())
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    pairs = []
+    for item in value:
+        key, sep, val = str(item).partition("=")
+        if not sep:
+            raise WsgidevError(f"{where}: {item!r} is not KEY=VALUE", f"write it as {item}=VALUE")
+        pairs.append((key, val))
+    return tuple(pairs)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest pyproject.toml at or above start."""
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_pyproject(path: Path) -> dict[str, Any]:
+    """The [tool.wsgidev] table of a pyproject.toml, keys normalised to field names."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise WsgidevError(f"cannot read {path}: {exc}", "fix the TOML syntax") from None
+    table = data.get("tool", {}).get("wsgidev", {})
+    out = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_NAMES:
+            raise WsgidevError(
+                f"unknown key {key!r} in [tool.wsgidev] of {path}",
+                f"use one of {', '.join(n.replace('_', '-') for n in FIELD_NAMES)}",
+            )
+        out[name] = coerce(name, value, f"[tool.wsgidev] in {path}")
+        out[name] = _absolute(name, out[name], path.parent)
+    return out
+
+
+def read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The WSGIDEV_* variables as field values, plus DJANGO_SETTINGS_MODULE."""
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in FIELD_NAMES:
+            out[name] = coerce(name, value, key)
+    if "django_settings" not in out and environ.get("DJANGO_SETTINGS_MODULE"):
+        out["django_settings"] = environ["DJANGO_SETTINGS_MODULE"]
+    return out
+
+
+def _absolute(name: str, value: Any, base: Path) -> Any:
+    if value is None:
+        return value
+    if name in _PATH_FIELDS and name != "httpd":
+        return str((base / os.path.expanduser(value)).resolve())
+    if name in _PATH_LIST_FIELDS:
+        return tuple(str(base / os.path.expanduser(v)) for v in value)
+    if name == "static":
+        return tuple((url, str((base / d).resolve())) for url, d in value)
+    return value
+
+
+def load_options(
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    cwd: Path,
+    settings_layer: Mapping[str, Any] | None = None,
+) -> Options:
+    """Merge the layers (CLI > env > Django WSGIDEV settings > pyproject > defaults) into Options."""
+    cli_values = {k: v for k, v in cli.items() if v is not None and k in FIELD_NAMES}
+    cli_values = {
+        k: _absolute(k, coerce(k, v, "the command line"), cwd) for k, v in cli_values.items()
+    }
+    env_values = {k: _absolute(k, v, cwd) for k, v in read_environ(environ).items()}
+    start = Path(cli_values.get("working_dir") or env_values.get("working_dir") or cwd)
+    pyproject = find_pyproject(start)
+    file_values = read_pyproject(pyproject) if pyproject else {}
+    merged: dict[str, Any] = {}
+    merged.update(file_values)
+    merged.update(settings_layer or {})
+    merged.update(env_values)
+    merged.update(cli_values)
+    merged.setdefault("working_dir", str(cwd.resolve()))
+    return Options(**merged)
+
+
+def replace(options: Options, **changes: Any) -> Options:
+    """dataclasses.replace, re-validated."""
+    return dataclasses.replace(options, **changes)

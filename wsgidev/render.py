@@ -1,0 +1,228 @@
+"""A Jinja2 environment over the templates; one function per output (standalone, apache, express)."""
+
+from __future__ import annotations
+
+import math
+import os
+import pprint
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from wsgidev import __version__
+from wsgidev.apache import ApacheInstall
+from wsgidev.options import Options
+from wsgidev.privileges import RunAs
+from wsgidev.target import Target
+
+ENTRY_SCRIPT_NAME = "entry.wsgi"
+PROCESS_GROUP = "wsgidev"
+# The few modules a WSGI dev server needs; each is loaded only where the Apache build lacks it.
+MODULES = (
+    ("authz_core_module", "mod_authz_core.so"),
+    ("authz_host_module", "mod_authz_host.so"),
+    ("mime_module", "mod_mime.so"),
+    ("alias_module", "mod_alias.so"),
+    ("dir_module", "mod_dir.so"),
+    ("env_module", "mod_env.so"),
+    ("headers_module", "mod_headers.so"),
+    ("log_config_module", "mod_log_config.so"),
+    ("reqtimeout_module", "mod_reqtimeout.so"),
+)
+
+
+def templates_dir() -> Path:
+    """Inside the wheel: wsgidev/templates; in a checkout or editable install: ../templates."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "standalone.conf.j2").is_file():
+            return candidate
+    raise FileNotFoundError(f"wsgidev templates not found next to {here}")
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """The one Jinja2 environment: strict about undefined names, no HTML escaping (configs)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["q"] = _apache_quote
+    env.filters["sh"] = shlex.quote
+    return env
+
+
+def _apache_quote(value: object) -> str:
+    """A double-quoted Apache config argument."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """Values computed once from the options, so templates stay flat."""
+
+    entry_script_path: str
+    entry_dir: str
+    entry_name: str
+    python_path: tuple[str, ...]
+    process_group: str
+    display_name: str
+    listen: str
+    url: str
+    server_name: str
+    static: tuple[tuple[str, str], ...]
+    daemon_user: str | None
+    daemon_group: str | None
+
+
+def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
+    """Decide the names, paths and addresses every output shares."""
+    host = options.host.strip("[]")
+    bracketed = f"[{host}]" if ":" in host else host
+    project = re.sub(r"[^\w.-]", "_", Path(target.project_dir).name) or "app"
+    python_path = tuple(dict.fromkeys((target.project_dir, *options.python_path)))
+    return Layout(
+        entry_script_path=str(entry_script_path),
+        entry_dir=str(entry_script_path.parent),
+        entry_name=entry_script_path.name,
+        python_path=python_path,
+        process_group=f"{PROCESS_GROUP}-{project}",
+        display_name=f"(wsgidev:{project}:{options.port})",
+        listen=f"{bracketed}:{options.port}",
+        url=f"http://{bracketed}:{options.port}/",
+        server_name=bracketed,
+        static=tuple((url.rstrip("/") or "/", folder) for url, folder in options.static),
+        daemon_user=options.user,
+        daemon_group=options.group,
+    )
+
+
+def entry_spec(options: Options, target: Target, state_dir: str | None) -> dict[str, Any]:
+    """What the daemon needs to know, written into the entry script as a literal."""
+    environ = dict(options.env)
+    if target.django_settings:
+        environ.setdefault("DJANGO_SETTINGS_MODULE", target.django_settings)
+    monitor = None
+    if options.reload:
+        monitor = {
+            "watch": [str(Path(options.working_dir, w)) for w in options.watch],
+            "backend": options.reload_backend,
+            "poll_interval_s": options.poll_interval_s,
+        }
+    return {
+        "kind": target.kind,
+        "label": target.label,
+        "script_path": target.script_path,
+        "module": target.module,
+        "callable": target.callable_name,
+        "environ": environ,
+        "monitor": monitor,
+        "state_dir": state_dir,
+    }
+
+
+def render_entry(options: Options, target: Target, state_dir: str | None = None) -> str:
+    """The WSGI entry script mod_wsgi loads in every daemon process."""
+    spec = pprint.pformat(entry_spec(options, target, state_dir), indent=4, sort_dicts=False)
+    return (
+        environment()
+        .get_template("entry.wsgi.j2")
+        .render(version=__version__, target=target, spec=spec)
+    )
+
+
+def mpm_sizing(options: Options) -> dict[str, int]:
+    """Apache worker threads: room for every daemon thread busy plus as many requests queued."""
+    workers = max(50, 2 * options.processes * options.threads)
+    per_child = min(workers, 64)
+    children = math.ceil(workers / per_child)
+    return {
+        "threads_per_child": per_child,
+        "server_limit": children,
+        "max_request_workers": per_child * children,
+    }
+
+
+def render_standalone(
+    options: Options,
+    target: Target,
+    apache: ApacheInstall,
+    run_as: RunAs,
+    server_root: Path,
+) -> str:
+    """The complete httpd.conf `wsgidev start` runs, with everything under server_root."""
+    return (
+        environment()
+        .get_template("standalone.conf.j2")
+        .render(
+            version=__version__,
+            options=options,
+            target=target,
+            apache=apache,
+            run_as=run_as,
+            server_root=str(server_root),
+            conf=layout(options, target, server_root / ENTRY_SCRIPT_NAME),
+            mpm=mpm_sizing(options),
+            modules=MODULES,
+        )
+    )
+
+
+def render_apache(
+    options: Options, target: Target, apache: ApacheInstall, entry_script_path: Path
+) -> str:
+    """A snippet a system Apache can Include."""
+    return (
+        environment()
+        .get_template("apache.conf.j2")
+        .render(
+            version=__version__,
+            options=options,
+            target=target,
+            apache=apache,
+            conf=layout(options, target, entry_script_path),
+        )
+    )
+
+
+def render_express(
+    options: Options,
+    target: Target,
+    run_as: RunAs,
+    entry_script_path: Path,
+) -> str:
+    """The mod_wsgi-express command line that serves the same app with the same mix."""
+    express = Path(sys.executable).with_name("mod_wsgi-express")
+    return (
+        environment()
+        .get_template("express.j2")
+        .render(
+            version=__version__,
+            options=options,
+            target=target,
+            run_as=run_as,
+            express=str(express) if express.exists() else "mod_wsgi-express",
+            conf=layout(options, target, entry_script_path),
+        )
+    )
+
+
+def write_entry(directory: Path, options: Options, target: Target, state_dir: str | None) -> Path:
+    """Write the entry script into directory (created 0700 if missing); return its path."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / ENTRY_SCRIPT_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(render_entry(options, target, state_dir), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

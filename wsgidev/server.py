@@ -1,0 +1,313 @@
+"""Run Apache in the foreground: render, start, stream logs, handle signals, clean up."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, TextIO
+
+from wsgidev import render
+from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
+from wsgidev.errors import WsgidevError
+from wsgidev.logstream import LogPrinter
+from wsgidev.options import Options
+from wsgidev.privileges import RunAs, child_setup, plan_run_as
+from wsgidev.target import Target, resolve_target
+
+STARTUP_DEADLINE_S = 30.0
+# Apache's parent waits for children and daemons; allow their shutdown-timeout and a margin.
+STOP_MARGIN_S = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """Everything checked and decided before Apache starts."""
+
+    options: Options
+    target: Target
+    apache: ApacheInstall
+    run_as: RunAs
+
+
+def prepare(options: Options) -> Prepared:
+    """Resolve the target, find Apache, and decide who it runs as; raise WsgidevError on problems."""
+    target = resolve_target(options)
+    apache = find_apache(options.httpd)
+    must_read = [*python_library_readable(apache), Path(target.project_dir)]
+    run_as = plan_run_as(options.user, options.group, must_read)
+    return Prepared(options=options, target=target, apache=apache, run_as=run_as)
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail clearly when host is not an address of this machine or port is taken."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise WsgidevError(
+            f"--host {host} does not resolve", "pass e.g. --host 127.0.0.1"
+        ) from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise WsgidevError(
+                    f"port {port} on {host} is already in use",
+                    f"stop whatever serves it, or pass another port: --port {port + 1}",
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise WsgidevError(
+                    f"--host {host} is not an address of this machine",
+                    "pass 127.0.0.1 (or 0.0.0.0 to listen on every interface)",
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise WsgidevError(
+                    f"port {port} needs privileges to bind", "pass a port above 1023"
+                ) from None
+            raise
+
+
+@contextmanager
+def server_root(options: Options) -> Iterator[Path]:
+    """A private (0700) server root, removed afterwards unless the user named one."""
+    if options.server_root:
+        path = Path(options.server_root)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="wsgidev-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_config(prepared: Prepared, root: Path) -> Path:
+    """Render httpd.conf and the entry script into root; return the httpd.conf path."""
+    options, target = prepared.options, prepared.target
+    render.write_entry(root, options, target, state_dir=str(root))
+    conf = root / "httpd.conf"
+    conf.write_text(
+        render.render_standalone(options, target, prepared.apache, prepared.run_as, root),
+        encoding="utf-8",
+    )
+    return conf
+
+
+def check_config(prepared: Prepared, conf: Path) -> None:
+    """`httpd -t` on the rendered config, as the server will run it."""
+    result = subprocess.run(
+        [prepared.apache.httpd, "-t", "-f", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        preexec_fn=child_setup(prepared.run_as),
+    )
+    if result.returncode != 0:
+        first = (result.stderr or result.stdout).strip().splitlines()
+        raise WsgidevError(
+            f"Apache rejected the generated config: {first[0] if first else result.returncode}",
+            f"check the options; the config is {conf}",
+        )
+
+
+class Server:
+    """One Apache process tree in the foreground, its logs streamed through a LogPrinter."""
+
+    def __init__(self, prepared: Prepared, conf: Path, out: TextIO, err: TextIO) -> None:
+        self.prepared = prepared
+        self.conf = conf
+        self.out = out
+        self.stop_requested = threading.Event()
+        colour = err.isatty() and "NO_COLOR" not in os.environ
+        self.log = LogPrinter(
+            err,
+            processes=prepared.options.processes,
+            colour=colour,
+            verbose=prepared.options.log_level in ("info", "debug"),
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.readers: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start Apache in its own session, so terminal signals reach wsgidev alone."""
+        self.process = subprocess.Popen(
+            [self.prepared.apache.httpd, "-f", str(self.conf), "-DFOREGROUND"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=child_setup(self.prepared.run_as),
+        )
+        assert self.process.stdout is not None and self.process.stderr is not None
+        for stream, handler in (
+            (self.process.stderr, self.log.error_line),
+            (self.process.stdout, self.log.access_line),
+        ):
+            reader = threading.Thread(target=_pump, args=(stream, handler), daemon=True)
+            reader.start()
+            self.readers.append(reader)
+
+    def wait_listening(self) -> bool:
+        """True once Apache accepts connections; False if it exited or the deadline passed."""
+        options = self.prepared.options
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while time.monotonic() < deadline and not self.stop_requested.is_set():
+            if self.exited():
+                return False
+            try:
+                with socket.create_connection((options.host.strip("[]"), options.port), 0.2):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def exited(self) -> bool:
+        """True once the Apache parent has exited."""
+        return self.process is None or self.process.poll() is not None
+
+    def serve(self) -> int:
+        """Block until a stop signal or Apache exits; return the exit status for wsgidev."""
+        while not self.stop_requested.wait(0.2):
+            if self.exited():
+                return self._died()
+        return 0
+
+    def _died(self) -> int:
+        self._drain()
+        assert self.process is not None
+        errors = self.log.apache_errors
+        reason = errors[-1] if errors else f"exit status {self.process.returncode}"
+        self.log.write(f"wsgidev: Apache stopped by itself: {reason}")
+        return 1
+
+    def stop(self) -> None:
+        """SIGTERM Apache (it stops its children and daemons), then SIGKILL what is left."""
+        process = self.process
+        if process is None:
+            return
+        timeout = self.prepared.options.shutdown_timeout_s + STOP_MARGIN_S
+        if process.poll() is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout)
+        # Apache's session id is its pid: whatever is left in that group is ours to end.
+        _signal_group(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.wait(5)
+        _wait_group_gone(process.pid, 5.0)
+        self._drain()
+
+    def _drain(self) -> None:
+        for reader in self.readers:
+            reader.join(2.0)
+
+
+def _pump(stream: IO[bytes], handler: object) -> None:
+    assert callable(handler)
+    for raw in iter(stream.readline, b""):
+        handler(raw.decode("utf-8", "replace"))
+    stream.close()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _require_app_imports(server: Server) -> None:
+    """Without the monitor nothing would bring a broken app back: fail at once instead."""
+    server.log.first_ready.wait(STARTUP_DEADLINE_S)
+    if server.log.import_error:
+        raise WsgidevError(
+            f"the app failed to import: {server.log.import_error}",
+            "fix the code and start again (without --no-reload the server waits for the fix)",
+        )
+
+
+@contextmanager
+def _stop_signals(server: Server) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP stop the server; SIGWINCH (a terminal resize) is ignored."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        server.stop_requested.set()
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in handled}
+    # Apache reads SIGWINCH as graceful-stop; it runs in its own session, so a resize never
+    # reaches it, and wsgidev itself has nothing to do on one.
+    previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def banner(prepared: Prepared, url: str) -> str:
+    """The lines printed once Apache listens."""
+    options = prepared.options
+    reload = f"reloading on changes ({options.reload_backend})" if options.reload else "reload off"
+    return (
+        f"wsgidev serving {prepared.target.label} at {url}\n"
+        f"  Apache {prepared.apache.httpd}, mod_wsgi daemon mode: "
+        f"{options.processes} process(es) x {options.threads} thread(s), "
+        f"{prepared.run_as.describe()}\n"
+        f"  {reload}; quit with CONTROL-C."
+    )
+
+
+def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`wsgidev start`: serve until stopped; 0 on a requested stop."""
+    prepared = prepare(options)
+    check_address(options.host, options.port)
+    with server_root(options) as root:
+        conf = write_config(prepared, root)
+        check_config(prepared, conf)
+        server = Server(prepared, conf, out, err)
+        with _stop_signals(server):
+            try:
+                server.start()
+                if not server.wait_listening():
+                    if server.stop_requested.is_set():
+                        return 0
+                    server.stop()
+                    reason = server.log.apache_errors[-1:] or ["it did not start listening"]
+                    raise WsgidevError(
+                        f"Apache failed to start: {reason[0]}",
+                        "see the log above; `wsgidev doctor` checks the setup",
+                    )
+                url = render.layout(options, prepared.target, root).url
+                out.write(banner(prepared, url) + "\n")
+                out.flush()
+                if not options.reload:
+                    _require_app_imports(server)
+                return server.serve()
+            finally:
+                server.stop()
