@@ -42,9 +42,14 @@ def load(spec: dict[str, Any]) -> WSGIApp:
 def _start_monitor(spec: dict[str, Any]) -> Any:
     if not spec.get("monitor"):
         return None
-    from wsgidev import monitor
+    try:
+        from wsgidev import monitor
 
-    return monitor.start(**spec["monitor"])
+        return monitor.start(**spec["monitor"])
+    except Exception as exc:
+        # Serving the app matters more than reloading it: say so once and carry on.
+        events.emit("refused", reason=f"reload monitor failed to start: {_one_line(exc)}")
+        return None
 
 
 def import_target(spec: dict[str, Any]) -> WSGIApp:

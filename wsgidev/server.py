@@ -30,6 +30,9 @@ from wsgidev.target import Target, resolve_target
 STARTUP_DEADLINE_S = 30.0
 # Apache's parent waits for children and daemons; allow their shutdown-timeout and a margin.
 STOP_MARGIN_S = 5.0
+# mod_wsgi's daemon sockets live in the server root, and a Unix socket path has at most 107
+# bytes: "wsgi.<pid>.<generation>.<n>.sock" needs about 35 of them after the root.
+MAX_ROOT_PARENT_CHARS = 50
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,11 +93,29 @@ def server_root(options: Options) -> Iterator[Path]:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         yield path
         return
-    path = Path(tempfile.mkdtemp(prefix="wsgidev-"))
+    parent = Path(tempfile.gettempdir())
+    if len(str(parent)) > MAX_ROOT_PARENT_CHARS:
+        parent = Path("/tmp")
+    sweep_stale_roots(parent)
+    path = Path(tempfile.mkdtemp(prefix=f"wsgidev-{os.getpid()}-", dir=parent))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_stale_roots(folder: Path) -> None:
+    """Remove server roots left by a wsgidev that was SIGKILLed (its pid is in the name)."""
+    for path in folder.glob("wsgidev-*-*"):
+        pid_text = path.name.split("-")[1]
+        if not pid_text.isdigit() or path.stat().st_uid != os.geteuid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def write_config(prepared: Prepared, root: Path) -> Path:

@@ -1,0 +1,269 @@
+"""Fixtures: free loopback ports, tiny projects, and a real `wsgidev start` that always tears down."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A WSGI app that records each import (pid and a counter, hupper's trick) so tests can prove a
+# real restart happened, and not one too many; it reports its pid, in-flight count and peak.
+APP = """
+import json, os, sys, threading, time, urllib.parse
+
+VERSION = "v1"
+IMPORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imports.log")
+with open(IMPORTS, "a") as log:
+    log.write(f"{os.getpid()}\\n")
+
+_lock = threading.Lock()
+_inflight = 0
+_peak = 0
+
+
+def application(environ, start_response):
+    global _inflight, _peak
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    path = environ.get("PATH_INFO", "/")
+    with _lock:
+        _inflight += 1
+        _peak = max(_peak, _inflight)
+        peak = _peak
+    try:
+        if path == "/sleep":
+            time.sleep(float(query.get("s", ["1"])[0]))
+        if path == "/print":
+            print("hello from the app", query.get("m", [""])[0])
+        body = {
+            "version": VERSION,
+            "pid": os.getpid(),
+            "thread": threading.get_ident(),
+            "peak": peak,
+            "multiprocess": environ.get("wsgi.multiprocess"),
+            "environ": {k: os.environ.get(k) for k in query.get("env", [])},
+        }
+    finally:
+        with _lock:
+            _inflight -= 1
+    data = json.dumps(body).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(data)))])
+    return [data]
+"""
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bind 127.0.0.1:0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True when 127.0.0.1:port can be bound."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below pid, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll predicate until it holds, failing the test with `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def http_get(url: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """Status and body of a GET; HTTP errors are answers, not exceptions."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def wsgidev_command(*args: str) -> list[str]:
+    """The real wsgidev entry point, from this interpreter."""
+    return [sys.executable, "-m", "wsgidev", *args]
+
+
+class WsgidevServer:
+    """`wsgidev start` as a subprocess: log to a file, deadlines on every wait, full teardown."""
+
+    def __init__(self, project: Path, log_dir: Path, args: list[str], env: dict[str, str]):
+        self.project = project
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / "wsgidev.log"
+        # wsgidev's temp server root goes here, so a test can see it made and removed; short,
+        # because mod_wsgi's daemon sockets live there and socket paths are limited.
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="wsgidev-test-"))
+        self.args = ["start", *args, "--port", str(self.port)]
+        self.env = {**os.environ, "TMPDIR": str(self.tmpdir), "NO_COLOR": "1", **env}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.apache_pids: set[int] = set()
+
+    def start(self, wait: bool = True) -> WsgidevServer:
+        """Start, and unless wait is False, wait until the app answers."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                wsgidev_command(*self.args),
+                cwd=self.project,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            wait_for(self.answers, 30, f"{self.url} to answer\n{self.log()}")
+            self.apache_pids = descendants(self.process.pid)
+        return self
+
+    def answers(self) -> bool:
+        """True once GET / returns anything."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"wsgidev exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            http_get(self.url + "/", timeout_s=2)
+        except OSError:
+            return False
+        return True
+
+    def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
+        """GET a path from the server."""
+        return http_get(self.url + path, timeout_s)
+
+    def json(self, path: str = "/") -> dict[str, object]:
+        """GET a path and decode the test app's JSON answer."""
+        status, body = self.get(path)
+        assert status == 200, body[:2000]
+        return dict(json.loads(body))
+
+    def log(self) -> str:
+        """Everything wsgidev printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = 20.0) -> int:
+        """Signal wsgidev as a terminal would; return its exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.apache_pids |= descendants(self.process.pid)
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+                raise AssertionError(f"wsgidev did not stop on {sig}:\n{self.log()}") from None
+        return int(self.process.returncode)
+
+    def assert_nothing_left(self) -> None:
+        """No Apache or daemon process, no bound port, no server root."""
+        survivors = {pid for pid in self.apache_pids if alive(pid)}
+        assert not survivors, f"processes left running: {survivors}\n{self.log()}"
+        assert port_is_free(self.port), f"port {self.port} still bound"
+        assert not any(self.tmpdir.iterdir()), f"left in TMPDIR: {list(self.tmpdir.iterdir())}"
+
+    def kill_everything(self) -> None:
+        """Last-resort cleanup of what this test started (by pid, never by name)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        for pid in self.apache_pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A folder holding the import-recording test app as app.py."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "app.py").write_text(textwrap.dedent(APP))
+    return folder
+
+
+@pytest.fixture
+def start_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., WsgidevServer]]:
+    """Factory: start_server(project, *args, env={}) -> a running WsgidevServer; always torn down."""
+    servers: list[WsgidevServer] = []
+
+    def factory(
+        folder: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True
+    ) -> WsgidevServer:
+        log_dir = tmp_path / f"server{len(servers)}"
+        log_dir.mkdir()
+        server = WsgidevServer(folder, log_dir, list(args), env or {})
+        servers.append(server)
+        return server.start(wait=wait)
+
+    yield factory
+    try:
+        # Newest first: a later server may share an earlier one's TMPDIR.
+        for server in reversed(servers):
+            if server.process is not None and server.process.poll() is None:
+                assert server.stop() == 0, server.log()
+        for server in servers:
+            server.assert_nothing_left()
+    finally:
+        for server in servers:
+            server.kill_everything()
+            sys.stdout.write(f"--- wsgidev log ({server.url}) ---\n{server.log()}\n")

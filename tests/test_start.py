@@ -1,0 +1,112 @@
+"""`wsgidev start` against a real Apache: concurrency, queueing, logs, and every stop path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from conftest import alive, descendants, http_get, port_is_free, wait_for
+
+
+def _parallel_get(url: str, count: int, timeout_s: float = 60.0) -> list[tuple[int, bytes]]:
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(lambda _: http_get(url, timeout_s), range(count)))
+
+
+def test_serves_across_exactly_the_asked_processes_and_threads(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "2", "--threads", "15")
+    started = time.monotonic()
+    answers = _parallel_get(server.url + "/sleep?s=1", 30)
+    elapsed = time.monotonic() - started
+    assert [status for status, _ in answers] == [200] * 30
+    bodies = [json.loads(body) for _, body in answers]
+    pids = {body["pid"] for body in bodies}
+    assert len(pids) == 2, pids
+    threads_per_pid = {pid: {b["thread"] for b in bodies if b["pid"] == pid} for pid in pids}
+    assert all(len(threads) <= 15 for threads in threads_per_pid.values())
+    # 30 one-second requests on 30 threads overlap; one thread per process would take 15 s.
+    assert max(body["peak"] for body in bodies) > 1
+    assert elapsed < 10, f"30 x 1 s requests took {elapsed:.1f} s"
+    assert all(body["multiprocess"] for body in bodies)
+    # The app was imported once per daemon process (preloaded), not once per request.
+    imports = (project / "imports.log").read_text().split()
+    assert sorted(set(imports)) == sorted(str(pid) for pid in pids)
+
+
+def test_more_requests_than_threads_queue_and_all_succeed(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "2", "--threads", "15")
+    answers = _parallel_get(server.url + "/sleep?s=1", 45)
+    assert [status for status, _ in answers] == [200] * 45
+    assert len({json.loads(body)["pid"] for _, body in answers}) == 2
+
+
+def test_app_print_and_access_lines_reach_the_terminal(project: Path, start_server):
+    server = start_server(project, "app.py", "--processes", "1", "--threads", "2")
+    status, _ = server.get("/print?m=marker-123")
+    assert status == 200
+    wait_for(lambda: "hello from the app marker-123" in server.log(), 10, "the print() line")
+    wait_for(lambda: '"GET /print?m=marker-123 HTTP/1.1" 200' in server.log(), 10, "access line")
+    wait_for(lambda: "wsgidev serving" in server.log(), 10, "the banner")
+
+
+def test_env_and_python_path_options_reach_the_app(project: Path, tmp_path: Path, start_server):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "helper_mod.py").write_text("VALUE = 'from-extra'\n")
+    (project / "app2.py").write_text(
+        "import helper_mod\nfrom app import application as inner\n"
+        "def application(environ, start_response):\n"
+        "    environ['QUERY_STRING'] = 'env=WSGIDEV_TEST_VAR'\n"
+        "    return inner(environ, start_response)\n"
+    )
+    server = start_server(
+        project,
+        "app2:application",
+        "--python-path",
+        str(extra),
+        "--env",
+        "WSGIDEV_TEST_VAR=hello",
+        "--processes",
+        "1",
+    )
+    assert server.json("/")["environ"] == {"WSGIDEV_TEST_VAR": "hello"}
+
+
+def test_sigterm_stops_everything(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "1")
+    assert server.stop(signal.SIGTERM) == 0
+    server.assert_nothing_left()
+
+
+def test_terminal_resize_does_not_stop_the_server(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "1")
+    assert server.process is not None
+    # A resize signals the terminal's foreground process group: wsgidev's, not Apache's.
+    os.killpg(server.process.pid, signal.SIGWINCH)
+    time.sleep(1.0)
+    assert server.process.poll() is None
+    assert server.get("/")[0] == 200
+    assert all(alive(pid) for pid in server.apache_pids)
+
+
+def test_killed_wsgidev_takes_apache_down(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "1")
+    assert server.process is not None
+    pids = descendants(server.process.pid)
+    assert pids, "Apache should run below wsgidev"
+    server.process.kill()
+    server.process.wait(5)
+    wait_for(lambda: not any(alive(pid) for pid in pids), 15, "Apache to follow wsgidev down")
+    wait_for(lambda: port_is_free(server.port), 5, "the port to be free")
+    # A SIGKILLed wsgidev cannot remove its server root; the next start sweeps it.
+    leftovers = list(server.tmpdir.iterdir())
+    assert len(leftovers) == 1
+    again = start_server(
+        project, "app:application", "--processes", "1", env={"TMPDIR": str(server.tmpdir)}
+    )
+    assert again.get("/")[0] == 200
+    assert not leftovers[0].exists()
