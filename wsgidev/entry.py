@@ -98,7 +98,7 @@ def app_traceback(exc: BaseException) -> str:
 
 
 def _is_plumbing(filename: str) -> bool:
-    return filename == __file__ or filename.startswith("<frozen importlib")
+    return filename in (__file__, importlib.__file__) or filename.startswith("<frozen importlib")
 
 
 def _one_line(exc: BaseException) -> str:

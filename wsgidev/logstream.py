@@ -25,8 +25,11 @@ class _Reload:
 class LogPrinter:
     """Formats log lines and reload events; safe to call from the two pipe-reader threads."""
 
-    def __init__(self, out: TextIO, *, processes: int, colour: bool, verbose: bool) -> None:
+    def __init__(
+        self, out: TextIO, *, processes: int, colour: bool, verbose: bool, reload: bool = True
+    ) -> None:
         self.out = out
+        self.reload = reload
         self.processes = processes
         self.colour = colour
         self.verbose = verbose
@@ -35,7 +38,7 @@ class LogPrinter:
         self.first_ready = threading.Event()
         self.import_error: str | None = None
         self.last_traceback = ""
-        self.reload: _Reload | None = None
+        self.pending: _Reload | None = None
         self.reload_count = 0
         self.apache_errors: list[str] = []
 
@@ -90,10 +93,10 @@ class LogPrinter:
         elif kind == "change":
             files = [str(f) for f in event.get("files", [])]
             with self.lock:
-                if self.reload is None:
-                    self.reload = _Reload(started=float(event.get("t", time.time())), files=files)
+                if self.pending is None:
+                    self.pending = _Reload(started=float(event.get("t", time.time())), files=files)
                 else:
-                    self.reload.files.extend(f for f in files if f not in self.reload.files)
+                    self.pending.files.extend(f for f in files if f not in self.pending.files)
         elif kind == "handled":
             names = ", ".join(str(f) for f in event.get("files", []))
             self._once(f"handled:{names}", f"Picked up {names} without a restart")
@@ -113,10 +116,10 @@ class LogPrinter:
             self.ready_pids.add(pid)
             self.import_error = None
             done = None
-            if self.reload is not None and when >= self.reload.started:
-                self.reload.ready_pids.add(pid)
-                if len(self.reload.ready_pids) >= self.processes:
-                    done, self.reload = self.reload, None
+            if self.pending is not None and when >= self.pending.started:
+                self.pending.ready_pids.add(pid)
+                if len(self.pending.ready_pids) >= self.processes:
+                    done, self.pending = self.pending, None
                     self.reload_count += 1
         self.first_ready.set()
         if done is not None:
@@ -129,11 +132,12 @@ class LogPrinter:
             self.import_error = str(event.get("error", "import failed"))
             repeated = text == self.last_traceback
             self.last_traceback = text
-            self.reload = None
+            self.pending = None
         self.first_ready.set()
         if not repeated:
             self.write(f"The app failed to import: {self.import_error}\n{text.rstrip()}")
-            self.write("Fix the code and save; every request gets this error page until then.")
+            if self.reload:
+                self.write("Fix the code and save; every request gets this error page until then.")
 
 
 def _strip_remote(message: str) -> str:

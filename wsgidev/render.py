@@ -202,7 +202,8 @@ def render_express(
     run_as: RunAs,
     entry_script_path: Path,
 ) -> str:
-    """The mod_wsgi-express command line that serves the same app with the same mix."""
+    """The mod_wsgi-express command line that serves the same app with the same mix; its
+    server root sits beside the entry script, so it leaves nothing in /tmp."""
     express = Path(sys.executable).with_name("mod_wsgi-express")
     return (
         environment()
@@ -213,6 +214,7 @@ def render_express(
             target=target,
             run_as=run_as,
             express=str(express) if express.exists() else "mod_wsgi-express",
+            server_root=str(entry_script_path.parent / "express"),
             conf=layout(options, target, entry_script_path),
         )
     )

@@ -162,6 +162,7 @@ class Server:
             processes=prepared.options.processes,
             colour=colour,
             verbose=prepared.options.log_level in ("info", "debug"),
+            reload=prepared.options.reload,
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.readers: list[threading.Thread] = []

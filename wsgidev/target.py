@@ -70,7 +70,8 @@ def resolve_target(options: Options) -> Target:
 
 
 def _looks_like_file(spec: str, project: Path) -> bool:
-    return "/" in spec or spec.endswith((".py", ".wsgi")) or (project / spec).is_file()
+    # "mysite.wsgi" is a module unless a file of that name exists.
+    return "/" in spec or spec.endswith(".py") or (project / spec).is_file()
 
 
 def _django_project(options: Options, project: Path, search: list[Path]) -> Target:

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One command on a fresh Debian/Ubuntu machine: install what is missing (Apache and its headers,
+# Python's venv and headers, a C compiler for mod_wsgi), create .venv, install wsgidev, then
+#   bash dev.sh demo   serve the bundled Django demo with 2 processes x 15 threads
+#   bash dev.sh test   run the linters and the test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+
+what="${1:-}"
+case "$what" in demo|test) ;; *) echo "usage: bash dev.sh demo|test" >&2; exit 2 ;; esac
+
+missing=()
+command -v apache2 >/dev/null || command -v httpd >/dev/null || missing+=(apache2)
+command -v apxs >/dev/null || command -v apxs2 >/dev/null || missing+=(apache2-dev)
+command -v gcc >/dev/null || missing+=(gcc)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+python3 - <<'PY' || missing+=(python3-dev)
+import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
+PY
+if ((${#missing[@]})); then
+  if ! command -v apt-get >/dev/null; then
+    echo "dev.sh: please install: ${missing[*]} (or your system's equivalents), then rerun" >&2
+    exit 1
+  fi
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+
+if [ "$what" = demo ]; then
+  .venv/bin/python -m pip install -q -e '.[django]'
+  cd demo
+  ../.venv/bin/python manage.py migrate --noinput
+  exec ../.venv/bin/wsgidev start --threads 15 --processes 2
+fi
+
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/ruff format --check wsgidev tests
+.venv/bin/ruff check wsgidev tests
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "${@:2}"

@@ -1,0 +1,142 @@
+"""Bad input: one line naming the problem and the fix, a non-zero exit, nothing left running."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import descendants, free_port, wsgidev_command
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A TMPDIR for wsgidev, to prove no server root was left."""
+    folder = Path(tempfile.mkdtemp(prefix="wsgidev-bad-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_wsgidev(cwd: Path, tmp: Path, *args: str, env: dict[str, str] | None = None):
+    """Run wsgidev to completion; it must not leave children behind."""
+    process = subprocess.Popen(
+        wsgidev_command(*args),
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(tmp), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    out, err = process.communicate(timeout=60)
+    assert not descendants(process.pid)
+    return process.returncode, out, err
+
+
+def assert_one_line_error(code: int, err: str, *words: str, app_traceback: bool = False) -> None:
+    """The shape every user-facing failure has; only a broken app may show its own traceback."""
+    assert code != 0
+    assert app_traceback or "Traceback" not in err, err
+    frames = [line for line in err.splitlines() if line.strip().startswith("File ")]
+    assert not any("/wsgidev/" in frame for frame in frames), err
+    lines = [line for line in err.splitlines() if line.startswith("wsgidev:")]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+CASES = {
+    "threads zero": (["--threads", "0"], ["--threads", "at least 1"]),
+    "threads not a number": (["--threads", "many"], ["threads", "whole number"]),
+    "processes negative": (["--processes", "-1"], ["--processes", "at least 1"]),
+    "port out of range": (["--port", "70000"], ["--port", "65535"]),
+    "port not a number": (["--port", "http"], ["port", "whole number"]),
+    "host not an address": (["--host", "not a host!"], ["--host"]),
+    "host not on this machine": (["--host", "192.0.2.1"], ["not an address of this machine"]),
+    "log level": (["--log-level", "loud"], ["log-level"]),
+    "unknown flag": (["--frobnicate"], ["--frobnicate"]),
+    "missing Apache": (["--httpd", "/nonexistent/apache2"], ["Apache httpd not found", "apt-get"]),
+    "bad env": (["--env", "NOEQUALS"], ["KEY=VALUE", "NOEQUALS=VALUE"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_option(case: str, project: Path, short_tmp: Path):
+    args, words = CASES[case]
+    code, _, err = run_wsgidev(project, short_tmp, "start", "app:application", *args)
+    assert_one_line_error(code, err, *words)
+    assert not any(short_tmp.iterdir())
+
+
+def test_port_in_use(project: Path, short_tmp: Path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, _, err = run_wsgidev(project, short_tmp, "start", "app.py", "--port", str(port))
+    assert_one_line_error(code, err, f"port {port}", "in use", "--port")
+
+
+def test_missing_target_file(project: Path, short_tmp: Path):
+    code, _, err = run_wsgidev(project, short_tmp, "start", "nothere/wsgi.py")
+    assert_one_line_error(code, err, "nothere/wsgi.py", "not found")
+
+
+def test_missing_target_module(project: Path, short_tmp: Path):
+    code, _, err = run_wsgidev(project, short_tmp, "start", "nosuchmodule.wsgi:application")
+    assert_one_line_error(code, err, "nosuchmodule.wsgi", "--python-path")
+
+
+def test_no_manage_py_and_no_target(project: Path, short_tmp: Path):
+    code, _, err = run_wsgidev(project, short_tmp, "start")
+    assert_one_line_error(code, err, "manage.py", "mysite/wsgi.py")
+
+
+def test_manage_py_naming_missing_settings(project: Path, short_tmp: Path):
+    (project / "manage.py").write_text(
+        "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'gone.settings')\n"
+    )
+    code, _, err = run_wsgidev(project, short_tmp, "start")
+    assert_one_line_error(code, err, "gone.settings")
+
+
+def test_mod_wsgi_missing(project: Path, short_tmp: Path, tmp_path: Path):
+    shadow = tmp_path / "shadow" / "mod_wsgi"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")  # a mod_wsgi without its express/server parts
+    code, _, err = run_wsgidev(
+        project, short_tmp, "start", "app.py", env={"PYTHONPATH": str(shadow.parent)}
+    )
+    assert_one_line_error(code, err, "mod_wsgi is not installed", "pip install mod_wsgi")
+
+
+def test_broken_app_without_reload_fails_and_cleans_up(project: Path, short_tmp: Path):
+    (project / "broken.py").write_text("import nosuchthing_xyz\napplication = None\n")
+    port = free_port()
+    code, _, err = run_wsgidev(
+        project, short_tmp, "start", "broken:application", "--no-reload", "--port", str(port)
+    )
+    assert_one_line_error(code, err, "failed to import", "nosuchthing_xyz", app_traceback=True)
+    # The app's own traceback is shown, from the app's first frame: no wsgidev or importlib.
+    assert 'broken.py", line 1' in err
+    assert "wsgidev/entry.py" not in err and "importlib/__init__.py" not in err
+    assert "save" not in err  # no promise of a reload that --no-reload will not do
+    assert not any(short_tmp.iterdir())
+
+
+def test_doctor_reports_missing_apache_with_fix(project: Path, short_tmp: Path):
+    code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--httpd", "/nonexistent/apache2")
+    assert code == 1
+    assert "FAIL Apache httpd" in out and "apt-get install apache2" in out
+
+
+def test_doctor_passes_here(project: Path, short_tmp: Path):
+    code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--port", str(free_port()))
+    assert code == 0, out
+    assert out.count("ok  ") == 6

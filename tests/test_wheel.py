@@ -1,0 +1,81 @@
+"""The wheel carries the templates: a fresh venv with the built wheel renders every output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+RENDER = """
+import pathlib, sys
+from wsgidev import render
+from wsgidev.apache import ApacheInstall
+from wsgidev.options import Options
+from wsgidev.privileges import RunAs
+from wsgidev.target import Target
+
+folder = render.templates_dir()
+assert pathlib.Path(sys.prefix) in folder.parents, folder
+target = Target(kind="module", label="m:app", project_dir="/srv/p", module="m")
+apache = ApacheInstall(httpd="/usr/sbin/apache2", modules_dir="/m", mod_wsgi_so="/m/w.so",
+                       python_home=sys.prefix, python_dylib="", mime_types="/etc/mime.types")
+options = Options(working_dir="/srv/p", processes=3, threads=4)
+entry = pathlib.Path("/srv/p/.wsgidev/entry.wsgi")
+print(render.render_standalone(options, target, apache, RunAs(mode="self"), pathlib.Path("/r")))
+print(render.render_apache(options, target, apache, entry))
+print(render.render_express(options, target, RunAs(mode="self"), entry))
+print(render.render_entry(options, target))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_wheel_installs_templates_and_renders(tmp_path: Path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(REPO),
+        ],
+        check=True,
+        timeout=240,
+    )
+    wheel = next(dist.glob("wsgidev-*.whl"))
+    fresh = tmp_path / "fresh"
+    venv.create(fresh, with_pip=True)
+    python = fresh / "bin" / "python"
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            str(wheel),
+            "jinja2",
+            "markupsafe",
+        ],
+        check=True,
+        timeout=240,
+    )
+    result = subprocess.run(
+        [str(python), "-c", RENDER], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "WSGIDaemonProcess wsgidev-p" in result.stdout
+    assert "processes=3 threads=4" in result.stdout
+    assert "start-server /srv/p/.wsgidev/entry.wsgi" in result.stdout
+    assert "wsgidev.entry.load(" in result.stdout
