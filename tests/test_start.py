@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from conftest import alive, descendants, http_get, port_is_free, wait_for
 
 
@@ -110,3 +112,45 @@ def test_killed_wsgidev_takes_apache_down(project: Path, start_server):
     )
     assert again.get("/")[0] == 200
     assert not leftovers[0].exists()
+
+
+def test_named_server_root_is_kept_and_ipv6_loopback_serves(
+    project: Path, tmp_path: Path, start_server
+):
+    if not socket.has_ipv6 or not _can_bind_ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback")
+    root = tmp_path / "root"
+    server = start_server(
+        project,
+        "app:application",
+        "--processes",
+        "1",
+        "--host",
+        "::1",
+        "--server-root",
+        str(root),
+        wait=False,
+    )
+    url = f"http://[::1]:{server.port}/"
+    wait_for(lambda: _answers(url), 30, f"{url} to answer\n{server.log()}")
+    assert json.loads(http_get(url)[1])["pid"] > 0
+    assert server.stop() == 0
+    assert (root / "httpd.conf").is_file() and (root / "entry.wsgi").is_file()
+    assert "Listen [::1]:" in (root / "httpd.conf").read_text()
+
+
+def _can_bind_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        http_get(url, 2)
+    except OSError:
+        return False
+    return True

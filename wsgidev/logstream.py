@@ -41,6 +41,7 @@ class LogPrinter:
         self.pending: _Reload | None = None
         self.reload_count = 0
         self.apache_errors: list[str] = []
+        self._last_once = ""
 
     def write(self, text: str) -> None:
         """One or more finished lines to the terminal."""
@@ -106,7 +107,7 @@ class LogPrinter:
     def _once(self, key: str, text: str) -> None:
         # Each daemon process reports the same thing; say it once.
         with self.lock:
-            if key == getattr(self, "_last_once", None):
+            if key == self._last_once:
                 return
             self._last_once = key
         self.write(text)

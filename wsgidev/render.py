@@ -101,7 +101,8 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
         display_name=f"(wsgidev:{project}:{options.port})",
         listen=f"{bracketed}:{options.port}",
         url=f"http://{bracketed}:{options.port}/",
-        server_name=bracketed,
+        # ServerName takes no bare IPv6 literal; the name only matters for self-referring URLs.
+        server_name="localhost" if ":" in host else host,
         static=tuple((url.rstrip("/") or "/", folder) for url, folder in options.static),
         daemon_user=options.user,
         daemon_group=options.group,

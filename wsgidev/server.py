@@ -141,9 +141,10 @@ def check_config(prepared: Prepared, conf: Path) -> None:
         preexec_fn=child_setup(prepared.run_as),
     )
     if result.returncode != 0:
-        first = (result.stderr or result.stdout).strip().splitlines()
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        reason = " ".join(line.strip() for line in lines[:2]) or f"status {result.returncode}"
         raise WsgidevError(
-            f"Apache rejected the generated config: {first[0] if first else result.returncode}",
+            f"Apache rejected the generated config: {reason}",
             f"check the options; the config is {conf}",
         )
 
