@@ -151,6 +151,7 @@ class WsgidevServer:
         # wsgidev's temp server root goes here, so a test can see it made and removed; short,
         # because mod_wsgi's daemon sockets live there and socket paths are limited.
         self.tmpdir = Path(tempfile.mkdtemp(prefix="wsgidev-test-"))
+        self.server_args = args
         self.args = ["start", *args, "--port", str(self.port)]
         self.env = {**os.environ, "TMPDIR": str(self.tmpdir), "NO_COLOR": "1", **env}
         self.process: subprocess.Popen[bytes] | None = None
@@ -160,7 +161,7 @@ class WsgidevServer:
         """Start, and unless wait is False, wait until the app answers."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                wsgidev_command(*self.args),
+                self.command(),
                 cwd=self.project,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -172,6 +173,10 @@ class WsgidevServer:
             wait_for(self.answers, 30, f"{self.url} to answer\n{self.log()}")
             self.apache_pids = descendants(self.process.pid)
         return self
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        return wsgidev_command(*self.args)
 
     def answers(self) -> bool:
         """True once GET / returns anything."""
@@ -230,6 +235,21 @@ class WsgidevServer:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
+class ManagePyServer(WsgidevServer):
+    """`python manage.py runwsgidev 127.0.0.1:PORT ...` in a Django project; output piped, with
+    no NO_COLOR, so a test sees what a pipe gets."""
+
+    def __init__(self, project: Path, log_dir: Path, args: list[str], env: dict[str, str]):
+        super().__init__(project, log_dir, args, env)
+        if "NO_COLOR" not in env:
+            self.env.pop("NO_COLOR", None)
+
+    def command(self) -> list[str]:
+        """manage.py runwsgidev with the free port as its addrport."""
+        addrport = f"127.0.0.1:{self.port}"
+        return [sys.executable, "manage.py", "runwsgidev", addrport, *self.server_args]
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A folder holding the import-recording test app as app.py."""
@@ -243,15 +263,21 @@ def project(tmp_path: Path) -> Path:
 def start_server(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., WsgidevServer]]:
-    """Factory: start_server(project, *args, env={}) -> a running WsgidevServer; always torn down."""
+    """Factory: start_server(project, *args, env={}) -> a running WsgidevServer; always torn down.
+    manage_py=True runs `manage.py runwsgidev` in a Django project instead of `wsgidev start`."""
     servers: list[WsgidevServer] = []
 
     def factory(
-        folder: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True
+        folder: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        manage_py: bool = False,
     ) -> WsgidevServer:
         log_dir = tmp_path / f"server{len(servers)}"
         log_dir.mkdir()
-        server = WsgidevServer(folder, log_dir, list(args), env or {})
+        server_class = ManagePyServer if manage_py else WsgidevServer
+        server = server_class(folder, log_dir, list(args), env or {})
         servers.append(server)
         return server.start(wait=wait)
 

@@ -21,19 +21,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"wsgidev: {message} (see {self.prog} --help)\n")
 
 
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bool = True) -> None:
     """The options shared by start, config and the Django command. Values stay strings (or None
     when not given) so that load_options can layer them over env and pyproject and say clearly
-    what is wrong with a bad one."""
+    what is wrong with a bad one. The Django command passes settings_option=False: Django has
+    its own --settings."""
     add = parser.add_argument
     add("--processes", metavar="N", help="daemon processes (default 2)")
-    add("--threads", metavar="N", help="threads per daemon process (default 5)")
+    add(
+        "--threads",
+        metavar="N",
+        help="threads per daemon process (default 5); --threads 1 --processes N is fork mode, "
+        "for code that is not thread-safe: one request per process at a time",
+    )
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", metavar="PORT", help="port to listen on (default 8000)")
     add("--working-dir", metavar="DIR", help="project folder (default: the current one)")
     add("--python-path", metavar="DIR", action="append", help="add to sys.path (repeatable)")
     add("--env", metavar="NAME=VALUE", action="append", help="set in the app's os.environ")
-    add("--settings", dest="django_settings", metavar="MODULE", help="DJANGO_SETTINGS_MODULE")
+    if settings_option:
+        add("--settings", dest="django_settings", metavar="MODULE", help="DJANGO_SETTINGS_MODULE")
     add("--log-level", choices=LOG_LEVELS, help="Apache LogLevel (default warn)")
     add("--server-root", metavar="DIR", help="keep the generated server files here")
     add("--user", help="as root: the user the daemons run as (default: a user namespace)")
@@ -47,6 +54,35 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     add("--poll-interval", dest="poll_interval_s", metavar="S", help="poll backend interval")
     add("--static", metavar="URL=DIR", action="append", help="serve DIR at URL from Apache")
     add("--httpd", metavar="PATH", help="the Apache binary (default: as mod_wsgi finds it)")
+    add(
+        "--static-root",
+        dest="django_static",
+        action="store_const",
+        const="root",
+        help="Django: Apache serves STATIC_ROOT at STATIC_URL and MEDIA_ROOT at MEDIA_URL, "
+        "as in production (run collectstatic first); default: with DEBUG on, the app serves "
+        "STATIC_URL from the staticfiles finders, as runserver does",
+    )
+    add(
+        "--nostatic",
+        dest="django_static",
+        action="store_const",
+        const="off",
+        help="Django: serve no static files",
+    )
+    add(
+        "--random-delay",
+        dest="random_delay_ms",
+        metavar="MAX_MS",
+        help="sleep a random 0..MAX_MS ms before each request, to shake out race conditions",
+    )
+    add(
+        "--debug",
+        action="store_const",
+        const=True,
+        help="one process, one thread, the app inside Apache with this terminal as its stdin, "
+        "so breakpoint()/pdb in a view works; no reloading (restart to pick up changes)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from wsgidev import render
+from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.server import prepare
 
@@ -18,7 +19,13 @@ def output_dir(options: Options) -> Path:
 
 def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
     """Write the entry script, print the standalone config, Apache snippet or express command."""
+    if options.debug and kind != "express":
+        raise WsgidevError(
+            f"--debug runs Apache attached to a terminal; `wsgidev config {kind}` cannot",
+            "use wsgidev start --debug (or config express, which maps it to --debug-mode)",
+        )
     prepared = prepare(options)
+    options = prepared.options
     folder = output_dir(options)
     entry = render.write_entry(folder, options, prepared.target, state_dir=None)
     if kind == "standalone":

@@ -7,6 +7,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import os
+import random
 import sys
 import time
 import traceback
@@ -26,7 +27,8 @@ def load(spec: dict[str, Any]) -> WSGIApp:
     monitor = _start_monitor(spec)
     started = time.perf_counter()
     try:
-        application = import_target(spec)
+        # Wrapping can fail too (StaticFilesHandler checks STATIC_URL): show it like an import error.
+        application = wrap(import_target(spec), spec)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -37,6 +39,28 @@ def load(spec: dict[str, Any]) -> WSGIApp:
         return error_application(spec["label"], text)
     events.emit("ready", import_s=round(time.perf_counter() - started, 4))
     return application
+
+
+def wrap(application: WSGIApp, spec: dict[str, Any]) -> WSGIApp:
+    """The conveniences around the app the spec asks for: Django's static files, random delay."""
+    if spec.get("django_static") == "finders" and "django.conf" in sys.modules:
+        from wsgidev.django.static import with_static_finders
+
+        application = with_static_finders(application)
+    if spec.get("random_delay_ms"):
+        application = with_random_delay(application, spec["random_delay_ms"])
+    return application
+
+
+def with_random_delay(application: WSGIApp, max_ms: int) -> WSGIApp:
+    """Sleep a random 0..max_ms before each request, so requests that race in production race
+    here too (django-concurrent-server's CONCURRENT_RANDOM_DELAY)."""
+
+    def delayed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        time.sleep(random.uniform(0, max_ms) / 1000)
+        return application(environ, start_response)
+
+    return delayed
 
 
 def _start_monitor(spec: dict[str, Any]) -> Any:

@@ -13,6 +13,8 @@ from wsgidev import events
 _NOISE = ("AH00489", "AH00094", "AH00491", "AH00492", "AH00493", "AH00169", "AH00490")
 _STATUS_COLOURS = {"1": "", "2": "\x1b[32m", "3": "\x1b[36m", "4": "\x1b[33m", "5": "\x1b[31;1m"}
 _RESET = "\x1b[0m"
+# --debug sends access lines down the error log's pipe (stdout is pdb's terminal), marked so.
+ACCESS_MARKER = "wsgidev-access\t"
 
 
 @dataclass
@@ -51,6 +53,9 @@ class LogPrinter:
 
     def error_line(self, raw: str) -> None:
         """A line of the error log: level TAB pid TAB module TAB message."""
+        if raw.startswith(ACCESS_MARKER):
+            self.access_line(raw[len(ACCESS_MARKER) :])
+            return
         parts = raw.rstrip("\n").split("\t", 3)
         if len(parts) != 4:
             if raw.strip():

@@ -17,6 +17,9 @@ from wsgidev.errors import WsgidevError
 
 LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 RELOAD_BACKENDS = ("auto", "inotify", "poll")
+# Django static files: "finders" serves STATIC_URL from the finders in the app (runserver's way,
+# with DEBUG on); "root" lets Apache serve STATIC_ROOT and MEDIA_ROOT (production's way); "off".
+DJANGO_STATIC_MODES = ("finders", "root", "off")
 ENV_PREFIX = "WSGIDEV_"
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -52,6 +55,11 @@ class Options:
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()
     httpd: str | None = None
+    django_static: str = "finders"
+    # Sleep a random 0..random_delay_ms before each request, to shake out race conditions.
+    random_delay_ms: int = 0
+    # One process, one thread, the app embedded in Apache with the terminal as stdin (for pdb).
+    debug: bool = False
 
     def __post_init__(self) -> None:
         for name in ("processes", "threads"):
@@ -97,6 +105,21 @@ class Options:
                 )
         if self.group and not self.user:
             raise WsgidevError("--group needs --user", "pass --user NAME as well")
+        if self.django_static not in DJANGO_STATIC_MODES:
+            raise WsgidevError(
+                f"django-static {self.django_static!r} is unknown",
+                f"use one of {', '.join(DJANGO_STATIC_MODES)}",
+            )
+        if self.random_delay_ms < 0:
+            raise WsgidevError(
+                f"--random-delay must be 0 or more milliseconds, got {self.random_delay_ms}",
+                "pass e.g. --random-delay 300",
+            )
+        if self.debug and (self.processes, self.threads, self.reload) != (1, 1, False):
+            raise WsgidevError(
+                "--debug runs one process with one thread and no reloading",
+                "drop --processes, --threads and --reload when passing --debug",
+            )
 
     @property
     def working_path(self) -> Path:
@@ -197,16 +220,21 @@ def read_pyproject(path: Path) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise WsgidevError(f"cannot read {path}: {exc}", "fix the TOML syntax") from None
     table = data.get("tool", {}).get("wsgidev", {})
+    return read_table(table, f"[tool.wsgidev] in {path}", path.parent)
+
+
+def read_table(table: Mapping[str, Any], source: str, base: Path) -> dict[str, Any]:
+    """A table of settings ([tool.wsgidev], Django's WSGIDEV) as field values; keys may use -
+    or _ and any case; relative paths are taken from base."""
     out = {}
     for key, value in table.items():
-        name = key.replace("-", "_")
+        name = str(key).replace("-", "_").lower()
         if name not in FIELD_NAMES:
             raise WsgidevError(
-                f"unknown key {key!r} in [tool.wsgidev] of {path}",
+                f"unknown key {key!r} in {source}",
                 f"use one of {', '.join(n.replace('_', '-') for n in FIELD_NAMES)}",
             )
-        out[name] = coerce(name, value, f"[tool.wsgidev] in {path}")
-        out[name] = _absolute(name, out[name], path.parent)
+        out[name] = _absolute(name, coerce(name, value, source), base)
     return out
 
 
@@ -257,6 +285,12 @@ def load_options(
     merged.update(env_values)
     merged.update(cli_values)
     merged.setdefault("working_dir", str(cwd.resolve()))
+    if merged.get("debug"):
+        # --debug decides these; only a value given on the command line may contradict it,
+        # and then Options says why that cannot work.
+        for name, value in (("processes", 1), ("threads", 1), ("reload", False)):
+            if name not in cli_values:
+                merged[name] = value
     return Options(**merged)
 
 

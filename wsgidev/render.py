@@ -130,6 +130,8 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> dict[
         "environ": environ,
         "monitor": monitor,
         "state_dir": state_dir,
+        "django_static": options.django_static,
+        "random_delay_ms": options.random_delay_ms,
     }
 
 
@@ -144,7 +146,10 @@ def render_entry(options: Options, target: Target, state_dir: str | None = None)
 
 
 def mpm_sizing(options: Options) -> dict[str, int]:
-    """Apache worker threads: room for every daemon thread busy plus as many requests queued."""
+    """Apache worker threads: room for every daemon thread busy plus as many requests queued;
+    one thread in --debug, where the app runs inside Apache and serves one request at a time."""
+    if options.debug:
+        return {"threads_per_child": 1, "server_limit": 1, "max_request_workers": 1}
     workers = max(50, 2 * options.processes * options.threads)
     per_child = min(workers, 64)
     children = math.ceil(workers / per_child)

@@ -33,6 +33,8 @@ STOP_MARGIN_S = 5.0
 # mod_wsgi's daemon sockets live in the server root, and a Unix socket path has at most 107
 # bytes: "wsgi.<pid>.<generation>.<n>.sock" needs about 35 of them after the root.
 MAX_ROOT_PARENT_CHARS = 50
+# --debug: how long Apache's single process gets to stop before SIGKILL.
+DEBUG_STOP_S = 3.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,8 +48,17 @@ class Prepared:
 
 
 def prepare(options: Options) -> Prepared:
-    """Resolve the target, find Apache, and decide who it runs as; raise WsgidevError on problems."""
+    """Resolve the target, find Apache, and decide who it runs as; raise WsgidevError on problems.
+    With --static-root the returned options carry the Aliases read from the Django settings."""
     target = resolve_target(options)
+    if target.kind == "django":
+        from wsgidev.django.settings_reader import require_django
+
+        require_django()
+    if options.django_static == "root":
+        from wsgidev.django.static import with_static_root
+
+        options = with_static_root(options, target)
     apache = find_apache(options.httpd)
     must_read = [*python_library_readable(apache), Path(target.project_dir)]
     run_as = plan_run_as(options.user, options.group, must_read)
@@ -169,20 +180,28 @@ class Server:
         self.readers: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Start Apache in its own session, so terminal signals reach wsgidev alone."""
+        """Start Apache in its own session, so terminal signals reach wsgidev alone; in --debug,
+        in wsgidev's own process group with the terminal as stdin and stdout, for pdb."""
+        options = self.prepared.options
+        command = [self.prepared.apache.httpd, "-f", str(self.conf), "-DFOREGROUND"]
+        if options.debug:
+            # One process, no daemons: what `httpd -X` does, without -X's DEBUG define.
+            command.append("-DONE_PROCESS")
         self.process = subprocess.Popen(
-            [self.prepared.apache.httpd, "-f", str(self.conf), "-DFOREGROUND"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            command,
+            stdin=None if options.debug else subprocess.DEVNULL,
+            stdout=None if options.debug else subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=not options.debug,
+            # The daemons' home= is the working dir; in --debug the app runs in Apache itself.
+            cwd=options.working_dir if options.debug else None,
             preexec_fn=child_setup(self.prepared.run_as),
         )
-        assert self.process.stdout is not None and self.process.stderr is not None
-        for stream, handler in (
-            (self.process.stderr, self.log.error_line),
-            (self.process.stdout, self.log.access_line),
-        ):
+        assert self.process.stderr is not None
+        streams = [(self.process.stderr, self.log.error_line)]
+        if self.process.stdout is not None:
+            streams.append((self.process.stdout, self.log.access_line))
+        for stream, handler in streams:
             reader = threading.Thread(target=_pump, args=(stream, handler), daemon=True)
             reader.start()
             self.readers.append(reader)
@@ -226,6 +245,18 @@ class Server:
         if process is None:
             return
         timeout = self.prepared.options.shutdown_timeout_s + STOP_MARGIN_S
+        if self.prepared.options.debug:
+            # One process in wsgidev's own group (the terminal's Ctrl-C reached it too); a
+            # request paused in pdb never finishes, so do not wait long for it.
+            if process.poll() is None:
+                process.terminate()
+                with suppress(subprocess.TimeoutExpired):
+                    process.wait(DEBUG_STOP_S)
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+            self._drain()
+            return
         if process.poll() is None:
             _signal_group(process.pid, signal.SIGTERM)
             with suppress(subprocess.TimeoutExpired):
@@ -297,18 +328,27 @@ def banner(prepared: Prepared, url: str) -> str:
     """The lines printed once Apache listens."""
     options = prepared.options
     reload = f"reloading on changes ({options.reload_backend})" if options.reload else "reload off"
-    return (
-        f"wsgidev serving {prepared.target.label} at {url}\n"
-        f"  Apache {prepared.apache.httpd}, mod_wsgi daemon mode: "
-        f"{options.processes} process(es) x {options.threads} thread(s), "
-        f"{prepared.run_as.describe()}\n"
-        f"  {reload}; quit with CONTROL-C."
-    )
+    mode = f"mod_wsgi daemon mode: {options.processes} process(es) x {options.threads} thread(s)"
+    who = prepared.run_as.describe()
+    if options.debug:
+        mode = "debug mode: the app runs in Apache's one process, one request at a time"
+        who = who.replace("daemons run", "it runs", 1)
+        reload = "reload off in --debug (restart to pick up changes); breakpoint() works here"
+    lines = [
+        f"wsgidev serving {prepared.target.label} at {url}",
+        f"  Apache {prepared.apache.httpd}, {mode}, {who}",
+        *(f"  {folder} served by Apache at {path}" for path, folder in options.static),
+    ]
+    if options.random_delay_ms:
+        lines.append(f"  each request delayed by a random 0-{options.random_delay_ms} ms")
+    lines.append(f"  {reload}; quit with CONTROL-C.")
+    return "\n".join(lines)
 
 
 def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """`wsgidev start`: serve until stopped; 0 on a requested stop."""
     prepared = prepare(options)
+    options = prepared.options
     check_address(options.host, options.port)
     with server_root(options) as root:
         conf = write_config(prepared, root)

@@ -1,0 +1,66 @@
+"""Settings of the Django project tests/test_django.py copies into tmp_path.
+
+A few values come from TEST_* variables so one project serves every test."""
+
+import json
+import os
+from pathlib import Path
+
+if os.environ.get("TEST_BREAK_SETTINGS"):
+    raise RuntimeError("these settings are broken on purpose")
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "wsgidev-tests-only"
+DEBUG = True
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "wsgidev.django",
+    "testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "testsite.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "testsite.wsgi.application"
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": BASE_DIR / "db.sqlite3",
+        "CONN_MAX_AGE": int(os.environ.get("TEST_CONN_MAX_AGE", "0")),
+    }
+}
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "collected"
+MEDIA_URL = "media/"
+MEDIA_ROOT = BASE_DIR / "media"
+
+WSGIDEV = json.loads(os.environ.get("TEST_WSGIDEV", "{}"))

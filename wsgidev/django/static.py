@@ -1,0 +1,77 @@
+"""Static files for Django projects, in two modes.
+
+``finders`` (the default, runserver's way): inside the daemon, Django's StaticFilesHandler wraps
+the app and serves STATIC_URL from the staticfiles finders (apps' static/ and STATICFILES_DIRS),
+so no collectstatic is needed and edits show at once; only with DEBUG on and
+django.contrib.staticfiles installed, as runserver does.
+
+``root`` (--static-root, production's way): Apache serves STATIC_ROOT at STATIC_URL and
+MEDIA_ROOT at MEDIA_URL itself, through the Alias blocks that --static renders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from wsgidev.errors import WsgidevError
+from wsgidev.options import Options
+from wsgidev.target import Target
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ROOT_SETTINGS = ("STATIC_URL", "STATIC_ROOT", "MEDIA_URL", "MEDIA_ROOT")
+
+
+def with_static_finders(application: WSGIApp) -> WSGIApp:
+    """In the daemon: the app wrapped as runserver wraps it, or unchanged when DEBUG is off or
+    django.contrib.staticfiles is not installed."""
+    from django.apps import apps
+    from django.conf import settings
+
+    if not settings.DEBUG or not apps.is_installed("django.contrib.staticfiles"):
+        return application
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+
+    return StaticFilesHandler(application)  # type: ignore[no-any-return]
+
+
+def with_static_root(options: Options, target: Target) -> Options:
+    """Options with Apache Aliases for STATIC_ROOT (and MEDIA_ROOT, when set) added."""
+    from wsgidev.django.settings_reader import read_settings
+
+    values = read_settings(ROOT_SETTINGS, options, target)
+    module = target.django_settings or "the settings"
+    aliases = static_root_aliases(values, module, Path(options.working_dir))
+    return dataclasses.replace(options, static=(*options.static, *aliases))
+
+
+def static_root_aliases(
+    values: dict[str, Any], module: str, base: Path
+) -> tuple[tuple[str, str], ...]:
+    """(URL, folder) pairs for Apache from STATIC_URL/STATIC_ROOT and MEDIA_URL/MEDIA_ROOT;
+    relative folders are taken from base (the working dir, where the app runs)."""
+    static_url, static_root = values.get("STATIC_URL") or "", values.get("STATIC_ROOT")
+    if not static_url.startswith("/") or static_url == "/":
+        raise WsgidevError(
+            f"--static-root: STATIC_URL {static_url!r} in {module} is not a path on this server",
+            "set STATIC_URL = 'static/', or drop --static-root",
+        )
+    if not static_root:
+        raise WsgidevError(
+            f"--static-root: STATIC_ROOT is not set in {module}",
+            "set STATIC_ROOT = BASE_DIR / 'staticfiles' and run python manage.py collectstatic",
+        )
+    static_folder = base / static_root
+    if not static_folder.is_dir():
+        raise WsgidevError(
+            f"--static-root: STATIC_ROOT {static_folder} does not exist",
+            "run python manage.py collectstatic",
+        )
+    aliases = [(static_url, str(static_folder))]
+    media_url, media_root = values.get("MEDIA_URL") or "", values.get("MEDIA_ROOT")
+    # MEDIA_ROOT is empty unless the project stores uploads; "/" would shadow the app.
+    if media_root and media_url.startswith("/") and media_url != "/":
+        aliases.append((media_url, str(base / media_root)))
+    return tuple(aliases)
