@@ -22,7 +22,8 @@ def emit(kind: str, **fields: Any) -> None:
     """Write one event line to stderr (the error log, inside a mod_wsgi daemon)."""
     record = {"event": kind, "pid": os.getpid(), "t": time.time(), **fields}
     payload = base64.b64encode(json.dumps(record, separators=(",", ":")).encode()).decode()
-    sys.stderr.write(MARKER + payload + "\n")
+    # Readable for a person reading a staging Apache's error log; the payload is for wsgidev.
+    sys.stderr.write(f"{MARKER}{kind}: {_summary(fields)} |{payload}\n")
     sys.stderr.flush()
 
 
@@ -32,7 +33,17 @@ def parse(message: str) -> dict[str, Any] | None:
     if start < 0:
         return None
     try:
-        record = json.loads(base64.b64decode(message[start + len(MARKER) :].strip()))
+        payload = message[start + len(MARKER) :].rsplit("|", 1)[-1].strip()
+        record = json.loads(base64.b64decode(payload, validate=True))
     except ValueError:
         return None
     return record if isinstance(record, dict) and "event" in record else None
+
+
+def _summary(fields: dict[str, Any]) -> str:
+    for key in ("reason", "error"):
+        if fields.get(key):
+            return " ".join(str(fields[key]).split())
+    if fields.get("files"):
+        return ", ".join(str(f) for f in fields["files"])
+    return ", ".join(f"{key}={value}" for key, value in fields.items() if key != "traceback")

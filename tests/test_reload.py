@@ -1,0 +1,340 @@
+"""The reload monitor end to end: real Apache, real edits, real restarts (and none too many)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import http_get, wait_for
+from test_config import config_test, minimal_main_config, render, running
+
+from wsgidev.apache import find_apache
+
+PROCESSES = "2"
+
+
+def imports(project: Path) -> list[str]:
+    """Pids of every import of app.py so far (the test app appends one per import)."""
+    path = project / "imports.log"
+    return path.read_text().split() if path.exists() else []
+
+
+def versions(server, count: int = 6) -> set[str]:
+    """The VERSION values answered by count requests (both processes get some)."""
+    found = set()
+    for _ in range(count):
+        status, body = server.get("/")
+        found.add(json.loads(body)["version"] if status == 200 else f"status {status}")
+    return found
+
+
+def set_version(path: Path, version: str, style: str = "in-place") -> None:
+    """Save app.py with a new VERSION the way an editor or git would."""
+    text = path.read_text()
+    start = text.index('VERSION = "') + len('VERSION = "')
+    new = text[:start] + version + text[text.index('"', start) :]
+    if style == "in-place":
+        with path.open("r+") as handle:
+            handle.truncate(0)
+            handle.write(new)
+    elif style == "rename":  # vim, JetBrains: write a temp file, rename over the original
+        temp = path.with_name(f".{path.name}.swp")
+        temp.write_text(new)
+        os.replace(temp, path)
+    elif style == "delete-create":
+        path.unlink()
+        path.write_text(new)
+    elif style == "older-mtime":  # git checkout restores content with an older mtime
+        stat = path.stat()
+        path.write_text(new)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 3_600_000_000_000))
+    else:
+        raise ValueError(style)
+
+
+def wait_version(server, version: str, timeout_s: float = 20) -> None:
+    wait_for(lambda: versions(server) == {version}, timeout_s, f"{version}\n{server.log()}")
+
+
+@pytest.mark.parametrize("style", ["in-place", "rename", "delete-create", "older-mtime"])
+def test_each_save_style_restarts_each_process_once(project: Path, start_server, style: str):
+    server = start_server(project, "app:application", "--processes", PROCESSES)
+    assert versions(server) == {"v1"}
+    wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to preload the app")
+    set_version(project / "app.py", "v2", style)
+    wait_version(server, "v2")
+    # One restart per process: two imports at start, two after the edit, no more.
+    time.sleep(0.5)
+    assert len(imports(project)) == 4, imports(project)
+    wait_for(lambda: "Reloaded in" in server.log(), 10, "the reload line")
+    lines = [line for line in server.log().splitlines() if line.startswith("Reloaded in")]
+    assert len(lines) == 1 and "app.py" in lines[0], lines
+
+
+def test_a_burst_of_edits_gives_one_restart_per_process(project: Path, start_server):
+    for index in range(30):
+        (project / f"helper_{index}.py").write_text(f"N = {index}\n")
+    app = project / "app.py"
+    app.write_text("".join(f"import helper_{i}\n" for i in range(30)) + app.read_text())
+    server = start_server(project, "app:application", "--processes", PROCESSES)
+    wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to preload the app")
+    for index in range(30):  # a git checkout touching 30 files
+        (project / f"helper_{index}.py").write_text(f"N = {index + 100}\n")
+    wait_for(lambda: len(imports(project)) >= 4, 20, f"a restart\n{server.log()}")
+    time.sleep(1.5)
+    assert len(imports(project)) == 4, imports(project)
+
+
+def test_module_imported_lazily_at_request_time_is_watched(project: Path, start_server):
+    (project / "lazy_mod.py").write_text("VALUE = 'lazy-1'\n")
+    (project / "lazy_app.py").write_text(
+        "def application(environ, start_response):\n"
+        "    import lazy_mod\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [lazy_mod.VALUE.encode()]\n"
+    )
+    server = start_server(project, "lazy_app:application", "--processes", "1")
+    assert server.get("/") == (200, b"lazy-1")
+    # Edited right after its first import: judged against its import-time state.
+    (project / "lazy_mod.py").write_text("VALUE = 'lazy-2'\n")
+    wait_for(lambda: server.get("/") == (200, b"lazy-2"), 20, f"lazy-2\n{server.log()}")
+
+
+def test_broken_code_shows_the_error_and_a_fix_recovers(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", PROCESSES)
+    app = project / "app.py"
+    good = app.read_text()
+    app.write_text(good.replace('VERSION = "v1"', 'VERSION = "v1" +'))  # a SyntaxError
+    wait_for(lambda: server.get("/")[0] == 500, 20, f"the error page\n{server.log()}")
+    status, body = server.get("/")
+    assert b"SyntaxError" in body and b"app.py" in body
+    wait_for(lambda: "SyntaxError" in server.log(), 10, "the error in the terminal")
+    app.write_text(good.replace('VERSION = "v1"', 'VERSION = "v3"'))
+    wait_version(server, "v3")
+
+
+def test_requests_during_reloads_wait_and_succeed(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", PROCESSES, "--threads", "5")
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                status, body = server.get("/sleep?s=0.05", timeout_s=30)
+            except OSError as exc:
+                failures.append(repr(exc))
+                continue
+            if status != 200:
+                failures.append(f"status {status}")
+            else:
+                seen.add(json.loads(body)["version"])
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        for version in ("v2", "v3", "v4"):
+            time.sleep(0.5)
+            set_version(project / "app.py", version)
+            wait_for(lambda v=version: v in seen, 20, f"{version} to be served")
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    assert failures == []
+    assert {"v1", "v2", "v3", "v4"} <= seen
+
+
+def test_watch_option_globs_extra_files(project: Path, start_server):
+    (project / "conf").mkdir()
+    (project / "conf" / "site.ini").write_text("a = 1\n")
+    server = start_server(project, "app:application", "--processes", "1", "--watch", "conf/*.ini")
+    assert len(imports(project)) == 1
+    (project / "conf" / "site.ini").write_text("a = 2\n")
+    wait_for(lambda: len(imports(project)) == 2, 20, f"a restart\n{server.log()}")
+
+
+def test_no_reload_leaves_the_old_code_running(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "1", "--no-reload")
+    set_version(project / "app.py", "v2")
+    time.sleep(2.0)
+    assert versions(server, 3) == {"v1"}
+    assert len(imports(project)) == 1
+
+
+def test_poll_backend_reloads_too(project: Path, start_server):
+    server = start_server(
+        project,
+        "app:application",
+        "--processes",
+        "1",
+        "--reload-backend",
+        "poll",
+        "--poll-interval",
+        "0.2",
+    )
+    set_version(project / "app.py", "v2", "rename")
+    wait_version(server, "v2")
+
+
+def _django_site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    shutil.copytree(Path(__file__).parent / "djangoproject", site)
+    templates = site / "testapp" / "templates" / "testapp"
+    templates.mkdir(parents=True)
+    (templates / "page.html").write_text("<p>template one</p>\n")
+    views = site / "testapp" / "views.py"
+    views.write_text(
+        views.read_text()
+        + "\n\ndef page(request):\n"
+        + "    from django.shortcuts import render\n"
+        + "    response = render(request, 'testapp/page.html')\n"
+        + "    response['X-Pid'] = str(os.getpid())\n"
+        + "    return response\n"
+    )
+    urls = site / "testsite" / "urls.py"
+    urls.write_text(
+        urls.read_text().replace(
+            'path("", views.index),', 'path("", views.index),\n    path("page", views.page),'
+        )
+    )
+    return site
+
+
+def test_django_template_edit_shows_without_a_restart(tmp_path: Path, start_server):
+    site = _django_site(tmp_path)
+    server = start_server(site, "--processes", "1", "--threads", "2")
+    status, body = server.get("/page")
+    assert status == 200 and b"template one" in body
+    pids_before = {json.loads(server.get("/")[1])["pid"] for _ in range(3)}
+    (site / "testapp" / "templates" / "testapp" / "page.html").write_text("<p>template two</p>\n")
+    wait_for(lambda: b"template two" in server.get("/page")[1], 10, f"the edit\n{server.log()}")
+    assert {json.loads(server.get("/")[1])["pid"] for _ in range(3)} == pids_before
+    assert "Reloaded in" not in server.log()
+
+
+def test_django_python_edit_restarts(tmp_path: Path, start_server):
+    site = _django_site(tmp_path)
+    server = start_server(site, "--processes", "1")
+    pid = json.loads(server.get("/")[1])["pid"]
+    views = site / "testapp" / "views.py"
+    views.write_text(views.read_text() + "\nEDITED = True\n")
+    wait_for(lambda: json.loads(server.get("/")[1])["pid"] != pid, 20, f"restart\n{server.log()}")
+
+
+STAGING_SCRIPT = """
+import wsgidev.monitor
+wsgidev.monitor.start()
+import os, sys
+sys.path.insert(0, {folder!r})
+import staged
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{{staged.VALUE}} {{os.getpid()}}".encode()]
+"""
+
+
+def _handwritten_site(tmp_path: Path, daemon: bool) -> tuple[Path, int, Path]:
+    """A hand-written Apache config and WSGI script that starts the monitor itself."""
+    from conftest import free_port
+
+    site = tmp_path / "handwritten"
+    site.mkdir()
+    (site / "staged.py").write_text("VALUE = 'staged-1'\n")
+    script = site / "app.wsgi"
+    script.write_text(STAGING_SCRIPT.format(folder=str(site)))
+    apache = find_apache()
+    port = free_port()
+    if daemon:
+        wsgi = (
+            f'WSGIDaemonProcess staging processes=1 threads=2 home="{site}"'
+            f' python-home="{apache.python_home}"\n'
+            f'WSGIScriptAlias / "{script}" process-group=staging application-group=%{{GLOBAL}}\n'
+        )
+    else:
+        # One Apache child, so every request meets the one that loaded the script.
+        wsgi = (
+            "StartServers 1\nServerLimit 1\nThreadsPerChild 25\nMaxRequestWorkers 25\n"
+            f'WSGIScriptAlias / "{script}"\n'
+        )
+    snippet = site / "site.conf"
+    snippet.write_text(
+        f'LoadModule wsgi_module "{apache.mod_wsgi_so}"\n'
+        f'WSGIPythonHome "{apache.python_home}"\n'
+        f"{wsgi}"
+        f'<Directory "{site}">\n    Require all granted\n</Directory>\n'
+    )
+    root = tmp_path / "root"
+    main = minimal_main_config(root, port, snippet)
+    assert config_test(main).returncode == 0
+    return main, port, root
+
+
+def test_monitor_in_a_handwritten_daemon_mode_script(tmp_path: Path):
+    main, port, root = _handwritten_site(tmp_path, daemon=True)
+    url = f"http://127.0.0.1:{port}/"
+    with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, tmp_path / "d.log"):
+        assert http_get(url)[1].startswith(b"staged-1 ")
+        (tmp_path / "handwritten" / "staged.py").write_text("VALUE = 'staged-2'\n")
+        wait_for(lambda: http_get(url)[1].startswith(b"staged-2 "), 20, "the staged edit")
+
+
+def test_monitor_refuses_embedded_mode_and_never_signals_apache(tmp_path: Path):
+    main, port, root = _handwritten_site(tmp_path, daemon=False)
+    url = f"http://127.0.0.1:{port}/"
+    with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, tmp_path / "e.log"):
+        status, body = http_get(url)
+        assert status == 200 and body.startswith(b"staged-1 ")
+        child = body.split()[1]
+        (tmp_path / "handwritten" / "staged.py").write_text("VALUE = 'staged-2'\n")
+        time.sleep(2.0)
+        status, body = http_get(url)
+        assert status == 200 and body == b"staged-1 " + child  # same child, old code
+    error_log = (root / "logs" / "error.log").read_text()
+    assert "embedded mode" in error_log
+
+
+def test_monitor_in_the_apache_snippet(project: Path, tmp_path: Path):
+    snippet = render(project, "apache", "app:application", "--processes", "1")
+    include = tmp_path / "wsgidev.conf"
+    include.write_text(snippet)
+    from conftest import free_port
+
+    port = free_port()
+    main = minimal_main_config(tmp_path / "root", port, include)
+    url = f"http://127.0.0.1:{port}/"
+    with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, tmp_path / "s.log"):
+        assert json.loads(http_get(url)[1])["version"] == "v1"
+        set_version(project / "app.py", "v2")
+        wait_for(lambda: json.loads(http_get(url)[1])["version"] == "v2", 20, "v2 served")
+
+
+def test_git_checkout_of_many_files_restarts_once(project: Path, start_server, tmp_path: Path):
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    for index in range(10):
+        (project / f"mod_{index}.py").write_text("X = 1\n")
+    app = project / "app.py"
+    app.write_text("".join(f"import mod_{i}\n" for i in range(10)) + app.read_text())
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=project, check=True)
+    subprocess.run([*git, "add", "."], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=project, check=True)
+    for index in range(10):
+        (project / f"mod_{index}.py").write_text("X = 2\n")
+    subprocess.run([*git, "commit", "-qam", "two"], cwd=project, check=True)
+    server = start_server(project, "app:application", "--processes", "1")
+    before = len(imports(project))
+    subprocess.run([*git, "checkout", "-q", "HEAD~1", "--", "."], cwd=project, check=True)
+    wait_for(lambda: len(imports(project)) > before, 20, f"a restart\n{server.log()}")
+    time.sleep(1.5)
+    assert len(imports(project)) == before + 1
