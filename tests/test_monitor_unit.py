@@ -1,0 +1,626 @@
+"""Unit tests for the reload monitor: tmp_path files, an injected on_change, no Apache.
+
+Most tests drive the monitor one step at a time with check_once(); the threaded ones run the real
+backend thread (inotify notifications, or polling) with a deadline on every wait.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wsgidev import events, monitor
+from wsgidev.monitor.base import Monitor
+
+pytestmark = pytest.mark.timeout(60)
+
+BACKENDS = ["inotify", "poll"]
+DEADLINE_S = 5.0
+
+
+class Restarts:
+    """An on_change that records its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self._called = threading.Event()
+
+    def __call__(self, files: list[str]) -> None:
+        self.calls.append(files)
+        self._called.set()
+
+    def wait(self, timeout_s: float = DEADLINE_S) -> list[str]:
+        assert self._called.wait(timeout_s), f"no restart within {timeout_s} s"
+        return self.calls[0]
+
+
+class Modules:
+    """A directory on sys.path for throwaway modules."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / f"{name}.py"
+        path.write_text(text)
+        return path
+
+    def load(self, name: str) -> types.ModuleType:
+        importlib.invalidate_caches()  # the directory listing may be cached from before the write
+        return importlib.import_module(name)
+
+
+MakeMonitor = Callable[..., tuple[Monitor, Restarts]]
+
+
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Modules]:
+    root = tmp_path / "mods"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    yield Modules(root)
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "") or "").startswith(str(root)):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def make_monitor() -> Iterator[MakeMonitor]:
+    made: list[Monitor] = []
+
+    def make(backend: str = "poll", **options: Any) -> tuple[Monitor, Restarts]:
+        restarts = Restarts()
+        options.setdefault("settle_s", 0.05)
+        options.setdefault("poll_interval_s", 0.05)
+        # Modules imported before the test are judged against its start, not the pytest process's:
+        # a test file someone saves during the run is not this test's business.
+        options.setdefault("process_started_ns", time.time_ns())
+        created = monitor.create(backend, on_change=restarts, **options)
+        made.append(created)
+        return created, restarts
+
+    yield make
+    for created in made:
+        created.stop()
+
+
+def emitted(text: str, kind: str) -> list[dict[str, Any]]:
+    """The events of one kind in captured stderr."""
+    found = (events.parse(line) for line in text.splitlines())
+    return [record for record in found if record is not None and record["event"] == kind]
+
+
+def same_size_rewrite(path: Path, old: str, new: str) -> None:
+    """Rewrite in place keeping size; the mtime moves forward."""
+    assert len(old) == len(new)
+    path.write_text(new)
+
+
+# -- what counts as a change (one step at a time) ---------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_in_place_write_restarts_once_with_an_event(
+    backend: str, modules: Modules, make_monitor: MakeMonitor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m, restarts = make_monitor(backend)
+    m.arm()
+    path = modules.write("inplace", "X = 1\n")
+    modules.load("inplace")
+    assert m.check_once() == []
+    with path.open("a") as handle:
+        handle.write("Y = 2\n")
+    assert m.check_once() == [str(path)]
+    assert restarts.calls == [[str(path)]]
+    assert m.check_once() == []  # a restart was asked for: nothing more happens
+    (change,) = emitted(capsys.readouterr().err, "change")
+    assert change["files"] == [str(path)] and change["backend"] == backend
+
+
+def test_temp_then_rename_with_same_size_and_mtime(
+    modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    m, _ = make_monitor()
+    m.arm()
+    path = modules.write("renamed", "X = 1\n")
+    modules.load("renamed")
+    before = path.stat()
+    temp = path.with_suffix(".py.tmp")
+    temp.write_text("X = 2\n")  # an editor's save: write a temporary file, rename it over
+    os.utime(temp, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(temp, path)
+    # Only the inode tells this save apart: same size, same mtime.
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert m.check_once() == [str(path)]
+
+
+def test_delete_then_create(modules: Modules, make_monitor: MakeMonitor) -> None:
+    m, _ = make_monitor()
+    m.arm()
+    path = modules.write("recreated", "X = 1\n")
+    modules.load("recreated")
+    path.unlink()
+    assert m.check_once() == [str(path)]  # a deletion alone is a change
+
+    m2, _ = make_monitor()
+    m2.arm()
+    other = modules.write("recreated2", "X = 1\n")
+    modules.load("recreated2")
+    other.unlink()
+    other.write_text("X = 1234\n")
+    assert m2.check_once() == [str(other)]
+
+
+def test_restored_older_mtime_is_a_change(modules: Modules, make_monitor: MakeMonitor) -> None:
+    m, _ = make_monitor()
+    m.arm()
+    path = modules.write("restored", "X = 1\n")
+    modules.load("restored")
+    older_ns = path.stat().st_mtime_ns - 3600 * 10**9
+    same_size_rewrite(path, "X = 1\n", "X = 0\n")
+    os.utime(path, ns=(older_ns, older_ns))  # git checkout, cp -p, tar: an older file comes back
+    assert m.check_once() == [str(path)]
+
+
+def test_edit_after_import_before_the_first_look_counts(
+    modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    m, restarts = make_monitor()
+    m.arm()
+    path = modules.write("early", "X = 1\n")
+    original_mtime_ns = path.stat().st_mtime_ns
+    modules.load("early")
+    # Edited before the monitor has looked at the new module, and made to look older than the
+    # import: only the state recorded when the module was imported can tell.
+    same_size_rewrite(path, "X = 1\n", "X = 2\n")
+    os.utime(path, ns=(original_mtime_ns - 10**9, original_mtime_ns - 10**9))
+    assert m.check_once() == [str(path)]
+    assert restarts.calls == [[str(path)]]
+
+
+def test_edit_before_the_directory_watch_begins_is_not_lost(
+    tmp_path: Path, make_monitor: MakeMonitor
+) -> None:
+    settings_file = tmp_path / "settings.ini"
+    settings_file.write_text("[a]\n")
+    m, _ = make_monitor("inotify", watch=[str(settings_file)])
+    m.arm()  # baseline taken; no notification can have been seen for an edit made now
+    settings_file.write_text("[b]\n")
+    # The thread's first step after a wake-up with no events still compares new files once.
+    assert m.check_once(hint=set()) == [str(settings_file)]
+
+
+def test_module_imported_before_arm_and_touched_since_process_start(
+    modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    quiet = modules.write("quiet_before", "X = 1\n")
+    touched = modules.write("touched_before", "X = 1\n")
+    time.sleep(0.05)  # file times come from a coarse clock
+    started_ns = time.time_ns()  # "the process started" after both files were written
+    modules.load("quiet_before")
+    modules.load("touched_before")
+    touched.write_text("X = 22\n")  # after the import, before the monitor existed
+    m, _ = make_monitor(process_started_ns=started_ns)
+    m.arm()
+    changed = m.check_once()
+    assert str(touched) in changed
+    assert str(quiet) not in changed
+
+
+def test_failed_import_files_are_watched(modules: Modules, make_monitor: MakeMonitor) -> None:
+    m, restarts = make_monitor()
+    m.arm()
+    broken = modules.write("broken_syntax", "def oops(:\n")
+    with pytest.raises(SyntaxError) as syntax_error:
+        modules.load("broken_syntax")
+    outer = modules.write("outer_fails", "import inner_fails\n")
+    inner = modules.write("inner_fails", "raise RuntimeError('boom')\n")
+    with pytest.raises(RuntimeError) as runtime_error:
+        modules.load("outer_fails")
+    m.watch_exception(syntax_error.value)
+    m.watch_exception(runtime_error.value)
+    assert m.check_once() == []
+    assert all(m.is_watching(str(p)) for p in (broken, outer, inner))
+    broken.write_text("def fixed():\n    pass\n")
+    assert m.check_once() == [str(broken)]
+    assert restarts.calls == [[str(broken)]]
+
+
+def test_traceback_frame_file_change_restarts(modules: Modules, make_monitor: MakeMonitor) -> None:
+    m, _ = make_monitor()
+    m.arm()
+    outer = modules.write("frame_outer", "import frame_inner\n")
+    modules.write("frame_inner", "raise ValueError('bad')\n")
+    with pytest.raises(ValueError) as error:
+        modules.load("frame_outer")
+    m.watch_exception(error.value)
+    assert m.check_once() == []
+    outer.write_text("X = 'no longer imports the broken module'\n")
+    assert m.check_once() == [str(outer)]
+
+
+def test_watch_globs_and_files(tmp_path: Path, make_monitor: MakeMonitor) -> None:
+    conf = tmp_path / "conf"
+    (conf / "sub").mkdir(parents=True)
+    existing = conf / "a.yaml"
+    existing.write_text("a: 1\n")
+    nested = conf / "sub" / "n.html"
+    nested.write_text("<p>")
+    single = tmp_path / "settings.ini"
+    single.write_text("[x]\n")
+    watch = [str(conf / "*.yaml"), str(conf / "**" / "*.html"), str(single)]
+    m, _ = make_monitor(watch=watch)
+    m.arm()
+    (conf / "notes.txt").write_text("not matched")
+    (conf / ".a.yaml.swp").write_text("editor swap file")
+    (conf / "sub" / "x.yaml").write_text("not matched: *.yaml is not recursive")
+    assert m.check_once() == []
+    existing.write_text("a: 2\n")
+    added = conf / "b.yaml"
+    added.write_text("b: 1\n")
+    nested.write_text("<p>changed")
+    single.write_text("[y]\n")
+    assert m.check_once() == sorted(map(str, [existing, added, nested, single]))
+
+
+# -- the real thread ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_thread_sees_a_lazily_imported_module(
+    backend: str, modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    # A long safety interval: with inotify only a notification can get this change seen in time.
+    m, restarts = make_monitor(backend, safety_interval_s=600)
+    m.start()
+    path = modules.write("lazy", "X = 1\n")
+    modules.load("lazy")  # imported after the monitor started, as a view would be
+    deadline = time.monotonic() + DEADLINE_S
+    while not m.is_watching(str(path)):
+        assert time.monotonic() < deadline, "the lazily imported module was never watched"
+        time.sleep(0.01)
+    with path.open("a") as handle:
+        handle.write("Y = 2\n")
+    assert restarts.wait() == [str(path)]
+
+
+def test_request_time_import_wakes_an_idle_notify_monitor(
+    modules: Modules, make_monitor: MakeMonitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsgidev.monitor import imports
+
+    monkeypatch.setattr(imports, "RECENT_S", 0.05)  # imports count as "under way" this long
+    m, restarts = make_monitor("inotify", safety_interval_s=600)
+    m.start()
+    time.sleep(0.5)  # startup's imports are over: the thread is in its long wait
+    path = modules.write("late", "X = 1\n")
+    modules.load("late")  # the first request to a view imports it; its directory is not watched
+    deadline = time.monotonic() + DEADLINE_S
+    while not m.is_watching(str(path)):
+        assert time.monotonic() < deadline, "the import did not wake the monitor"
+        time.sleep(0.01)
+    with path.open("a") as handle:
+        handle.write("Y = 2\n")
+    assert restarts.wait() == [str(path)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_thread_edit_right_after_lazy_import(
+    backend: str, modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    m, restarts = make_monitor(backend, safety_interval_s=600)
+    m.start()
+    path = modules.write("racy", "X = 1\n")
+    modules.load("racy")
+    same_size_rewrite(path, "X = 1\n", "X = 2\n")  # before the monitor can have looked
+    assert restarts.wait() == [str(path)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_burst_of_50_changes_is_one_restart(
+    backend: str, modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    paths = [modules.write(f"burst{i}", "X = 1\n") for i in range(50)]
+    for i in range(50):
+        modules.load(f"burst{i}")
+    m, restarts = make_monitor(backend, safety_interval_s=600)
+    m.start()
+    for path in paths:  # a git checkout
+        with path.open("a") as handle:
+            handle.write("Y = 2\n")
+    assert restarts.wait() == sorted(map(str, paths))
+    time.sleep(0.3)  # anything still coming would be a second restart
+    assert len(restarts.calls) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_thread_new_file_in_watched_glob(
+    backend: str, tmp_path: Path, make_monitor: MakeMonitor
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    m, restarts = make_monitor(backend, watch=[str(conf / "*.toml")], safety_interval_s=600)
+    m.start()
+    added = conf / "new.toml"
+    added.write_text("x = 1\n")
+    assert restarts.wait() == [str(added)]
+
+
+def test_stop_removes_the_recorder_and_ends_the_thread(make_monitor: MakeMonitor) -> None:
+    m, _ = make_monitor("inotify")
+    m.start()
+    assert any(type(finder).__name__ == "ImportRecorder" for finder in sys.meta_path)
+    threads = {t for t in threading.enumerate() if t.name.startswith("wsgidev-monitor")}
+    assert threads
+    m.stop()
+    assert not any(type(finder).__name__ == "ImportRecorder" for finder in sys.meta_path)
+    assert not any(t.is_alive() for t in threads)
+
+
+# -- Django's signals --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def django_ready(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Django's autoreload signals with the app registry marked ready and our receivers only."""
+    from django.apps import apps
+    from django.utils import autoreload
+
+    monkeypatch.setattr(apps, "ready", True)
+    for signal_ in (autoreload.autoreload_started, autoreload.file_changed):
+        monkeypatch.setattr(signal_, "receivers", [])
+        signal_.sender_receivers_cache.clear()
+    yield autoreload
+    for signal_ in (autoreload.autoreload_started, autoreload.file_changed):
+        signal_.sender_receivers_cache.clear()
+
+
+def test_django_file_changed_handled_means_no_restart(
+    tmp_path: Path,
+    modules: Modules,
+    django_ready: Any,
+    make_monitor: MakeMonitor,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    page = templates / "page.html"
+    page.write_text("one")
+    other = tmp_path / "other.cfg"
+    other.write_text("x")
+    offered: list[Path] = []
+
+    def watch_templates(sender: Any, **kwargs: Any) -> None:
+        sender.watch_dir(templates, "**/*")
+        sender.extra_files.add(other)
+
+    def template_changed(sender: Any, file_path: Path, **kwargs: Any) -> bool | None:
+        offered.append(file_path)
+        return True if templates in file_path.parents else None
+
+    django_ready.autoreload_started.connect(watch_templates, weak=False)
+    django_ready.file_changed.connect(template_changed, weak=False)
+    m, restarts = make_monitor()
+    m.arm()
+    m.app_loaded()
+    assert m.check_once() == []
+    assert m.is_watching(str(page)) and m.is_watching(str(other))
+
+    page.write_text("two")
+    assert m.check_once() == [str(page)]
+    assert restarts.calls == [] and offered == [page]
+    (handled,) = emitted(capsys.readouterr().err, "handled")
+    assert handled["files"] == [str(page)]
+    assert m.check_once() == []  # handled: the new state is the baseline
+
+    code = templates / "templatetag.py"
+    code.write_text("X = 1\n")  # .py always restarts, even where a receiver would handle it
+    assert m.check_once() == [str(code)]
+    assert restarts.calls == [[str(code)]]
+    assert offered == [page]
+
+
+def test_recreated_template_directory_is_watched_again(
+    tmp_path: Path, django_ready: Any, make_monitor: MakeMonitor
+) -> None:
+    templates = tmp_path / "templates"
+    sub = templates / "sub"
+    sub.mkdir(parents=True)
+    page = sub / "page.html"
+    page.write_text("v1")
+    offered: list[Path] = []
+
+    def watch_templates(sender: Any, **kwargs: Any) -> None:
+        sender.watch_dir(templates, "**/*")
+
+    def template_changed(sender: Any, file_path: Path, **kwargs: Any) -> bool:
+        offered.append(file_path)
+        return True
+
+    def offered_page(times: int) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while offered.count(page) < times:
+            assert time.monotonic() < deadline, f"{page} offered {offered.count(page)} times"
+            time.sleep(0.01)
+
+    django_ready.autoreload_started.connect(watch_templates, weak=False)
+    django_ready.file_changed.connect(template_changed, weak=False)
+    m, restarts = make_monitor("inotify", safety_interval_s=600)
+    m.start()
+    m.app_loaded()
+    deadline = time.monotonic() + DEADLINE_S
+    while not m.is_watching(str(page)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    shutil.rmtree(sub)  # a branch switch: the directory goes, then comes back
+    offered_page(1)
+    sub.mkdir()
+    page.write_text("v2")
+    offered_page(2)
+    page.write_text("v3")  # only seen if the new directory has a new watch
+    offered_page(3)
+    assert restarts.calls == []
+
+
+def test_django_unhandled_change_restarts(
+    tmp_path: Path, django_ready: Any, make_monitor: MakeMonitor
+) -> None:
+    other = tmp_path / "other.cfg"
+    other.write_text("x")
+
+    def watch_other(sender: Any, **kwargs: Any) -> None:
+        sender.extra_files.add(other)
+
+    def not_mine(sender: Any, file_path: Path, **kwargs: Any) -> None:
+        return None
+
+    django_ready.autoreload_started.connect(watch_other, weak=False)
+    django_ready.file_changed.connect(not_mine, weak=False)
+    m, restarts = make_monitor()
+    m.arm()
+    m.app_loaded()
+    m.check_once()
+    other.write_text("y")
+    assert m.check_once() == [str(other)]
+    assert restarts.calls == [[str(other)]]
+
+
+DJANGO_SCRIPT = """
+import json, os, sys, time, threading
+import django
+from django.conf import settings
+root = sys.argv[1]
+settings.configure(
+    TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [root + "/templates"]}],
+)
+from wsgidev import monitor
+restarts = []
+m = monitor.start(backend=sys.argv[2], on_change=restarts.append, safety_interval_s=600)
+django.setup()
+from django.template.loader import render_to_string
+m.app_loaded()
+page = root + "/templates/page.html"
+deadline = time.monotonic() + 5
+while not m.is_watching(page) and time.monotonic() < deadline:
+    time.sleep(0.005)
+first = render_to_string("page.html")
+edited = time.monotonic()
+with open(page, "w") as f:
+    f.write("two")
+while render_to_string("page.html") != "two" and time.monotonic() - edited < 5:
+    time.sleep(0.002)
+visible_s = time.monotonic() - edited
+second = render_to_string("page.html")
+time.sleep(0.2)
+m.stop()
+print(json.dumps({"first": first, "second": second, "visible_s": visible_s, "restarts": restarts}))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_django_template_edit_reloads_without_restart(tmp_path: Path, backend: str) -> None:
+    # A subprocess: settings.configure() and django.setup() are once per process.
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "page.html").write_text("one")
+    script = tmp_path / "django_check.py"
+    script.write_text(textwrap.dedent(DJANGO_SCRIPT))
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["first"] == "one" and report["second"] == "two"
+    assert report["restarts"] == []
+    (handled,) = emitted(result.stderr, "handled")
+    assert handled["files"] == [str(tmp_path / "templates" / "page.html")]
+    if backend == "inotify":
+        assert report["visible_s"] < 0.5, report  # about 50 ms: the settle time
+
+
+# -- where the monitor refuses, and how it restarts ---------------------------------------------
+
+
+def fake_mod_wsgi(monkeypatch: pytest.MonkeyPatch, **attributes: Any) -> None:
+    module = types.ModuleType("mod_wsgi")
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    monkeypatch.setitem(sys.modules, "mod_wsgi", module)
+
+
+def test_embedded_mode_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_mod_wsgi(monkeypatch, process_group="")
+    restarts = Restarts()
+    finders = list(sys.meta_path)
+    assert monitor.start(on_change=restarts) is None
+    assert sys.meta_path == finders  # nothing installed
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    (refused,) = emitted(err, "refused")
+    assert "embedded" in refused["reason"]
+
+
+def test_outside_mod_wsgi_needs_an_explicit_on_change(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_mod_wsgi(monkeypatch)  # the pip package's module: no process_group
+    assert monitor.start() is None
+    assert emitted(capsys.readouterr().err, "refused")
+    started = monitor.start(backend="poll", on_change=Restarts())
+    assert started is not None
+    started.stop()
+
+
+def test_daemon_mode_restart_sends_sigint_to_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_mod_wsgi(monkeypatch, process_group="wsgidev")
+    kills: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    started = monitor.start(backend="poll")
+    assert started is not None
+    try:
+        assert started.on_change is monitor.restart_process
+        started.on_change(["/x.py"])
+        assert kills == [(os.getpid(), signal.SIGINT)]
+    finally:
+        started.stop()
+
+
+def test_failing_notify_backend_falls_back_to_polling(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wsgidev.monitor import notify
+
+    def no_observer() -> Any:
+        raise OSError(24, "inotify instance limit reached")
+
+    monkeypatch.setattr(notify, "_observer_class", no_observer)
+    started = monitor.start(backend="inotify", on_change=Restarts())
+    assert isinstance(started, monitor.PollingMonitor)
+    started.stop()
+    assert "inotify backend failed to start" in capsys.readouterr().err
+
+
+def test_unknown_backend_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown monitor backend"):
+        monitor.create("fsevents2", on_change=Restarts())
+    with pytest.raises(ValueError, match="unknown monitor backend"):
+        monitor.start(backend="fsevents2", on_change=Restarts())  # not a fallback to polling

@@ -1,0 +1,110 @@
+"""The reload monitor that runs inside each mod_wsgi daemon process.
+
+It watches the file of every imported module (judged against its state when it was imported),
+files a failed import points at, the `watch` option's files and globs, and what Django's
+autoreload receivers ask for. On a change it waits for the burst to settle, then either lets
+Django handle it (templates, translations) or restarts the process once, the mod_wsgi daemon-mode
+way: SIGINT to itself, after which mod_wsgi shuts the process down and starts a fresh one.
+
+    base.py            Monitor: baselines, settling, the restart decision, the thread
+    notify.py          NotifyMonitor: watchdog inotify notifications as hints
+    polling.py         PollingMonitor: stat every file each interval
+    watched.py         WatchedFiles: every file's baseline, globs, directories to watch
+    imports.py         the import recorder, module files, traceback files
+    state.py           FileState and how a change is told
+    globs.py           watched globs
+    django_signals.py  Django's autoreload_started / file_changed
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+from collections.abc import Iterable
+from typing import Any
+
+from wsgidev import events
+from wsgidev.monitor.base import Monitor, OnChange, log
+from wsgidev.monitor.polling import PollingMonitor
+
+__all__ = ["BACKENDS", "Monitor", "PollingMonitor", "create", "start"]
+
+BACKENDS = ("auto", "inotify", "poll")
+
+
+def start(
+    watch: Iterable[str] = (),
+    backend: str = "auto",
+    poll_interval_s: float = 1.0,
+    *,
+    settle_s: float = 0.05,
+    safety_interval_s: float = 60.0,
+    on_change: OnChange | None = None,
+) -> Monitor | None:
+    """Start watching from a daemon thread; None (after one log line) where restarting is impossible."""
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"unknown monitor backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+        )
+    reason = _refusal(explicit_on_change=on_change is not None)
+    if reason is not None:
+        events.emit("refused", reason=reason)
+        return None
+    options: dict[str, Any] = {
+        "watch": list(watch),
+        "poll_interval_s": poll_interval_s,
+        "settle_s": settle_s,
+        "safety_interval_s": safety_interval_s,
+        "on_change": on_change or restart_process,
+    }
+    monitor: Monitor | None = None
+    try:
+        monitor = create(backend, **options)
+        monitor.start()
+    except Exception as exc:
+        if backend == "poll":
+            raise
+        if monitor is not None:
+            monitor.stop()  # whatever it had started: the recorder, the observer
+        # Notifications are an optimisation; polling sees every change too.
+        log(f"{backend} backend failed to start ({exc}); polling every {poll_interval_s:g} s")
+        monitor = PollingMonitor(**options)
+        monitor.start()
+    return monitor
+
+
+def create(backend: str = "auto", **options: Any) -> Monitor:
+    """A Monitor for the backend name ("auto", "inotify", "poll"), neither armed nor started."""
+    if backend == "poll":
+        return PollingMonitor(**options)
+    if backend in ("auto", "inotify"):
+        from wsgidev.monitor.notify import NotifyMonitor
+
+        return NotifyMonitor(**options)
+    raise ValueError(f"unknown monitor backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def restart_process(files: list[str]) -> None:
+    """Ask mod_wsgi to restart this daemon process."""
+    # In a daemon process mod_wsgi's handler turns SIGINT into a graceful shutdown (requests in
+    # flight finish, up to shutdown-timeout); Apache then starts a fresh process.
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _refusal(*, explicit_on_change: bool) -> str | None:
+    """Why this process must not be watched, or None."""
+    try:
+        mod_wsgi = importlib.import_module("mod_wsgi")
+    except ImportError:
+        mod_wsgi = None
+    # Inside Apache mod_wsgi provides a built-in module with process_group; the mod_wsgi package
+    # importable from a plain interpreter has none.
+    process_group = getattr(mod_wsgi, "process_group", None)
+    if process_group == "":
+        return "mod_wsgi embedded mode: SIGINT would stop an Apache child, not reload the app; use daemon mode"
+    if process_group is None and not explicit_on_change:
+        return (
+            "not in a mod_wsgi daemon process, where SIGINT would stop the server; pass on_change"
+        )
+    return None

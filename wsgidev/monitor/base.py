@@ -1,0 +1,274 @@
+"""The Monitor base class: when to look, settling a burst, and the decision to restart.
+
+A backend (notify.py, polling.py) only says how to wait for a hint. Every decision compares a
+file's state now with its baseline (watched.py); a notification is never trusted on its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, ClassVar
+
+from wsgidev import events
+from wsgidev.monitor.globs import WatchGlob
+from wsgidev.monitor.imports import ImportRecorder, process_start_ns, traceback_files
+from wsgidev.monitor.state import STALE, FileState, file_state
+from wsgidev.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
+
+if TYPE_CHECKING:
+    from wsgidev.monitor.django_signals import DjangoSignals
+
+OnChange = Callable[[list[str]], None]
+# An event line must fit Apache's error-log line limit: list this many files, count the rest.
+MAX_EVENT_FILES = 20
+
+
+def log(message: str) -> None:
+    """One plain line in the error log."""
+    sys.stderr.write(f"wsgidev monitor: {message}\n")
+    sys.stderr.flush()
+
+
+class Monitor:
+    """Watches the running code's files and restarts the process once when any of them changes."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        *,
+        on_change: OnChange,
+        watch: Iterable[str] = (),
+        poll_interval_s: float = 1.0,
+        settle_s: float = 0.05,
+        max_settle_s: float = 2.0,
+        safety_interval_s: float = 60.0,
+        process_started_ns: int | None = None,
+    ) -> None:
+        self.on_change = on_change
+        self.poll_interval_s = poll_interval_s
+        self.settle_s = settle_s
+        self.max_settle_s = max_settle_s
+        self.safety_interval_s = safety_interval_s
+        self._watch_specs = list(watch)
+        self._started_ns = process_started_ns
+        self._recorder = ImportRecorder(self._import_recorded)
+        self._files = WatchedFiles(self._recorder)
+        self._lock = threading.Lock()  # guards _queued, filled from other threads
+        self._queued: list[tuple[str, FileState | None]] = []
+        self._scan_requested = True
+        self._app_loaded = False
+        self._django: DjangoSignals | None = None
+        self._armed = False
+        self._restarting = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- what a backend provides -------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Start the backend's machinery; raising here makes start() fall back to polling."""
+
+    def _close(self) -> None:
+        """Stop the backend's machinery."""
+
+    def _watch_dirs(self, dirs: set[str]) -> None:
+        """Begin watching more directories."""
+
+    def _wait(self, timeout_s: float) -> set[str] | None:
+        """Wait for a hint: paths that may have changed, or None to check every file."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        """Make a waiting _wait() return now."""
+        raise NotImplementedError
+
+    def _idle_timeout(self, next_full_check: float) -> float:
+        """How long the thread may wait when nothing happens."""
+        remaining = max(0.0, next_full_check - time.monotonic())
+        if self._files.has_unchecked():
+            return 0.0
+        if self._recorder.recent() or self._files.modules_pending():
+            return min(remaining, SCAN_INTERVAL_S)  # an import may be under way: look again soon
+        self._recorder.wake_on_next_record()  # a request-time import ends the long wait
+        return remaining
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def restart_requested(self) -> bool:
+        """Whether on_change has been called (it is called at most once)."""
+        return self._restarting
+
+    def is_watching(self, path: str) -> bool:
+        """Whether a file has a baseline, so a change to it is noticed."""
+        return os.path.abspath(path) in self._files
+
+    def arm(self) -> None:
+        """Open the backend, start recording imports and take the baselines; no thread (see start)."""
+        if self._armed:
+            return
+        self._open()
+        self._recorder.install()
+        # Modules already imported are judged against the process start: their import came after it.
+        self._files.last_scan_ns = self._started_ns or process_start_ns() or time.time_ns()
+        for spec in self._watch_specs:
+            glob = WatchGlob.parse(spec)
+            if glob is not None:
+                self._files.add_glob(glob)
+            else:
+                path = os.path.abspath(spec)
+                self._files.add(path, file_state(path))
+        self._refresh()
+        self._armed = True
+
+    def start(self) -> None:
+        """Arm, then watch from a daemon thread until a restart or stop()."""
+        self.arm()
+        self._thread = threading.Thread(target=self._run, name=f"wsgidev-monitor-{self.name}")
+        self._thread.daemon = True  # never keep a dying daemon process alive
+        self._thread.start()
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        """Stop the thread and the backend and remove the import recorder; safe to call twice."""
+        self._stopping.set()
+        self._recorder.uninstall()
+        atexit.unregister(self.stop)
+        self._wake()
+        self._close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+
+    def app_loaded(self) -> None:
+        """Say the app imported: look for new modules now and, once Django is ready, use its signals."""
+        self._app_loaded = True
+        self._scan_requested = True
+        if self._armed:
+            self._wake()
+
+    def watch_exception(self, exc: BaseException) -> None:
+        """Watch the files a failed import points at, so that saving a fix restarts the process."""
+        # The recorder's state is from before the failed module was read; a later stat could
+        # already include the fix.
+        found = [(p, self._recorder.state_of(p) or file_state(p)) for p in traceback_files(exc)]
+        with self._lock:
+            self._queued += found
+        if self._armed:
+            self._wake()
+
+    def check_once(self, hint: Iterable[str] | None = None) -> list[str]:
+        """One step: take in new files, compare, settle, restart or let Django handle; the changed files."""
+        # hint: the paths a notification named; None compares every watched file (polling).
+        if self._restarting:
+            return []
+        self._refresh()
+        # Compared after their directories are watched: an edit from now on sends an event.
+        fresh = self._files.take_unchecked()
+        changed = self._changed(None if hint is None else {*hint, *fresh})
+        if not changed:
+            return []
+        self._settle(changed)
+        if self._stopping.is_set():
+            return []  # shutting down already: no signal, no event
+        self._dispatch(changed)
+        return sorted(changed)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_full_check = time.monotonic() + self.safety_interval_s
+        while not self._stopping.is_set() and not self._restarting:
+            hint = self._wait(self._idle_timeout(next_full_check))
+            if self._stopping.is_set():
+                break
+            if time.monotonic() >= next_full_check:
+                hint = None  # the safety net: events can be lost (queue overflow, network mounts)
+                self._scan_requested = True
+            if hint is None:
+                next_full_check = time.monotonic() + self.safety_interval_s
+            try:
+                self.check_once(hint)
+            except Exception:
+                log("check failed:\n" + traceback.format_exc())
+                self._stopping.wait(self.poll_interval_s)
+
+    def _refresh(self) -> None:
+        """Take in what appeared since the last look, and watch the directories it is in."""
+        with self._lock:
+            queued, self._queued = self._queued, []
+        for path, state in queued:
+            self._files.add(path, state, restart=True)
+        for path, state in self._recorder.loaded():
+            self._files.add(path, state, restart=True)
+        if self._scan_requested or self._files.scan_due():
+            self._scan_requested = False
+            self._files.scan_modules()
+        if self._app_loaded:
+            self._refresh_django()
+        self._hand_over_dirs()
+
+    def _changed(self, hint: set[str] | None) -> dict[str, FileState | None]:
+        changed = self._files.changed(hint)
+        self._hand_over_dirs()  # a glob may have found new directories
+        return changed
+
+    def _settle(self, changed: dict[str, FileState | None]) -> None:
+        """Collect further changes until settle_s passes quietly, so a burst ends in one restart."""
+        started = time.monotonic()
+        quiet_until = started + self.settle_s
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= quiet_until or now - started >= self.max_settle_s:
+                return
+            more = self._changed(self._wait(quiet_until - now))
+            new = {path: state for path, state in more.items() if changed.get(path, STALE) != state}
+            if new:
+                changed.update(new)
+                quiet_until = time.monotonic() + self.settle_s
+
+    def _dispatch(self, changed: dict[str, FileState | None]) -> None:
+        files = sorted(changed)
+        django = self._django
+        if (
+            django is not None
+            and not any(map(self._files.needs_restart, files))
+            and all(django.offer(path) for path in files)
+        ):
+            # Handled in place (templates, translations): these states are the new baselines.
+            self._files.accept(changed)
+            events.emit("handled", files=files[:MAX_EVENT_FILES], count=len(files))
+            return
+        self._restarting = True
+        events.emit("change", files=files[:MAX_EVENT_FILES], count=len(files), backend=self.name)
+        self.on_change(files)
+
+    def _refresh_django(self) -> None:
+        if self._django is None:
+            registry = sys.modules.get("django.apps")
+            if registry is None or not getattr(getattr(registry, "apps", None), "ready", False):
+                return
+            from wsgidev.monitor.django_signals import DjangoSignals
+
+            self._django = DjangoSignals()
+        globs, files = self._django.refresh()
+        for glob in globs:
+            self._files.add_glob(glob)
+        for path in files:
+            self._files.add(os.path.abspath(path), file_state(path))
+
+    def _hand_over_dirs(self) -> None:
+        new = self._files.take_new_dirs()
+        if new:
+            self._watch_dirs(new)
+
+    def _import_recorded(self) -> None:
+        if self._armed:
+            self._wake()

@@ -1,0 +1,108 @@
+"""Watched globs: the `watch` option's patterns and the directories Django's receivers ask for."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+MAGIC = re.compile(r"[*?\[]")
+# Trees nobody edits templates or settings in; walking them would only cost watches and time.
+SKIPPED_DIRS = frozenset({"__pycache__", "node_modules"})
+
+
+@dataclass(frozen=True)
+class WatchGlob:
+    """Files under root whose relative path matches a pathlib-style pattern ("*.yaml", "**/*.html")."""
+
+    root: str
+    pattern: str
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_regex", _pattern_regex(self.pattern))
+
+    @classmethod
+    def parse(cls, spec: str) -> WatchGlob | None:
+        """A glob for a pattern or a directory (everything under it); None for a plain file path."""
+        spec = os.path.abspath(spec)
+        match = MAGIC.search(spec)
+        if match is None:
+            return cls(spec, "**/*") if os.path.isdir(spec) else None
+        root = os.path.dirname(
+            spec[: match.start()] + "x"
+        )  # the directory before the first magic part
+        return cls(root, os.path.relpath(spec, root).replace(os.sep, "/"))
+
+    @property
+    def recursive(self) -> bool:
+        """Whether files in subdirectories can match, so subdirectories need watching too."""
+        return "/" in self.pattern
+
+    def covers(self, path: str) -> bool:
+        """Whether a path lies where this glob looks (a match, or a directory that may hold one)."""
+        parent = os.path.dirname(path)
+        if parent == self.root:
+            return True
+        return self.recursive and parent.startswith(self.root + os.sep)
+
+    def matches(self, path: str) -> bool:
+        """Whether a file path matches (editor swap and backup files never do)."""
+        if not path.startswith(self.root + os.sep) or _is_editor_temp(os.path.basename(path)):
+            return False
+        relative = path[len(self.root) + 1 :].replace(os.sep, "/")
+        return self._regex.fullmatch(relative) is not None
+
+    def walk(self) -> tuple[list[str], list[str]]:
+        """The directories to watch and the matching files, as they are now."""
+        dirs: list[str] = []
+        files: list[str] = []
+        for parent, subdirs, names in os.walk(self.root):
+            dirs.append(parent)
+            if not self.recursive:
+                subdirs.clear()
+            subdirs[:] = [d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith(".")]
+            files += [p for name in names if self.matches(p := os.path.join(parent, name))]
+        return dirs, files
+
+
+def _is_editor_temp(name: str) -> bool:
+    # vim (.x.swp, x~, 4913), emacs (.#x, #x#), JetBrains safe-write (x___jb_tmp___).
+    return (
+        name.startswith((".", "#"))
+        or name.endswith(("~", "___jb_tmp___", "___jb_old___"))
+        or name == "4913"
+    )
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A regex for a relative path, with pathlib's glob rules: "**" spans directories, "*" does not."""
+    parts: list[str] = []
+    segments = pattern.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            parts.append(".*" if last else "(?:[^/]+/)*")
+        else:
+            parts.append(_segment_regex(segment) + ("" if last else "/"))
+    return re.compile("".join(parts))
+
+
+def _segment_regex(segment: str) -> str:
+    out: list[str] = []
+    index = 0
+    while index < len(segment):
+        char = segment[index]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[" and (close := segment.find("]", index + 2)) != -1:
+            body = segment[index + 1 : close]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            index = close
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return "".join(out)
