@@ -37,6 +37,8 @@ def load(spec: dict[str, Any]) -> WSGIApp:
         if monitor is not None:
             monitor.watch_exception(exc)
         return error_application(spec["label"], text)
+    if monitor is not None:
+        monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
     events.emit("ready", import_s=round(time.perf_counter() - started, 4))
     return application
 
@@ -69,7 +71,12 @@ def _start_monitor(spec: dict[str, Any]) -> Any:
     try:
         from wsgidev import monitor
 
-        return monitor.start(**spec["monitor"])
+        options = dict(spec["monitor"])
+        if spec.get("kind") == "script" and spec.get("script_path"):
+            # The script is exec'd without an import finder: naming it here has its state taken
+            # before it runs, as the import recorder does for modules.
+            options["watch"] = [*options.get("watch", ()), spec["script_path"]]
+        return monitor.start(**options)
     except Exception as exc:
         # Serving the app matters more than reloading it: say so once and carry on.
         events.emit("refused", reason=f"reload monitor failed to start: {_one_line(exc)}")

@@ -121,6 +121,9 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> dict[
             "backend": options.reload_backend,
             "poll_interval_s": options.poll_interval_s,
         }
+        if state_dir is not None:
+            # wsgidev start owns this Apache: a graceful restart reloads every process at once.
+            monitor.update(restart="server", state_dir=state_dir)
     return {
         "kind": target.kind,
         "label": target.label,

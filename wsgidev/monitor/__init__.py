@@ -9,6 +9,7 @@ way: SIGINT to itself, after which mod_wsgi shuts the process down and starts a 
     base.py            Monitor: baselines, settling, the restart decision, the thread
     notify.py          NotifyMonitor: watchdog inotify notifications as hints
     polling.py         PollingMonitor: stat every file each interval
+    restart.py         how new code comes in: restart this process, or the whole server
     watched.py         WatchedFiles: every file's baseline, globs, directories to watch
     imports.py         the import recorder, module files, traceback files
     state.py           FileState and how a change is told
@@ -19,16 +20,17 @@ way: SIGINT to itself, after which mod_wsgi shuts the process down and starts a 
 from __future__ import annotations
 
 import importlib
-import os
-import signal
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from wsgidev import events
 from wsgidev.monitor.base import Monitor, OnChange, log
+from wsgidev.monitor.imports import process_start_ns
 from wsgidev.monitor.polling import PollingMonitor
+from wsgidev.monitor.restart import STRATEGIES, restart_process, restart_server
 
-__all__ = ["BACKENDS", "Monitor", "PollingMonitor", "create", "start"]
+__all__ = ["BACKENDS", "Monitor", "PollingMonitor", "create", "restart_process", "start"]
 
 BACKENDS = ("auto", "inotify", "poll")
 
@@ -40,6 +42,8 @@ def start(
     *,
     settle_s: float = 0.05,
     safety_interval_s: float = 60.0,
+    restart: str = "process",
+    state_dir: str | None = None,
     on_change: OnChange | None = None,
 ) -> Monitor | None:
     """Start watching from a daemon thread; None (after one log line) where restarting is impossible."""
@@ -47,10 +51,14 @@ def start(
         raise ValueError(
             f"unknown monitor backend {backend!r}; expected one of {', '.join(BACKENDS)}"
         )
+    if restart not in STRATEGIES or (restart == "server" and not state_dir):
+        raise ValueError(f"restart must be one of {', '.join(STRATEGIES)} (server needs state_dir)")
     reason = _refusal(explicit_on_change=on_change is not None)
     if reason is not None:
         events.emit("refused", reason=reason)
         return None
+    if on_change is None and restart == "server" and state_dir:
+        on_change = restart_server(state_dir, process_start_ns() or time.time_ns())
     options: dict[str, Any] = {
         "watch": list(watch),
         "poll_interval_s": poll_interval_s,
@@ -83,13 +91,6 @@ def create(backend: str = "auto", **options: Any) -> Monitor:
 
         return NotifyMonitor(**options)
     raise ValueError(f"unknown monitor backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-
-
-def restart_process(files: list[str]) -> None:
-    """Ask mod_wsgi to restart this daemon process."""
-    # In a daemon process mod_wsgi's handler turns SIGINT into a graceful shutdown (requests in
-    # flight finish, up to shutdown-timeout); Apache then starts a fresh process.
-    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _refusal(*, explicit_on_change: bool) -> str | None:

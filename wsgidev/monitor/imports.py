@@ -48,6 +48,8 @@ class ImportRecorder:
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
         """The spec the finders after this one return, after recording its file's state."""
+        # On a miss importlib goes on to ask the later finders itself: a second search, but only
+        # for modules that do not exist (optional imports).
         spec = _find_after(self, fullname, path, target)
         if spec is None or not spec.has_location or not spec.origin:
             return spec  # frozen, built-in, namespace package, or not found
