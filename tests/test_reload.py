@@ -338,3 +338,16 @@ def test_git_checkout_of_many_files_restarts_once(project: Path, start_server, t
     wait_for(lambda: len(imports(project)) > before, 20, f"a restart\n{server.log()}")
     time.sleep(1.5)
     assert len(imports(project)) == before + 1
+
+
+def test_a_request_in_flight_during_a_reload_finishes(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "1", "--threads", "2")
+    answer: list[tuple[int, bytes]] = []
+    slow = threading.Thread(target=lambda: answer.append(server.get("/sleep?s=2", 30)))
+    slow.start()
+    time.sleep(0.3)
+    set_version(project / "app.py", "v2")
+    wait_version(server, "v2")
+    slow.join(30)
+    status, body = answer[0]
+    assert status == 200 and json.loads(body)["version"] == "v1"
