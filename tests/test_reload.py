@@ -351,3 +351,15 @@ def test_a_request_in_flight_during_a_reload_finishes(project: Path, start_serve
     slow.join(30)
     status, body = answer[0]
     assert status == 200 and json.loads(body)["version"] == "v1"
+
+
+def test_server_restart_mode_reloads_every_process_at_once(project: Path, start_server):
+    server = start_server(
+        project, "app:application", "--processes", PROCESSES, "--restart-mode", "server"
+    )
+    wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to preload the app")
+    set_version(project / "app.py", "v2", "rename")
+    wait_version(server, "v2")
+    time.sleep(0.5)
+    assert len(imports(project)) == 4, imports(project)
+    wait_for(lambda: "Reloaded in" in server.log(), 10, "the reload line")

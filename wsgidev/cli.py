@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from wsgidev import __version__
 from wsgidev.errors import WsgidevError
-from wsgidev.options import LOG_LEVELS, RELOAD_BACKENDS, Options, load_options
+from wsgidev.options import LOG_LEVELS, RELOAD_BACKENDS, RESTART_MODES, Options, load_options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +51,12 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
     add("--reload", action=argparse.BooleanOptionalAction, help="reload on changes (default on)")
     add("--watch", metavar="PATH", action="append", help="also watch this file or glob")
     add("--reload-backend", choices=RELOAD_BACKENDS, help="file-change backend (default auto)")
+    add(
+        "--restart-mode",
+        choices=RESTART_MODES,
+        help="process (default): each daemon restarts itself, no request fails, ~1 s; "
+        "server: graceful restart of Apache, ~0.1 s, a request in the switch-over may get 503",
+    )
     add("--poll-interval", dest="poll_interval_s", metavar="S", help="poll backend interval")
     add("--static", metavar="URL=DIR", action="append", help="serve DIR at URL from Apache")
     add("--httpd", metavar="PATH", help="the Apache binary (default: as mod_wsgi finds it)")

@@ -17,6 +17,7 @@ from wsgidev.errors import WsgidevError
 
 LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 RELOAD_BACKENDS = ("auto", "inotify", "poll")
+RESTART_MODES = ("process", "server")
 # Django static files: "finders" serves STATIC_URL from the finders in the app (runserver's way,
 # with DEBUG on); "root" lets Apache serve STATIC_ROOT and MEDIA_ROOT (production's way); "off".
 DJANGO_STATIC_MODES = ("finders", "root", "off")
@@ -51,6 +52,10 @@ class Options:
     reload: bool = True
     watch: tuple[str, ...] = ()
     reload_backend: str = "auto"
+    # process: each daemon restarts itself (no request ever fails; Apache respawns it within its
+    # once-a-second maintenance tick). server: graceful restart of the whole Apache (about 0.1 s,
+    # but a request arriving in the switch-over can get a 503). See wsgidev/monitor/restart.py.
+    restart_mode: str = "process"
     poll_interval_s: float = 1.0
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()
@@ -86,6 +91,11 @@ class Options:
             raise WsgidevError(
                 f"--reload-backend {self.reload_backend!r} is unknown",
                 f"use one of {', '.join(RELOAD_BACKENDS)}",
+            )
+        if self.restart_mode not in RESTART_MODES:
+            raise WsgidevError(
+                f"--restart-mode {self.restart_mode!r} is unknown",
+                f"use one of {', '.join(RESTART_MODES)}",
             )
         for name in ("shutdown_timeout_s", "queue_timeout_s", "request_timeout_s"):
             if getattr(self, name) < 0:

@@ -122,8 +122,9 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> dict[
             "poll_interval_s": options.poll_interval_s,
         }
         if state_dir is not None:
-            # wsgidev start owns this Apache: a graceful restart reloads every process at once.
-            monitor.update(restart="server", state_dir=state_dir)
+            # wsgidev start owns this Apache: its server root holds the restart lock, and a
+            # whole-server graceful restart is allowed (--restart-mode server).
+            monitor.update(restart=options.restart_mode, state_dir=state_dir)
     return {
         "kind": target.kind,
         "label": target.label,

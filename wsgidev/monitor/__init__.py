@@ -28,7 +28,12 @@ from wsgidev import events
 from wsgidev.monitor.base import Monitor, OnChange, log
 from wsgidev.monitor.imports import process_start_ns
 from wsgidev.monitor.polling import PollingMonitor
-from wsgidev.monitor.restart import STRATEGIES, restart_process, restart_server
+from wsgidev.monitor.restart import (
+    STRATEGIES,
+    exit_without_teardown,
+    restart_process,
+    restart_server,
+)
 
 __all__ = ["BACKENDS", "Monitor", "PollingMonitor", "create", "restart_process", "start"]
 
@@ -79,6 +84,9 @@ def start(
         log(f"{backend} backend failed to start ({exc}); polling every {poll_interval_s:g} s")
         monitor = PollingMonitor(**options)
         monitor.start()
+    if state_dir:
+        # Only where wsgidev owns the server: a quick exit makes the next process come sooner.
+        exit_without_teardown()  # after monitor.start(), so it runs before the monitor's stop
     return monitor
 
 

@@ -5,19 +5,33 @@ flight finish and exits; Apache's parent notices the death from its maintenance 
 sleeps a second between looks, and starts a fresh process. That second is the floor of every
 reload, and each process pays it on its own.
 
-``server`` is for an Apache that wsgidev owns (`wsgidev start`): SIGUSR1 to the Apache parent
-asks for a graceful restart. The parent wakes at once, keeps the listening socket, starts new
-daemon processes, and lets the old children and daemons finish what they are serving: all
-processes get the new code in about 0.1 s plus the app's import time. Never used on a system
-Apache (`wsgidev config apache`, hand-written scripts): it would restart every site there.
-Every daemon sees the change; a lock file in the server root lets only the first one ask.
+``server`` is for an Apache that wsgidev owns (`wsgidev start --restart-mode server`): SIGUSR1
+to the Apache parent asks for a graceful restart. The parent wakes at once, keeps the listening
+socket, starts new daemon processes and lets old children finish: every process has the new
+code about 0.1 s plus the app's import time after the save. The price: the parent removes the
+daemons' socket before it binds the new one, and an old-generation Apache child that takes a
+request in those milliseconds answers 503 (mod_wsgi retries a refused connect, not a missing
+socket). Measured: about one request in a thousand during back-to-back restarts under a
+4-client loop. So ``process`` is the default. Never used on a system Apache (`wsgidev config
+apache`, hand-written scripts): it would restart every site there. Every daemon sees the
+change; a lock file in the server root lets only the first one ask.
+
+Either way the old process should exit quickly, and a big app's daemon spends most of its exit
+tearing the interpreter down (0.4-0.6 s for a Wagtail site, about 1,700 modules). Where wsgidev
+owns the server, the daemon therefore ends itself with os._exit once the atexit handlers
+registered after the monitor (the app's, Django's) have run and logging is flushed: old daemons
+are gone in about 10 ms instead.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import fcntl
+import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +78,18 @@ def restart_server(state_dir: str, process_started_ns: int) -> Callable[[list[st
             restart_process(files)
 
     return restart
+
+
+def exit_without_teardown() -> None:
+    """Register (last, so it runs before earlier handlers) an exit that skips interpreter teardown."""
+
+    def exit_now() -> None:
+        # Requests in flight have finished (mod_wsgi runs atexit after them); what is left is
+        # freeing memory the process is about to give back anyway.
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
+
+    atexit.register(exit_now)
