@@ -1,0 +1,1 @@
+"""Reload benchmark: wsgidev against runserver, mod_wsgi-express and gunicorn (run bench/run.py)."""

@@ -1,0 +1,7 @@
+from benchprobe import views
+from django.urls import path
+
+urlpatterns = [
+    path("probe", views.probe),
+    path("modules", views.modules),
+]

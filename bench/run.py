@@ -1,0 +1,238 @@
+"""Reload benchmark: wsgidev, runserver, mod_wsgi-express and gunicorn side by side.
+
+    .venv/bin/python bench/run.py [--quick]
+
+Needs `pip install -e '.[bench]'`; installs nothing itself. Builds a small and a large Django
+project in a temporary folder, serves each with every server on a free loopback port, and
+prints markdown tables (a full run also writes them into docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+# Run as a script: make the repository importable so `bench` is a package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import projects, report  # noqa: E402
+from bench.scenario import ServerResult, Settings, run_server  # noqa: E402
+from bench.servers import SERVERS, Paths  # noqa: E402
+
+DOC = projects.REPO / "docs" / "benchmarks.md"
+# A template edit shows within the servers' one-second poll or not at all (a cached template
+# loader with no reset): 5 s is plenty, and every miss costs its whole deadline.
+FULL = Settings(
+    code_edits=12, template_edits=3, idle_s=30.0, deadline_s=15.0, template_deadline_s=5.0
+)
+# --quick: one edit per save style, shorter deadlines (a miss costs its whole deadline).
+QUICK = Settings(
+    code_edits=4, template_edits=1, idle_s=10.0, deadline_s=6.0, template_deadline_s=3.0
+)
+PROJECT_MAKERS = {"small": projects.make_small, "large": projects.make_large}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer edits, 10 s idle (< 5 min)")
+    parser.add_argument("--projects", default="small,large", help="comma list: small,large")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma list of servers")
+    parser.add_argument("--edits", type=int, help="code edits per server (default 12, quick 4)")
+    parser.add_argument(
+        "--write",
+        action=argparse.BooleanOptionalAction,
+        help="write docs/benchmarks.md (default: on for a full run of everything)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the projects, logs and raw results.json"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write every edit's raw numbers here")
+    return parser.parse_args()
+
+
+def machine_lines(command: str) -> list[str]:
+    """The context every result needs: command, date, machine, versions."""
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for dist in ("wsgidev", "Django", "wagtail", "gunicorn", "mod_wsgi"):
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{dist} (not installed)")
+    apache = _first_line([shutil.which("apache2") or shutil.which("httpd") or "httpd", "-v"])
+    revision = _first_line(["git", "-C", str(projects.REPO), "describe", "--always", "--dirty"])
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"- Command: `{command}`",
+        f"- Date: {now}; repository at `{revision}`",
+        f"- Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, "
+        f"{'root' if os.geteuid() == 0 else 'non-root'}",
+        f"- Python {platform.python_version()}; {', '.join(versions)}; "
+        f"{apache.removeprefix('Server version: ')}",
+    ]
+
+
+def _wsgidev_fingerprint() -> str:
+    """A hash of wsgidev's code and templates, to tell whether they changed during the run."""
+    digest = hashlib.sha256()
+    for folder in ("wsgidev", "templates"):
+        for path in sorted((projects.REPO / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".j2"):
+                digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "?"
+    lines = out.stdout.strip().splitlines()
+    return lines[0] if lines else "?"
+
+
+def main() -> int:
+    args = parse_args()
+    # Started in the background by a shell, this process ignores SIGINT and every server would
+    # inherit that: runserver would then ignore the SIGINT that stops it. Children get the
+    # default action from a Python handler at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    settings = QUICK if args.quick else FULL
+    if args.edits:
+        settings = Settings(**{**settings.__dict__, "code_edits": args.edits})
+    project_keys = [k for k in args.projects.split(",") if k]
+    server_keys = [k for k in args.servers.split(",") if k]
+    unknown = [k for k in project_keys if k not in PROJECT_MAKERS] + [
+        k for k in server_keys if k not in SERVERS
+    ]
+    if unknown:
+        sys.exit(f"unknown project or server: {', '.join(unknown)}")
+    complete = set(project_keys) == set(PROJECT_MAKERS) and set(server_keys) == set(SERVERS)
+    write = args.write if args.write is not None else complete and not args.quick
+
+    python = Path(sys.executable)
+    missing = [
+        n
+        for n in ("wsgidev", "gunicorn", "mod_wsgi-express", "wagtail")
+        if not (python.parent / n).exists()
+    ]
+    if missing:
+        sys.exit(f"missing in {python.parent}: {', '.join(missing)}; run pip install -e '.[bench]'")
+    command = " ".join(["python bench/run.py", *sys.argv[1:]])
+    code_at_start = _wsgidev_fingerprint()
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="wsgidev-bench-"))
+    print(f"scratch folder: {scratch}", file=sys.stderr)
+    sections = []
+    by_project: dict[str, tuple[projects.Project, projects.ImportTiming, list[ServerResult]]] = {}
+    try:
+        paths = Paths(venv_bin=python.parent, scratch=scratch)
+        for key in project_keys:
+            _progress(started, f"making the {key} project")
+            project = PROJECT_MAKERS[key](scratch, python)
+            timing = projects.time_import(project, python)
+            _progress(started, f"{key}: import {timing.seconds:.2f} s, {timing.modules} modules")
+            results = []
+            for server_key in server_keys:
+                _progress(started, f"{key}: {server_key}")
+                result = run_server(
+                    SERVERS[server_key],
+                    project,
+                    paths,
+                    settings,
+                    scratch,
+                    _progress_for(started, f"{key}: {server_key}"),
+                )
+                results.append(result)
+                _progress(started, f"{key}: {server_key} done: {_summary(result)}")
+            by_project[key] = (project, timing, results)
+            sections.append(report.project_section(project, timing, results, settings))
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    changed = _wsgidev_fingerprint() != code_at_start
+    if changed:
+        _progress(started, "warning: wsgidev's code changed during the run")
+    markdown = "\n".join(
+        [
+            "## Results",
+            "",
+            *machine_lines(command),
+            f"- Run took {elapsed / 60:.1f} min."
+            + (
+                " **wsgidev's code changed during the run: its rows mix versions.**"
+                if changed
+                else ""
+            ),
+            "",
+            *sections,
+            "### Targets",
+            "",
+            report.targets_section(by_project),
+        ]
+    )
+    print(markdown)
+    raw = {key: [_raw(r) for r in results] for key, (_, _, results) in by_project.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=1), encoding="utf-8")
+    if args.keep:
+        (scratch / "results.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
+        print(f"kept {scratch} (server logs, projects, results.json)", file=sys.stderr)
+    if write:
+        report.write_docs(DOC, markdown)
+        print(f"written into {DOC}", file=sys.stderr)
+    return 0
+
+
+def _progress(started: float, message: str) -> None:
+    print(f"[{time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def _raw(result: ServerResult) -> dict[str, object]:
+    # asdict() would rebuild the Counter from (key, count) pairs, counting the pairs.
+    raw = dataclasses.asdict(dataclasses.replace(result, failures=Counter()))
+    raw["failures"] = dict(result.failures)
+    return raw
+
+
+def _progress_for(started: float, prefix: str) -> Callable[[str], None]:
+    return lambda message: _progress(started, f"{prefix}: {message}")
+
+
+def _summary(result: ServerResult) -> str:
+    if result.error and not result.code:
+        return f"error: {result.error}"
+    latencies = [e.latency_s for e in result.code if e.latency_s is not None]
+    p50 = report.percentile(latencies, 50)
+    missed = sum(e.missed for e in result.code)
+    return (
+        f"p50 {p50 if p50 is None else round(p50, 3)} s, missed {missed}/{len(result.code)}, "
+        f"failed {sum(result.failures.values())}/{result.requests}, idle cpu {result.idle_cpu_s}"
+        + (f", error {result.error}" if result.error else "")
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The four servers compared, how each is started on a project, and how it is always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bench import proctree
+from bench.load import HOST, PROBE_PATH, get
+from bench.projects import Project
+
+PROCESSES = 2
+THREADS = 15
+READY_DEADLINE_S = 120.0
+STOP_GRACE_S = 15.0
+# As root, Apache (mod_wsgi-express) needs a non-root identity: a user namespace in which our
+# uid appears as www-data's (33), as wsgidev itself does.
+USERNS_PREFIX = ["unshare", "--user", "--map-user=33", "--map-group=33", "--"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paths:
+    """What a command line needs besides the project."""
+
+    venv_bin: Path
+    scratch: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSpec:
+    """One contender: how to start it and how it finds changes."""
+
+    key: str
+    label: str
+    detects: str
+    processes: int
+    stop_signal: signal.Signals
+    command: Callable[[Project, int, Paths], list[str]]
+
+
+def _wsgidev(project: Project, port: int, paths: Paths) -> list[str]:
+    return [
+        str(paths.venv_bin / "wsgidev"), "start",
+        "--processes", str(PROCESSES), "--threads", str(THREADS),
+        "--host", HOST, "--port", str(port),
+    ]  # fmt: skip
+
+
+def _wsgidev_server_mode(project: Project, port: int, paths: Paths) -> list[str]:
+    # The opt-in whole-server graceful restart: faster, but see its 503 window (README).
+    return [*_wsgidev(project, port, paths), "--restart-mode", "server"]
+
+
+def _runserver(project: Project, port: int, paths: Paths) -> list[str]:
+    # The default autoreloader (StatReloader here: no pywatchman), threading on.
+    return [str(paths.venv_bin / "python"), "manage.py", "runserver", f"{HOST}:{port}"]
+
+
+def _express(project: Project, port: int, paths: Paths) -> list[str]:
+    command = [
+        str(paths.venv_bin / "mod_wsgi-express"), "start-server", str(project.wsgi_path),
+        "--reload-on-changes",
+        "--processes", str(PROCESSES), "--threads", str(THREADS),
+        "--host", HOST, "--port", str(port),
+        "--server-root", str(paths.scratch / f"express-{port}"),
+        "--working-directory", str(project.path), "--python-path", str(project.path),
+        "--log-to-terminal",
+    ]  # fmt: skip
+    return USERNS_PREFIX + command if os.geteuid() == 0 else command
+
+
+def _gunicorn(project: Project, port: int, paths: Paths) -> list[str]:
+    command = [
+        str(paths.venv_bin / "gunicorn"), "--reload",
+        "--workers", str(PROCESSES), "--threads", str(THREADS),
+        "--bind", f"{HOST}:{port}",
+    ]  # fmt: skip
+    # gunicorn 25.1 and later open a control socket under ~/.gunicorn: not ours to touch.
+    if _version_tuple(importlib.metadata.version("gunicorn")) >= (25, 1):
+        command.append("--no-control-socket")
+    return [*command, f"{project.wsgi_module}:application"]
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+SERVERS = {
+    spec.key: spec
+    for spec in (
+        ServerSpec(
+            key="wsgidev",
+            label=f"wsgidev start ({PROCESSES}x{THREADS})",
+            detects="in-daemon monitor (wsgidev/monitor)",
+            processes=PROCESSES,
+            stop_signal=signal.SIGINT,
+            command=_wsgidev,
+        ),
+        ServerSpec(
+            key="wsgidev-server",
+            label=f"wsgidev start --restart-mode server ({PROCESSES}x{THREADS})",
+            detects="in-daemon monitor; graceful restart of the whole Apache",
+            processes=PROCESSES,
+            stop_signal=signal.SIGINT,
+            command=_wsgidev_server_mode,
+        ),
+        ServerSpec(
+            key="runserver",
+            label="manage.py runserver",
+            detects="Django StatReloader, 1 s poll, mtime >",
+            processes=1,
+            stop_signal=signal.SIGINT,
+            command=_runserver,
+        ),
+        ServerSpec(
+            key="express",
+            label=f"mod_wsgi-express --reload-on-changes ({PROCESSES}x{THREADS})",
+            detects="in-daemon thread, 1 s poll of sys.modules, mtime !=",
+            processes=PROCESSES,
+            stop_signal=signal.SIGTERM,
+            command=_express,
+        ),
+        ServerSpec(
+            key="gunicorn",
+            label=f"gunicorn --reload ({PROCESSES}x{THREADS})",
+            detects="per-worker thread, 1 s poll (no inotify module), mtime >",
+            processes=PROCESSES,
+            stop_signal=signal.SIGINT,
+            command=_gunicorn,
+        ),
+    )
+}
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bind 127.0.0.1:0 and let the kernel choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+class ServerProcess:
+    """One server started in its own session, logging to a file; stop() always cleans up."""
+
+    def __init__(self, spec: ServerSpec, project: Project, paths: Paths, log_path: Path) -> None:
+        self.spec = spec
+        self.project = project
+        self.port = free_port()
+        self.command = spec.command(project, self.port, paths)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._seen: dict[int, proctree.ProcStat] = {}
+
+    def start(self) -> None:
+        """Start the server; it runs in a new session, so signals we send reach it alone."""
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PATH"] = f"{Path(self.command[0]).parent}:{env.get('PATH', '')}"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log.write(f"$ {' '.join(self.command)}\n".encode())
+        self._log.flush()
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=self.project.path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def tree(self) -> dict[int, proctree.ProcStat]:
+        """The server's processes now (remembered, so stop() can find every one of them)."""
+        found = proctree.tree(self.pid)
+        self._seen.update(found)
+        return found
+
+    def wait_ready(self, deadline_s: float = READY_DEADLINE_S) -> None:
+        """Return once /bench/probe answers 200; raise if the server exits or the deadline passes."""
+        deadline = time.monotonic() + deadline_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"{self.spec.key} exited while starting; see {self.log_path}")
+            try:
+                status, body = get(self.port, PROBE_PATH, timeout_s=5)
+                if status == 200:
+                    self.tree()
+                    return
+                last = f"HTTP {status}"
+            except OSError as exc:
+                last = type(exc).__name__
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.spec.key} not ready in {deadline_s:.0f} s ({last})")
+
+    def stop(self) -> list[int]:
+        """Stop signal to the session, then SIGKILL whatever of the tree is left; return the
+        pids that survived even that (should be none)."""
+        if self.process is None:
+            return []
+        self.tree()
+        if self.process.poll() is None:
+            _killpg(self.pid, self.spec.stop_signal)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_GRACE_S)
+        # wsgidev runs Apache in a session of its own: kill by pid what we saw of the tree, if
+        # the pid still names the same process.
+        _killpg(self.pid, signal.SIGKILL)
+        for pid, seen in self._seen.items():
+            now = proctree.read_stat(pid)
+            if now is not None and now.start_ticks == seen.start_ticks and now.alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.wait(5)
+        survivors = self._survivors(deadline_s=5.0)
+        if self._log is not None:
+            self._log.close()
+        return survivors
+
+    def _survivors(self, deadline_s: float) -> list[int]:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            left = [
+                pid
+                for pid, seen in self._seen.items()
+                if (now := proctree.read_stat(pid)) is not None
+                and now.start_ticks == seen.start_ticks
+                and now.alive
+            ]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.05)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
