@@ -36,12 +36,10 @@ class LogPrinter:
         self.colour = colour
         self.verbose = verbose
         self.lock = threading.Lock()
-        self.ready_pids: set[int] = set()
         self.first_ready = threading.Event()
         self.import_error: str | None = None
         self.last_traceback = ""
         self.pending: _Reload | None = None
-        self.reload_count = 0
         self.apache_errors: list[str] = []
         self._last_once = ""
 
@@ -119,14 +117,12 @@ class LogPrinter:
 
     def _ready(self, pid: int, when: float) -> None:
         with self.lock:
-            self.ready_pids.add(pid)
             self.import_error = None
             done = None
             if self.pending is not None and when >= self.pending.started:
                 self.pending.ready_pids.add(pid)
                 if len(self.pending.ready_pids) >= self.processes:
                     done, self.pending = self.pending, None
-                    self.reload_count += 1
         self.first_ready.set()
         if done is not None:
             changed = ", ".join(done.files[:3]) + (" ..." if len(done.files) > 3 else "")

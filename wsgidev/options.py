@@ -302,8 +302,3 @@ def load_options(
             if name not in cli_values:
                 merged[name] = value
     return Options(**merged)
-
-
-def replace(options: Options, **changes: Any) -> Options:
-    """dataclasses.replace, re-validated."""
-    return dataclasses.replace(options, **changes)

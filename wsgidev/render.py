@@ -133,7 +133,6 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> dict[
         "callable": target.callable_name,
         "environ": environ,
         "monitor": monitor,
-        "state_dir": state_dir,
         "django_static": options.django_static,
         "random_delay_ms": options.random_delay_ms,
     }
