@@ -56,6 +56,11 @@ def _wsgidev(project: Project, port: int, paths: Paths) -> list[str]:
     ]  # fmt: skip
 
 
+def _wsgidev_process_mode(project: Project, port: int, paths: Paths) -> list[str]:
+    # Each daemon restarts itself: one group, Apache's respawn loop in every reload.
+    return [*_wsgidev(project, port, paths), "--restart-mode", "process"]
+
+
 def _wsgidev_server_mode(project: Project, port: int, paths: Paths) -> list[str]:
     # The opt-in whole-server graceful restart: faster, but see its 503 window (README).
     return [*_wsgidev(project, port, paths), "--restart-mode", "server"]
@@ -105,6 +110,14 @@ SERVERS = {
             processes=PROCESSES,
             stop_signal=signal.SIGINT,
             command=_wsgidev,
+        ),
+        ServerSpec(
+            key="wsgidev-process",
+            label=f"wsgidev start --restart-mode process ({PROCESSES}x{THREADS})",
+            detects="in-daemon monitor; each daemon restarts itself",
+            processes=PROCESSES,
+            stop_signal=signal.SIGINT,
+            command=_wsgidev_process_mode,
         ),
         ServerSpec(
             key="wsgidev-server",

@@ -363,3 +363,37 @@ def test_server_restart_mode_reloads_every_process_at_once(project: Path, start_
     time.sleep(0.5)
     assert len(imports(project)) == 4, imports(project)
     wait_for(lambda: "Reloaded in" in server.log(), 10, "the reload line")
+
+
+def test_standby_group_takes_over_and_the_old_one_waits_empty(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "1")
+    wait_for(lambda: len(imports(project)) == 1, 10, "the serving daemon to import the app")
+    time.sleep(1.0)  # the standby daemon has started by now, and imported nothing
+    assert len(imports(project)) == 1, imports(project)
+    first = json.loads(server.get("/")[1])["pid"]
+    for round_, version in enumerate(("v2", "v3"), start=2):
+        set_version(project / "app.py", version)
+        wait_version(server, version)
+        # Exactly one import per hand-over: the standby's; the retired group comes back empty.
+        time.sleep(1.5)
+        assert len(imports(project)) == round_, imports(project)
+        pid = json.loads(server.get("/")[1])["pid"]
+        assert pid != first
+        wait_for(lambda p=first: not Path(f"/proc/{p}").exists(), 10, f"pid {first} to exit")
+        first = pid
+    lines = [line for line in server.log().splitlines() if line.startswith("Reloaded in")]
+    assert len(lines) == 2, server.log()
+
+
+def test_process_restart_mode_restarts_each_daemon(project: Path, start_server):
+    server = start_server(
+        project, "app:application", "--processes", PROCESSES, "--restart-mode", "process"
+    )
+    wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to preload the app")
+    pids = {json.loads(server.get("/")[1])["pid"] for _ in range(8)}
+    set_version(project / "app.py", "v2", "rename")
+    wait_version(server, "v2")
+    time.sleep(0.5)
+    assert len(imports(project)) == 4, imports(project)
+    new_pids = {json.loads(server.get("/")[1])["pid"] for _ in range(8)}
+    assert not pids & new_pids

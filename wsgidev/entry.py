@@ -9,6 +9,7 @@ import importlib.util
 import os
 import random
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -16,15 +17,33 @@ from types import ModuleType
 from typing import Any
 
 from wsgidev import events
+from wsgidev.monitor.standby import Handover
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 SCRIPT_MODULE_NAME = "_wsgidev_target"
 
 
 def load(spec: dict[str, Any]) -> WSGIApp:
-    """Start the monitor (first, so a broken app is still watched), then import the app."""
+    """Start the monitor (first, so a broken app is still watched), then import the app; in a
+    standby process (see wsgidev.monitor.standby), import it only when told to or asked to serve."""
     os.environ.update(spec["environ"])
-    monitor = _start_monitor(spec)
+    handover = _handover(spec)
+    monitor = _start_monitor(spec, handover)
+    stale = monitor.stale if monitor is not None else list
+    if handover is None:
+        return import_app(spec, monitor)
+    if handover.serving():
+        handover.mark_loading()
+        application = import_app(spec, monitor)
+        handover.listen(lambda: application, stale)
+        return application
+    lazy = LazyApplication(lambda: import_app(spec, monitor), before=handover.mark_loading)
+    handover.listen(lazy.load, stale)
+    return lazy
+
+
+def import_app(spec: dict[str, Any], monitor: Any) -> WSGIApp:
+    """Import and wrap the app; on failure, an app that shows the traceback (and watch its files)."""
     started = time.perf_counter()
     try:
         # Wrapping can fail too (StaticFilesHandler checks STATIC_URL): show it like an import error.
@@ -37,10 +56,47 @@ def load(spec: dict[str, Any]) -> WSGIApp:
         if monitor is not None:
             monitor.watch_exception(exc)
         return error_application(spec["label"], text)
+    if spec["kind"] == "django":
+        _load_django_urls(monitor)
     if monitor is not None:
         monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
     events.emit("ready", import_s=round(time.perf_counter() - started, 4))
     return application
+
+
+class LazyApplication:
+    """A WSGI app that imports the real one on first use, from whichever thread comes first."""
+
+    def __init__(self, load: Callable[[], WSGIApp], before: Callable[[], None]) -> None:
+        self._import = load
+        self._before = before
+        self._lock = threading.Lock()
+        self._application: WSGIApp | None = None
+
+    def load(self) -> WSGIApp:
+        """The app, imported now if it was not yet."""
+        with self._lock:
+            if self._application is None:
+                self._before()
+                self._application = self._import()
+            return self._application
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        return self.load()(environ, start_response)
+
+
+def _load_django_urls(monitor: Any) -> None:
+    """Import the URLconf now, as runserver's checks do, rather than in the first request."""
+    try:
+        from django.urls import get_resolver
+
+        get_resolver().url_patterns  # noqa: B018 - a cached property that imports the URLconf
+    except Exception as exc:
+        # Django shows it on the next request (and retries the import then); watch its files.
+        if monitor is not None:
+            monitor.watch_exception(exc)
 
 
 def wrap(application: WSGIApp, spec: dict[str, Any]) -> WSGIApp:
@@ -65,13 +121,32 @@ def with_random_delay(application: WSGIApp, max_ms: int) -> WSGIApp:
     return delayed
 
 
-def _start_monitor(spec: dict[str, Any]) -> Any:
+def _handover(spec: dict[str, Any]) -> Handover | None:
+    """This process's part in hand-overs between two daemon groups, where the spec asks for them."""
+    options = spec.get("monitor") or {}
+    if options.get("restart") != "standby":
+        return None
+    try:
+        import mod_wsgi  # built into Apache's Python (the pip package has no process_group)
+
+        return Handover(options["state_dir"], options["groups"], mod_wsgi.process_group)
+    except Exception as exc:
+        events.emit("refused", reason=f"standby hand-over unavailable: {_one_line(exc)}")
+        return None
+
+
+def _start_monitor(spec: dict[str, Any], handover: Handover | None) -> Any:
     if not spec.get("monitor"):
         return None
     try:
         from wsgidev import monitor
 
         options = dict(spec["monitor"])
+        options.pop("groups", None)
+        if options.get("restart") == "standby":
+            options["restart"] = "process"
+            if handover is not None:
+                options["on_change"] = handover.on_change
         if spec.get("kind") == "script" and spec.get("script_path"):
             # The script is exec'd without an import finder: naming it here has its state taken
             # before it runs, as the import recorder does for modules.

@@ -17,7 +17,7 @@ from wsgidev.errors import WsgidevError
 
 LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 RELOAD_BACKENDS = ("auto", "inotify", "poll")
-RESTART_MODES = ("process", "server")
+RESTART_MODES = ("standby", "process", "server")
 # Django static files: "finders" serves STATIC_URL from the finders in the app (runserver's way,
 # with DEBUG on); "root" lets Apache serve STATIC_ROOT and MEDIA_ROOT (production's way); "off".
 DJANGO_STATIC_MODES = ("finders", "root", "off")
@@ -55,7 +55,7 @@ class Options:
     # process: each daemon restarts itself (no request ever fails; Apache respawns it within its
     # once-a-second maintenance tick). server: graceful restart of the whole Apache (about 0.1 s,
     # but a request arriving in the switch-over can get a 503). See wsgidev/monitor/restart.py.
-    restart_mode: str = "process"
+    restart_mode: str = "standby"
     poll_interval_s: float = 1.0
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()

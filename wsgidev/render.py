@@ -17,6 +17,7 @@ import jinja2
 
 from wsgidev import __version__
 from wsgidev.apache import ApacheInstall
+from wsgidev.monitor.standby import ROUTE_NAME
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
 from wsgidev.target import Target
@@ -34,6 +35,7 @@ MODULES = (
     ("headers_module", "mod_headers.so"),
     ("log_config_module", "mod_log_config.so"),
     ("reqtimeout_module", "mod_reqtimeout.so"),
+    ("setenvif_module", "mod_setenvif.so"),
 )
 
 
@@ -77,7 +79,9 @@ class Layout:
     entry_name: str
     python_path: tuple[str, ...]
     process_group: str
+    standby_group: str  # the second group of a standby hand-over (wsgidev.monitor.standby)
     display_name: str
+    standby_display_name: str
     listen: str
     url: str
     server_name: str
@@ -90,15 +94,18 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
     """Decide the names, paths and addresses every output shares."""
     host = options.host.strip("[]")
     bracketed = f"[{host}]" if ":" in host else host
-    project = re.sub(r"[^\w.-]", "_", Path(target.project_dir).name) or "app"
+    project = _project_name(target)
     python_path = tuple(dict.fromkeys((target.project_dir, *options.python_path)))
+    groups = process_groups(target)
     return Layout(
         entry_script_path=str(entry_script_path),
         entry_dir=str(entry_script_path.parent),
         entry_name=entry_script_path.name,
         python_path=python_path,
-        process_group=f"{PROCESS_GROUP}-{project}",
+        process_group=groups[0],
+        standby_group=groups[1],
         display_name=f"(wsgidev:{project}:{options.port})",
+        standby_display_name=f"(wsgidev.b:{project}:{options.port})",
         listen=f"{bracketed}:{options.port}",
         url=f"http://{bracketed}:{options.port}/",
         # ServerName takes no bare IPv6 literal; the name only matters for self-referring URLs.
@@ -106,6 +113,26 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
         static=tuple((url.rstrip("/") or "/", folder) for url, folder in options.static),
         daemon_user=options.user,
         daemon_group=options.group,
+    )
+
+
+def _project_name(target: Target) -> str:
+    return re.sub(r"[^\w.-]", "_", Path(target.project_dir).name) or "app"
+
+
+def process_groups(target: Target) -> tuple[str, str]:
+    """The daemon group that serves first, and its standby where hand-overs are on."""
+    group = f"{PROCESS_GROUP}-{_project_name(target)}"
+    return group, f"{group}-b"
+
+
+def uses_standby(options: Options, state_dir: str | None) -> bool:
+    """Whether new code comes in by a hand-over between two daemon groups (wsgidev start only)."""
+    return (
+        state_dir is not None
+        and options.reload
+        and options.restart_mode == "standby"
+        and not options.debug
     )
 
 
@@ -125,6 +152,8 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> dict[
             # wsgidev start owns this Apache: its server root holds the restart lock, and a
             # whole-server graceful restart is allowed (--restart-mode server).
             monitor.update(restart=options.restart_mode, state_dir=state_dir)
+        if uses_standby(options, state_dir):
+            monitor["groups"] = list(process_groups(target))
     return {
         "kind": target.kind,
         "label": target.label,
@@ -182,6 +211,8 @@ def render_standalone(
             run_as=run_as,
             server_root=str(server_root),
             conf=layout(options, target, server_root / ENTRY_SCRIPT_NAME),
+            standby=uses_standby(options, str(server_root)),
+            route_path=str(server_root / ROUTE_NAME),
             mpm=mpm_sizing(options),
             modules=MODULES,
         )
@@ -201,6 +232,7 @@ def render_apache(
             target=target,
             apache=apache,
             conf=layout(options, target, entry_script_path),
+            standby=False,
         )
     )
 

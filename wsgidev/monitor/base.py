@@ -147,6 +147,10 @@ class Monitor:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
 
+    def stale(self) -> list[str]:
+        """The watched files that changed since their baseline, looked at now, from any thread."""
+        return self._files.stale()
+
     def app_loaded(self) -> None:
         """Say the app imported: look for new modules now and, once Django is ready, use its signals."""
         self._app_loaded = True

@@ -120,6 +120,11 @@ class WatchedFiles:
                 changed[path] = state
         return changed
 
+    def stale(self) -> list[str]:
+        """Every watched file whose state differs from its baseline; safe from any thread."""
+        baselines = dict(self._baselines)  # one C-level copy: the monitor thread may be adding
+        return sorted(path for path, state in baselines.items() if file_state(path) != state)
+
     def scan_due(self) -> bool:
         """Whether sys.modules grew and the last scan is not too recent."""
         return (

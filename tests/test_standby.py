@@ -1,0 +1,171 @@
+"""The hand-over between two daemon groups, driven in one process with real sockets and files.
+
+One process can play a process of each group: the control sockets are named by group letter and
+pid. Restarting is recorded instead of signalled; the end-to-end tests in test_reload.py cover
+the real thing under Apache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from wsgidev.monitor import standby
+from wsgidev.monitor.standby import Handover, prepare_state_dir, serving_group
+
+GROUPS = ("wsgidev-app", "wsgidev-app-b")
+
+
+@pytest.fixture
+def restarts(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(standby, "restart_process", calls.append)
+    monkeypatch.setattr(standby, "IMPORT_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(standby, "EMPTY_GROUP_WAIT_S", 0.2)
+    return calls
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    prepare_state_dir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def handovers():
+    made: list[Handover] = []
+
+    def make(state: Path, group: str) -> Handover:
+        handover = Handover(str(state), GROUPS, group)
+        made.append(handover)
+        return handover
+
+    yield make
+    for handover in made:
+        handover.close()
+
+
+def serving(state: Path, handovers, *, loads: list[str]) -> Handover:
+    active = handovers(state, GROUPS[0])
+    active.mark_loading()
+    active.listen(lambda: loads.append("a"), list)
+    return active
+
+
+def test_first_group_serves_until_a_handover(state: Path, handovers):
+    assert serving_group(state, GROUPS) == GROUPS[0]
+    assert handovers(state, GROUPS[0]).serving()
+    assert not handovers(state, GROUPS[1]).serving()
+
+
+def test_a_change_has_the_standby_import_then_routes_to_it_and_retires_the_old(
+    state: Path, handovers, restarts
+):
+    loads: list[str] = []
+    active = serving(state, handovers, loads=loads)
+    waiting = handovers(state, GROUPS[1])
+    waiting.listen(lambda: loads.append("b"), list)
+
+    active.on_change(["app.py"])
+
+    assert loads == ["b"]  # the standby imported; the serving process did not import again
+    assert serving_group(state, GROUPS) == GROUPS[1]
+    assert waiting.serving() and not active.serving()
+    assert restarts == [[]]  # the old process was told to retire, and only it
+    assert active.retired.is_set() and not waiting.retired.is_set()
+
+
+def test_the_next_change_hands_back_to_the_first_group(state: Path, handovers, restarts):
+    loads: list[str] = []
+    old = serving(state, handovers, loads=loads)
+    old.on_change(["app.py"])
+    old.close()  # it retired; the first group comes back as a new standby process
+    second = handovers(state, GROUPS[1])
+    second.listen(lambda: loads.append("b"), list)
+    first = handovers(state, GROUPS[0])
+    first.listen(lambda: loads.append("a again"), list)
+    time.sleep(0.01)  # the lock's mtime is older than the new group's import
+    second.mark_loading()
+
+    second.on_change(["app.py"])
+
+    assert serving_group(state, GROUPS) == GROUPS[0]
+    assert "a again" in loads
+
+
+def test_a_stale_standby_restarts_instead_of_serving_old_code(state: Path, handovers, restarts):
+    loads: list[str] = []
+    active = serving(state, handovers, loads=loads)
+    waiting = handovers(state, GROUPS[1])
+    waiting.listen(lambda: loads.append("b"), lambda: ["/venv/site-packages/lib.py"])
+
+    active.on_change(["/venv/site-packages/lib.py"])
+
+    assert loads == []  # it imported nothing: its earlier imports are old code
+    assert ["/venv/site-packages/lib.py"] in restarts  # it restarts, unseen
+    assert [] in restarts  # and the old group still retires: a fresh process imports on demand
+    assert serving_group(state, GROUPS) == GROUPS[1]
+
+
+def test_the_sibling_that_sees_the_change_second_does_not_lead_again(
+    state: Path, handovers, restarts
+):
+    loads: list[str] = []
+    active = serving(state, handovers, loads=loads)
+    waiting = handovers(state, GROUPS[1])
+    waiting.listen(lambda: loads.append("b"), list)
+    active.on_change(["app.py"])
+    lock = state / standby.LOCK_NAME
+    led_at = lock.stat().st_mtime_ns
+
+    # A sibling of the old group imported before that hand-over began: it only waits to retire.
+    active.close()  # (the sibling takes its socket's name: one pid plays both here)
+    sibling = Handover(str(state), GROUPS, GROUPS[0])
+    try:
+        sibling.loaded_ns = led_at - 1
+        sibling.retired.set()
+        os.utime(state / standby.ROUTE_NAME)
+        (state / standby.ROUTE_NAME).unlink()  # as if it still thought its group served
+        sibling.on_change(["app.py"])
+    finally:
+        sibling.close()
+    assert lock.stat().st_mtime_ns == led_at
+    assert loads == ["b"]
+
+
+def test_a_standby_process_restarts_itself_on_its_own_change(state: Path, handovers, restarts):
+    handovers(state, GROUPS[0])
+    waiting = handovers(state, GROUPS[1])
+    waiting.listen(lambda: None, list)
+    waiting.on_change(["/usr/lib/python3.11/json/__init__.py"])
+    assert restarts == [["/usr/lib/python3.11/json/__init__.py"]]
+    assert serving_group(state, GROUPS) == GROUPS[0]
+
+
+def test_an_empty_standby_group_is_flipped_to_after_a_short_wait(state: Path, handovers, restarts):
+    # Apache is still starting the standby group: requests will queue on its socket.
+    active = serving(state, handovers, loads=[])
+    started = time.monotonic()
+    active.on_change(["app.py"])
+    assert serving_group(state, GROUPS) == GROUPS[1]
+    assert time.monotonic() - started < 2.0
+
+
+def test_sockets_of_dead_processes_are_skipped_and_removed(state: Path, handovers, restarts):
+    dead = state / standby.CONTROL_DIR / "b.999999999"
+    dead.touch()  # not a socket, and no such pid
+    loads: list[str] = []
+    active = serving(state, handovers, loads=loads)
+    waiting = handovers(state, GROUPS[1])
+    waiting.listen(lambda: loads.append("b"), list)
+    active.on_change(["app.py"])
+    assert loads == ["b"]
+    assert not dead.exists()
+
+
+def test_handover_refuses_a_group_it_does_not_know(state: Path):
+    with pytest.raises(ValueError, match="not one of"):
+        Handover(str(state), GROUPS, "other")
