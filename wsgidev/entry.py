@@ -21,6 +21,7 @@ from wsgidev.monitor.standby import Handover
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 SCRIPT_MODULE_NAME = "_wsgidev_target"
+_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
 
 
 def load(spec: dict[str, Any]) -> WSGIApp:
@@ -36,9 +37,17 @@ def load(spec: dict[str, Any]) -> WSGIApp:
         handover.mark_loading()
         application = import_app(spec, monitor)
         handover.listen(lambda: application, stale)
+        handover.record_modules(tell_standby=True)
         return application
-    lazy = LazyApplication(lambda: import_app(spec, monitor), before=handover.mark_loading)
-    handover.listen(lazy.load, stale)
+
+    def load_standby() -> WSGIApp:
+        if handover.warm_error is not None:
+            return failed_app(spec, monitor, handover.warm_error)
+        return import_app(spec, monitor)
+
+    lazy = LazyApplication(load_standby, before=handover.mark_loading)
+    django = bool(spec["environ"].get("DJANGO_SETTINGS_MODULE"))
+    handover.listen(lazy.load, stale, warm=True, django=django)
     return lazy
 
 
@@ -51,17 +60,22 @@ def import_app(spec: dict[str, Any], monitor: Any) -> WSGIApp:
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        text = app_traceback(exc)
-        events.emit("import-error", error=_one_line(exc), traceback=text)
-        if monitor is not None:
-            monitor.watch_exception(exc)
-        return error_application(spec["label"], text)
+        return failed_app(spec, monitor, exc)
     if spec["kind"] == "django":
         _load_django_urls(monitor)
     if monitor is not None:
         monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
     events.emit("ready", import_s=round(time.perf_counter() - started, 4))
     return application
+
+
+def failed_app(spec: dict[str, Any], monitor: Any, exc: BaseException) -> WSGIApp:
+    """Say the import failed (terminal, error page) and watch the files the traceback names."""
+    text = app_traceback(exc)
+    events.emit("import-error", error=_one_line(exc), traceback=text)
+    if monitor is not None:
+        monitor.watch_exception(exc)
+    return error_application(spec["label"], text)
 
 
 class LazyApplication:
@@ -204,7 +218,11 @@ def app_traceback(exc: BaseException) -> str:
 
 
 def _is_plumbing(filename: str) -> bool:
-    return filename in (__file__, importlib.__file__) or filename.startswith("<frozen importlib")
+    return (
+        filename.startswith(_PACKAGE_DIR)
+        or filename == importlib.__file__
+        or filename.startswith("<frozen importlib")
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -104,6 +104,12 @@ class LogPrinter:
         elif kind == "handled":
             names = ", ".join(str(f) for f in event.get("files", []))
             self._once(f"handled:{names}", f"Picked up {names} without a restart")
+        elif kind == "preloaded" and self.verbose:
+            django = " and Django's setup" if event.get("django_error") is None else ""
+            self.write(
+                f"Standby process {pid} warmed: {event.get('imported', 0)} modules{django} "
+                f"in {float(event.get('seconds', 0)):.2f} s"
+            )
         elif kind == "refused":
             self.write(f"wsgidev monitor: {event.get('reason', 'refused')}")
 

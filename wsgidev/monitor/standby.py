@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from wsgidev import events
+from wsgidev.monitor import preload
 from wsgidev.monitor.base import log
 from wsgidev.monitor.restart import restart_process
 
@@ -83,6 +84,12 @@ class Handover:
         self._load: Callable[[], object] | None = None
         self._stale: Callable[[], list[str]] = list
         self._thread: threading.Thread | None = None
+        self._warm = False
+        self._warmed = False
+        self._django = False
+        # django.setup() failed while warming: unless a file changed since (then the process is
+        # stale), importing the app fails the same way, and it cannot be set up twice.
+        self.warm_error: BaseException | None = None
         with contextlib.suppress(FileNotFoundError):
             self.address.unlink()  # a pid reused after a process that ended without cleaning up
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -97,9 +104,19 @@ class Handover:
         if self.loaded_ns is None:
             self.loaded_ns = time.time_ns()
 
-    def listen(self, load: Callable[[], object], stale: Callable[[], list[str]]) -> None:
-        """Answer hand-over messages from a daemon thread: load imports the app (once)."""
+    def listen(
+        self,
+        load: Callable[[], object],
+        stale: Callable[[], list[str]],
+        *,
+        warm: bool = False,
+        django: bool = False,
+    ) -> None:
+        """Answer hand-over messages from a daemon thread: load imports the app (once); warm:
+        first import the libraries the serving process recorded (preload.py), and set Django
+        up where django is true."""
         self._load, self._stale = load, stale
+        self._warm, self._django = warm, django
         # Registered after the monitor's quick exit (atexit runs last-in first-out), so it runs.
         atexit.register(self._remove_address)
         self._thread = threading.Thread(target=self._listen, name="wsgidev-handover", daemon=True)
@@ -151,11 +168,20 @@ class Handover:
         with contextlib.suppress(FileNotFoundError):
             reply_path.unlink()
         reply.bind(str(reply_path))
+        go = {"op": "go", "reply": str(reply_path)}
+        answers: dict[str, str] = {}
         try:
-            waiting = self._wait_for_members(standby)
-            go = {"op": "go", "reply": str(reply_path)}
-            waiting = {pid for pid in waiting if self._send(standby, pid, go)}
-            answers = self._collect(reply, waiting)
+            members = self._wait_for_members(standby, set(), 1)
+            for _ in range(2):
+                sent = {pid for pid in members if self._send(standby, pid, go)}
+                answers.update(self._collect(reply, sent))
+                stale = list(answers.values()).count("restarting")
+                if not stale or "ready" in answers.values():
+                    break
+                # Every standby had imported a file that changed (settings.py, a models.py):
+                # keep serving the old code while Apache starts them again, warmed afresh.
+                asked = {int(pid) for pid in answers}
+                members = self._wait_for_members(standby, asked, stale)
         finally:
             reply.close()
             with contextlib.suppress(FileNotFoundError):
@@ -182,9 +208,12 @@ class Handover:
                 pids.add(int(pid_text))
         return pids
 
-    def _wait_for_members(self, letter: str) -> set[int]:
+    def _wait_for_members(self, letter: str, known: set[int], count: int) -> set[int]:
+        """At least count processes of the group not in known, or what there is by the deadline."""
         deadline = time.monotonic() + EMPTY_GROUP_WAIT_S
-        while not (members := self._members(letter)) and time.monotonic() < deadline:
+        while len(members := self._members(letter) - known) < count:
+            if time.monotonic() >= deadline:
+                break
             time.sleep(POLL_S)
         return members
 
@@ -227,7 +256,37 @@ class Handover:
 
     # -- every process: the control socket ----------------------------------------------------
 
+    def record_modules(self, *, tell_standby: bool = False) -> None:
+        """Tell the next standby processes what to preload: this process's library modules."""
+        try:
+            preload.record(str(self.state_dir))
+        except OSError as exc:
+            log(f"cannot record modules to preload: {exc}")
+            return
+        if tell_standby:  # the standby group started with us, before there was a record
+            standby = LETTERS[1 - LETTERS.index(self.letter)]
+            for pid in self._members(standby):
+                self._send(standby, pid, {"op": "warm"})
+
+    def _preload(self) -> None:
+        if not self._warm or self._warmed or self.loaded_ns is not None:
+            return
+        names = preload.recorded(str(self.state_dir))
+        if names is None:
+            return  # the serving group is still importing; it sends "warm" when done
+        self._warmed = True
+        warmed = preload.preload(names, django=self._django)
+        self.warm_error = warmed.django_error
+        events.emit(
+            "preloaded",
+            imported=warmed.imported,
+            seconds=round(warmed.seconds, 3),
+            stopped_at=warmed.stopped_at,
+            django_error=repr(warmed.django_error) if warmed.django_error else None,
+        )
+
     def _listen(self) -> None:
+        self._preload()
         while True:
             try:
                 message = json.loads(self._socket.recv(4096))
@@ -238,11 +297,14 @@ class Handover:
             op = message.get("op")
             if op == "close":
                 return
-            if op == "go":
+            if op == "warm":
+                self._preload()
+            elif op == "go":
                 self._go(str(message.get("reply", "")))
             elif op == "retire" and self.loaded_ns is not None:
-                self.retired.set()
+                self.record_modules()  # with what requests imported since
                 restart_process([])  # mod_wsgi finishes the requests in flight, then exits
+                self.retired.set()
 
     def _go(self, reply_path: str) -> None:
         stale = self._stale()
@@ -252,6 +314,7 @@ class Handover:
             answer = "ready"
             assert self._load is not None
             self._load()  # an import error still loads: the error page is what serves
+            self.record_modules()
         with contextlib.suppress(OSError):
             self._socket.sendto(json.dumps({"op": answer, "pid": os.getpid()}).encode(), reply_path)
         if stale:
