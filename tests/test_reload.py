@@ -230,6 +230,37 @@ def test_django_python_edit_restarts(tmp_path: Path, start_server):
     wait_for(lambda: json.loads(server.get("/")[1])["pid"] != pid, 20, f"restart\n{server.log()}")
 
 
+def test_django_standby_is_warmed_and_a_settings_edit_still_reloads(tmp_path: Path, start_server):
+    site = _django_site(tmp_path)
+    views = site / "testapp" / "views.py"
+    views.write_text(
+        views.read_text()
+        + "\n\ndef motto(request):\n"
+        + "    from django.conf import settings\n"
+        + "    return HttpResponse(f'{settings.MOTTO} {VIEW_VERSION}')\n"
+        + "\n\nVIEW_VERSION = 'view-1'\n"
+    )
+    urls = site / "testsite" / "urls.py"
+    urls.write_text(
+        urls.read_text().replace(
+            'path("", views.index),', 'path("", views.index),\n    path("motto", views.motto),'
+        )
+    )
+    settings = site / "testsite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nMOTTO = 'settings-1'\n")
+    server = start_server(site, "--processes", "1", "--log-level", "info")
+    assert server.get("/motto") == (200, b"settings-1 view-1")
+    # The standby has imported Django and run its setup (settings.py included) before any edit.
+    wait_for(lambda: "and Django's setup" in server.log(), 20, f"the warm-up\n{server.log()}")
+    views.write_text(views.read_text().replace("view-1", "view-2"))
+    wait_for(lambda: server.get("/motto") == (200, b"settings-1 view-2"), 20, server.log())
+    # settings.py was imported by the standby too: it is stale, restarts, and still takes over.
+    settings.write_text(settings.read_text().replace("settings-1", "settings-2"))
+    wait_for(lambda: server.get("/motto") == (200, b"settings-2 view-2"), 20, server.log())
+    lines = [line for line in server.log().splitlines() if line.startswith("Reloaded in")]
+    assert len(lines) == 2, server.log()
+
+
 STAGING_SCRIPT = """
 import wsgidev.monitor
 wsgidev.monitor.start()
