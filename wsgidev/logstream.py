@@ -101,6 +101,10 @@ class LogPrinter:
                     self.pending = _Reload(started=float(event.get("t", time.time())), files=files)
                 else:
                     self.pending.files.extend(f for f in files if f not in self.pending.files)
+        elif kind == "handover":
+            # Normally every standby's "ready" has completed the reload already; this covers a
+            # hand-over to fewer ready processes (a stale one was restarting).
+            self._reloaded(float(event.get("t", time.time())))
         elif kind == "handled":
             names = ", ".join(str(f) for f in event.get("files", []))
             self._once(f"handled:{names}", f"Picked up {names} without a restart")
@@ -124,13 +128,18 @@ class LogPrinter:
     def _ready(self, pid: int, when: float) -> None:
         with self.lock:
             self.import_error = None
-            done = None
+            complete = False
             if self.pending is not None and when >= self.pending.started:
                 self.pending.ready_pids.add(pid)
-                if len(self.pending.ready_pids) >= self.processes:
-                    done, self.pending = self.pending, None
+                complete = len(self.pending.ready_pids) >= self.processes
         self.first_ready.set()
-        if done is not None:
+        if complete:
+            self._reloaded(when)
+
+    def _reloaded(self, when: float) -> None:
+        with self.lock:
+            done, self.pending = self.pending, None
+        if done is not None and when >= done.started:
             changed = ", ".join(done.files[:3]) + (" ..." if len(done.files) > 3 else "")
             self.write(f"Reloaded in {when - done.started:.2f} s: {changed} changed")
 
