@@ -168,6 +168,25 @@ def test_standalone_config_passes_configtest_and_serves(project: Path, tmp_path:
         assert len(daemon_pids(port, 6)) == 2
 
 
+def test_standalone_config_reloads_by_hand_over(project: Path, tmp_path: Path):
+    port = free_port()
+    out = tmp_path / "standalone"
+    conf = out / "httpd.conf"
+    conf_text = render(
+        project, "standalone", "app:application", "--port", str(port), "--output", str(out)
+    )
+    conf.write_text(conf_text)
+    assert "WSGIImportScript" in conf_text and "SetEnvIfExpr" in conf_text
+    url = f"http://127.0.0.1:{port}/"
+    with running([find_apache().httpd, "-f", str(conf), "-DFOREGROUND"], port, tmp_path / "r.log"):
+        first = json.loads(http_get(url)[1])
+        app = project / "app.py"
+        app.write_text(app.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
+        wait_for(lambda: json.loads(http_get(url)[1])["version"] == "v2", 20, "the new code")
+        assert json.loads(http_get(url)[1])["pid"] != first["pid"]
+        assert (out / "route-b").exists()  # the standby group serves now
+
+
 def test_express_command_serves_the_same_app(project: Path, tmp_path: Path):
     port = free_port()
     out = tmp_path / "express"

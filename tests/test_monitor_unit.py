@@ -624,3 +624,32 @@ def test_unknown_backend_is_an_error() -> None:
         monitor.create("fsevents2", on_change=Restarts())
     with pytest.raises(ValueError, match="unknown monitor backend"):
         monitor.start(backend="fsevents2", on_change=Restarts())  # not a fallback to polling
+
+
+# -- deferred start (a standby process) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deferred_monitor_records_imports_and_watches_only_after_resume(
+    modules: Modules, backend: str
+) -> None:
+    restarts = Restarts()
+    deferred = monitor.start(
+        on_change=restarts, backend=backend, poll_interval_s=0.05, deferred=True
+    )
+    assert deferred is not None
+    started: Monitor | None = None
+    try:
+        path = modules.write("standby_mod", "VALUE = 1\n")
+        modules.load("standby_mod")
+        assert not deferred.watching
+        assert deferred.stale() == []
+        path.write_text("VALUE = 22\n")  # after the import: the state recorded then is what counts
+        assert deferred.stale() == [str(path)]
+        time.sleep(0.3)
+        assert restarts.calls == []  # nothing watches until it is resumed
+        started = monitor.resume(deferred)
+        assert started.watching
+        assert restarts.wait() == [str(path)]
+    finally:
+        (started or deferred).stop()

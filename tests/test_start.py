@@ -154,3 +154,19 @@ def _answers(url: str) -> bool:
     except OSError:
         return False
     return True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand files to another user")
+def test_server_root_is_handed_to_the_daemon_user(tmp_path: Path):
+    import pwd
+
+    from wsgidev.privileges import RunAs
+    from wsgidev.server import hand_to
+
+    root = tmp_path / "root"
+    (root / "ctl").mkdir(parents=True)
+    (root / "entry.wsgi").write_text("")
+    hand_to(root, RunAs(mode="apache-user", user="nobody"))
+    nobody = pwd.getpwnam("nobody")
+    for path in (root, root / "ctl", root / "entry.wsgi"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)

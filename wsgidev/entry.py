@@ -29,25 +29,37 @@ def load(spec: dict[str, Any]) -> WSGIApp:
     standby process (see wsgidev.monitor.standby), import it only when told to or asked to serve."""
     os.environ.update(spec["environ"])
     handover = _handover(spec)
-    monitor = _start_monitor(spec, handover)
-    stale = monitor.stale if monitor is not None else list
-    if handover is None:
-        return import_app(spec, monitor)
-    if handover.serving():
-        handover.mark_loading()
+    if handover is None or handover.serving():
+        monitor = _start_monitor(spec, handover)
+        if handover is not None:
+            handover.mark_loading()
         application = import_app(spec, monitor)
-        handover.listen(lambda: application, stale)
-        handover.record_modules(tell_standby=True)
+        if handover is not None:
+            handover.listen(lambda: application, monitor.stale if monitor else list)
+            handover.record_modules(tell_standby=True)
         return application
+    # A standby only records imports: the serving group watches the same files, and this
+    # process's are looked at once, when it is told to take over.
+    standby_monitor = _start_monitor(spec, handover, deferred=True)
+
+    def stale() -> list[str]:
+        return standby_monitor.stale() if standby_monitor is not None else []
 
     def load_standby() -> WSGIApp:
         if handover.warm_error is not None:
-            return failed_app(spec, monitor, handover.warm_error)
-        return import_app(spec, monitor)
+            return failed_app(spec, standby_monitor, handover.warm_error)
+        return import_app(spec, standby_monitor)
+
+    def watch() -> None:
+        nonlocal standby_monitor
+        if standby_monitor is not None and not standby_monitor.watching:
+            from wsgidev import monitor
+
+            standby_monitor = monitor.resume(standby_monitor)
 
     lazy = LazyApplication(load_standby, before=handover.mark_loading)
     django = bool(spec["environ"].get("DJANGO_SETTINGS_MODULE"))
-    handover.listen(lazy.load, stale, warm=True, django=django)
+    handover.listen(lazy.load, stale, warm=True, django=django, activate=watch)
     return lazy
 
 
@@ -149,7 +161,9 @@ def _handover(spec: dict[str, Any]) -> Handover | None:
         return None
 
 
-def _start_monitor(spec: dict[str, Any], handover: Handover | None) -> Any:
+def _start_monitor(
+    spec: dict[str, Any], handover: Handover | None, *, deferred: bool = False
+) -> Any:
     if not spec.get("monitor"):
         return None
     try:
@@ -165,7 +179,7 @@ def _start_monitor(spec: dict[str, Any], handover: Handover | None) -> Any:
             # The script is exec'd without an import finder: naming it here has its state taken
             # before it runs, as the import recorder does for modules.
             options["watch"] = [*options.get("watch", ()), spec["script_path"]]
-        return monitor.start(**options)
+        return monitor.start(**options, deferred=deferred)
     except Exception as exc:
         # Serving the app matters more than reloading it: say so once and carry on.
         events.emit("refused", reason=f"reload monitor failed to start: {_one_line(exc)}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -121,7 +123,8 @@ def sweep_stale_roots(folder: Path) -> None:
     """Remove server roots left by a wsgidev that was SIGKILLed (its pid is in the name)."""
     for path in folder.glob("wsgidev-*-*"):
         pid_text = path.name.split("-")[1]
-        if not pid_text.isdigit() or path.stat().st_uid != os.geteuid():
+        # Root also sweeps the roots it handed to a daemon user (--user).
+        if not pid_text.isdigit() or (os.geteuid() != 0 and path.stat().st_uid != os.geteuid()):
             continue
         try:
             os.kill(int(pid_text), 0)
@@ -142,7 +145,19 @@ def write_config(prepared: Prepared, root: Path) -> Path:
         render.render_standalone(options, target, prepared.apache, prepared.run_as, root),
         encoding="utf-8",
     )
+    if prepared.run_as.mode == "apache-user":
+        # The daemons run as that user: they read the entry script here and write the hand-over
+        # and restart files. The server root stays private to that user (and root).
+        hand_to(root, prepared.run_as)
     return conf
+
+
+def hand_to(root: Path, run_as: RunAs) -> None:
+    """Give the server root and what is in it to the user the daemons run as."""
+    uid = pwd.getpwnam(run_as.user or "").pw_uid
+    gid = grp.getgrnam(run_as.group).gr_gid if run_as.group else pwd.getpwuid(uid).pw_gid
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def check_config(prepared: Prepared, conf: Path) -> None:

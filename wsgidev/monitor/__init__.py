@@ -35,7 +35,15 @@ from wsgidev.monitor.restart import (
     restart_server,
 )
 
-__all__ = ["BACKENDS", "Monitor", "PollingMonitor", "create", "restart_process", "start"]
+__all__ = [
+    "BACKENDS",
+    "Monitor",
+    "PollingMonitor",
+    "create",
+    "restart_process",
+    "resume",
+    "start",
+]
 
 BACKENDS = ("auto", "inotify", "poll")
 
@@ -50,8 +58,12 @@ def start(
     restart: str = "process",
     state_dir: str | None = None,
     on_change: OnChange | None = None,
+    deferred: bool = False,
 ) -> Monitor | None:
-    """Start watching from a daemon thread; None (after one log line) where restarting is impossible."""
+    """Start watching from a daemon thread; None (after one log line) where restarting is impossible.
+
+    deferred: only record imports for now (a standby process, see standby.py); resume() starts it.
+    """
     if backend not in BACKENDS:
         raise ValueError(
             f"unknown monitor backend {backend!r}; expected one of {', '.join(BACKENDS)}"
@@ -71,23 +83,37 @@ def start(
         "safety_interval_s": safety_interval_s,
         "on_change": on_change or restart_process,
     }
-    monitor: Monitor | None = None
-    try:
+    if deferred:
         monitor = create(backend, **options)
-        monitor.start()
-    except Exception as exc:
-        if backend == "poll":
-            raise
-        if monitor is not None:
-            monitor.stop()  # whatever it had started: the recorder, the observer
-        # Notifications are an optimisation; polling sees every change too.
-        log(f"{backend} backend failed to start ({exc}); polling every {poll_interval_s:g} s")
-        monitor = PollingMonitor(**options)
-        monitor.start()
+        monitor.record_imports()
+        monitor.backend_name, monitor.resume_options = backend, options
+    else:
+        monitor = _started(create(backend, **options), backend, options)
     if state_dir:
         # Only where wsgidev owns the server: a quick exit makes the next process come sooner.
         exit_without_teardown()  # after monitor.start(), so it runs before the monitor's stop
     return monitor
+
+
+def resume(monitor: Monitor) -> Monitor:
+    """Start watching with a monitor start(deferred=True) made; the one that watches is returned."""
+    return _started(monitor, monitor.backend_name, monitor.resume_options)
+
+
+def _started(monitor: Monitor, backend: str, options: dict[str, Any]) -> Monitor:
+    try:
+        monitor.start()
+        return monitor
+    except Exception as exc:
+        if backend == "poll":
+            raise
+        monitor.stop()  # whatever it had started: the recorder, the observer
+        # Notifications are an optimisation; polling sees every change too.
+        interval = options["poll_interval_s"]
+        log(f"{backend} backend failed to start ({exc}); polling every {interval:g} s")
+        fallback = PollingMonitor(**options)
+        fallback.start()
+        return fallback
 
 
 def create(backend: str = "auto", **options: Any) -> Monitor:

@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from wsgidev import events
 from wsgidev.monitor.globs import WatchGlob
@@ -69,6 +69,9 @@ class Monitor:
         self._restarting = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # How wsgidev.monitor.start() made it, for resume() after a deferred start.
+        self.backend_name = "auto"
+        self.resume_options: dict[str, Any] = {}
 
     # -- what a backend provides -------------------------------------------------------------
 
@@ -106,6 +109,11 @@ class Monitor:
         """Whether on_change has been called (it is called at most once)."""
         return self._restarting
 
+    @property
+    def watching(self) -> bool:
+        """Whether start() has been called (a deferred monitor only records imports)."""
+        return self._thread is not None
+
     def is_watching(self, path: str) -> bool:
         """Whether a file has a baseline, so a change to it is noticed."""
         return os.path.abspath(path) in self._files
@@ -117,7 +125,8 @@ class Monitor:
         self._open()
         self._recorder.install()
         # Modules already imported are judged against the process start: their import came after it.
-        self._files.last_scan_ns = self._started_ns or process_start_ns() or time.time_ns()
+        if not self._files.last_scan_ns:
+            self._files.last_scan_ns = self._started_ns or process_start_ns() or time.time_ns()
         for spec in self._watch_specs:
             glob = WatchGlob.parse(spec)
             if glob is not None:
@@ -147,8 +156,18 @@ class Monitor:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
 
+    def record_imports(self) -> None:
+        """Record imports and their files' states, but watch nothing until start() (a standby)."""
+        self._recorder.install()
+        if not self._files.last_scan_ns:
+            self._files.last_scan_ns = self._started_ns or process_start_ns() or time.time_ns()
+
     def stale(self) -> list[str]:
-        """The watched files that changed since their baseline, looked at now, from any thread."""
+        """The files that changed since their baseline, looked at now; from any thread once
+        started, from one thread before (it takes in what was imported meanwhile)."""
+        if not self._armed:
+            self._intake()
+            self._files.scan_modules()
         return self._files.stale()
 
     def app_loaded(self) -> None:
@@ -204,14 +223,18 @@ class Monitor:
                 log("check failed:\n" + traceback.format_exc())
                 self._stopping.wait(self.poll_interval_s)
 
-    def _refresh(self) -> None:
-        """Take in what appeared since the last look, and watch the directories it is in."""
+    def _intake(self) -> None:
+        """Take in the files of failed imports and of modules imported since the last look."""
         with self._lock:
             queued, self._queued = self._queued, []
         for path, state in queued:
             self._files.add(path, state, restart=True)
         for path, state in self._recorder.loaded():
             self._files.add(path, state, restart=True)
+
+    def _refresh(self) -> None:
+        """Take in what appeared since the last look, and watch the directories it is in."""
+        self._intake()
         if self._scan_requested or self._files.scan_due():
             self._scan_requested = False
             self._files.scan_modules()

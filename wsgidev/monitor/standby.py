@@ -86,6 +86,7 @@ class Handover:
         self._thread: threading.Thread | None = None
         self._warm = False
         self._warmed = False
+        self._activate: Callable[[], None] | None = None
         self._django = False
         # django.setup() failed while warming: unless a file changed since (then the process is
         # stale), importing the app fails the same way, and it cannot be set up twice.
@@ -111,11 +112,13 @@ class Handover:
         *,
         warm: bool = False,
         django: bool = False,
+        activate: Callable[[], None] | None = None,
     ) -> None:
         """Answer hand-over messages from a daemon thread: load imports the app (once); warm:
         first import the libraries the serving process recorded (preload.py), and set Django
-        up where django is true."""
-        self._load, self._stale = load, stale
+        up where django is true; activate: called once this process has taken over (it starts
+        watching files)."""
+        self._load, self._stale, self._activate = load, stale, activate
         self._warm, self._django = warm, django
         # Registered after the monitor's quick exit (atexit runs last-in first-out), so it runs.
         atexit.register(self._remove_address)
@@ -320,6 +323,8 @@ class Handover:
         if stale:
             log(f"standby process {os.getpid()} is stale ({stale[0]} changed); restarting it")
             restart_process(stale)
+        elif self._activate is not None:
+            self._activate()  # after the answer: watching ~1,000 folders takes a moment
 
 
 def _alive(pid: int) -> bool:
