@@ -1,6 +1,6 @@
 """The hand-over between two daemon groups, driven in one process with real sockets and files.
 
-One process can play a process of each group: the control sockets are named by group letter and
+One process can play a process of each group: the control sockets are named by group index and
 pid. Restarting is recorded instead of signalled; the end-to-end tests in test_reload.py cover
 the real thing under Apache.
 """
@@ -127,8 +127,8 @@ def test_the_sibling_that_sees_the_change_second_does_not_lead_again(
     try:
         sibling.loaded_ns = led_at - 1
         sibling.retired.set()
-        os.utime(state / standby.ROUTE_NAME)
-        (state / standby.ROUTE_NAME).unlink()  # as if it still thought its group served
+        os.utime(state / standby.route_name(1))
+        (state / standby.route_name(1)).unlink()  # as if it still thought its group served
         sibling.on_change(["app.py"])
     finally:
         sibling.close()
@@ -155,7 +155,7 @@ def test_an_empty_standby_group_is_flipped_to_after_a_short_wait(state: Path, ha
 
 
 def test_sockets_of_dead_processes_are_skipped_and_removed(state: Path, handovers, restarts):
-    dead = state / standby.CONTROL_DIR / "b.999999999"
+    dead = state / standby.CONTROL_DIR / "1.999999999"
     dead.touch()  # not a socket, and no such pid
     loads: list[str] = []
     active = serving(state, handovers, loads=loads)
@@ -169,3 +169,27 @@ def test_sockets_of_dead_processes_are_skipped_and_removed(state: Path, handover
 def test_handover_refuses_a_group_it_does_not_know(state: Path):
     with pytest.raises(ValueError, match="not one of"):
         Handover(str(state), GROUPS, "other")
+
+
+def test_three_groups_hand_over_round_the_ring(state: Path, restarts):
+    groups = ("g", "g-b", "g-c")
+    made: list[Handover] = []
+    try:
+        serving_at = []
+        for _ in range(4):
+            index = standby.serving_index(state, len(groups))
+            serving_at.append(index)
+            for handover in made:
+                handover.close()
+            made = [Handover(str(state), groups, group) for group in groups]
+            for handover in made:
+                handover.listen(lambda: None, list)
+            leader = made[index]
+            leader.mark_loading()
+            leader.on_change(["app.py"])
+        assert serving_at == [0, 1, 2, 0]
+        assert standby.serving_index(state, len(groups)) == 1
+        assert sorted(p.name for p in state.glob("route-*")) == ["route-1"]
+    finally:
+        for handover in made:
+            handover.close()

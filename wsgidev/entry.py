@@ -57,7 +57,7 @@ def load(spec: dict[str, Any]) -> WSGIApp:
 
             standby_monitor = monitor.resume(standby_monitor)
 
-    lazy = LazyApplication(load_standby, before=handover.mark_loading)
+    lazy = LazyApplication(load_standby, before=handover.mark_loading, lock=handover.import_lock)
     django = bool(spec["environ"].get("DJANGO_SETTINGS_MODULE"))
     handover.listen(lazy.load, stale, warm=True, django=django, activate=watch)
     return lazy
@@ -93,10 +93,15 @@ def failed_app(spec: dict[str, Any], monitor: Any, exc: BaseException) -> WSGIAp
 class LazyApplication:
     """A WSGI app that imports the real one on first use, from whichever thread comes first."""
 
-    def __init__(self, load: Callable[[], WSGIApp], before: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        load: Callable[[], WSGIApp],
+        before: Callable[[], None],
+        lock: threading.RLock | None = None,
+    ) -> None:
         self._import = load
         self._before = before
-        self._lock = threading.Lock()
+        self._lock = lock or threading.RLock()
         self._application: WSGIApp | None = None
 
     def load(self) -> WSGIApp:

@@ -17,7 +17,8 @@ import jinja2
 
 from wsgidev import __version__
 from wsgidev.apache import ApacheInstall
-from wsgidev.monitor.standby import ROUTE_NAME
+from wsgidev.monitor.standby import GROUPS as STANDBY_GROUPS
+from wsgidev.monitor.standby import route_name
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
 from wsgidev.target import Target
@@ -79,9 +80,9 @@ class Layout:
     entry_name: str
     python_path: tuple[str, ...]
     process_group: str
-    standby_group: str  # the second group of a standby hand-over (wsgidev.monitor.standby)
+    # The standby groups of the hand-over (wsgidev.monitor.standby): (name, display name).
+    standby_groups: tuple[tuple[str, str], ...]
     display_name: str
-    standby_display_name: str
     listen: str
     url: str
     server_name: str
@@ -103,9 +104,12 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
         entry_name=entry_script_path.name,
         python_path=python_path,
         process_group=groups[0],
-        standby_group=groups[1],
+        standby_groups=tuple(
+            (group, f"(wsgidev.{'abcdefgh'[index]}:{project}:{options.port})")
+            for index, group in enumerate(groups)
+            if index
+        ),
         display_name=f"(wsgidev:{project}:{options.port})",
-        standby_display_name=f"(wsgidev.b:{project}:{options.port})",
         listen=f"{bracketed}:{options.port}",
         url=f"http://{bracketed}:{options.port}/",
         # ServerName takes no bare IPv6 literal; the name only matters for self-referring URLs.
@@ -120,10 +124,10 @@ def _project_name(target: Target) -> str:
     return re.sub(r"[^\w.-]", "_", Path(target.project_dir).name) or "app"
 
 
-def process_groups(target: Target) -> tuple[str, str]:
-    """The daemon group that serves first, and its standby where hand-overs are on."""
+def process_groups(target: Target) -> tuple[str, ...]:
+    """The daemon group that serves first, then the standby groups where hand-overs are on."""
     group = f"{PROCESS_GROUP}-{_project_name(target)}"
-    return group, f"{group}-b"
+    return (group, *(f"{group}-{'abcdefgh'[index]}" for index in range(1, STANDBY_GROUPS)))
 
 
 def uses_standby(options: Options, state_dir: str | None) -> bool:
@@ -212,7 +216,7 @@ def render_standalone(
             server_root=str(server_root),
             conf=layout(options, target, server_root / ENTRY_SCRIPT_NAME),
             standby=uses_standby(options, str(server_root)),
-            route_path=str(server_root / ROUTE_NAME),
+            routes=[str(server_root / route_name(index)) for index in range(STANDBY_GROUPS)],
             mpm=mpm_sizing(options),
             modules=MODULES,
         )

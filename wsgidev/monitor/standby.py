@@ -1,25 +1,27 @@
-"""Hand-over between two daemon groups: how `wsgidev start` brings new code in by default.
+"""Hand-over between daemon groups: how `wsgidev start` brings new code in by default.
 
 The floor of the ``process`` recipe is Apache's parent: it notices a dead daemon only in a
-maintenance loop that sleeps a second between looks. So `wsgidev start` runs two daemon groups
-of ``processes`` x ``threads`` each, and Apache sends every request to the group the route file
-names (present: the second group). The other group is a standby: its processes are started and
-idle, with nothing of the app imported.
+maintenance loop that sleeps a second between looks. So `wsgidev start` runs a ring of daemon
+groups of ``processes`` x ``threads`` each (GROUPS), and Apache sends every request to the group
+the route files name (route-<index>: the highest present wins; none, group 0). The other groups
+are standbys: started, warmed by preload.py, and idle, with nothing of the app itself imported.
 
-On a change, the first monitor of the serving group to see it leads a hand-over:
+On a change, the first monitor of the serving group to see it leads a hand-over to the next
+group in the ring (the one retired longest ago):
 
-1. it sends ``go`` to every standby process (a datagram to the socket each one binds in the
-   server root); each one imports the app - the new code - and answers ``ready``, or
+1. it sends ``go`` to each of that group's processes (a datagram to the socket each one binds
+   in the server root); each one imports the app - the new code - and answers ``ready``, or
    ``restarting`` when a file it had already imported changed too;
 2. once all have answered it flips the route: the next request goes to the new code;
 3. it sends ``retire`` to its own group: mod_wsgi lets their requests in flight finish, and
-   Apache starts them again in its own time, as the next standby.
+   Apache starts them again in its own time, as a standby.
 
-Requests never wait for a process to start, and none is refused: both groups' sockets stay
+Requests never wait for a process to start, and none is refused: every group's socket stays
 bound the whole time (unlike a graceful restart of Apache, which rebinds them). A request that
-reaches a standby process first (queued just before a flip) imports the app then, new code too.
+reaches a standby process (queued just before a flip) imports the app then, new code too.
 The second monitor of the serving group to see the change finds the lock dated after its import
-and waits to be retired. A standby process whose own files changed restarts itself, unseen.
+and waits to be retired. A standby only records what it imports; it looks at those files once,
+when it is told to take over, and a stale one restarts instead of serving.
 """
 
 from __future__ import annotations
@@ -41,10 +43,16 @@ from wsgidev.monitor import preload
 from wsgidev.monitor.base import log
 from wsgidev.monitor.restart import restart_process
 
-ROUTE_NAME = "route-b"  # present: the second group serves
-CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group letter>.<pid>
+CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
 LOCK_NAME = "handover.lock"
-LETTERS = ("a", "b")
+# Groups in all: the serving one and two standbys. With one standby, an edit that comes before
+# the group retired by the last hand-over has warmed again (Apache's respawn loop, up to 1 s,
+# then Django's setup) waits for it; with two, the next standby was retired one hand-over
+# earlier and is warm. Each group costs its processes' memory, not CPU: a standby sleeps.
+GROUPS = 3
+# Grace between the flip and retiring the old group: requests Apache routed to it just before
+# the flip are taken by its processes instead of waiting for their successors.
+RETIRE_DELAY_S = 0.1
 # How long a hand-over waits for the standby processes to import the app; a slower one is
 # flipped to anyway, and imports on the first request it gets.
 IMPORT_TIMEOUT_S = 60.0
@@ -62,23 +70,48 @@ def prepare_state_dir(state_dir: Path) -> None:
     os.utime(lock, ns=(0, 0))
 
 
+def route_name(index: int) -> str:
+    """The file whose presence sends requests to group index (the highest present wins; none: 0)."""
+    return f"route-{index}"
+
+
+def serving_index(state_dir: Path, count: int) -> int:
+    """The index of the group Apache sends requests to now."""
+    for index in range(count - 1, 0, -1):
+        if (state_dir / route_name(index)).exists():
+            return index
+    return 0
+
+
 def serving_group(state_dir: Path, groups: Sequence[str]) -> str:
     """The group Apache sends requests to now."""
-    return groups[1] if (state_dir / ROUTE_NAME).exists() else groups[0]
+    return groups[serving_index(state_dir, len(groups))]
+
+
+def route_to(state_dir: Path, index: int, count: int) -> None:
+    """Send requests to group index: its file first, then remove the higher and lower ones."""
+    if index:
+        (state_dir / route_name(index)).touch()
+    for other in range(count - 1, 0, -1):
+        if other != index:
+            (state_dir / route_name(other)).unlink(missing_ok=True)
 
 
 class Handover:
     """This daemon process's part in hand-overs: its control socket, and the swap it may lead."""
 
     def __init__(self, state_dir: str, groups: Sequence[str], group: str) -> None:
-        if len(groups) != 2 or group not in groups:
+        if len(groups) < 2 or group not in groups:
             raise ValueError(f"process group {group!r} is not one of {list(groups)}")
         self.state_dir = Path(state_dir)
-        self.groups = (groups[0], groups[1])
+        self.groups = tuple(groups)
         self.group = group
-        self.letter = LETTERS[self.groups.index(group)]
+        self.index = self.groups.index(group)
         self.control_dir = self.state_dir / CONTROL_DIR
-        self.address = self.control_dir / f"{self.letter}.{os.getpid()}"
+        self.address = self.control_dir / f"{self.index}.{os.getpid()}"
+        # Held while warming and while importing the app: a request that reaches a standby
+        # (queued just before a flip) must not import alongside the warm-up.
+        self.import_lock = threading.RLock()
         self.loaded_ns: int | None = None  # when this process began importing the app
         self.retired = threading.Event()
         self._load: Callable[[], object] | None = None
@@ -165,7 +198,7 @@ class Handover:
 
     def _lead(self, files: list[str]) -> None:
         started = time.time()
-        standby = LETTERS[1 - LETTERS.index(self.letter)]
+        standby = (self.index + 1) % len(self.groups)  # retired longest ago: the warmest
         reply = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         reply_path = self.control_dir / f"reply.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
@@ -189,39 +222,36 @@ class Handover:
             reply.close()
             with contextlib.suppress(FileNotFoundError):
                 reply_path.unlink()
-        route = self.state_dir / ROUTE_NAME
-        if standby == "b":
-            route.touch()
-        else:
-            route.unlink(missing_ok=True)
+        route_to(self.state_dir, standby, len(self.groups))
         events.emit(
             "handover",
-            to=self.groups[LETTERS.index(standby)],
+            to=self.groups[standby],
             answers=answers,
             seconds=round(time.time() - started, 4),
         )
-        for pid in self._members(self.letter):
-            self._send(self.letter, pid, {"op": "retire"})
+        time.sleep(RETIRE_DELAY_S)
+        for pid in self._members(self.index):
+            self._send(self.index, pid, {"op": "retire"})
 
-    def _members(self, letter: str) -> set[int]:
+    def _members(self, index: int) -> set[int]:
         pids = set()
-        for path in self.control_dir.glob(f"{letter}.*"):
+        for path in self.control_dir.glob(f"{index}.*"):
             pid_text = path.name.partition(".")[2]
             if pid_text.isdigit():
                 pids.add(int(pid_text))
         return pids
 
-    def _wait_for_members(self, letter: str, known: set[int], count: int) -> set[int]:
+    def _wait_for_members(self, index: int, known: set[int], count: int) -> set[int]:
         """At least count processes of the group not in known, or what there is by the deadline."""
         deadline = time.monotonic() + EMPTY_GROUP_WAIT_S
-        while len(members := self._members(letter) - known) < count:
+        while len(members := self._members(index) - known) < count:
             if time.monotonic() >= deadline:
                 break
             time.sleep(POLL_S)
         return members
 
-    def _send(self, letter: str, pid: int, message: dict[str, Any]) -> bool:
-        path = self.control_dir / f"{letter}.{pid}"
+    def _send(self, index: int, pid: int, message: dict[str, Any]) -> bool:
+        path = self.control_dir / f"{index}.{pid}"
         try:
             self._socket.sendto(json.dumps(message).encode(), str(path))
             return True
@@ -266,10 +296,11 @@ class Handover:
         except OSError as exc:
             log(f"cannot record modules to preload: {exc}")
             return
-        if tell_standby:  # the standby group started with us, before there was a record
-            standby = LETTERS[1 - LETTERS.index(self.letter)]
-            for pid in self._members(standby):
-                self._send(standby, pid, {"op": "warm"})
+        if tell_standby:  # the standby groups started with us, before there was a record
+            for index in range(len(self.groups)):
+                if index != self.index:
+                    for pid in self._members(index):
+                        self._send(index, pid, {"op": "warm"})
 
     def _preload(self) -> None:
         if not self._warm or self._warmed or self.loaded_ns is not None:
@@ -278,7 +309,8 @@ class Handover:
         if names is None:
             return  # the serving group is still importing; it sends "warm" when done
         self._warmed = True
-        warmed = preload.preload(names, django=self._django)
+        with self.import_lock:
+            warmed = preload.preload(names, django=self._django)
         self.warm_error = warmed.django_error
         events.emit(
             "preloaded",
