@@ -145,6 +145,9 @@ def project_section(
     for r in results:
         if r.error and not r.code:
             continue
+        if SERVERS[r.server].hands_over:
+            lines.append(f"| {SERVERS[r.server].label} | – | – | – | {_s(_p50(r.code))} |")
+            continue
         parts = [e for e in r.code if e.detect_s is not None and e.respawn_s is not None]
         detect = percentile([e.detect_s for e in parts if e.detect_s is not None], 50)
         respawn = percentile([e.respawn_s for e in parts if e.respawn_s is not None], 50)
@@ -161,6 +164,12 @@ def project_section(
             f"| {_s(_p50(r.code))} |"
         )
     notes = [
+        f"- {SERVERS[r.server].label}: a hand-over; the processes that serve the new code were "
+        "running before the save, and the old ones exit after it, so these parts do not apply."
+        for r in results
+        if SERVERS[r.server].hands_over and r.code
+    ]
+    notes += [
         f"- {SERVERS[r.server].label}: {r.error} (log: `{r.log_path}`)" for r in results if r.error
     ]
     notes += [

@@ -26,6 +26,9 @@ GAP_S = (0.3, 1.0)
 # ...unless fewer processes than expected answer at all: then settle on the clients alone.
 ALL_PROCESSES_WAIT_S = 5.0
 WARM_DEADLINE_S = 10.0
+# Idle is measured once the tree has had a second under this much CPU (or after the wait).
+QUIET_CPU_S = 0.05
+QUIET_WAIT_S = 20.0
 # A server that missed this many edits in a row does not reload: the rest are skipped.
 GIVE_UP_AFTER_MISSES = 4
 
@@ -154,10 +157,22 @@ def _module_count(server: ServerProcess) -> int | None:
 def _idle_cpu(server: ServerProcess, idle_s: float) -> tuple[float, int]:
     """CPU seconds the whole process tree used over idle_s with no requests."""
     time.sleep(1.0)  # let the warm-up's last requests and log writes finish
+    _wait_quiet(server)
     before = server.tree()
     time.sleep(idle_s)
     after = server.tree()
     return proctree.cpu_used_s(before, after)
+
+
+def _wait_quiet(server: ServerProcess) -> None:
+    """Wait, up to QUIET_WAIT_S, for a second in which the tree used under QUIET_CPU_S: start-up
+    work that outlasts the first answer (wsgidev's standby processes warming) is not idling."""
+    deadline = time.monotonic() + QUIET_WAIT_S
+    while time.monotonic() < deadline:
+        before = server.tree()
+        time.sleep(1.0)
+        if proctree.cpu_used_s(before, server.tree())[0] < QUIET_CPU_S:
+            return
 
 
 def _edit_phase(

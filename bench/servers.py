@@ -46,6 +46,9 @@ class ServerSpec:
     processes: int
     stop_signal: signal.Signals
     command: Callable[[Project, int, Paths], list[str]]
+    # New code is served by processes that were running before the save (wsgidev's hand-over):
+    # no process exit or start lies on the reload's path.
+    hands_over: bool = False
 
 
 def _wsgidev(project: Project, port: int, paths: Paths) -> list[str]:
@@ -110,6 +113,7 @@ SERVERS = {
             processes=PROCESSES,
             stop_signal=signal.SIGINT,
             command=_wsgidev,
+            hands_over=True,
         ),
         ServerSpec(
             key="wsgidev-process",

@@ -187,6 +187,7 @@ class Server:
         self.conf = conf
         self.out = out
         self.stop_requested = threading.Event()
+        self._wake = threading.Event()
         colour = err.isatty() and "NO_COLOR" not in os.environ
         self.log = LogPrinter(
             err,
@@ -243,12 +244,26 @@ class Server:
         """True once the Apache parent has exited."""
         return self.process is None or self.process.poll() is not None
 
+    def request_stop(self) -> None:
+        """Make serve() return (from a signal handler)."""
+        self.stop_requested.set()
+        self._wake.set()
+
     def serve(self) -> int:
         """Block until a stop signal or Apache exits; return the exit status for wsgidev."""
-        while not self.stop_requested.wait(0.2):
-            if self.exited():
-                return self._died()
-        return 0
+        assert self.process is not None
+        process = self.process
+
+        def watch_exit() -> None:
+            process.wait()
+            self._wake.set()
+
+        # Waiting on Apache in a thread, not polling it: an idle server costs no wake-ups here.
+        threading.Thread(target=watch_exit, name="wsgidev-apache-exit", daemon=True).start()
+        self._wake.wait()
+        if self.stop_requested.is_set():
+            return 0
+        return self._died()
 
     def _died(self) -> int:
         self._drain()
@@ -329,7 +344,7 @@ def _stop_signals(server: Server) -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP stop the server; SIGWINCH (a terminal resize) is ignored."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        server.stop_requested.set()
+        server.request_stop()
 
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, handler) for sig in handled}

@@ -49,12 +49,16 @@ def library_dirs() -> tuple[str, ...]:
 def library_modules() -> list[str]:
     """Imported modules whose files are in a library folder, in the order they were imported."""
     dirs = library_dirs()
+    real_dirs: dict[str, str] = {}  # realpath stats every component: once per folder
     names = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if not path or name == "__main__" or name.startswith(("wsgidev.", "_mod_wsgi_")):
             continue
-        if os.path.realpath(path).startswith(dirs):
+        folder = os.path.dirname(path)
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.join(os.path.realpath(folder), "")
+        if real_dirs[folder].startswith(dirs):
             names.append(name)
     return names
 

@@ -349,14 +349,16 @@ class Handover:
             answer = "ready"
             assert self._load is not None
             self._load()  # an import error still loads: the error page is what serves
-            self.record_modules()
         with contextlib.suppress(OSError):
             self._socket.sendto(json.dumps({"op": answer, "pid": os.getpid()}).encode(), reply_path)
+        # The rest is off the hand-over's path.
         if stale:
             log(f"standby process {os.getpid()} is stale ({stale[0]} changed); restarting it")
             restart_process(stale)
-        elif self._activate is not None:
-            self._activate()  # after the answer: watching ~1,000 folders takes a moment
+            return
+        if self._activate is not None:
+            self._activate()  # watching ~1,000 folders takes a moment
+        self.record_modules()
 
 
 def _alive(pid: int) -> bool:
