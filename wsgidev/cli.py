@@ -54,8 +54,9 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
     add(
         "--restart-mode",
         choices=RESTART_MODES,
-        help="standby (default): a second daemon group imports the new code, then takes the "
-        "requests; process: each daemon restarts itself (half the processes, ~1 s slower); "
+        help="standby (default): a warmed standby daemon group imports the new code, then "
+        "takes the requests (three groups of daemons); process: each daemon restarts itself "
+        "(one group, ~1 s slower); "
         "server: graceful restart of Apache (a request in the switch-over may get 503)",
     )
     add("--poll-interval", dest="poll_interval_s", metavar="S", help="poll backend interval")

@@ -3,13 +3,16 @@
 It watches the file of every imported module (judged against its state when it was imported),
 files a failed import points at, the `watch` option's files and globs, and what Django's
 autoreload receivers ask for. On a change it waits for the burst to settle, then either lets
-Django handle it (templates, translations) or restarts the process once, the mod_wsgi daemon-mode
-way: SIGINT to itself, after which mod_wsgi shuts the process down and starts a fresh one.
+Django handle it (templates, translations) or calls on_change once: by default the mod_wsgi
+daemon-mode way, SIGINT to itself, after which mod_wsgi shuts the process down and Apache starts
+a fresh one; under `wsgidev start`, a hand-over to a warmed standby group.
 
     base.py            Monitor: baselines, settling, the restart decision, the thread
     notify.py          NotifyMonitor: watchdog inotify notifications as hints
     polling.py         PollingMonitor: stat every file each interval
-    restart.py         how new code comes in: restart this process, or the whole server
+    standby.py         the hand-over between daemon groups (`wsgidev start`'s default)
+    preload.py         warming a standby: the serving process's libraries, Django's setup
+    restart.py         the other ways: restart this process, or the whole server
     watched.py         WatchedFiles: every file's baseline, globs, directories to watch
     imports.py         the import recorder, module files, traceback files
     state.py           FileState and how a change is told

@@ -1,9 +1,13 @@
-"""How a monitor brings new code in: restart its own daemon, or gracefully restart the server.
+"""How a monitor brings new code in without a standby: restart its own daemon, or the server.
+
+The default under `wsgidev start` is a hand-over to a warmed standby group (standby.py); these
+two are what `--restart-mode process` and `--restart-mode server` choose, and ``process`` is
+what a monitor does anywhere else (the `wsgidev config apache` snippet, hand-written scripts).
 
 ``process`` is the mod_wsgi daemon-mode recipe: SIGINT to itself. mod_wsgi lets requests in
 flight finish and exits; Apache's parent notices the death from its maintenance loop, which
 sleeps a second between looks, and starts a fresh process. That second is the floor of every
-reload, and each process pays it on its own.
+such reload, and each process pays it on its own.
 
 ``server`` is for an Apache that wsgidev owns (`wsgidev start --restart-mode server`): SIGUSR1
 to the Apache parent asks for a graceful restart. The parent wakes at once, keeps the listening
@@ -11,10 +15,9 @@ socket, starts new daemon processes and lets old children finish: every process 
 code about 0.1 s plus the app's import time after the save. The price: the parent removes the
 daemons' socket before it binds the new one, and an old-generation Apache child that takes a
 request in those milliseconds answers 503 (mod_wsgi retries a refused connect, not a missing
-socket). Measured: about one request in a thousand during back-to-back restarts under a
-4-client loop. So ``process`` is the default. Never used on a system Apache (`wsgidev config
-apache`, hand-written scripts): it would restart every site there. Every daemon sees the
-change; a lock file in the server root lets only the first one ask.
+socket). Measured: about one request in three thousand during back-to-back restarts under a
+4-client loop. Never used on a system Apache: it would restart every site there. Every daemon
+sees the change; a lock file in the server root lets only the first one ask.
 
 Either way the old process should exit quickly, and a big app's daemon spends most of its exit
 tearing the interpreter down (0.4-0.6 s for a Wagtail site, about 1,700 modules). Where wsgidev
