@@ -631,8 +631,12 @@ def test_unknown_backend_is_an_error() -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_deferred_monitor_records_imports_and_watches_only_after_resume(
-    modules: Modules, backend: str
+    modules: Modules, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Modules imported before the test are judged against its start, not the pytest process's
+    # (`exec` keeps the start time of the shell that made the venv just before).
+    started_ns = time.time_ns()
+    monkeypatch.setattr("wsgidev.monitor.base.process_start_ns", lambda: started_ns)
     restarts = Restarts()
     deferred = monitor.start(
         on_change=restarts, backend=backend, poll_interval_s=0.05, deferred=True
