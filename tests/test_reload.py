@@ -261,6 +261,33 @@ def test_django_standby_is_warmed_and_a_settings_edit_still_reloads(tmp_path: Pa
     assert len(lines) == 2, server.log()
 
 
+def test_django_settings_broken_then_fixed_recovers(tmp_path: Path, start_server):
+    site = _django_site(tmp_path)
+    settings = site / "testsite" / "settings.py"
+    good = settings.read_text()
+    server = start_server(site, "--processes", "1")
+    assert server.get("/")[0] == 200
+    # Broken three times over, with time for the standby groups to warm in between: by the
+    # third, the group asked warmed with the first breakage, and must see that settings.py has
+    # changed since (its failed import's files count) rather than show that old error.
+    for version in (1, 2, 3):
+        time.sleep(3)
+        settings.write_text(good + f"\nraise RuntimeError('settings broken {version}')\n")
+        # The exception's own line: a traceback's source lines are read when it is formatted.
+        expected = f"RuntimeError: settings broken {version}".encode()
+        wait_for(lambda e=expected: e in server.get("/")[1], 30, f"{expected!r}\n{server.log()}")
+        assert server.get("/")[0] == 500
+    # Each breakage shown once, in order: no standby served an error older than the code.
+    shown = [
+        line.rsplit(" ", 1)[1]
+        for line in server.log().splitlines()
+        if line.startswith("The app failed to import: RuntimeError: settings broken")
+    ]
+    assert shown == ["1", "2", "3"], server.log()
+    settings.write_text(good)
+    wait_for(lambda: server.get("/")[0] == 200, 30, f"the recovery\n{server.log()}")
+
+
 STAGING_SCRIPT = """
 import wsgidev.monitor
 wsgidev.monitor.start()

@@ -59,7 +59,14 @@ def load(spec: dict[str, Any]) -> WSGIApp:
 
     lazy = LazyApplication(load_standby, before=handover.mark_loading, lock=handover.import_lock)
     django = bool(spec["environ"].get("DJANGO_SETTINGS_MODULE"))
-    handover.listen(lazy.load, stale, warm=True, django=django, activate=watch)
+
+    def warm_failed(exc: BaseException) -> None:
+        if standby_monitor is not None:
+            standby_monitor.watch_exception(exc)
+
+    handover.listen(
+        lazy.load, stale, warm=True, django=django, activate=watch, warm_failed=warm_failed
+    )
     return lazy
 
 

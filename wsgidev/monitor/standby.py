@@ -120,6 +120,7 @@ class Handover:
         self._warm = False
         self._warmed = False
         self._activate: Callable[[], None] | None = None
+        self._warm_failed: Callable[[BaseException], None] | None = None
         self._django = False
         # django.setup() failed while warming: unless a file changed since (then the process is
         # stale), importing the app fails the same way, and it cannot be set up twice.
@@ -146,12 +147,15 @@ class Handover:
         warm: bool = False,
         django: bool = False,
         activate: Callable[[], None] | None = None,
+        warm_failed: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Answer hand-over messages from a daemon thread: load imports the app (once); warm:
         first import the libraries the serving process recorded (preload.py), and set Django
         up where django is true; activate: called once this process has taken over (it starts
-        watching files)."""
+        watching files); warm_failed: told of a failed Django setup (its files must count in
+        stale(), or a fix saved before the hand-over would go unseen)."""
         self._load, self._stale, self._activate = load, stale, activate
+        self._warm_failed = warm_failed
         self._warm, self._django = warm, django
         # Registered after the monitor's quick exit (atexit runs last-in first-out), so it runs.
         atexit.register(self._remove_address)
@@ -312,6 +316,8 @@ class Handover:
         with self.import_lock:
             warmed = preload.preload(names, django=self._django)
         self.warm_error = warmed.django_error
+        if warmed.django_error is not None and self._warm_failed is not None:
+            self._warm_failed(warmed.django_error)
         events.emit(
             "preloaded",
             imported=warmed.imported,
