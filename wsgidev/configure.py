@@ -8,7 +8,6 @@ from typing import TextIO
 
 from wsgidev import render
 from wsgidev.errors import WsgidevError
-from wsgidev.monitor.restart import create_lock
 from wsgidev.monitor.standby import prepare_state_dir
 from wsgidev.options import Options
 from wsgidev.server import prepare
@@ -33,7 +32,6 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
         # The config `wsgidev start` runs: the folder is its server root and holds the files
         # the daemons share for reloading (the hand-over's sockets, route and locks).
         render.write_entry(folder, options, prepared.target, state_dir=str(folder))
-        create_lock(folder)
         prepare_state_dir(folder)
         text = render.render_standalone(
             options, prepared.target, prepared.apache, prepared.run_as, folder

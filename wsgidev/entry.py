@@ -64,9 +64,7 @@ def load(spec: dict[str, Any]) -> WSGIApp:
         if standby_monitor is not None:
             standby_monitor.watch_exception(exc)
 
-    handover.listen(
-        lazy.load, stale, warm=True, django=django, activate=watch, warm_failed=warm_failed
-    )
+    handover.listen(lazy.load, stale, django=django, activate=watch, warm_failed=warm_failed)
     return lazy
 
 
@@ -113,6 +111,8 @@ class LazyApplication:
 
     def load(self) -> WSGIApp:
         """The app, imported now if it was not yet."""
+        if self._application is not None:
+            return self._application  # every request after the first: no lock
         with self._lock:
             if self._application is None:
                 self._before()

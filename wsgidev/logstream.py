@@ -104,8 +104,8 @@ class LogPrinter:
         elif kind == "handover":
             if self.verbose:
                 self.write(
-                    f"Handed over to {event.get('to')} in {float(event.get('seconds', 0)):.3f} s "
-                    f"(at {float(event.get('t', 0)):.3f}): {event.get('answers')}"
+                    f"Handed over to {event.get('to')} in {float(event.get('seconds', 0)):.3f} s: "
+                    f"{event.get('answers')}"
                 )
             # Normally every standby's "ready" has completed the reload already; this covers a
             # hand-over to fewer ready processes (a stale one was restarting).
@@ -146,8 +146,6 @@ class LogPrinter:
             done, self.pending = self.pending, None
         if done is not None and when >= done.started:
             changed = ", ".join(done.files[:3]) + (" ..." if len(done.files) > 3 else "")
-            if self.verbose:
-                self.write(f"(change seen at {done.started:.3f})")
             self.write(f"Reloaded in {when - done.started:.2f} s: {changed} changed")
 
     def _import_error(self, pid: int, event: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import jinja2
 
 from wsgidev import __version__
 from wsgidev.apache import ApacheInstall
-from wsgidev.monitor.standby import GROUPS as STANDBY_GROUPS
+from wsgidev.monitor.standby import GROUPS as HANDOVER_GROUPS
 from wsgidev.monitor.standby import route_name
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
@@ -105,7 +105,7 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
         python_path=python_path,
         process_group=groups[0],
         standby_groups=tuple(
-            (group, f"(wsgidev.{'abcdefgh'[index]}:{project}:{options.port})")
+            (group, f"(wsgidev.{_group_letter(index)}:{project}:{options.port})")
             for index, group in enumerate(groups)
             if index
         ),
@@ -127,7 +127,11 @@ def _project_name(target: Target) -> str:
 def process_groups(target: Target) -> tuple[str, ...]:
     """The daemon group that serves first, then the standby groups where hand-overs are on."""
     group = f"{PROCESS_GROUP}-{_project_name(target)}"
-    return (group, *(f"{group}-{'abcdefgh'[index]}" for index in range(1, STANDBY_GROUPS)))
+    return (group, *(f"{group}-{_group_letter(index)}" for index in range(1, HANDOVER_GROUPS)))
+
+
+def _group_letter(index: int) -> str:
+    return chr(ord("a") + index)
 
 
 def uses_standby(options: Options, state_dir: str | None) -> bool:
@@ -216,7 +220,7 @@ def render_standalone(
             server_root=str(server_root),
             conf=layout(options, target, server_root / ENTRY_SCRIPT_NAME),
             standby=uses_standby(options, str(server_root)),
-            routes=[str(server_root / route_name(index)) for index in range(STANDBY_GROUPS)],
+            routes=[str(server_root / route_name(index)) for index in range(HANDOVER_GROUPS)],
             mpm=mpm_sizing(options),
             modules=MODULES,
         )

@@ -25,7 +25,6 @@ from wsgidev import render
 from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
 from wsgidev.errors import WsgidevError
 from wsgidev.logstream import LogPrinter
-from wsgidev.monitor.restart import create_lock
 from wsgidev.monitor.standby import prepare_state_dir
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs, child_setup, plan_run_as
@@ -138,7 +137,6 @@ def write_config(prepared: Prepared, root: Path) -> Path:
     """Render httpd.conf and the entry script into root; return the httpd.conf path."""
     options, target = prepared.options, prepared.target
     render.write_entry(root, options, target, state_dir=str(root))
-    create_lock(root)
     prepare_state_dir(root)
     conf = root / "httpd.conf"
     conf.write_text(

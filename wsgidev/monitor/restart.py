@@ -44,9 +44,9 @@ STRATEGIES = ("process", "server")
 LOCK_NAME = "restart.lock"
 
 
-def create_lock(state_dir: Path) -> None:
-    """The lock file restart_server needs, dated long before any daemon started."""
-    path = state_dir / LOCK_NAME
+def create_lock(state_dir: Path, name: str = LOCK_NAME) -> None:
+    """A lock file dated long before any daemon started (restart_server's by default)."""
+    path = state_dir / name
     path.touch()
     os.utime(path, ns=(0, 0))
 

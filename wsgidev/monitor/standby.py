@@ -41,7 +41,7 @@ from typing import Any
 from wsgidev import events
 from wsgidev.monitor import preload
 from wsgidev.monitor.base import log
-from wsgidev.monitor.restart import restart_process
+from wsgidev.monitor.restart import create_lock, restart_process
 
 CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
 LOCK_NAME = "handover.lock"
@@ -63,11 +63,10 @@ POLL_S = 0.02
 
 
 def prepare_state_dir(state_dir: Path) -> None:
-    """Create what the daemons share: the control folder and a lock dated long before any of them."""
+    """Create what the daemons share: the control folder and the locks of every restart mode."""
     (state_dir / CONTROL_DIR).mkdir(exist_ok=True)
-    lock = state_dir / LOCK_NAME
-    lock.touch()
-    os.utime(lock, ns=(0, 0))
+    create_lock(state_dir, LOCK_NAME)
+    create_lock(state_dir)  # --restart-mode server's
 
 
 def route_name(index: int) -> str:
@@ -117,7 +116,6 @@ class Handover:
         self._load: Callable[[], object] | None = None
         self._stale: Callable[[], list[str]] = list
         self._thread: threading.Thread | None = None
-        self._warm = False
         self._warmed = False
         self._activate: Callable[[], None] | None = None
         self._warm_failed: Callable[[BaseException], None] | None = None
@@ -144,19 +142,18 @@ class Handover:
         load: Callable[[], object],
         stale: Callable[[], list[str]],
         *,
-        warm: bool = False,
         django: bool = False,
         activate: Callable[[], None] | None = None,
         warm_failed: Callable[[BaseException], None] | None = None,
     ) -> None:
-        """Answer hand-over messages from a daemon thread: load imports the app (once); warm:
-        first import the libraries the serving process recorded (preload.py), and set Django
-        up where django is true; activate: called once this process has taken over (it starts
+        """Answer hand-over messages from a daemon thread: load imports the app (once). A
+        standby (no app imported yet) first imports the libraries the serving process recorded
+        (preload.py), and sets Django up where django is true; activate: called once this process has taken over (it starts
         watching files); warm_failed: told of a failed Django setup (its files must count in
         stale(), or a fix saved before the hand-over would go unseen)."""
         self._load, self._stale, self._activate = load, stale, activate
         self._warm_failed = warm_failed
-        self._warm, self._django = warm, django
+        self._django = django
         # Registered after the monitor's quick exit (atexit runs last-in first-out), so it runs.
         atexit.register(self._remove_address)
         self._thread = threading.Thread(target=self._listen, name="wsgidev-handover", daemon=True)
@@ -307,7 +304,7 @@ class Handover:
                         self._send(index, pid, {"op": "warm"})
 
     def _preload(self) -> None:
-        if not self._warm or self._warmed or self.loaded_ns is not None:
+        if self._warmed or self.loaded_ns is not None:
             return
         names = preload.recorded(str(self.state_dir))
         if names is None:
