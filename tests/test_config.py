@@ -215,4 +215,4 @@ def test_entry_script_goes_to_the_output_folder(project: Path, kind: str):
     entry = project / ".wsgidev" / "entry.wsgi"
     assert entry.is_file()
     assert str(entry) in text
-    assert "wsgidev.entry.load" in entry.read_text()
+    assert "wsgidev.daemon.entry.load" in entry.read_text()

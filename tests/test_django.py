@@ -172,7 +172,7 @@ def test_config_reads_static_root_from_settings_in_a_subprocess(django_project):
     assert f'Alias /static "{django_project / "collected"}"' in result.stdout
     assert f'Alias /media "{django_project / "media"}"' in result.stdout
     entry = (django_project / ".wsgidev" / "entry.wsgi").read_text()
-    assert "'django_static': 'root'" in entry
+    assert "django_static='root'" in entry
 
 
 def test_config_maps_debug_to_express_and_refuses_it_for_apache(django_project):

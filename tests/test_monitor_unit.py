@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from wsgidev import events, monitor
-from wsgidev.monitor.base import Monitor
+from wsgidev import events
+from wsgidev.daemon import monitor, restart
+from wsgidev.daemon.monitor.base import Monitor
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -301,7 +302,7 @@ def test_thread_sees_a_lazily_imported_module(
 def test_request_time_import_wakes_an_idle_notify_monitor(
     modules: Modules, make_monitor: MakeMonitor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wsgidev.monitor import imports
+    from wsgidev.daemon.monitor import imports
 
     monkeypatch.setattr(imports, "RECENT_S", 0.05)  # imports count as "under way" this long
     m, restarts = make_monitor("inotify", safety_interval_s=600)
@@ -507,7 +508,7 @@ root = sys.argv[1]
 settings.configure(
     TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [root + "/templates"]}],
 )
-from wsgidev import monitor
+from wsgidev.daemon import monitor
 restarts = []
 m = monitor.start(backend=sys.argv[2], on_change=restarts.append, safety_interval_s=600)
 django.setup()
@@ -597,7 +598,7 @@ def test_daemon_mode_restart_sends_sigint_to_itself(monkeypatch: pytest.MonkeyPa
     started = monitor.start(backend="poll")
     assert started is not None
     try:
-        assert started.on_change is monitor.restart_process
+        assert started.on_change is restart.restart_process
         started.on_change(["/x.py"])
         assert kills == [(os.getpid(), signal.SIGINT)]
     finally:
@@ -607,7 +608,7 @@ def test_daemon_mode_restart_sends_sigint_to_itself(monkeypatch: pytest.MonkeyPa
 def test_failing_notify_backend_falls_back_to_polling(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from wsgidev.monitor import notify
+    from wsgidev.daemon.monitor import notify
 
     def no_observer() -> Any:
         raise OSError(24, "inotify instance limit reached")
@@ -636,7 +637,7 @@ def test_deferred_monitor_records_imports_and_watches_only_after_resume(
     # Modules imported before the test are judged against its start, not the pytest process's
     # (`exec` keeps the start time of the shell that made the venv just before).
     started_ns = time.time_ns()
-    monkeypatch.setattr("wsgidev.monitor.base.process_start_ns", lambda: started_ns)
+    monkeypatch.setattr("wsgidev.daemon.monitor.base.process_start_ns", lambda: started_ns)
     restarts = Restarts()
     deferred = monitor.start(
         on_change=restarts, backend=backend, poll_interval_s=0.05, deferred=True

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgidev.monitor import preload
+from wsgidev.daemon import preload
 
 
 @pytest.fixture

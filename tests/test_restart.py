@@ -1,15 +1,15 @@
-"""Restart strategies: the whole-server graceful restart asks Apache once per round of daemons."""
+"""Restart strategies and the leader lock: one restart per round of sibling daemons."""
 
 from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from wsgidev.monitor import restart
+from wsgidev.daemon import restart
+from wsgidev.shared import RESTART_LOCK, LeaderLock, prepare_state_dir
 
 
 @pytest.fixture
@@ -20,22 +20,47 @@ def kills(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 
 def test_first_daemon_asks_apache_and_siblings_do_not(tmp_path: Path, kills):
-    restart.create_lock(tmp_path)
-    started = time.time_ns()
-    restart.restart_server(str(tmp_path), started)(["a.py"])
-    restart.restart_server(str(tmp_path), started)(["a.py"])  # the sibling daemon
+    prepare_state_dir(tmp_path)
+    first = restart.restart_server(str(tmp_path))
+    sibling = restart.restart_server(str(tmp_path))  # started in the same round
+    first(["a.py"])
+    sibling(["a.py"])
     assert kills == [(os.getppid(), signal.SIGUSR1)]
 
 
 def test_the_next_round_of_daemons_asks_again(tmp_path: Path, kills):
-    restart.create_lock(tmp_path)
-    restart.restart_server(str(tmp_path), time.time_ns())(["a.py"])
-    time.sleep(0.05)
-    restart.restart_server(str(tmp_path), time.time_ns())(["b.py"])
+    prepare_state_dir(tmp_path)
+    restart.restart_server(str(tmp_path))(["a.py"])
+    restart.restart_server(str(tmp_path))(["b.py"])  # started after that restart
     assert kills == [(os.getppid(), signal.SIGUSR1)] * 2
 
 
 def test_without_the_lock_it_restarts_its_own_process(tmp_path: Path, kills):
-    restart.restart_server(str(tmp_path), time.time_ns())(["a.py"])
+    restart.restart_server(str(tmp_path))(["a.py"])
     assert kills == [(os.getpid(), signal.SIGINT)]
-    assert not (tmp_path / restart.LOCK_NAME).exists()
+    assert not (tmp_path / RESTART_LOCK).exists()
+
+
+def test_the_leader_lock_counts_generations(tmp_path: Path):
+    lock = LeaderLock(tmp_path / "x.lock")
+    lock.create()
+    noted = lock.generation()
+    with lock.lead(noted) as leads:
+        assert leads
+    with lock.lead(noted) as leads:  # a sibling that noted the same generation
+        assert not leads
+    assert lock.generation() == noted + 1
+    with lock.lead(lock.generation()) as leads:
+        assert leads
+
+
+def test_each_restart_mode_has_one_strategy(tmp_path: Path):
+    assert restart.on_change_for("process") is restart.restart_process
+    prepare_state_dir(tmp_path)
+    assert callable(restart.on_change_for("server", str(tmp_path)))
+    with pytest.raises(ValueError, match="server root"):
+        restart.on_change_for("server")
+    with pytest.raises(ValueError, match="hand-over"):
+        restart.on_change_for("standby", str(tmp_path))
+    with pytest.raises(ValueError, match="restart must be one of"):
+        restart.on_change_for("sometimes")

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from wsgidev.monitor import standby
-from wsgidev.monitor.standby import Handover, prepare_state_dir, serving_group
+from wsgidev.daemon import handover as standby
+from wsgidev.daemon.handover import Handover, serving_group
+from wsgidev.shared import HANDOVER_LOCK, LeaderLock, prepare_state_dir, route_name
 
 GROUPS = ("wsgidev-app", "wsgidev-app-b")
 
@@ -118,21 +119,21 @@ def test_the_sibling_that_sees_the_change_second_does_not_lead_again(
     waiting = handovers(state, GROUPS[1])
     waiting.listen(lambda: loads.append("b"), list)
     active.on_change(["app.py"])
-    lock = state / standby.LOCK_NAME
-    led_at = lock.stat().st_mtime_ns
+    lock = LeaderLock(state / HANDOVER_LOCK)
+    led = lock.generation()
 
     # A sibling of the old group imported before that hand-over began: it only waits to retire.
     active.close()  # (the sibling takes its socket's name: one pid plays both here)
     sibling = Handover(str(state), GROUPS, GROUPS[0])
     try:
-        sibling.loaded_ns = led_at - 1
+        sibling.generation = led - 1
         sibling.retired.set()
-        os.utime(state / standby.route_name(1))
-        (state / standby.route_name(1)).unlink()  # as if it still thought its group served
+        os.utime(state / route_name(1))
+        (state / route_name(1)).unlink()  # as if it still thought its group served
         sibling.on_change(["app.py"])
     finally:
         sibling.close()
-    assert lock.stat().st_mtime_ns == led_at
+    assert lock.generation() == led
     assert loads == ["b"]
 
 

@@ -78,4 +78,4 @@ def test_wheel_installs_templates_and_renders(tmp_path: Path):
     assert "WSGIDaemonProcess wsgidev-p" in result.stdout
     assert "processes=3 threads=4" in result.stdout
     assert "start-server /srv/p/.wsgidev/entry.wsgi" in result.stdout
-    assert "wsgidev.entry.load(" in result.stdout
+    assert "wsgidev.daemon.entry.load(" in result.stdout

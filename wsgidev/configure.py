@@ -8,9 +8,9 @@ from typing import TextIO
 
 from wsgidev import render
 from wsgidev.errors import WsgidevError
-from wsgidev.monitor.standby import prepare_state_dir
 from wsgidev.options import Options
 from wsgidev.server import prepare
+from wsgidev.shared import prepare_state_dir
 
 
 def output_dir(options: Options) -> Path:

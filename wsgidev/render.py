@@ -11,16 +11,14 @@ import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
 from wsgidev import __version__
 from wsgidev.apache import ApacheInstall
-from wsgidev.monitor.standby import GROUPS as HANDOVER_GROUPS
-from wsgidev.monitor.standby import route_name
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
+from wsgidev.shared import HANDOVER_GROUPS, EntrySpec, MonitorSpec, route_name
 from wsgidev.target import Target
 
 ENTRY_SCRIPT_NAME = "entry.wsgi"
@@ -80,7 +78,7 @@ class Layout:
     entry_name: str
     python_path: tuple[str, ...]
     process_group: str
-    # The standby groups of the hand-over (wsgidev.monitor.standby): (name, display name).
+    # The standby groups of the hand-over (wsgidev/daemon/handover.py): (name, display name).
     standby_groups: tuple[tuple[str, str], ...]
     display_name: str
     listen: str
@@ -144,40 +142,42 @@ def uses_standby(options: Options, state_dir: str | None) -> bool:
     )
 
 
-def entry_spec(options: Options, target: Target, state_dir: str | None) -> dict[str, Any]:
+def entry_spec(options: Options, target: Target, state_dir: str | None) -> EntrySpec:
     """What the daemon needs to know, written into the entry script as a literal."""
     environ = dict(options.env)
     if target.django_settings:
         environ.setdefault("DJANGO_SETTINGS_MODULE", target.django_settings)
     monitor = None
     if options.reload:
-        monitor = {
-            "watch": [str(Path(options.working_dir, w)) for w in options.watch],
-            "backend": options.reload_backend,
-            "poll_interval_s": options.poll_interval_s,
-        }
-        if state_dir is not None:
-            # wsgidev start owns this Apache: its server root holds the restart lock, and a
-            # whole-server graceful restart is allowed (--restart-mode server).
-            monitor.update(restart=options.restart_mode, state_dir=state_dir)
-        if uses_standby(options, state_dir):
-            monitor["groups"] = list(process_groups(target))
-    return {
-        "kind": target.kind,
-        "label": target.label,
-        "script_path": target.script_path,
-        "module": target.module,
-        "callable": target.callable_name,
-        "environ": environ,
-        "monitor": monitor,
-        "django_static": options.django_static,
-        "random_delay_ms": options.random_delay_ms,
-    }
+        # wsgidev start owns this Apache (state_dir is its server root): a hand-over between
+        # groups or a whole-server restart is allowed there; a system Apache's daemon restarts itself.
+        mode = options.restart_mode if state_dir is not None else "process"
+        if mode == "standby" and not uses_standby(options, state_dir):
+            mode = "process"
+        monitor = MonitorSpec(
+            watch=tuple(str(Path(options.working_dir, w)) for w in options.watch),
+            backend=options.reload_backend,
+            poll_interval_s=options.poll_interval_s,
+            restart=mode,
+            state_dir=state_dir,
+            groups=process_groups(target) if mode == "standby" else (),
+        )
+    return EntrySpec(
+        kind=target.kind,
+        label=target.label,
+        script_path=target.script_path,
+        module=target.module,
+        callable=target.callable_name,
+        environ=tuple(environ.items()),
+        monitor=monitor,
+        django_static=options.django_static,
+        random_delay_ms=options.random_delay_ms,
+    )
 
 
 def render_entry(options: Options, target: Target, state_dir: str | None = None) -> str:
     """The WSGI entry script mod_wsgi loads in every daemon process."""
-    spec = pprint.pformat(entry_spec(options, target, state_dir), indent=4, sort_dicts=False)
+    spec = pprint.pformat(entry_spec(options, target, state_dir), indent=4, width=96)
     return (
         environment()
         .get_template("entry.wsgi.j2")

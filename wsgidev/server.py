@@ -25,9 +25,9 @@ from wsgidev import render
 from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
 from wsgidev.errors import WsgidevError
 from wsgidev.logstream import LogPrinter
-from wsgidev.monitor.standby import prepare_state_dir
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs, child_setup, plan_run_as
+from wsgidev.shared import prepare_state_dir
 from wsgidev.target import Target, resolve_target
 
 STARTUP_DEADLINE_S = 30.0
@@ -180,10 +180,9 @@ def check_config(prepared: Prepared, conf: Path) -> None:
 class Server:
     """One Apache process tree in the foreground, its logs streamed through a LogPrinter."""
 
-    def __init__(self, prepared: Prepared, conf: Path, out: TextIO, err: TextIO) -> None:
+    def __init__(self, prepared: Prepared, conf: Path, err: TextIO) -> None:
         self.prepared = prepared
         self.conf = conf
-        self.out = out
         self.stop_requested = threading.Event()
         self._wake = threading.Event()
         colour = err.isatty() and "NO_COLOR" not in os.environ
@@ -385,7 +384,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     with server_root(options) as root:
         conf = write_config(prepared, root)
         check_config(prepared, conf)
-        server = Server(prepared, conf, out, err)
+        server = Server(prepared, conf, err)
         with _stop_signals(server):
             try:
                 server.start()

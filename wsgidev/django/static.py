@@ -1,9 +1,6 @@
 """Static files for Django projects, in two modes.
 
-``finders`` (the default, runserver's way): inside the daemon, Django's StaticFilesHandler wraps
-the app and serves STATIC_URL from the staticfiles finders (apps' static/ and STATICFILES_DIRS),
-so no collectstatic is needed and edits show at once; only with DEBUG on and
-django.contrib.staticfiles installed, as runserver does.
+``finders`` (the default, runserver's way) runs inside the daemon: wsgidev/daemon/static.py.
 
 ``root`` (--static-root, production's way): Apache serves STATIC_ROOT at STATIC_URL and
 MEDIA_ROOT at MEDIA_URL itself, through the Alias blocks that --static renders.
@@ -12,7 +9,6 @@ MEDIA_ROOT at MEDIA_URL itself, through the Alias blocks that --static renders.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +16,7 @@ from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.target import Target
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ROOT_SETTINGS = ("STATIC_URL", "STATIC_ROOT", "MEDIA_URL", "MEDIA_ROOT")
-
-
-def with_static_finders(application: WSGIApp) -> WSGIApp:
-    """In the daemon: the app wrapped as runserver wraps it, or unchanged when DEBUG is off or
-    django.contrib.staticfiles is not installed."""
-    from django.apps import apps
-    from django.conf import settings
-
-    if not settings.DEBUG or not apps.is_installed("django.contrib.staticfiles"):
-        return application
-    from django.contrib.staticfiles.handlers import StaticFilesHandler
-
-    return StaticFilesHandler(application)  # type: ignore[no-any-return]
 
 
 def with_static_root(options: Options, target: Target) -> Options:

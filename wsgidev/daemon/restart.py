@@ -1,8 +1,10 @@
-"""How a monitor brings new code in without a standby: restart its own daemon, or the server.
+"""How a monitor brings new code in: a hand-over, a restart of its own daemon, or of the server.
 
-The default under `wsgidev start` is a hand-over to a warmed standby group (standby.py); these
-two are what `--restart-mode process` and `--restart-mode server` choose, and ``process`` is
-what a monitor does anywhere else (the `wsgidev config apache` snippet, hand-written scripts).
+STRATEGIES is the one table from a restart mode's name to what a monitor calls on a change.
+The default under `wsgidev start` is ``standby``, a hand-over to a warmed standby group
+(handover.py); ``process`` and ``server`` are `--restart-mode process` and `--restart-mode server`,
+and ``process`` is what a monitor does anywhere else (the `wsgidev config apache` snippet,
+hand-written scripts).
 
 ``process`` is the mod_wsgi daemon-mode recipe: SIGINT to itself. mod_wsgi lets requests in
 flight finish and exits; Apache's parent notices the death from its maintenance loop, which
@@ -30,25 +32,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from wsgidev.monitor.base import log
+from wsgidev.daemon.monitor.base import OnChange, log
+from wsgidev.shared import RESTART_LOCK, LeaderLock
 
-STRATEGIES = ("process", "server")
-LOCK_NAME = "restart.lock"
-
-
-def create_lock(state_dir: Path, name: str = LOCK_NAME) -> None:
-    """A lock file dated long before any daemon started (restart_server's by default)."""
-    path = state_dir / name
-    path.touch()
-    os.utime(path, ns=(0, 0))
+if TYPE_CHECKING:
+    from wsgidev.daemon.handover import Handover
 
 
 def restart_process(files: list[str]) -> None:
@@ -58,9 +54,10 @@ def restart_process(files: list[str]) -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
-def restart_server(state_dir: str, process_started_ns: int) -> Callable[[list[str]], None]:
+def restart_server(state_dir: str) -> OnChange:
     """An on_change that gracefully restarts the Apache parent, once per round of daemons."""
-    lock_path = Path(state_dir) / LOCK_NAME
+    lock = LeaderLock(Path(state_dir) / RESTART_LOCK)
+    noted = lock.generation()  # at start: a restart asked after this covers this process
 
     def restart(files: list[str]) -> None:
         parent = os.getppid()
@@ -68,19 +65,49 @@ def restart_server(state_dir: str, process_started_ns: int) -> Callable[[list[st
             restart_process(files)
             return
         try:
-            # wsgidev creates the lock with an old mtime; never create it here, where a fresh
-            # mtime would read as "a sibling already asked".
-            with lock_path.open("r+") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                if os.fstat(lock.fileno()).st_mtime_ns >= process_started_ns:
-                    return  # a sibling asked since this process started: the restart is coming
-                os.utime(lock.fileno())
-                os.kill(parent, signal.SIGUSR1)
+            with lock.lead(noted) as leads:
+                if leads:
+                    os.kill(parent, signal.SIGUSR1)
         except OSError as exc:
             log(f"cannot ask Apache (pid {parent}) to restart ({exc}); restarting this process")
             restart_process(files)
 
     return restart
+
+
+def _process(state_dir: str | None, handover: Handover | None) -> OnChange:
+    return restart_process
+
+
+def _server(state_dir: str | None, handover: Handover | None) -> OnChange:
+    if not state_dir:
+        raise ValueError("restart mode server needs the server root (state_dir)")
+    return restart_server(state_dir)
+
+
+def _standby(state_dir: str | None, handover: Handover | None) -> OnChange:
+    if handover is None:
+        raise ValueError("restart mode standby needs this process's hand-over")
+    return handover.on_change
+
+
+# Restart mode -> what makes the monitor's on_change (wsgidev.shared.RESTART_MODES names them).
+STRATEGIES: dict[str, Callable[[str | None, Handover | None], OnChange]] = {
+    "standby": _standby,
+    "process": _process,
+    "server": _server,
+}
+
+
+def on_change_for(
+    mode: str, state_dir: str | None = None, handover: Handover | None = None
+) -> OnChange:
+    """What a monitor calls on a change in this restart mode."""
+    try:
+        strategy = STRATEGIES[mode]
+    except KeyError:
+        raise ValueError(f"restart must be one of {', '.join(STRATEGIES)}, got {mode!r}") from None
+    return strategy(state_dir, handover)
 
 
 def exit_without_teardown() -> None:

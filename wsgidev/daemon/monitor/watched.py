@@ -6,9 +6,9 @@ import os
 import sys
 import time
 
-from wsgidev.monitor.globs import WatchGlob
-from wsgidev.monitor.imports import ImportRecorder, module_file
-from wsgidev.monitor.state import (
+from wsgidev.daemon.monitor.globs import WatchGlob
+from wsgidev.daemon.monitor.imports import ImportRecorder, module_file
+from wsgidev.daemon.monitor.state import (
     STALE,
     FileState,
     file_state,

@@ -5,14 +5,15 @@ files a failed import points at, the `watch` option's files and globs, and what 
 autoreload receivers ask for. On a change it waits for the burst to settle, then either lets
 Django handle it (templates, translations) or calls on_change once: by default the mod_wsgi
 daemon-mode way, SIGINT to itself, after which mod_wsgi shuts the process down and Apache starts
-a fresh one; under `wsgidev start`, a hand-over to a warmed standby group.
+a fresh one; under `wsgidev start`, a hand-over to a warmed standby group. What on_change does
+is chosen in wsgidev/daemon/restart.py; the hand-over is wsgidev/daemon/handover.py.
+
+Hand-written WSGI scripts use it as ``import wsgidev.monitor; wsgidev.monitor.start()``
+(wsgidev/monitor.py is that public name).
 
     base.py            Monitor: baselines, settling, the restart decision, the thread
     notify.py          NotifyMonitor: watchdog inotify notifications as hints
     polling.py         PollingMonitor: stat every file each interval
-    standby.py         the hand-over between daemon groups (`wsgidev start`'s default)
-    preload.py         warming a standby: the serving process's libraries, Django's setup
-    restart.py         the other ways: restart this process, or the whole server
     watched.py         WatchedFiles: every file's baseline, globs, directories to watch
     imports.py         the import recorder, module files, traceback files
     state.py           FileState and how a change is told
@@ -23,27 +24,18 @@ a fresh one; under `wsgidev start`, a hand-over to a warmed standby group.
 from __future__ import annotations
 
 import importlib
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from wsgidev import events
-from wsgidev.monitor.base import Monitor, OnChange, log
-from wsgidev.monitor.imports import process_start_ns
-from wsgidev.monitor.polling import PollingMonitor
-from wsgidev.monitor.restart import (
-    STRATEGIES,
-    exit_without_teardown,
-    restart_process,
-    restart_server,
-)
+from wsgidev.daemon.monitor.base import Monitor, OnChange, log
+from wsgidev.daemon.monitor.polling import PollingMonitor
 
 __all__ = [
     "BACKENDS",
     "Monitor",
     "PollingMonitor",
     "create",
-    "restart_process",
     "resume",
     "start",
 ]
@@ -65,26 +57,29 @@ def start(
 ) -> Monitor | None:
     """Start watching from a daemon thread; None (after one log line) where restarting is impossible.
 
+    restart: "process" (the default) or "server" (wsgidev/daemon/restart.py); on_change replaces it.
+
     deferred: only record imports for now (a standby process, see standby.py); resume() starts it.
     """
+    explicit_on_change = on_change is not None
     if backend not in BACKENDS:
         raise ValueError(
             f"unknown monitor backend {backend!r}; expected one of {', '.join(BACKENDS)}"
         )
-    if restart not in STRATEGIES or (restart == "server" and not state_dir):
-        raise ValueError(f"restart must be one of {', '.join(STRATEGIES)} (server needs state_dir)")
-    reason = _refusal(explicit_on_change=on_change is not None)
+    from wsgidev.daemon import restart as restarts  # it imports this package's base
+
+    if on_change is None:
+        on_change = restarts.on_change_for(restart, state_dir)  # ValueError for a bad name
+    reason = _refusal(explicit_on_change=explicit_on_change)
     if reason is not None:
         events.emit("refused", reason=reason)
         return None
-    if on_change is None and restart == "server" and state_dir:
-        on_change = restart_server(state_dir, process_start_ns() or time.time_ns())
     options: dict[str, Any] = {
         "watch": list(watch),
         "poll_interval_s": poll_interval_s,
         "settle_s": settle_s,
         "safety_interval_s": safety_interval_s,
-        "on_change": on_change or restart_process,
+        "on_change": on_change,
     }
     if deferred:
         monitor = create(backend, **options)
@@ -94,7 +89,7 @@ def start(
         monitor = _started(create(backend, **options), backend, options)
     if state_dir:
         # Only where wsgidev owns the server: a quick exit makes the next process come sooner.
-        exit_without_teardown()  # after monitor.start(), so it runs before the monitor's stop
+        restarts.exit_without_teardown()  # after monitor.start(), so it runs before the monitor's stop
     return monitor
 
 
@@ -124,7 +119,7 @@ def create(backend: str = "auto", **options: Any) -> Monitor:
     if backend == "poll":
         return PollingMonitor(**options)
     if backend in ("auto", "inotify"):
-        from wsgidev.monitor.notify import NotifyMonitor
+        from wsgidev.daemon.monitor.notify import NotifyMonitor
 
         return NotifyMonitor(**options)
     raise ValueError(f"unknown monitor backend {backend!r}; expected one of {', '.join(BACKENDS)}")

@@ -44,7 +44,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from wsgidev.monitor.base import Monitor, log
+from wsgidev.daemon.monitor.base import Monitor, log
 
 # Writes, attribute changes (touch, a restored mtime), creation, deletion and renames. Opens and
 # reads are left out: every process reading the standard library would wake the monitor.

@@ -1,4 +1,4 @@
-"""What the generated WSGI entry script calls inside each mod_wsgi daemon process."""
+"""What the generated WSGI entry script calls inside each mod_wsgi daemon process: load(spec)."""
 
 from __future__ import annotations
 
@@ -17,17 +17,18 @@ from types import ModuleType
 from typing import Any
 
 from wsgidev import events
-from wsgidev.monitor.standby import Handover
+from wsgidev.daemon import restart
+from wsgidev.daemon.handover import Handover
+from wsgidev.shared import EntrySpec, WSGIApp
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 SCRIPT_MODULE_NAME = "_wsgidev_target"
 _PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
 
 
-def load(spec: dict[str, Any]) -> WSGIApp:
+def load(spec: EntrySpec) -> WSGIApp:
     """Start the monitor (first, so a broken app is still watched), then import the app; in a
-    standby process (see wsgidev.monitor.standby), import it only when told to or asked to serve."""
-    os.environ.update(spec["environ"])
+    standby process (see wsgidev.daemon.handover), import it only when told to or asked to serve."""
+    os.environ.update(spec.environ)
     handover = _handover(spec)
     if handover is None or handover.serving():
         monitor = _start_monitor(spec, handover)
@@ -53,22 +54,21 @@ def load(spec: dict[str, Any]) -> WSGIApp:
     def watch() -> None:
         nonlocal standby_monitor
         if standby_monitor is not None and not standby_monitor.watching:
-            from wsgidev import monitor
+            from wsgidev.daemon import monitor
 
             standby_monitor = monitor.resume(standby_monitor)
 
     lazy = LazyApplication(load_standby, before=handover.mark_loading, lock=handover.import_lock)
-    django = bool(spec["environ"].get("DJANGO_SETTINGS_MODULE"))
 
     def warm_failed(exc: BaseException) -> None:
         if standby_monitor is not None:
             standby_monitor.watch_exception(exc)
 
-    handover.listen(lazy.load, stale, django=django, activate=watch, warm_failed=warm_failed)
+    handover.listen(lazy.load, stale, django=spec.django, activate=watch, warm_failed=warm_failed)
     return lazy
 
 
-def import_app(spec: dict[str, Any], monitor: Any) -> WSGIApp:
+def import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
     """Import and wrap the app; on failure, an app that shows the traceback (and watch its files)."""
     started = time.perf_counter()
     try:
@@ -78,7 +78,7 @@ def import_app(spec: dict[str, Any], monitor: Any) -> WSGIApp:
         if isinstance(exc, KeyboardInterrupt):
             raise
         return failed_app(spec, monitor, exc)
-    if spec["kind"] == "django":
+    if spec.kind == "django":
         _load_django_urls(monitor)
     if monitor is not None:
         monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
@@ -86,13 +86,13 @@ def import_app(spec: dict[str, Any], monitor: Any) -> WSGIApp:
     return application
 
 
-def failed_app(spec: dict[str, Any], monitor: Any, exc: BaseException) -> WSGIApp:
+def failed_app(spec: EntrySpec, monitor: Any, exc: BaseException) -> WSGIApp:
     """Say the import failed (terminal, error page) and watch the files the traceback names."""
     text = app_traceback(exc)
     events.emit("import-error", error=_one_line(exc), traceback=text)
     if monitor is not None:
         monitor.watch_exception(exc)
-    return error_application(spec["label"], text)
+    return error_application(spec.label, text)
 
 
 class LazyApplication:
@@ -137,14 +137,14 @@ def _load_django_urls(monitor: Any) -> None:
             monitor.watch_exception(exc)
 
 
-def wrap(application: WSGIApp, spec: dict[str, Any]) -> WSGIApp:
+def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
     """The conveniences around the app the spec asks for: Django's static files, random delay."""
-    if spec.get("django_static") == "finders" and "django.conf" in sys.modules:
-        from wsgidev.django.static import with_static_finders
+    if spec.django_static == "finders" and "django.conf" in sys.modules:
+        from wsgidev.daemon.static import with_static_finders
 
         application = with_static_finders(application)
-    if spec.get("random_delay_ms"):
-        application = with_random_delay(application, spec["random_delay_ms"])
+    if spec.random_delay_ms:
+        application = with_random_delay(application, spec.random_delay_ms)
     return application
 
 
@@ -159,54 +159,58 @@ def with_random_delay(application: WSGIApp, max_ms: int) -> WSGIApp:
     return delayed
 
 
-def _handover(spec: dict[str, Any]) -> Handover | None:
-    """This process's part in hand-overs between two daemon groups, where the spec asks for them."""
-    options = spec.get("monitor") or {}
-    if options.get("restart") != "standby":
+def _handover(spec: EntrySpec) -> Handover | None:
+    """This process's part in hand-overs between daemon groups, where the spec asks for them."""
+    if spec.monitor is None or spec.monitor.restart != "standby" or not spec.monitor.state_dir:
         return None
     try:
         import mod_wsgi  # built into Apache's Python (the pip package has no process_group)
 
-        return Handover(options["state_dir"], options["groups"], mod_wsgi.process_group)
+        return Handover(spec.monitor.state_dir, spec.monitor.groups, mod_wsgi.process_group)
     except Exception as exc:
         events.emit("refused", reason=f"standby hand-over unavailable: {_one_line(exc)}")
         return None
 
 
-def _start_monitor(
-    spec: dict[str, Any], handover: Handover | None, *, deferred: bool = False
-) -> Any:
-    if not spec.get("monitor"):
+def _start_monitor(spec: EntrySpec, handover: Handover | None, *, deferred: bool = False) -> Any:
+    options = spec.monitor
+    if options is None:
         return None
     try:
-        from wsgidev import monitor
+        from wsgidev.daemon import monitor
 
-        options = dict(spec["monitor"])
-        options.pop("groups", None)
-        if options.get("restart") == "standby":
-            options["restart"] = "process"
-            if handover is not None:
-                options["on_change"] = handover.on_change
-        if spec.get("kind") == "script" and spec.get("script_path"):
+        mode = options.restart
+        if mode == "standby" and handover is None:
+            mode = "process"  # the hand-over could not start: each process restarts itself
+        watch = list(options.watch)
+        if spec.kind == "script" and spec.script_path:
             # The script is exec'd without an import finder: naming it here has its state taken
             # before it runs, as the import recorder does for modules.
-            options["watch"] = [*options.get("watch", ()), spec["script_path"]]
-        return monitor.start(**options, deferred=deferred)
+            watch.append(spec.script_path)
+        return monitor.start(
+            watch,
+            options.backend,
+            options.poll_interval_s,
+            state_dir=options.state_dir,
+            on_change=restart.on_change_for(mode, options.state_dir, handover),
+            deferred=deferred,
+        )
     except Exception as exc:
         # Serving the app matters more than reloading it: say so once and carry on.
         events.emit("refused", reason=f"reload monitor failed to start: {_one_line(exc)}")
         return None
 
 
-def import_target(spec: dict[str, Any]) -> WSGIApp:
+def import_target(spec: EntrySpec) -> WSGIApp:
     """Import the WSGI callable the spec names: a script file, module:callable, or Django."""
-    kind = spec["kind"]
-    if kind == "script":
-        module = _exec_script(spec["script_path"])
-        return _callable(module, spec["callable"], spec["script_path"])
-    if kind == "module":
-        module = importlib.import_module(spec["module"])
-        return _callable(module, spec["callable"], spec["module"])
+    if spec.kind == "script":
+        assert spec.script_path is not None
+        module = _exec_script(spec.script_path)
+        return _callable(module, spec.callable, spec.script_path)
+    if spec.kind == "module":
+        assert spec.module is not None
+        module = importlib.import_module(spec.module)
+        return _callable(module, spec.callable, spec.module)
     from django.core.servers.basehttp import get_internal_wsgi_application
 
     return get_internal_wsgi_application()  # type: ignore[no-any-return]

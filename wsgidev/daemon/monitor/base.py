@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wsgidev import events
-from wsgidev.monitor.globs import WatchGlob
-from wsgidev.monitor.imports import ImportRecorder, process_start_ns, traceback_files
-from wsgidev.monitor.state import STALE, FileState, file_state
-from wsgidev.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
+from wsgidev.daemon.monitor.globs import WatchGlob
+from wsgidev.daemon.monitor.imports import ImportRecorder, process_start_ns, traceback_files
+from wsgidev.daemon.monitor.state import STALE, FileState, file_state
+from wsgidev.daemon.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
 
 if TYPE_CHECKING:
-    from wsgidev.monitor.django_signals import DjangoSignals
+    from wsgidev.daemon.monitor.django_signals import DjangoSignals
 
 OnChange = Callable[[list[str]], None]
 # An event line must fit Apache's error-log line limit: list this many files, count the rest.
@@ -103,11 +103,6 @@ class Monitor:
         return remaining
 
     # -- public API ----------------------------------------------------------------------------
-
-    @property
-    def restart_requested(self) -> bool:
-        """Whether on_change has been called (it is called at most once)."""
-        return self._restarting
 
     @property
     def watching(self) -> bool:
@@ -282,7 +277,7 @@ class Monitor:
             registry = sys.modules.get("django.apps")
             if registry is None or not getattr(getattr(registry, "apps", None), "ready", False):
                 return
-            from wsgidev.monitor.django_signals import DjangoSignals
+            from wsgidev.daemon.monitor.django_signals import DjangoSignals
 
             self._django = DjangoSignals()
         globs, files = self._django.refresh()

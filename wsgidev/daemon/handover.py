@@ -19,8 +19,8 @@ group in the ring (the one retired longest ago):
 Requests never wait for a process to start, and none is refused: every group's socket stays
 bound the whole time (unlike a graceful restart of Apache, which rebinds them). A request that
 reaches a standby process (queued just before a flip) imports the app then, new code too.
-The second monitor of the serving group to see the change finds the lock dated after its import
-and waits to be retired. A standby only records what it imports; it looks at those files once,
+The second monitor of the serving group to see the change finds the lock's generation counted up
+since it loaded the app (wsgidev.shared.LeaderLock) and waits to be retired. A standby only records what it imports; it looks at those files once,
 when it is told to take over, and a stale one restarts instead of serving.
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -39,17 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from wsgidev import events
-from wsgidev.monitor import preload
-from wsgidev.monitor.base import log
-from wsgidev.monitor.restart import create_lock, restart_process
+from wsgidev.daemon import preload
+from wsgidev.daemon.monitor.base import log
+from wsgidev.daemon.restart import restart_process
+from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, LeaderLock, route_name
 
-CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
-LOCK_NAME = "handover.lock"
-# Groups in all: the serving one and two standbys. With one standby, an edit that comes before
-# the group retired by the last hand-over has warmed again (Apache's respawn loop, up to 1 s,
-# then Django's setup) waits for it; with two, the next standby was retired one hand-over
-# earlier and is warm. Each group costs its processes' memory, not CPU: a standby sleeps.
-GROUPS = 3
 # Grace between the flip and retiring the old group: requests Apache routed to it just before
 # the flip are taken by its processes instead of waiting for their successors.
 RETIRE_DELAY_S = 0.1
@@ -60,18 +53,6 @@ IMPORT_TIMEOUT_S = 60.0
 # waited for this long; after that the flip goes ahead and requests queue on its socket.
 EMPTY_GROUP_WAIT_S = 3.0
 POLL_S = 0.02
-
-
-def prepare_state_dir(state_dir: Path) -> None:
-    """Create what the daemons share: the control folder and the locks of every restart mode."""
-    (state_dir / CONTROL_DIR).mkdir(exist_ok=True)
-    create_lock(state_dir, LOCK_NAME)
-    create_lock(state_dir)  # --restart-mode server's
-
-
-def route_name(index: int) -> str:
-    """The file whose presence sends requests to group index (the highest present wins; none: 0)."""
-    return f"route-{index}"
 
 
 def serving_index(state_dir: Path, count: int) -> int:
@@ -111,7 +92,9 @@ class Handover:
         # Held while warming and while importing the app: a request that reaches a standby
         # (queued just before a flip) must not import alongside the warm-up.
         self.import_lock = threading.RLock()
-        self.loaded_ns: int | None = None  # when this process began importing the app
+        self._lock = LeaderLock(self.state_dir / HANDOVER_LOCK)
+        # The lock's generation when this process began importing the app (None: not yet).
+        self.generation: int | None = None
         self.retired = threading.Event()
         self._load: Callable[[], object] | None = None
         self._stale: Callable[[], list[str]] = list
@@ -134,8 +117,8 @@ class Handover:
 
     def mark_loading(self) -> None:
         """Note that the app is being imported now (a later hand-over covers this process)."""
-        if self.loaded_ns is None:
-            self.loaded_ns = time.time_ns()
+        if self.generation is None:
+            self.generation = self._lock.generation()
 
     def listen(
         self,
@@ -178,17 +161,14 @@ class Handover:
 
     def on_change(self, files: list[str]) -> None:
         """The monitor's on_change: lead a hand-over, or restart where this process is a standby."""
-        if not self.serving() or self.loaded_ns is None:
+        if not self.serving() or self.generation is None:
             restart_process(files)  # nobody's requests wait on this process
             return
         try:
-            with (self.state_dir / LOCK_NAME).open("r+") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                # A sibling led a hand-over after this process imported: the new group is
-                # newer than this process's code, and the retire message is on its way.
-                led = os.fstat(lock.fileno()).st_mtime_ns >= self.loaded_ns
-                if not led and self.serving():
-                    os.utime(lock.fileno())
+            # Not leading: a sibling led a hand-over since this process imported; the new group
+            # is newer than this process's code, and the retire message is on its way.
+            with self._lock.lead(self.generation) as leads:
+                if leads and self.serving():
                     self._lead(files)
         except OSError as exc:
             log(f"hand-over failed ({exc}); restarting this process")
@@ -304,7 +284,7 @@ class Handover:
                         self._send(index, pid, {"op": "warm"})
 
     def _preload(self) -> None:
-        if self._warmed or self.loaded_ns is not None:
+        if self._warmed or self.generation is not None:
             return
         names = preload.recorded(str(self.state_dir))
         if names is None:
@@ -339,7 +319,7 @@ class Handover:
                 self._preload()
             elif op == "go":
                 self._go(str(message.get("reply", "")))
-            elif op == "retire" and self.loaded_ns is not None:
+            elif op == "retire" and self.generation is not None:
                 self.record_modules()  # with what requests imported since
                 restart_process([])  # mod_wsgi finishes the requests in flight, then exits
                 self.retired.set()

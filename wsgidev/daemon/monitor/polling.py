@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from wsgidev.monitor.base import Monitor
+from wsgidev.daemon.monitor.base import Monitor
 
 
 class PollingMonitor(Monitor):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from django.utils import autoreload
 
-from wsgidev.monitor.base import log
-from wsgidev.monitor.globs import WatchGlob
+from wsgidev.daemon.monitor.base import log
+from wsgidev.daemon.monitor.globs import WatchGlob
 
 
 class MonitorReloader(autoreload.BaseReloader):  # type: ignore[misc]

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-MODULES_NAME = "preload.json"
+from wsgidev.shared import PRELOAD_NAME as MODULES_NAME
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-from wsgidev.monitor.state import FileState, file_state
+from wsgidev.daemon.monitor.state import FileState, file_state
 
 # A record younger than this may belong to an import still in progress: keep looking soon.
 RECENT_S = 1.0

@@ -1,0 +1,119 @@
+"""What the `wsgidev` command and the code inside the mod_wsgi daemons share: a leaf module.
+
+The command writes an EntrySpec into the generated entry script as a literal (the daemon cannot
+receive the Options object), and both sides agree on the names of the files in the server root.
+Nothing here imports the rest of wsgidev; the command side never imports wsgidev.daemon, and the
+daemon side never imports options or target.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# How new code comes in (see wsgidev/daemon/restart.py, which holds the table of strategies).
+RESTART_MODES = ("standby", "process", "server")
+# Daemon groups of the hand-over: the serving one and two standbys (see wsgidev/daemon/handover.py
+# and the README's Reloading section for why two).
+HANDOVER_GROUPS = 3
+
+# Files in the server root (wsgidev start's private folder) that the daemons share.
+CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
+HANDOVER_LOCK = "handover.lock"  # who leads a hand-over
+RESTART_LOCK = "restart.lock"  # who asks Apache for a graceful restart (--restart-mode server)
+PRELOAD_NAME = "preload.json"  # the serving process's library modules, for the standbys
+
+
+def route_name(index: int) -> str:
+    """The file whose presence sends requests to group index (the highest present wins; none: 0)."""
+    return f"route-{index}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitorSpec:
+    """How the daemon's reload monitor runs."""
+
+    watch: tuple[str, ...] = ()
+    backend: str = "auto"
+    poll_interval_s: float = 1.0
+    restart: str = "process"  # one of RESTART_MODES; standby and server need state_dir
+    state_dir: str | None = None  # wsgidev start's server root; None under a system Apache
+    groups: tuple[str, ...] = ()  # the hand-over's daemon groups, serving one first
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntrySpec:
+    """What a daemon process needs to load the app, written into the entry script."""
+
+    kind: str  # "script", "module" or "django"
+    label: str
+    script_path: str | None = None
+    module: str | None = None
+    callable: str = "application"
+    environ: tuple[tuple[str, str], ...] = ()
+    monitor: MonitorSpec | None = None
+    django_static: str = "none"  # "finders", "root" or "none"
+    random_delay_ms: int = 0
+    django: bool = field(init=False, repr=False, default=False)  # from kind and environ
+
+    def __post_init__(self) -> None:
+        is_django = self.kind == "django" or any(
+            name == "DJANGO_SETTINGS_MODULE" for name, _ in self.environ
+        )
+        object.__setattr__(self, "django", is_django)
+
+
+class LeaderLock:
+    """Who leads a restart among sibling processes: a generation number in a locked file.
+
+    Each process notes the generation when it starts serving its code. On a change, the first to
+    take the lock finds the generation it noted, leads, and counts one up; a sibling that comes
+    second finds a newer generation (a restart that covers it is under way) and does not lead.
+    A counter needs no clock: comparing a lock file's mtime with time.time_ns() mixes the
+    kernel's coarse file clock with the fine one.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def create(self) -> None:
+        """Write generation 0 (the command does, before any daemon starts)."""
+        self.path.write_text("0\n", encoding="ascii")
+
+    def generation(self) -> int:
+        """The generation now (0 when the file is missing or unreadable)."""
+        try:
+            return int(self.path.read_text(encoding="ascii").strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    @contextmanager
+    def lead(self, noted: int) -> Iterator[bool]:
+        """Hold the lock; true (and the generation counted up) when it is still `noted`."""
+        with self.path.open("r+", encoding="ascii") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = int(lock.read().strip() or 0)
+            except ValueError:
+                current = 0
+            leads = current == noted
+            if leads:
+                lock.seek(0)
+                lock.write(f"{current + 1}\n")
+                lock.truncate()
+                lock.flush()
+            yield leads
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    """Create what the daemons share in the server root: the control folder and the locks."""
+    (state_dir / CONTROL_DIR).mkdir(exist_ok=True)
+    LeaderLock(state_dir / HANDOVER_LOCK).create()
+    LeaderLock(state_dir / RESTART_LOCK).create()
