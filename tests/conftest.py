@@ -21,6 +21,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Every process the tests start runs as on a user's machine: these machines set both, users'
+# do not. With bytecode writing off, an edit served stale from __pycache__ went unseen here.
+MACHINE_ONLY_ENV = ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")
+for _name in MACHINE_ONLY_ENV:
+    os.environ.pop(_name, None)
+
 # A WSGI app that records each import (pid and a counter, hupper's trick) so tests can prove a
 # real restart happened, and not one too many; it reports its pid, in-flight count and peak.
 APP = """

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
+from wsgidev.daemon.monitor.bytecode import fresh_loader
 from wsgidev.daemon.monitor.state import FileState, file_state
 
 # A record younger than this may belong to an import still in progress: keep looking soon.
@@ -55,6 +56,7 @@ class ImportRecorder:
             return spec  # frozen, built-in, namespace package, or not found
         origin = os.path.abspath(spec.origin)
         state = file_state(origin)  # None inside a zip: nothing to watch
+        fresh_loader(spec)  # its bytecode cache is read only if it cannot hold older code
         if state is not None:
             with self._lock:
                 self._found[fullname] = (origin, state, time.monotonic())

@@ -1,0 +1,82 @@
+"""Bytecode caches that could hold older code are not trusted (wsgidev/daemon/monitor/bytecode.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from importlib.machinery import SourceFileLoader
+from pathlib import Path
+
+import pytest
+
+from wsgidev.daemon.monitor.bytecode import FreshSourceFileLoader, invalidate, racily_clean
+
+
+def load(path: Path, loader_class: type[SourceFileLoader]) -> object:
+    """Import path as a fresh module with the given loader, writing its bytecode cache."""
+    name = f"bytecode_probe_{path.stem}"
+    loader = loader_class(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module.VALUE  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def write_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+
+
+def same_second_edit(path: Path, text: str) -> None:
+    """Rewrite path with text of the same size, its mtime in the second of the last save."""
+    before = path.stat()
+    path.write_text(text)
+    assert path.stat().st_size == before.st_size
+    second_ns = before.st_mtime_ns // 1_000_000_000 * 1_000_000_000
+    os.utime(path, ns=(before.st_atime_ns, second_ns + 999_000_000))
+
+
+@pytest.mark.usefixtures("write_bytecode")
+def test_plain_importlib_serves_the_old_code(tmp_path: Path):
+    # What the fix is for: without it, the same-size edit in the same second is never seen.
+    module = tmp_path / "plain.py"
+    module.write_text("VALUE = 'v1'\n")
+    assert load(module, SourceFileLoader) == "v1"
+    same_second_edit(module, "VALUE = 'v2'\n")
+    assert load(module, SourceFileLoader) == "v1"
+
+
+@pytest.mark.usefixtures("write_bytecode")
+def test_a_racily_clean_cache_is_compiled_afresh(tmp_path: Path):
+    module = tmp_path / "fresh.py"
+    module.write_text("VALUE = 'v1'\n")
+    assert load(module, FreshSourceFileLoader) == "v1"
+    cache = importlib.util.cache_from_source(str(module))
+    assert os.path.exists(cache)
+    same_second_edit(module, "VALUE = 'v2'\n")
+    assert racily_clean(cache, str(module))
+    assert load(module, FreshSourceFileLoader) == "v2"
+
+
+@pytest.mark.usefixtures("write_bytecode")
+def test_a_cache_written_seconds_after_its_source_is_used(tmp_path: Path):
+    module = tmp_path / "settled.py"
+    module.write_text("VALUE = 'v1'\n")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns - 5_000_000_000))
+    assert load(module, FreshSourceFileLoader) == "v1"
+    cache = importlib.util.cache_from_source(str(module))
+    assert not racily_clean(cache, str(module))
+
+
+@pytest.mark.usefixtures("write_bytecode")
+def test_invalidate_removes_the_cache_of_a_changed_source(tmp_path: Path):
+    module = tmp_path / "restored.py"
+    module.write_text("VALUE = 'v1'\n")
+    load(module, SourceFileLoader)
+    cache = Path(importlib.util.cache_from_source(str(module)))
+    assert cache.exists()
+    invalidate([str(module), str(tmp_path / "template.html"), str(tmp_path / "missing.py")])
+    assert not cache.exists()
