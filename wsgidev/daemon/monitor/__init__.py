@@ -12,7 +12,9 @@ Hand-written WSGI scripts use it as ``import wsgidev.monitor; wsgidev.monitor.st
 (wsgidev/monitor.py is that public name).
 
     base.py            Monitor: baselines, settling, the restart decision, the thread
-    notify.py          NotifyMonitor: watchdog inotify notifications as hints
+    inotify.py         InotifyMonitor: one inotify descriptor, read by the monitor thread (Linux)
+    notify.py          NotifyMonitor: watchdog's native observer elsewhere (macOS FSEvents)
+    bytecode.py        no changed source runs from a bytecode cache of an older content
     polling.py         PollingMonitor: stat every file each interval
     watched.py         WatchedFiles: every file's baseline, globs, directories to watch
     imports.py         the import recorder, module files, traceback files
@@ -24,6 +26,7 @@ Hand-written WSGI scripts use it as ``import wsgidev.monitor; wsgidev.monitor.st
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -119,9 +122,13 @@ def create(backend: str = "auto", **options: Any) -> Monitor:
     if backend == "poll":
         return PollingMonitor(**options)
     if backend in ("auto", "inotify"):
+        if sys.platform.startswith("linux"):
+            from wsgidev.daemon.monitor.inotify import InotifyMonitor
+
+            return InotifyMonitor(**options)
         from wsgidev.daemon.monitor.notify import NotifyMonitor
 
-        return NotifyMonitor(**options)
+        return NotifyMonitor(**options)  # watchdog's native observer: FSEvents, kqueue
     raise ValueError(f"unknown monitor backend {backend!r}; expected one of {', '.join(BACKENDS)}")
 
 

@@ -1,6 +1,7 @@
-"""The notification backend: watchdog's inotify observer on the watched files' directories.
+"""The notification backend where there is no inotify: watchdog's native observer (macOS FSEvents).
 
-Why watchdog and not watchfiles, measured in this repository's venv on a 2-core VM (220 module
+On Linux, inotify.py is used instead: watchdog's InotifyObserver starts a thread per watched
+directory (see there). Why watchdog and not watchfiles, measured in this repository's venv on a 2-core VM (220 module
 directories of a Django project, 8-10 s idle, edit-to-event latency):
 
     watchfiles RustNotify, step 50 ms     idle CPU 0.20 %     latency 50-100 ms
