@@ -608,16 +608,39 @@ def test_daemon_mode_restart_sends_sigint_to_itself(monkeypatch: pytest.MonkeyPa
 def test_failing_notify_backend_falls_back_to_polling(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from wsgidev.daemon.monitor import notify
+    from wsgidev.daemon.monitor import inotify
 
-    def no_observer() -> Any:
+    def no_instance(**_: Any) -> Any:
         raise OSError(24, "inotify instance limit reached")
 
-    monkeypatch.setattr(notify, "_observer_class", no_observer)
+    monkeypatch.setattr(inotify, "INotify", no_instance)
     started = monitor.start(backend="inotify", on_change=Restarts())
     assert isinstance(started, monitor.PollingMonitor)
     started.stop()
     assert "inotify backend failed to start" in capsys.readouterr().err
+
+
+def test_one_thread_watches_every_directory(tmp_path: Path) -> None:
+    # watchdog's observer ran a thread per watched directory: 2,657 in a Wagtail site's daemon.
+    files = []
+    for index in range(300):
+        folder = tmp_path / f"pkg{index}"
+        folder.mkdir()
+        files.append(folder / "mod.py")
+        files[-1].write_text("X = 1\n")
+    before = threading.active_count()
+    restarts = Restarts()
+    started = monitor.start(
+        watch=[str(f) for f in files], backend="inotify", on_change=restarts, safety_interval_s=600
+    )
+    assert started is not None and started.name == "inotify"
+    try:
+        assert threading.active_count() - before == 1  # the monitor thread, reading the descriptor
+        files[-1].write_text("X = 2\n")  # the last directory armed is watched too
+        assert restarts.wait() == [str(files[-1])]
+    finally:
+        started.stop()
+    assert threading.active_count() == before
 
 
 def test_unknown_backend_is_an_error() -> None:

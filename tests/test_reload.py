@@ -77,6 +77,26 @@ def test_each_save_style_restarts_each_process_once(project: Path, start_server,
     assert len(lines) == 1 and "app.py" in lines[0], lines
 
 
+@pytest.mark.parametrize("mode", ["standby", "process", "server"])
+def test_same_size_edits_in_the_same_second_are_all_served(project: Path, start_server, mode: str):
+    # Python trusts __pycache__/app.*.pyc when the source's whole-second mtime and its size
+    # match the ones stamped in it: an edit that keeps both would run the old code.
+    server = start_server(
+        project, "app:application", "--processes", PROCESSES, "--restart-mode", mode
+    )
+    app = project / "app.py"
+    wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to import the app")
+    for index in range(1, 6):
+        before = app.stat()
+        set_version(app, f"e{index}")  # as long as "v1": the same size
+        # Pinned to the second of the previous save (a save within the same second).
+        second_ns = before.st_mtime_ns // 1_000_000_000 * 1_000_000_000
+        os.utime(app, ns=(before.st_atime_ns, second_ns + index * 1_000_000))
+        assert app.stat().st_size == before.st_size
+        wait_version(server, f"e{index}")
+    assert (project / "__pycache__").is_dir(), "bytecode was not written: not a user's machine"
+
+
 def test_a_burst_of_edits_gives_one_restart_per_process(project: Path, start_server):
     for index in range(30):
         (project / f"helper_{index}.py").write_text(f"N = {index}\n")

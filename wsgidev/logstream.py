@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from wsgidev import events
@@ -17,29 +19,50 @@ _RESET = "\x1b[0m"
 ACCESS_MARKER = "wsgidev-access\t"
 
 
+# Change events from sibling processes saved within this of each other, naming a file in
+# common, are one reload (each process of a group sees the same save and says so).
+SAME_SAVE_S = 1.0
+
+
 @dataclass
 class _Reload:
-    started: float
+    """A change reported by the daemons, until its new code serves."""
+
+    saved_at: float  # when the earliest file was saved (the daemons' estimate, see saved_at_s)
     files: list[str]
-    ready_pids: set[int] = field(default_factory=set)
+    by_flip: bool  # new code serves when the route flips (a hand-over), else when all imported
+
+    def same_save(self, saved_at: float, files: list[str]) -> bool:
+        return abs(saved_at - self.saved_at) < SAME_SAVE_S and bool(set(files) & set(self.files))
 
 
 class LogPrinter:
     """Formats log lines and reload events; safe to call from the two pipe-reader threads."""
 
     def __init__(
-        self, out: TextIO, *, processes: int, colour: bool, verbose: bool, reload: bool = True
+        self,
+        out: TextIO,
+        *,
+        processes: int,
+        colour: bool,
+        verbose: bool,
+        reload: bool = True,
+        handover: bool = False,
     ) -> None:
         self.out = out
         self.reload = reload
         self.processes = processes
+        # A hand-over's new code serves when the route flips; otherwise, once every process
+        # has imported the app since the save.
+        self.handover = handover
         self.colour = colour
         self.verbose = verbose
         self.lock = threading.Lock()
         self.first_ready = threading.Event()
         self.import_error: str | None = None
         self.last_traceback = ""
-        self.pending: _Reload | None = None
+        self.pending: list[_Reload] = []
+        self._imported_at: dict[int, float] = {}  # pid -> when its latest import of the app began
         self.apache_errors: list[str] = []
         self._last_once = ""
 
@@ -90,29 +113,39 @@ class LogPrinter:
     def _event(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         pid = int(event.get("pid", 0))
+        when = float(event.get("t", time.time()))
         if kind == "ready":
-            self._ready(pid, float(event.get("t", time.time())))
+            self._ready(pid, when, float(event.get("started_at", when)))
         elif kind == "import-error":
             self._import_error(pid, event)
         elif kind == "change":
             files = [str(f) for f in event.get("files", [])]
-            with self.lock:
-                if self.pending is None:
-                    self.pending = _Reload(started=float(event.get("t", time.time())), files=files)
-                else:
-                    self.pending.files.extend(f for f in files if f not in self.pending.files)
+            self._change(float(event.get("saved_at", when)), files)
         elif kind == "handover":
             if self.verbose:
                 self.write(
                     f"Handed over to {event.get('to')} in {float(event.get('seconds', 0)):.3f} s: "
                     f"{event.get('answers')}"
                 )
-            # Normally every standby's "ready" has completed the reload already; this covers a
-            # hand-over to fewer ready processes (a stale one was restarting).
-            self._reloaded(float(event.get("t", time.time())))
+            # The reloads whose files the leader handed over for (it names them, truncated).
+            handed = {str(f) for f in event.get("files", [])}
+            self._reloaded(when, lambda reload: bool(handed & set(reload.files)))
+        elif kind == "restart-in-place":
+            # The standbys were stale: the serving group restarts as in --restart-mode process.
+            handed = {str(f) for f in event.get("files", [])}
+            with self.lock:
+                for reload in self.pending:
+                    if handed & set(reload.files):
+                        reload.by_flip = False
+            if self.verbose:
+                self.write(f"Standbys stale ({event.get('answers')}): restarting the serving group")
+            self._reloaded(when, self._all_imported_since)
         elif kind == "handled":
             names = ", ".join(str(f) for f in event.get("files", []))
             self._once(f"handled:{names}", f"Picked up {names} without a restart")
+        elif kind == "standby-refresh" and self.verbose:
+            names = ", ".join(_short(str(f)) for f in event.get("files", []))
+            self.write(f"Standby process {pid} refreshing: it had imported {names}, which changed")
         elif kind == "preloaded" and self.verbose:
             django = " and Django's setup" if event.get("django_error") is None else ""
             self.write(
@@ -130,23 +163,40 @@ class LogPrinter:
             self._last_once = key
         self.write(text)
 
-    def _ready(self, pid: int, when: float) -> None:
+    def _change(self, saved_at: float, files: list[str]) -> None:
+        with self.lock:
+            for reload in self.pending:
+                if reload.same_save(saved_at, files):
+                    reload.saved_at = min(reload.saved_at, saved_at)
+                    reload.files.extend(f for f in files if f not in reload.files)
+                    return
+            self.pending.append(_Reload(saved_at=saved_at, files=files, by_flip=self.handover))
+        self._reloaded(time.time(), self._all_imported_since)  # a process may be ahead
+
+    def _ready(self, pid: int, when: float, started_at: float) -> None:
         with self.lock:
             self.import_error = None
-            complete = False
-            if self.pending is not None and when >= self.pending.started:
-                self.pending.ready_pids.add(pid)
-                complete = len(self.pending.ready_pids) >= self.processes
+            self._imported_at[pid] = started_at
         self.first_ready.set()
-        if complete:
-            self._reloaded(when)
+        self._reloaded(when, self._all_imported_since)
 
-    def _reloaded(self, when: float) -> None:
+    def _all_imported_since(self, reload: _Reload) -> bool:
+        """Whether as many processes as the group has imported the app since the save."""
+        if reload.by_flip:
+            return False
+        fresh = sum(1 for at in self._imported_at.values() if at >= reload.saved_at)
+        return fresh >= self.processes
+
+    def _reloaded(self, when: float, done: Callable[[_Reload], bool]) -> None:
+        """Print one line for each pending reload that done() says serves now."""
         with self.lock:
-            done, self.pending = self.pending, None
-        if done is not None and when >= done.started:
-            changed = ", ".join(done.files[:3]) + (" ..." if len(done.files) > 3 else "")
-            self.write(f"Reloaded in {when - done.started:.2f} s: {changed} changed")
+            finished = [reload for reload in self.pending if done(reload)]
+            self.pending = [reload for reload in self.pending if reload not in finished]
+        for reload in finished:
+            names = [_short(f) for f in reload.files]
+            changed = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+            seconds = max(0.0, when - reload.saved_at)
+            self.write(f"Reloaded in {seconds:.2f} s: {changed} changed")
 
     def _import_error(self, pid: int, event: dict[str, Any]) -> None:
         text = str(event.get("traceback", ""))
@@ -154,7 +204,7 @@ class LogPrinter:
             self.import_error = str(event.get("error", "import failed"))
             repeated = text == self.last_traceback
             self.last_traceback = text
-            self.pending = None
+            self.pending = []
         self.first_ready.set()
         if not repeated:
             self.write(f"The app failed to import: {self.import_error}\n{text.rstrip()}")
@@ -167,3 +217,12 @@ def _strip_remote(message: str) -> str:
     while message.startswith(("[remote ", "[script ", "[client ")) and "] " in message:
         message = message.split("] ", 1)[1]
     return message
+
+
+def _short(path: str) -> str:
+    """A changed file as the terminal shows it: relative to the working directory when inside it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative

@@ -48,8 +48,12 @@ def load(spec: EntrySpec) -> WSGIApp:
 
     def load_standby() -> WSGIApp:
         if handover.warm_error is not None:
-            return failed_app(spec, standby_monitor, handover.warm_error)
-        return import_app(spec, standby_monitor)
+            application = failed_app(spec, standby_monitor, handover.warm_error)
+        else:
+            application = import_app(spec, standby_monitor)
+        if handover.serving():
+            watch()  # a request after a flip that missed this process (it started late)
+        return application
 
     def watch() -> None:
         nonlocal standby_monitor
@@ -71,6 +75,7 @@ def load(spec: EntrySpec) -> WSGIApp:
 def import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
     """Import and wrap the app; on failure, an app that shows the traceback (and watch its files)."""
     started = time.perf_counter()
+    started_at = time.time()  # code saved before this is what the process serves
     try:
         # Wrapping can fail too (StaticFilesHandler checks STATIC_URL): show it like an import error.
         application = wrap(import_target(spec), spec)
@@ -82,7 +87,7 @@ def import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
         _load_django_urls(monitor)
     if monitor is not None:
         monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
-    events.emit("ready", import_s=round(time.perf_counter() - started, 4))
+    events.emit("ready", import_s=round(time.perf_counter() - started, 4), started_at=started_at)
     return application
 
 

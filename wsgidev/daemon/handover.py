@@ -10,9 +10,9 @@ On a change, the first monitor of the serving group to see it leads a hand-over 
 group in the ring (the one retired longest ago):
 
 1. it sends ``go`` to each of that group's processes (a datagram to the socket each one binds
-   in the server root); each one imports the app - the new code - and answers ``ready``, or
-   ``restarting`` when a file it had already imported changed too;
-2. once all have answered it flips the route: the next request goes to the new code;
+   in the server root); each one imports the app - the new code - starts watching, and answers
+   ``ready``, or ``stale`` when a file it had already imported changed too;
+2. once all have answered ready it flips the route: the next request goes to the new code;
 3. it sends ``retire`` to its own group: mod_wsgi lets their requests in flight finish, and
    Apache starts them again in its own time, as a standby.
 
@@ -20,8 +20,14 @@ Requests never wait for a process to start, and none is refused: every group's s
 bound the whole time (unlike a graceful restart of Apache, which rebinds them). A request that
 reaches a standby process (queued just before a flip) imports the app then, new code too.
 The second monitor of the serving group to see the change finds the lock's generation counted up
-since it loaded the app (wsgidev.shared.LeaderLock) and waits to be retired. A standby only records what it imports; it looks at those files once,
-when it is told to take over, and a stale one restarts instead of serving.
+since it loaded the app (wsgidev.shared.LeaderLock) and waits to be retired. A standby only
+records what it imports; it looks at those files once, when it is told to take over.
+
+When the standbys are stale (the edit was to settings.py, a models.py, a library: files
+django.setup() imported), no standby can serve it. The leader then restarts its own group in
+place, exactly as ``--restart-mode process`` would, and its new processes, once serving, tell
+every standby to look again: the stale ones restart then, after the new code serves rather
+than beside it, and warm afresh.
 """
 
 from __future__ import annotations
@@ -186,31 +192,36 @@ class Handover:
             reply_path.unlink()
         reply.bind(str(reply_path))
         go = {"op": "go", "reply": str(reply_path)}
-        answers: dict[str, str] = {}
         try:
             members = self._wait_for_members(standby, set(), 1)
-            for _ in range(2):
-                sent = {pid for pid in members if self._send(standby, pid, go)}
-                answers.update(self._collect(reply, sent))
-                stale = list(answers.values()).count("restarting")
-                if not stale or "ready" in answers.values():
-                    break
-                # Every standby had imported a file that changed (settings.py, a models.py):
-                # keep serving the old code while Apache starts them again, warmed afresh.
-                asked = {int(pid) for pid in answers}
-                members = self._wait_for_members(standby, asked, stale)
+            sent = {pid for pid in members if self._send(standby, pid, go)}
+            answers = self._collect(reply, sent)
         finally:
             reply.close()
             with contextlib.suppress(FileNotFoundError):
                 reply_path.unlink()
-        route_to(self.state_dir, standby, len(self.groups))
-        events.emit(
-            "handover",
-            to=self.groups[standby],
-            answers=answers,
-            seconds=round(time.time() - started, 4),
-        )
-        time.sleep(RETIRE_DELAY_S)
+        if "stale" in answers.values():
+            # The standbys had imported a file that changed (settings.py, a models.py, a library
+            # after pip install): none can serve it. Restart this group in place, as
+            # --restart-mode process does; once its new processes serve, they tell every
+            # standby to look, and the stale ones restart then, off the new code's way.
+            events.emit(
+                "restart-in-place",
+                group=self.groups[self.index],
+                files=files[:20],
+                answers=answers,
+                seconds=round(time.time() - started, 4),
+            )
+        else:
+            route_to(self.state_dir, standby, len(self.groups))
+            events.emit(
+                "handover",
+                to=self.groups[standby],
+                files=files[:20],
+                answers=answers,
+                seconds=round(time.time() - started, 4),
+            )
+            time.sleep(RETIRE_DELAY_S)
         for pid in self._members(self.index):
             self._send(self.index, pid, {"op": "retire"})
 
@@ -316,6 +327,8 @@ class Handover:
             if op == "close":
                 return
             if op == "warm":
+                if self.generation is None and self._refresh_if_stale():
+                    return
                 self._preload()
             elif op == "go":
                 self._go(str(message.get("reply", "")))
@@ -324,24 +337,32 @@ class Handover:
                 restart_process([])  # mod_wsgi finishes the requests in flight, then exits
                 self.retired.set()
 
+    def _refresh_if_stale(self) -> bool:
+        """Restart this standby if a file it imported changed since; whether it does."""
+        stale = self._stale()
+        if stale:
+            events.emit("standby-refresh", files=stale[:20], count=len(stale))
+            restart_process(stale)
+        return bool(stale)
+
     def _go(self, reply_path: str) -> None:
         stale = self._stale()
         if stale:
-            answer = "restarting"  # it imported old code before: only a new process is clean
+            # It imported old code before: only a new process is clean. It restarts when the
+            # serving group's new processes say they serve (op warm), not now, beside them.
+            answer = "stale"
         else:
             answer = "ready"
             assert self._load is not None
             self._load()  # an import error still loads: the error page is what serves
+            if self._activate is not None:
+                # Watching before the route flips (one inotify watch per folder: milliseconds
+                # for thousands); a save since the import compares unequal to its baseline.
+                self._activate()
         with contextlib.suppress(OSError):
             self._socket.sendto(json.dumps({"op": answer, "pid": os.getpid()}).encode(), reply_path)
-        # The rest is off the hand-over's path.
-        if stale:
-            log(f"standby process {os.getpid()} is stale ({stale[0]} changed); restarting it")
-            restart_process(stale)
-            return
-        if self._activate is not None:
-            self._activate()  # watching ~1,000 folders takes a moment
-        self.record_modules()
+        if not stale:
+            self.record_modules()  # off the hand-over's path
 
 
 def _alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wsgidev import events
+from wsgidev.daemon.monitor.bytecode import invalidate
 from wsgidev.daemon.monitor.globs import WatchGlob
 from wsgidev.daemon.monitor.imports import ImportRecorder, process_start_ns, traceback_files
 from wsgidev.daemon.monitor.state import STALE, FileState, file_state
@@ -146,10 +147,12 @@ class Monitor:
         self._recorder.uninstall()
         atexit.unregister(self.stop)
         self._wake()
-        self._close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
+        # Closed once the thread is out of its wait: it must not wait on a closed descriptor.
+        if thread is None or thread is threading.current_thread() or not thread.is_alive():
+            self._close()
 
     def record_imports(self) -> None:
         """Record imports and their files' states, but watch nothing until start() (a standby)."""
@@ -187,6 +190,7 @@ class Monitor:
         # hint: the paths a notification named; None compares every watched file (polling).
         if self._restarting:
             return []
+        seen_s = time.time()  # a hint arrived (or a look is due): the save was no later than this
         self._refresh()
         # Compared after their directories are watched: an edit from now on sends an event.
         fresh = self._files.take_unchecked()
@@ -196,7 +200,7 @@ class Monitor:
         self._settle(changed)
         if self._stopping.is_set():
             return []  # shutting down already: no signal, no event
-        self._dispatch(changed)
+        self._dispatch(changed, seen_s)
         return sorted(changed)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -256,8 +260,9 @@ class Monitor:
                 changed.update(new)
                 quiet_until = time.monotonic() + self.settle_s
 
-    def _dispatch(self, changed: dict[str, FileState | None]) -> None:
+    def _dispatch(self, changed: dict[str, FileState | None], seen_s: float) -> None:
         files = sorted(changed)
+        saved_at = saved_at_s(files, seen_s, self._started_ns or process_start_ns())
         django = self._django
         if (
             django is not None
@@ -266,10 +271,19 @@ class Monitor:
         ):
             # Handled in place (templates, translations): these states are the new baselines.
             self._files.accept(changed)
-            events.emit("handled", files=files[:MAX_EVENT_FILES], count=len(files))
+            events.emit(
+                "handled", files=files[:MAX_EVENT_FILES], count=len(files), saved_at=saved_at
+            )
             return
         self._restarting = True
-        events.emit("change", files=files[:MAX_EVENT_FILES], count=len(files), backend=self.name)
+        invalidate(files)  # before any new process imports them
+        events.emit(
+            "change",
+            files=files[:MAX_EVENT_FILES],
+            count=len(files),
+            backend=self.name,
+            saved_at=saved_at,
+        )
         self.on_change(files)
 
     def _refresh_django(self) -> None:
@@ -294,3 +308,22 @@ class Monitor:
     def _import_recorded(self) -> None:
         if self._armed:
             self._wake()
+
+
+def saved_at_s(files: Iterable[str], seen_s: float, process_started_ns: int | None) -> float:
+    """When the earliest of these changes was saved: the files' ctime or mtime where plausible
+    (after this process started, not after it was seen), else when the change was seen."""
+    # ctime is the kernel's own stamp of the change (a restored older mtime leaves it now);
+    # mtime is taken too, where a filesystem keeps no better ctime.
+    floor_ns = process_started_ns or 0
+    seen_ns = int(seen_s * 1_000_000_000)
+    earliest_ns = seen_ns
+    for path in files:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            continue  # deleted: only the notification's time is known
+        for stamp in (st.st_ctime_ns, st.st_mtime_ns):
+            if floor_ns <= stamp < earliest_ns:
+                earliest_ns = stamp
+    return earliest_ns / 1_000_000_000
