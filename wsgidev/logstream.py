@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -22,6 +23,9 @@ ACCESS_MARKER = "wsgidev-access\t"
 # Change events from sibling processes saved within this of each other, naming a file in
 # common, are one reload (each process of a group sees the same save and says so).
 SAME_SAVE_S = 1.0
+# A sibling may report a save after its reload has completed (it saw it later): the daemons
+# date a save by the file's ctime, so the same save carries the same stamp, within this.
+LATE_REPORT_S = 0.01
 
 
 @dataclass
@@ -32,8 +36,8 @@ class _Reload:
     files: list[str]
     by_flip: bool  # new code serves when the route flips (a hand-over), else when all imported
 
-    def same_save(self, saved_at: float, files: list[str]) -> bool:
-        return abs(saved_at - self.saved_at) < SAME_SAVE_S and bool(set(files) & set(self.files))
+    def same_save(self, saved_at: float, files: list[str], within_s: float = SAME_SAVE_S) -> bool:
+        return abs(saved_at - self.saved_at) < within_s and bool(set(files) & set(self.files))
 
 
 class LogPrinter:
@@ -62,6 +66,7 @@ class LogPrinter:
         self.import_error: str | None = None
         self.last_traceback = ""
         self.pending: list[_Reload] = []
+        self._done: deque[_Reload] = deque(maxlen=32)  # reported already: late siblings are not new
         self._imported_at: dict[int, float] = {}  # pid -> when its latest import of the app began
         self.apache_errors: list[str] = []
         self._last_once = ""
@@ -165,6 +170,8 @@ class LogPrinter:
 
     def _change(self, saved_at: float, files: list[str]) -> None:
         with self.lock:
+            if any(done.same_save(saved_at, files, LATE_REPORT_S) for done in self._done):
+                return
             for reload in self.pending:
                 if reload.same_save(saved_at, files):
                     reload.saved_at = min(reload.saved_at, saved_at)
@@ -192,6 +199,7 @@ class LogPrinter:
         with self.lock:
             finished = [reload for reload in self.pending if done(reload)]
             self.pending = [reload for reload in self.pending if reload not in finished]
+            self._done.extend(finished)
         for reload in finished:
             names = [_short(f) for f in reload.files]
             changed = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")

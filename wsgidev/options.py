@@ -6,14 +6,18 @@ import dataclasses
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from wsgidev.errors import WsgidevError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the back-port, the same parser
+    import tomli as tomllib
 
 LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 RELOAD_BACKENDS = ("auto", "inotify", "poll")
