@@ -63,6 +63,7 @@ CASES = {
     "unknown flag": (["--frobnicate"], ["--frobnicate"]),
     "missing Apache": (["--httpd", "/nonexistent/apache2"], ["Apache httpd not found", "apt-get"]),
     "bad env": (["--env", "NOEQUALS"], ["KEY=VALUE", "NOEQUALS=VALUE"]),
+    "standbys out of range": (["--standbys", "3"], ["--standbys", "1 or 2"]),
 }
 
 

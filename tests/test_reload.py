@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import http_get, wait_for
+from conftest import alive, descendants, http_get, wait_for
 from test_config import config_test, minimal_main_config, render, running
 
 from wsgidev.apache import find_apache
@@ -150,7 +150,7 @@ def test_each_reload_gets_one_honest_line(project: Path, start_server, mode: str
             wait_version(server, f"v{number + 1}")
         else:
             (project / "other.py").write_text("N = 2\n")
-            wait_for(lambda: len(imports(project)) >= 2 * (number + 1), 20, "the restart")
+            wait_for(lambda n=number: len(imports(project)) >= 2 * (n + 1), 20, "the restart")
         wait_for(lambda n=number: len(reload_lines(server)) >= n, 10, f"line {number}")
         client_s = time.monotonic() - saved
         line = reload_lines(server)[number - 1]
@@ -546,6 +546,24 @@ def test_standby_group_takes_over_and_the_old_one_waits_empty(project: Path, sta
         first = pid
     lines = [line for line in server.log().splitlines() if line.startswith("Reloaded in")]
     assert len(lines) == 2, server.log()
+
+
+def test_one_standby_group_hands_over_back_and_forth(project: Path, start_server):
+    server = start_server(project, "app:application", "--processes", "1", "--standbys", "1")
+    names = {
+        Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        for pid in descendants(server.process.pid)
+        if alive(pid)
+    }
+    assert any(name.startswith("(wsgidev.b:") for name in names), names
+    assert not any(name.startswith("(wsgidev.c:") for name in names), names
+    pids = [int(server.json()["pid"])]
+    for version in ("v2", "v3", "v4"):
+        set_version(project / "app.py", version)
+        wait_version(server, version)
+        pids.append(int(server.json()["pid"]))
+    assert len(set(pids)) == 4, pids  # each hand-over to a fresh process of the other group
+    wait_for(lambda: len(reload_lines(server)) == 3, 10, f"three reload lines\n{server.log()}")
 
 
 def test_process_restart_mode_restarts_each_daemon(project: Path, start_server):

@@ -98,9 +98,7 @@ def test_the_next_change_hands_back_to_the_first_group(state: Path, handovers, r
     assert "a again" in loads
 
 
-def test_stale_standbys_have_the_serving_group_restart_in_place(
-    state: Path, handovers, restarts
-):
+def test_stale_standbys_have_the_serving_group_restart_in_place(state: Path, handovers, restarts):
     loads: list[str] = []
     active = serving(state, handovers, loads=loads)
     waiting = handovers(state, GROUPS[1])

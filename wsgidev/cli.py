@@ -55,9 +55,15 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         "--restart-mode",
         choices=RESTART_MODES,
         help="standby (default): a warmed standby daemon group imports the new code, then "
-        "takes the requests (three groups of daemons); process: each daemon restarts itself "
+        "takes the requests (see --standbys); process: each daemon restarts itself "
         "(one group, ~1 s slower); "
         "server: graceful restart of Apache (a request in the switch-over may get 503)",
+    )
+    add(
+        "--standbys",
+        metavar="N",
+        help="standby daemon groups of the hand-over: 2 (default; quick edits find one warm) "
+        "or 1 (a group's memory less)",
     )
     add("--poll-interval", dest="poll_interval_s", metavar="S", help="poll backend interval")
     add("--static", metavar="URL=DIR", action="append", help="serve DIR at URL from Apache")

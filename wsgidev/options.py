@@ -58,8 +58,11 @@ class Options:
     reload_backend: str = "auto"
     # process: each daemon restarts itself (no request ever fails; Apache respawns it within its
     # once-a-second maintenance tick). server: graceful restart of the whole Apache (about 0.1 s,
-    # but a request arriving in the switch-over can get a 503). See wsgidev/monitor/restart.py.
+    # but a request arriving in the switch-over can get a 503). See wsgidev/daemon/restart.py.
     restart_mode: str = "standby"
+    # Standby groups of the hand-over: two keep one warm for edits that come quickly; one
+    # costs a group's memory less (README: Reloading, the trade-off measured).
+    standbys: int = 2
     poll_interval_s: float = 1.0
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()
@@ -100,6 +103,11 @@ class Options:
             raise WsgidevError(
                 f"--restart-mode {self.restart_mode!r} is unknown",
                 f"use one of {', '.join(RESTART_MODES)}",
+            )
+        if self.standbys not in (1, 2):
+            raise WsgidevError(
+                f"--standbys must be 1 or 2, got {self.standbys}",
+                "pass --standbys 1 to save memory, or --restart-mode process for no standby",
             )
         for name in ("shutdown_timeout_s", "queue_timeout_s", "request_timeout_s"):
             if getattr(self, name) < 0:

@@ -18,7 +18,7 @@ from wsgidev import __version__
 from wsgidev.apache import ApacheInstall
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
-from wsgidev.shared import HANDOVER_GROUPS, EntrySpec, MonitorSpec, route_name
+from wsgidev.shared import EntrySpec, MonitorSpec, route_name
 from wsgidev.target import Target
 
 ENTRY_SCRIPT_NAME = "entry.wsgi"
@@ -95,7 +95,7 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
     bracketed = f"[{host}]" if ":" in host else host
     project = _project_name(target)
     python_path = tuple(dict.fromkeys((target.project_dir, *options.python_path)))
-    groups = process_groups(target)
+    groups = process_groups(options, target)
     return Layout(
         entry_script_path=str(entry_script_path),
         entry_dir=str(entry_script_path.parent),
@@ -122,10 +122,10 @@ def _project_name(target: Target) -> str:
     return re.sub(r"[^\w.-]", "_", Path(target.project_dir).name) or "app"
 
 
-def process_groups(target: Target) -> tuple[str, ...]:
-    """The daemon group that serves first, then the standby groups where hand-overs are on."""
+def process_groups(options: Options, target: Target) -> tuple[str, ...]:
+    """The daemon group that serves first, then the standby groups of the hand-over."""
     group = f"{PROCESS_GROUP}-{_project_name(target)}"
-    return (group, *(f"{group}-{_group_letter(index)}" for index in range(1, HANDOVER_GROUPS)))
+    return (group, *(f"{group}-{_group_letter(index)}" for index in range(1, options.standbys + 1)))
 
 
 def _group_letter(index: int) -> str:
@@ -160,7 +160,7 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> Entry
             poll_interval_s=options.poll_interval_s,
             restart=mode,
             state_dir=state_dir,
-            groups=process_groups(target) if mode == "standby" else (),
+            groups=process_groups(options, target) if mode == "standby" else (),
         )
     return EntrySpec(
         kind=target.kind,
@@ -220,7 +220,7 @@ def render_standalone(
             server_root=str(server_root),
             conf=layout(options, target, server_root / ENTRY_SCRIPT_NAME),
             standby=uses_standby(options, str(server_root)),
-            routes=[str(server_root / route_name(index)) for index in range(HANDOVER_GROUPS)],
+            routes=[str(server_root / route_name(index)) for index in range(options.standbys + 1)],
             mpm=mpm_sizing(options),
             modules=MODULES,
         )

@@ -20,9 +20,6 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # How new code comes in (see wsgidev/daemon/restart.py, which holds the table of strategies).
 RESTART_MODES = ("standby", "process", "server")
-# Daemon groups of the hand-over: the serving one and two standbys (see wsgidev/daemon/handover.py
-# and the README's Reloading section for why two).
-HANDOVER_GROUPS = 3
 
 # Files in the server root (wsgidev start's private folder) that the daemons share.
 CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
