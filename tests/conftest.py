@@ -132,6 +132,16 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def holds_for(predicate: Callable[[], bool], duration_s: float, what: str) -> None:
+    """Check predicate throughout duration_s (nothing more happens), failing as soon as it breaks."""
+    deadline = time.monotonic() + duration_s
+    while True:
+        assert predicate(), f"{what} stopped holding"
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
+
+
 def http_get(url: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
     """Status and body of a GET; HTTP errors are answers, not exceptions."""
     try:

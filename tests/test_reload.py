@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import alive, descendants, http_get, wait_for
+from conftest import alive, descendants, holds_for, http_get, wait_for
 from test_config import config_test, minimal_main_config, render, running
 
 from wsgidev.apache import find_apache
@@ -182,7 +182,7 @@ def test_same_size_edits_in_the_same_second_are_all_served(project: Path, start_
     assert (project / "__pycache__").is_dir(), "bytecode was not written: not a user's machine"
 
 
-def test_a_burst_of_edits_gives_one_restart_per_process(project: Path, start_server):
+def test_a_burst_of_edits_gives_one_reload(project: Path, start_server):
     for index in range(30):
         (project / f"helper_{index}.py").write_text(f"N = {index}\n")
     app = project / "app.py"
@@ -191,9 +191,11 @@ def test_a_burst_of_edits_gives_one_restart_per_process(project: Path, start_ser
     wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to preload the app")
     for index in range(30):  # a git checkout touching 30 files
         (project / f"helper_{index}.py").write_text(f"N = {index + 100}\n")
-    wait_for(lambda: len(imports(project)) >= 4, 20, f"a restart\n{server.log()}")
-    time.sleep(1.5)
-    assert len(imports(project)) == 4, imports(project)
+    wait_for(lambda: len(imports(project)) >= 4, 20, f"a reload\n{server.log()}")
+    wait_for(lambda: reload_lines(server), 10, "the reload line")
+    # One reload: no second import comes after the settle time.
+    holds_for(lambda: len(imports(project)) == 4, 1.5, "one reload's two imports")
+    assert len(reload_lines(server)) == 1, server.log()
 
 
 def test_module_imported_lazily_at_request_time_is_watched(project: Path, start_server):
@@ -247,7 +249,8 @@ def test_requests_during_reloads_wait_and_succeed(project: Path, start_server):
         thread.start()
     try:
         for version in ("v2", "v3", "v4"):
-            time.sleep(0.5)
+            count = len(seen)
+            wait_for(lambda c=count: len(seen) == c and failures == [], 5, "the clients to run")
             set_version(project / "app.py", version)
             wait_for(lambda v=version: v in seen, 20, f"{version} to be served")
     finally:
@@ -270,8 +273,7 @@ def test_watch_option_globs_extra_files(project: Path, start_server):
 def test_no_reload_leaves_the_old_code_running(project: Path, start_server):
     server = start_server(project, "app:application", "--processes", "1", "--no-reload")
     set_version(project / "app.py", "v2")
-    time.sleep(2.0)
-    assert versions(server, 3) == {"v1"}
+    holds_for(lambda: versions(server, 3) == {"v1"}, 2.0, "the old code serving")
     assert len(imports(project)) == 1
 
 
@@ -326,13 +328,13 @@ def test_django_template_edit_shows_without_a_restart(tmp_path: Path, start_serv
     assert "Reloaded in" not in server.log()
 
 
-def test_django_python_edit_restarts(tmp_path: Path, start_server):
+def test_django_python_edit_reloads(tmp_path: Path, start_server):
     site = _django_site(tmp_path)
     server = start_server(site, "--processes", "1")
     pid = json.loads(server.get("/")[1])["pid"]
     views = site / "testapp" / "views.py"
     views.write_text(views.read_text() + "\nEDITED = True\n")
-    wait_for(lambda: json.loads(server.get("/")[1])["pid"] != pid, 20, f"restart\n{server.log()}")
+    wait_for(lambda: json.loads(server.get("/")[1])["pid"] != pid, 20, f"reload\n{server.log()}")
 
 
 def test_django_standby_is_warmed_and_a_settings_edit_still_reloads(tmp_path: Path, start_server):
@@ -370,13 +372,13 @@ def test_django_settings_broken_then_fixed_recovers(tmp_path: Path, start_server
     site = _django_site(tmp_path)
     settings = site / "testsite" / "settings.py"
     good = settings.read_text()
-    server = start_server(site, "--processes", "1")
+    server = start_server(site, "--processes", "1", "--log-level", "info")
     assert server.get("/")[0] == 200
-    # Broken three times over, with time for the standby groups to warm in between: by the
-    # third, the group asked warmed with the first breakage, and must see that settings.py has
-    # changed since (its failed import's files count) rather than show that old error.
+    # Broken three times over, the standby groups warm in between (each breakage makes both
+    # stale: they restart and warm again, with the broken settings): each must see that
+    # settings.py has changed since (its failed import's files count) rather than show an old error.
     for version in (1, 2, 3):
-        time.sleep(3)
+        wait_for(lambda v=version: warmed(server) >= 2 * v, 30, f"warm standbys\n{server.log()}")
         settings.write_text(good + f"\nraise RuntimeError('settings broken {version}')\n")
         # The exception's own line: a traceback's source lines are read when it is formatted.
         expected = f"RuntimeError: settings broken {version}".encode()
@@ -459,9 +461,8 @@ def test_monitor_refuses_embedded_mode_and_never_signals_apache(tmp_path: Path):
         assert status == 200 and body.startswith(b"staged-1 ")
         child = body.split()[1]
         (tmp_path / "handwritten" / "staged.py").write_text("VALUE = 'staged-2'\n")
-        time.sleep(2.0)
-        status, body = http_get(url)
-        assert status == 200 and body == b"staged-1 " + child  # same child, old code
+        # The same child keeps the old code: nothing restarts it.
+        holds_for(lambda: http_get(url) == (200, b"staged-1 " + child), 2.0, "the old code")
     error_log = (root / "logs" / "error.log").read_text()
     assert "embedded mode" in error_log
 
@@ -481,7 +482,7 @@ def test_monitor_in_the_apache_snippet(project: Path, tmp_path: Path):
         wait_for(lambda: json.loads(http_get(url)[1])["version"] == "v2", 20, "v2 served")
 
 
-def test_git_checkout_of_many_files_restarts_once(project: Path, start_server, tmp_path: Path):
+def test_git_checkout_of_many_files_reloads_once(project: Path, start_server, tmp_path: Path):
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     for index in range(10):
@@ -498,9 +499,9 @@ def test_git_checkout_of_many_files_restarts_once(project: Path, start_server, t
     server = start_server(project, "app:application", "--processes", "1")
     before = len(imports(project))
     subprocess.run([*git, "checkout", "-q", "HEAD~1", "--", "."], cwd=project, check=True)
-    wait_for(lambda: len(imports(project)) > before, 20, f"a restart\n{server.log()}")
-    time.sleep(1.5)
-    assert len(imports(project)) == before + 1
+    wait_for(lambda: len(imports(project)) > before, 20, f"a reload\n{server.log()}")
+    holds_for(lambda: len(imports(project)) == before + 1, 1.5, "one reload's import")
+    assert len(reload_lines(server)) == 1, server.log()
 
 
 def test_a_request_in_flight_during_a_reload_finishes(project: Path, start_server):
@@ -508,7 +509,7 @@ def test_a_request_in_flight_during_a_reload_finishes(project: Path, start_serve
     answer: list[tuple[int, bytes]] = []
     slow = threading.Thread(target=lambda: answer.append(server.get("/sleep?s=2", 30)))
     slow.start()
-    time.sleep(0.3)
+    wait_for(lambda: server.json()["peak"] == 2, 5, "the slow request to be in flight")
     set_version(project / "app.py", "v2")
     wait_version(server, "v2")
     slow.join(30)
@@ -523,22 +524,26 @@ def test_server_restart_mode_reloads_every_process_at_once(project: Path, start_
     wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to preload the app")
     set_version(project / "app.py", "v2", "rename")
     wait_version(server, "v2")
-    time.sleep(0.5)
-    assert len(imports(project)) == 4, imports(project)
-    wait_for(lambda: "Reloaded in" in server.log(), 10, "the reload line")
+    wait_for(lambda: reload_lines(server), 10, "the reload line")
+    holds_for(lambda: len(imports(project)) == 4, 0.5, "one import by each new daemon")
+
+
+def warmed(server) -> int:
+    """How many standby processes have said they are warm (--log-level info)."""
+    return sum(" warmed: " in line for line in server.log().splitlines())
 
 
 def test_standby_group_takes_over_and_the_old_one_waits_empty(project: Path, start_server):
-    server = start_server(project, "app:application", "--processes", "1")
+    server = start_server(project, "app:application", "--processes", "1", "--log-level", "info")
     wait_for(lambda: len(imports(project)) == 1, 10, "the serving daemon to import the app")
-    time.sleep(1.0)  # the standby daemon has started by now, and imported nothing
-    assert len(imports(project)) == 1, imports(project)
+    wait_for(lambda: warmed(server) == 2, 20, f"both standbys to warm\n{server.log()}")
+    assert len(imports(project)) == 1, imports(project)  # warm, and the app not imported
     first = json.loads(server.get("/")[1])["pid"]
     for round_, version in enumerate(("v2", "v3"), start=2):
         set_version(project / "app.py", version)
         wait_version(server, version)
         # Exactly one import per hand-over: the standby's; the retired group comes back empty.
-        time.sleep(1.5)
+        wait_for(lambda r=round_: warmed(server) == r + 1, 20, "the retired group back, warm")
         assert len(imports(project)) == round_, imports(project)
         pid = json.loads(server.get("/")[1])["pid"]
         assert pid != first
@@ -574,7 +579,7 @@ def test_process_restart_mode_restarts_each_daemon(project: Path, start_server):
     pids = {json.loads(server.get("/")[1])["pid"] for _ in range(8)}
     set_version(project / "app.py", "v2", "rename")
     wait_version(server, "v2")
-    time.sleep(0.5)
-    assert len(imports(project)) == 4, imports(project)
+    wait_for(lambda: reload_lines(server), 10, "the reload line")
+    holds_for(lambda: len(imports(project)) == 4, 0.5, "one import by each new daemon")
     new_pids = {json.loads(server.get("/")[1])["pid"] for _ in range(8)}
     assert not pids & new_pids

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import alive, descendants, http_get, port_is_free, wait_for
+from conftest import alive, descendants, holds_for, http_get, port_is_free, wait_for
 
 
 def _parallel_get(url: str, count: int, timeout_s: float = 60.0) -> list[tuple[int, bytes]]:
@@ -89,8 +89,7 @@ def test_terminal_resize_does_not_stop_the_server(project: Path, start_server):
     assert server.process is not None
     # A resize signals the terminal's foreground process group: wsgidev's, not Apache's.
     os.killpg(server.process.pid, signal.SIGWINCH)
-    time.sleep(1.0)
-    assert server.process.poll() is None
+    holds_for(lambda: server.process.poll() is None, 1.0, "wsgidev running")
     assert server.get("/")[0] == 200
     assert all(alive(pid) for pid in server.apache_pids)
 
