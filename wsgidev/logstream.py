@@ -151,6 +151,11 @@ class LogPrinter:
         elif kind == "standby-refresh" and self.verbose:
             names = ", ".join(_short(str(f)) for f in event.get("files", []))
             self.write(f"Standby process {pid} refreshing: it had imported {names}, which changed")
+        elif kind == "watching" and self.verbose:
+            self.write(
+                f"Process {pid} watches {event.get('file_count')} files in {event.get('dir_count')} "
+                f"folders ({event.get('backend')})"
+            )
         elif kind == "preloaded" and self.verbose:
             django = " and Django's setup" if event.get("django_error") is None else ""
             self.write(

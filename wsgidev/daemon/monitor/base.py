@@ -67,6 +67,7 @@ class Monitor:
         self._app_loaded = False
         self._django: DjangoSignals | None = None
         self._armed = False
+        self._counted_dirs = 0  # the folder count last reported
         self._restarting = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -240,6 +241,11 @@ class Monitor:
         if self._app_loaded:
             self._refresh_django()
         self._hand_over_dirs()
+        files, dirs = self._files.counts
+        if self._app_loaded and self._armed and dirs > self._counted_dirs * 1.1:
+            # When the app is in, and again as request-time imports add a tenth more folders.
+            self._counted_dirs = dirs
+            events.emit("watching", file_count=files, dir_count=dirs, backend=self.name)
 
     def _changed(self, hint: set[str] | None) -> dict[str, FileState | None]:
         changed = self._files.changed(hint)

@@ -45,6 +45,11 @@ class WatchedFiles:
     def __contains__(self, path: str) -> bool:
         return path in self._baselines
 
+    @property
+    def counts(self) -> tuple[int, int]:
+        """How many files have a baseline, and in how many watched directories."""
+        return len(self._baselines), len(self._watched_dirs)
+
     def add(self, path: str, state: FileState | None, *, restart: bool = False) -> None:
         """Watch a file, judged against state (None: it did not exist); restart: never offer it to Django."""
         if restart:
