@@ -157,9 +157,14 @@ class LogPrinter:
                 f"folders ({event.get('backend')})"
             )
         elif kind == "preloaded" and self.verbose:
-            django = " and Django's setup" if event.get("django_error") is None else ""
+            if not event.get("full", True):
+                what = " (libraries; the rest when its group is next)"
+            elif event.get("django") and event.get("django_error") is None:
+                what = " and Django's setup"
+            else:
+                what = ""
             self.write(
-                f"Standby process {pid} warmed: {event.get('imported', 0)} modules{django} "
+                f"Standby process {pid} warmed: {event.get('imported', 0)} modules{what} "
                 f"in {float(event.get('seconds', 0)):.2f} s"
             )
         elif kind == "refused":
