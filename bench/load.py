@@ -13,7 +13,8 @@ HOST = "127.0.0.1"
 PROBE_PATH = "/bench/probe"
 REQUEST_TIMEOUT_S = 10.0
 # Each client pauses between requests so the load leaves the server's reload some CPU on a
-# two-core machine; it pauses longer after an error so a refused port is not hammered.
+# two-core machine (the rapid scenario's clients do not); it pauses longer after an error so a
+# refused port is not hammered.
 PAUSE_S = 0.01
 PAUSE_AFTER_ERROR_S = 0.02
 
@@ -29,7 +30,9 @@ class Sample:
     error: str | None = None
     pid: int | None = None
     value: str | None = None
+    model: str | None = None
     tpl: str | None = None
+    tasks: int | None = None  # threads of the process that answered (/proc/self/task)
 
     @property
     def failed(self) -> bool:
@@ -66,9 +69,10 @@ def _error_kind(exc: BaseException) -> str:
 class Load:
     """`clients` threads, each looping on GET until stop(); samples grow as answers arrive."""
 
-    def __init__(self, port: int, clients: int = 4) -> None:
+    def __init__(self, port: int, clients: int = 4, pause_s: float = PAUSE_S) -> None:
         self.port = port
         self.clients = clients
+        self.pause_s = pause_s
         self.samples: list[Sample] = []
         self._stop_event = threading.Event()
         self._threads = [
@@ -97,7 +101,7 @@ class Load:
                 continue
             end = time.monotonic()
             fields = parse_probe(body) if status == 200 else {}
-            pid = fields.get("pid", "")
+            pid, tasks = fields.get("pid", ""), fields.get("tasks", "")
             self.samples.append(
                 Sample(
                     client,
@@ -106,18 +110,50 @@ class Load:
                     status,
                     pid=int(pid) if pid.isdigit() else None,
                     value=fields.get("value"),
+                    model=fields.get("model"),
                     tpl=fields.get("tpl"),
+                    tasks=int(tasks) if tasks.isdigit() else None,
                 )
             )
-            self._stop_event.wait(PAUSE_S)
+            if self.pause_s:
+                self._stop_event.wait(self.pause_s)
 
     def failures(self) -> Counter[str]:
         """Failed requests by kind ('refused', 'reset', 'timeout', 'http 500', ...)."""
         return Counter(s.error or f"http {s.status}" for s in list(self.samples) if s.failed)
 
 
+def shows(sample: Sample, field: str, wanted: str | frozenset[str]) -> bool:
+    """Whether the sample is a 200 whose `field` is wanted (or one of the wanted values: a later
+    edit's value shows an earlier edit too, when a request crosses the next save)."""
+    if sample.status != 200:
+        return False
+    got = getattr(sample, field)
+    return got == wanted if isinstance(wanted, str) else got in wanted
+
+
+def every_client_on(
+    samples: list[Sample], first_index: int, clients: int, field: str, wanted: str
+) -> bool:
+    """Whether each client's latest answer since samples[first_index] is `wanted` (a cheap test
+    to run while waiting; settled_at() gives the time afterwards)."""
+    latest: dict[int, bool] = {}
+    for index in range(len(samples) - 1, first_index - 1, -1):
+        sample = samples[index]
+        if sample.client not in latest:
+            latest[sample.client] = shows(sample, field, wanted)
+            if len(latest) == clients:
+                break
+    return len(latest) == clients and all(latest.values())
+
+
 def settled_at(
-    samples: list[Sample], clients: int, since: float, until: float, field: str, wanted: str
+    samples: list[Sample],
+    clients: int,
+    since: float,
+    until: float,
+    field: str,
+    wanted: str | frozenset[str],
 ) -> float | None:
     """When every client started getting `wanted` for good: per client, the answer time of the
     first wanted answer after its last unwanted (or failed) one, sent in [since, until); the
@@ -128,7 +164,7 @@ def settled_at(
         mine.sort(key=lambda s: s.start)
         first_good: float | None = None
         for sample in mine:
-            if sample.status == 200 and getattr(sample, field) == wanted:
+            if shows(sample, field, wanted):
                 if first_good is None:
                     first_good = sample.end
             else:

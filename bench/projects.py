@@ -1,22 +1,29 @@
 """The projects the benchmark serves, made afresh in a temporary folder on every run.
 
 small: a copy of the bundled demo/ site (Django + SQLite).
-large: a Wagtail site from `wagtail start` (Wagtail's admin pulls in 1,500+ modules).
+large: a Wagtail site from `wagtail start`, grown to a real site's size (bench/largesite.py).
 Both get the benchprobe app mounted at /bench/ and a migrated SQLite database.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import largesite
+
 REPO = Path(__file__).resolve().parent.parent
 PROBE_APP = Path(__file__).resolve().parent / "benchprobe"
 SETUP_TIMEOUT_S = 300
+# This machine sets the first two; users' machines do not, and they change what is measured
+# (no .pyc files written, unbuffered output). The third would override each project's own
+# settings. Nothing the benchmark starts inherits them.
+MACHINE_ONLY_ENV = ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "DJANGO_SETTINGS_MODULE")
 
 # Appended to the project's settings and root URLconf: the probe app, ahead of any catch-all.
 SETTINGS_TAIL = '\nINSTALLED_APPS = [*INSTALLED_APPS, "benchprobe"]\n'
@@ -63,6 +70,11 @@ class Project:
         return self.path / "benchprobe" / "views.py"
 
     @property
+    def models_path(self) -> Path:
+        """The models module the rapid scenario's models.py edits change (django.setup() imports it)."""
+        return self.path / "benchprobe" / "models.py"
+
+    @property
     def template_path(self) -> Path:
         """The template each template edit changes."""
         return self.path / "benchprobe" / "templates" / "benchprobe" / "probe.txt"
@@ -89,15 +101,24 @@ def make_small(root: Path, python: Path) -> Project:
 
 
 def make_large(root: Path, python: Path) -> Project:
-    """A new Wagtail site (`wagtail start`) with the probe app and a fresh database."""
+    """A new Wagtail site (`wagtail start`) grown to a real site's size (bench/largesite.py),
+    with the probe app and a fresh database."""
     path = root / "bigsite"
     path.mkdir()
     wagtail = python.parent / "wagtail"
     _run([str(wagtail), "start", "bigsite", str(path)], cwd=root)
+    apps = len(largesite.HAND_APPS) + len(largesite.SECTIONS)
     project = Project(
-        key="large", title="Wagtail site (wagtail start)", path=path, wsgi_module="bigsite.wsgi"
+        key="large",
+        title=f"Wagtail site (wagtail start + optional apps + {apps} project apps)",
+        path=path,
+        wsgi_module="bigsite.wsgi",
     )
-    _add_probe(project, path / "bigsite" / "settings" / "base.py", path / "bigsite" / "urls.py")
+    settings_path = path / "bigsite" / "settings" / "base.py"
+    urls_path = path / "bigsite" / "urls.py"
+    new_models = largesite.grow(path, settings_path, urls_path)
+    _add_probe(project, settings_path, urls_path)
+    _run([str(python), "manage.py", "makemigrations", "-v", "0", *new_models], cwd=path)
     _migrate(project, python)
     return project
 
@@ -116,9 +137,20 @@ def _migrate(project: Project, python: Path) -> None:
     _run([str(python), "manage.py", "migrate", "--noinput", "-v", "0"], cwd=project.path)
 
 
+def user_env() -> dict[str, str]:
+    """This process's environment as a user's shell would give it (see MACHINE_ONLY_ENV)."""
+    return {k: v for k, v in os.environ.items() if k not in MACHINE_ONLY_ENV}
+
+
 def _run(command: list[str], cwd: Path) -> None:
     result = subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=SETUP_TIMEOUT_S, check=False
+        command,
+        cwd=cwd,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=SETUP_TIMEOUT_S,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
@@ -131,6 +163,7 @@ def time_import(project: Project, python: Path, runs: int = 3) -> ImportTiming:
         result = subprocess.run(
             [str(python), "-c", _IMPORT_TIMER, project.wsgi_module],
             cwd=project.path,
+            env=user_env(),
             capture_output=True,
             text=True,
             timeout=SETUP_TIMEOUT_S,

@@ -2,54 +2,31 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import report_rapid
 from bench.edits import SAVE_STYLES
+from bench.figures import failures, latencies, missed, p50, percentile, ratio, seconds
 from bench.projects import ImportTiming, Project
-from bench.scenario import EditResult, ServerResult, Settings
+from bench.rapid import RapidResult, RapidSettings
+from bench.scenario import CLIENTS, EditResult, ServerResult, Settings
 from bench.servers import SERVERS
 
 BEGIN_MARK = "<!-- bench:results:begin -->"
 END_MARK = "<!-- bench:results:end -->"
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+@dataclass(frozen=True, kw_only=True)
+class ProjectResults:
+    """One project's results: the standard scenario per server, and the rapid one if it ran."""
 
-
-def _s(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
-
-
-def _ratio(value: float | None, base: float | None) -> str:
-    if value is None or not base:
-        return "–"
-    return f"{value / base:.2f}×"
-
-
-def _latencies(edits: Sequence[EditResult]) -> list[float]:
-    return [e.latency_s for e in edits if e.latency_s is not None]
-
-
-def _p50(edits: Sequence[EditResult]) -> float | None:
-    return percentile(_latencies(edits), 50)
-
-
-def _missed(edits: Sequence[EditResult], skipped: int = 0) -> str:
-    missed = sum(e.missed for e in edits)
-    text = f"{missed} of {len(edits)}"
-    return text + f" ({skipped} more skipped)" if skipped else text
+    project: Project
+    timing: ImportTiming
+    standard: list[ServerResult] = field(default_factory=list)
+    rapid: list[RapidResult] = field(default_factory=list)
 
 
 def _missed_by_style(edits: Sequence[EditResult]) -> str:
@@ -58,15 +35,6 @@ def _missed_by_style(edits: Sequence[EditResult]) -> str:
         mine = [e for e in edits if e.style == style]
         parts.append(f"{sum(e.missed for e in mine)}/{len(mine)}")
     return " · ".join(parts)
-
-
-def _failures(result: ServerResult) -> str:
-    total = sum(result.failures.values())
-    text = f"{total} of {result.requests:,}"
-    if total:
-        kinds = ", ".join(f"{kind} {n}" for kind, n in result.failures.most_common())
-        text += f" ({kinds})"
-    return text
 
 
 def _cpu(result: ServerResult) -> str:
@@ -83,20 +51,35 @@ def _template_restart(result: ServerResult) -> str:
     return "no" if restarted == 0 else f"yes ({restarted} of {len(result.templates)})"
 
 
+def _count(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
 def project_section(
-    project: Project, timing: ImportTiming, results: Sequence[ServerResult], settings: Settings
+    outcome: ProjectResults, settings: Settings, rapid_settings: RapidSettings
 ) -> str:
-    """The tables for one project."""
-    base = next((r for r in results if r.server == "runserver"), None)
-    base_p50 = _p50(base.code) if base else None
-    base_cpu = base.idle_cpu_s if base else None
+    """The tables for one project: the standard scenario's, then the rapid one's."""
+    project, timing = outcome.project, outcome.timing
     lines = [
         f"### {project.key}: {project.title}",
         "",
-        f"App import + first request in a fresh interpreter: **{_s(timing.seconds)}**, "
+        f"App import + first request in a fresh interpreter: **{seconds(timing.seconds)}**, "
         f"**{timing.modules:,} modules** in `sys.modules` (median of 3).",
         "",
-        f"Reload of a `.py` edit, {settings.code_edits} edits under a {4}-client loop "
+    ]
+    if outcome.standard:
+        lines.append(_standard_tables(outcome.standard, settings))
+    if outcome.rapid:
+        lines.append(report_rapid.rapid_tables(outcome.rapid, rapid_settings))
+    return "\n".join(lines)
+
+
+def _standard_tables(results: Sequence[ServerResult], settings: Settings) -> str:
+    base = next((r for r in results if r.server == "runserver"), None)
+    base_p50 = p50(base.code) if base else None
+    base_cpu = base.idle_cpu_s if base else None
+    lines = [
+        f"Reload of a `.py` edit, {settings.code_edits} edits under a {CLIENTS}-client loop "
         f"(styles rotate: {', '.join(SAVE_STYLES)}):",
         "",
         "| server | reload p50 | reload p90 | p50 vs runserver | missed edits | missed by style "
@@ -108,29 +91,31 @@ def project_section(
         if r.error and not r.code:
             lines.append(f"| {label} | failed: {r.error} | | | | | |")
             continue
-        lat = _latencies(r.code)
+        lat = latencies(r.code)
         lines.append(
-            f"| {label} | {_s(percentile(lat, 50))} | {_s(percentile(lat, 90))} "
-            f"| {_ratio(percentile(lat, 50), base_p50)} | {_missed(r.code, r.skipped_code_edits)} "
-            f"| {_missed_by_style(r.code)} | {_failures(r)} |"
+            f"| {label} | {seconds(percentile(lat, 50))} | {seconds(percentile(lat, 90))} "
+            f"| {ratio(percentile(lat, 50), base_p50)} "
+            f"| {missed(r.code, r.skipped_code_edits)} | {_missed_by_style(r.code)} "
+            f"| {failures(r.failures, r.requests)} |"
         )
     lines += [
         "",
         f"Idle CPU of the whole process tree over {settings.idle_s:.0f} s; template edits "
         f"({settings.template_edits}, each must show within {settings.template_deadline_s:.0f} s); "
-        "size of a served process:",
+        "size of a served process (watched directories: the folders of its modules plus the "
+        "template and locale folders Django's autoreloader registers, from `/bench/dirs`):",
         "",
         "| server | idle CPU | idle CPU vs runserver | template visible p50 | template missed "
-        "| restarted on template edit | modules in a server process |",
-        "|---|---:|---:|---:|---|---|---:|",
+        "| restarted on template edit | modules in a server process | watched directories |",
+        "|---|---:|---:|---:|---|---|---:|---:|",
     ]
     for r in results:
         if r.error and not r.code:
             continue
         lines.append(
-            f"| {SERVERS[r.server].label} | {_cpu(r)} | {_ratio(r.idle_cpu_s, base_cpu)} "
-            f"| {_s(_p50(r.templates))} | {_missed(r.templates, r.skipped_template_edits)} "
-            f"| {_template_restart(r)} | {r.modules if r.modules is not None else '–'} |"
+            f"| {SERVERS[r.server].label} | {_cpu(r)} | {ratio(r.idle_cpu_s, base_cpu)} "
+            f"| {seconds(p50(r.templates))} | {missed(r.templates, r.skipped_template_edits)} "
+            f"| {_template_restart(r)} | {_count(r.modules)} | {_count(r.watched.get('dirs'))} |"
         )
     lines += [
         "",
@@ -146,7 +131,7 @@ def project_section(
         if r.error and not r.code:
             continue
         if SERVERS[r.server].hands_over:
-            lines.append(f"| {SERVERS[r.server].label} | – | – | – | {_s(_p50(r.code))} |")
+            lines.append(f"| {SERVERS[r.server].label} | – | – | – | {seconds(p50(r.code))} |")
             continue
         parts = [e for e in r.code if e.detect_s is not None and e.respawn_s is not None]
         detect = percentile([e.detect_s for e in parts if e.detect_s is not None], 50)
@@ -160,8 +145,8 @@ def project_section(
             50,
         )
         lines.append(
-            f"| {SERVERS[r.server].label} | {_s(detect)} | {_s(respawn)} | {_s(rest)} "
-            f"| {_s(_p50(r.code))} |"
+            f"| {SERVERS[r.server].label} | {seconds(detect)} | {seconds(respawn)} "
+            f"| {seconds(rest)} | {seconds(p50(r.code))} |"
         )
     notes = [
         f"- {SERVERS[r.server].label}: a hand-over; the processes that serve the new code were "
@@ -187,51 +172,60 @@ def project_section(
     return "\n".join(lines) + "\n"
 
 
-def targets_section(
-    by_project: dict[str, tuple[Project, ImportTiming, list[ServerResult]]],
-) -> str:
+def targets_section(by_project: dict[str, ProjectResults]) -> str:
     """wsgidev's targets, each checked against this run's numbers."""
-    rows = []
-    for key, (_, timing, results) in by_project.items():
-        ours = next((r for r in results if r.server == "wsgidev"), None)
-        base = next((r for r in results if r.server == "runserver"), None)
-        if ours is None:
-            continue
-        p50 = _p50(ours.code)
-        if base is not None:
-            base_p50 = _p50(base.code)
-            ok = p50 is not None and base_p50 is not None and p50 <= base_p50 / 2
-            rows.append((key, "reload p50 ≤ ½ runserver's", f"{_s(p50)} vs {_s(base_p50)}", ok))
-        if key == "large":
-            limit = timing.seconds + 0.6
-            ok = p50 is not None and p50 <= limit
-            rows.append((key, "reload p50 ≤ app import + 0.6 s", f"{_s(p50)} vs {_s(limit)}", ok))
-        missed = sum(e.missed for e in ours.code) + ours.skipped_code_edits
-        failed = sum(ours.failures.values())
-        rows.append((key, "0 missed edits, 0 failed requests", f"{missed} missed, {failed} failed",
-                     missed == 0 and failed == 0 and bool(ours.code)))  # fmt: skip
-        if key == "large" and base is not None:
-            ok = (
-                ours.idle_cpu_s is not None
-                and base.idle_cpu_s is not None
-                and ours.idle_cpu_s <= base.idle_cpu_s / 20
-            )
-            value = f"{_cpu(ours)} vs {_cpu(base)}"
-            rows.append((key, "idle CPU ≤ 1/20 of runserver's", value, ok))
-        worst = max(_latencies(ours.templates), default=None)
-        restarted = any(e.restarted for e in ours.templates)
-        ok = (
-            bool(ours.templates)
-            and not any(e.missed for e in ours.templates)
-            and worst is not None
-            and worst <= 0.1
-            and not restarted
-        )
-        value = f"worst {_s(worst)}, restart: {_template_restart(ours)}"
-        rows.append((key, "template edit visible ≤ 100 ms, no restart", value, ok))
+    rows: list[tuple[str, str, str, bool]] = []
+    for key, outcome in by_project.items():
+        rows += [(key, *row) for row in _standard_targets(key, outcome)]
+        rows += [(key, *row) for row in report_rapid.rapid_targets(outcome.rapid)]
     lines = ["| project | target | measured | met |", "|---|---|---|---|"]
     lines += [f"| {p} | {t} | {m} | {'yes' if ok else '**no**'} |" for p, t, m, ok in rows]
     return "\n".join(lines) + "\n"
+
+
+def _standard_targets(key: str, outcome: ProjectResults) -> list[tuple[str, str, bool]]:
+    ours = next((r for r in outcome.standard if r.server == "wsgidev"), None)
+    base = next((r for r in outcome.standard if r.server == "runserver"), None)
+    if ours is None:
+        return []
+    rows = []
+    ours_p50 = p50(ours.code)
+    if base is not None:
+        base_p50 = p50(base.code)
+        ok = ours_p50 is not None and base_p50 is not None and ours_p50 <= base_p50 / 2
+        rows.append(
+            ("reload p50 ≤ ½ runserver's", f"{seconds(ours_p50)} vs {seconds(base_p50)}", ok)
+        )
+    if key == "large":
+        limit = outcome.timing.seconds + 0.6
+        ok = ours_p50 is not None and ours_p50 <= limit
+        value = f"{seconds(ours_p50)} vs {seconds(limit)}"
+        rows.append(("reload p50 ≤ app import + 0.6 s", value, ok))
+    missed_edits = sum(e.missed for e in ours.code) + ours.skipped_code_edits
+    failed = sum(ours.failures.values())
+    ok = missed_edits == 0 and failed == 0 and bool(ours.code)
+    rows.append(
+        ("0 missed edits, 0 failed requests", f"{missed_edits} missed, {failed} failed", ok)
+    )
+    if key == "large" and base is not None:
+        ok = (
+            ours.idle_cpu_s is not None
+            and base.idle_cpu_s is not None
+            and ours.idle_cpu_s <= base.idle_cpu_s / 20
+        )
+        rows.append(("idle CPU ≤ 1/20 of runserver's", f"{_cpu(ours)} vs {_cpu(base)}", ok))
+    worst = max(latencies(ours.templates), default=None)
+    restarted = any(e.restarted for e in ours.templates)
+    ok = (
+        bool(ours.templates)
+        and not any(e.missed for e in ours.templates)
+        and worst is not None
+        and worst <= 0.1
+        and not restarted
+    )
+    value = f"worst {seconds(worst)}, restart: {_template_restart(ours)}"
+    rows.append(("template edit visible ≤ 100 ms, no restart", value, ok))
+    return rows
 
 
 def write_docs(doc: Path, results_markdown: str) -> None:

@@ -1,9 +1,10 @@
 """Reload benchmark: wsgidev, runserver, mod_wsgi-express and gunicorn side by side.
 
-    .venv/bin/python bench/run.py [--quick]
+    .venv/bin/python bench/run.py [--quick] [--scenarios standard,rapid]
 
 Needs `pip install -e '.[bench]'`; installs nothing itself. Builds a small and a large Django
-project in a temporary folder, serves each with every server on a free loopback port, and
+project in a temporary folder, serves each with every server on a free loopback port (the
+standard scenario), then the large one again under rapid edits (the rapid scenario), and
 prints markdown tables (a full run also writes them into docs/benchmarks.md).
 """
 
@@ -30,7 +31,8 @@ from pathlib import Path
 # Run as a script: make the repository importable so `bench` is a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import projects, report  # noqa: E402
+from bench import figures, projects, report  # noqa: E402
+from bench.rapid import RapidResult, RapidSettings, run_rapid  # noqa: E402
 from bench.scenario import ServerResult, Settings, run_server  # noqa: E402
 from bench.servers import SERVERS, Paths  # noqa: E402
 
@@ -44,14 +46,26 @@ FULL = Settings(
 QUICK = Settings(
     code_edits=4, template_edits=1, idle_s=10.0, deadline_s=6.0, template_deadline_s=3.0
 )
+# Rapid edits: 12 code edits and 3 models.py edits; a large project's restart under a load
+# that never pauses can take several seconds, so 15 s before an edit counts as missed.
+RAPID_FULL = RapidSettings(code_edits=12, model_edits=3, deadline_s=15.0)
+RAPID_QUICK = RapidSettings(code_edits=4, model_edits=1, deadline_s=10.0)
 PROJECT_MAKERS = {"small": projects.make_small, "large": projects.make_large}
+SCENARIOS = ("standard", "rapid")
+# The rapid scenario runs on the large project only: that is where reloads are slow.
+RAPID_PROJECTS = ("large",)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer edits, 10 s idle (< 5 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer edits, 10 s idle (~12 min)")
     parser.add_argument("--projects", default="small,large", help="comma list: small,large")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma list of servers")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma list: standard (every project), rapid (the large project)",
+    )
     parser.add_argument("--edits", type=int, help="code edits per server (default 12, quick 4)")
     parser.add_argument(
         "--write",
@@ -119,16 +133,27 @@ def main() -> int:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = QUICK if args.quick else FULL
+    rapid_settings = RAPID_QUICK if args.quick else RAPID_FULL
     if args.edits:
-        settings = Settings(**{**settings.__dict__, "code_edits": args.edits})
+        settings = dataclasses.replace(settings, code_edits=args.edits)
+        rapid_settings = dataclasses.replace(rapid_settings, code_edits=args.edits)
     project_keys = [k for k in args.projects.split(",") if k]
     server_keys = [k for k in args.servers.split(",") if k]
-    unknown = [k for k in project_keys if k not in PROJECT_MAKERS] + [
-        k for k in server_keys if k not in SERVERS
-    ]
+    scenario_keys = [k for k in args.scenarios.split(",") if k]
+    unknown = (
+        [k for k in project_keys if k not in PROJECT_MAKERS]
+        + [k for k in server_keys if k not in SERVERS]
+        + [k for k in scenario_keys if k not in SCENARIOS]
+    )
     if unknown:
-        sys.exit(f"unknown project or server: {', '.join(unknown)}")
-    complete = set(project_keys) == set(PROJECT_MAKERS) and set(server_keys) == set(SERVERS)
+        sys.exit(f"unknown project, server or scenario: {', '.join(unknown)}")
+    if scenario_keys == ["rapid"] and not set(project_keys) & set(RAPID_PROJECTS):
+        sys.exit(f"the rapid scenario runs on {', '.join(RAPID_PROJECTS)} only")
+    complete = (
+        set(project_keys) == set(PROJECT_MAKERS)
+        and set(server_keys) == set(SERVERS)
+        and set(scenario_keys) == set(SCENARIOS)
+    )
     write = args.write if args.write is not None else complete and not args.quick
 
     python = Path(sys.executable)
@@ -145,16 +170,20 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="wsgidev-bench-"))
     print(f"scratch folder: {scratch}", file=sys.stderr)
     sections = []
-    by_project: dict[str, tuple[projects.Project, projects.ImportTiming, list[ServerResult]]] = {}
+    by_project: dict[str, report.ProjectResults] = {}
     try:
         paths = Paths(venv_bin=python.parent, scratch=scratch)
         for key in project_keys:
+            rapid = "rapid" in scenario_keys and key in RAPID_PROJECTS
+            if "standard" not in scenario_keys and not rapid:
+                continue
             _progress(started, f"making the {key} project")
             project = PROJECT_MAKERS[key](scratch, python)
             timing = projects.time_import(project, python)
             _progress(started, f"{key}: import {timing.seconds:.2f} s, {timing.modules} modules")
-            results = []
-            for server_key in server_keys:
+            results: list[ServerResult] = []
+            rapid_results: list[RapidResult] = []
+            for server_key in server_keys if "standard" in scenario_keys else ():
                 _progress(started, f"{key}: {server_key}")
                 result = run_server(
                     SERVERS[server_key],
@@ -166,8 +195,25 @@ def main() -> int:
                 )
                 results.append(result)
                 _progress(started, f"{key}: {server_key} done: {_summary(result)}")
-            by_project[key] = (project, timing, results)
-            sections.append(report.project_section(project, timing, results, settings))
+            for server_key in server_keys if rapid else ():
+                _progress(started, f"{key} rapid: {server_key}")
+                rapid_result = run_rapid(
+                    SERVERS[server_key],
+                    project,
+                    paths,
+                    rapid_settings,
+                    scratch,
+                    _progress_for(started, f"{key} rapid: {server_key}"),
+                )
+                rapid_results.append(rapid_result)
+                _progress(
+                    started, f"{key} rapid: {server_key} done: {_rapid_summary(rapid_result)}"
+                )
+            outcome = report.ProjectResults(
+                project=project, timing=timing, standard=results, rapid=rapid_results
+            )
+            by_project[key] = outcome
+            sections.append(report.project_section(outcome, settings, rapid_settings))
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -194,7 +240,13 @@ def main() -> int:
         ]
     )
     print(markdown)
-    raw = {key: [_raw(r) for r in results] for key, (_, _, results) in by_project.items()}
+    raw = {
+        key: {
+            "standard": [_raw(r) for r in outcome.standard],
+            "rapid": [_raw(r) for r in outcome.rapid],
+        }
+        for key, outcome in by_project.items()
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1), encoding="utf-8")
     if args.keep:
@@ -210,7 +262,7 @@ def _progress(started: float, message: str) -> None:
     print(f"[{time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
-def _raw(result: ServerResult) -> dict[str, object]:
+def _raw(result: ServerResult | RapidResult) -> dict[str, object]:
     # asdict() would rebuild the Counter from (key, count) pairs, counting the pairs.
     raw = dataclasses.asdict(dataclasses.replace(result, failures=Counter()))
     raw["failures"] = dict(result.failures)
@@ -221,11 +273,27 @@ def _progress_for(started: float, prefix: str) -> Callable[[str], None]:
     return lambda message: _progress(started, f"{prefix}: {message}")
 
 
+def _rapid_summary(result: RapidResult) -> str:
+    if result.error and not result.edits:
+        return f"error: {result.error}"
+    code = [e.latency_s for e in result.edits if e.kind == "code" and e.latency_s is not None]
+    model = [e.latency_s for e in result.edits if e.kind == "model" and e.latency_s is not None]
+    p50, model_p50 = figures.percentile(code, 50), figures.percentile(model, 50)
+    missed = sum(e.missed for e in result.edits)
+    return (
+        f"p50 {p50 if p50 is None else round(p50, 3)} s, models.py p50 "
+        f"{model_p50 if model_p50 is None else round(model_p50, 3)} s, missed {missed}/"
+        f"{len(result.edits)}, failed {sum(result.failures.values())}/{result.requests}, "
+        f"threads {result.threads_max}, PSS {result.pss_kb} kB, stop {result.stop_s}"
+        + (f", error {result.error}" if result.error else "")
+    )
+
+
 def _summary(result: ServerResult) -> str:
     if result.error and not result.code:
         return f"error: {result.error}"
     latencies = [e.latency_s for e in result.code if e.latency_s is not None]
-    p50 = report.percentile(latencies, 50)
+    p50 = figures.percentile(latencies, 50)
     missed = sum(e.missed for e in result.code)
     return (
         f"p50 {p50 if p50 is None else round(p50, 3)} s, missed {missed}/{len(result.code)}, "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import edits, proctree
-from bench.load import Load, Sample, get, settled_at
+from bench.load import Load, Sample, get, settled_at, shows
 from bench.projects import Project
 from bench.servers import Paths, ServerProcess, ServerSpec
 
@@ -48,7 +50,7 @@ class Settings:
 class EditResult:
     """One save: how long until every client saw it (None if it never did: a missed edit)."""
 
-    kind: str  # "code" or "template"
+    kind: str  # "code", "template", or "model" (a models.py edit: rapid scenario)
     style: str
     latency_s: float | None
     detect_s: float | None  # save -> first server process exited
@@ -61,6 +63,10 @@ class EditResult:
     first_seen_s: float | None = None
     last_other_s: float | None = None
     last_other: str = ""
+    # wsgidev's own figure: the first "Reloaded in X s" line printed after this save and before
+    # the next one, and how many such lines there were.
+    printed_s: float | None = None
+    printed_lines: int = 0
 
     @property
     def missed(self) -> bool:
@@ -75,6 +81,8 @@ class ServerResult:
     project: str
     error: str | None = None
     modules: int | None = None
+    # From /bench/dirs: watched directories (module, template and locale folders) and modules.
+    watched: dict[str, int] = field(default_factory=dict)
     idle_cpu_s: float | None = None
     idle_s: float = 0.0
     idle_exits: int = 0
@@ -100,14 +108,15 @@ def run_server(
     result = ServerResult(server=spec.key, project=project.key)
     log_path = log_dir / f"{project.key}-{spec.key}.log"
     result.log_path = str(log_path)
-    _reset_probe(project)
+    reset_probe(project)
     server = ServerProcess(spec, project, paths, log_path)
     try:
         server.start()
         server.wait_ready()
         progress(f"listening on port {server.port}")
-        _warm(server, spec.processes)
-        result.modules = _module_count(server)
+        warm(server, spec.processes)
+        result.watched = watched_counts(server)
+        result.modules = result.watched.get("modules")
         result.idle_s = settings.idle_s
         result.idle_cpu_s, result.idle_exits = _idle_cpu(server, settings.idle_s)
         progress(f"idle CPU {result.idle_cpu_s:.2f} s")
@@ -123,16 +132,18 @@ def run_server(
     return result
 
 
-def _reset_probe(project: Project) -> None:
-    """Put the probe's value and template back to their initial text before each server."""
-    views = project.views_path.read_text(encoding="utf-8")
-    project.views_path.write_text(
-        edits.with_assignment(views, "VALUE", "v-000-initial"), encoding="utf-8"
-    )
+def reset_probe(project: Project) -> None:
+    """Put the probe's values and template back to their initial text before each server."""
+    for path, name, value in (
+        (project.views_path, "VALUE", "v-000-initial"),
+        (project.models_path, "MODEL_VALUE", "m-000-initial"),
+    ):
+        text = path.read_text(encoding="utf-8")
+        path.write_text(edits.with_assignment(text, name, value), encoding="utf-8")
     project.template_path.write_text("tpl=t-000-initial\n", encoding="utf-8")
 
 
-def _warm(server: ServerProcess, processes: int) -> None:
+def warm(server: ServerProcess, processes: int) -> None:
     """Load until every server process has answered once (each imports the URLconf lazily)."""
     deadline = time.monotonic() + WARM_DEADLINE_S
     with Load(server.port, CLIENTS) as load:
@@ -144,30 +155,43 @@ def _warm(server: ServerProcess, processes: int) -> None:
     time.sleep(0.5)
 
 
-def _module_count(server: ServerProcess) -> int | None:
-    """len(sys.modules) in a server process after it served the probe (most seen over a few)."""
-    counts = []
+def watched_counts(server: ServerProcess) -> dict[str, int]:
+    """/bench/dirs of a server process after it served the probe: its watched directories and
+    modules (the answer with the most directories of a few, as processes may differ)."""
+    answers = []
     for _ in range(6):
-        status, body = get(server.port, "/bench/modules")
-        if status == 200 and body.strip().isdigit():
-            counts.append(int(body))
-    return max(counts) if counts else None
+        status, body = get(server.port, "/bench/dirs")
+        if status == 200:
+            answers.append(json.loads(body))
+    return max(answers, key=lambda counts: counts["dirs"], default={})
+
+
+def printed_reload(
+    lines: list[tuple[float, str]], saved: float, until: float
+) -> tuple[float | None, int]:
+    """The figure of the first "Reloaded in X s" line that arrived in [saved, until), and how
+    many such lines arrived then."""
+    mine = [text for arrived, text in lines if saved <= arrived < until]
+    figures = [
+        float(m.group(1)) for text in mine if (m := re.search(r"Reloaded in ([\d.]+) s", text))
+    ]
+    return (figures[0] if figures else None), len(mine)
 
 
 def _idle_cpu(server: ServerProcess, idle_s: float) -> tuple[float, int]:
     """CPU seconds the whole process tree used over idle_s with no requests."""
     time.sleep(1.0)  # let the warm-up's last requests and log writes finish
-    _wait_quiet(server)
+    wait_quiet(server)
     before = server.tree()
     time.sleep(idle_s)
     after = server.tree()
     return proctree.cpu_used_s(before, after)
 
 
-def _wait_quiet(server: ServerProcess) -> None:
-    """Wait, up to QUIET_WAIT_S, for a second in which the tree used under QUIET_CPU_S: start-up
+def wait_quiet(server: ServerProcess, limit_s: float = QUIET_WAIT_S) -> None:
+    """Wait, up to limit_s, for a second in which the tree used under QUIET_CPU_S: start-up
     work that outlasts the first answer (wsgidev's standby processes warming) is not idling."""
-    deadline = time.monotonic() + QUIET_WAIT_S
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         before = server.tree()
         time.sleep(1.0)
@@ -225,6 +249,7 @@ def _edit_phase(
     bounds = [t for t, _, _ in saves[1:]] + [ended]
     for (saved, style, value), until in zip(saves, bounds, strict=True):
         settled = settled_at(samples, CLIENTS, saved, until, field_name, value)
+        printed_s, printed_lines = printed_reload(server.reloaded_lines, saved, until)
         latency = None if settled is None or settled - saved > deadline_s else settled - saved
         first_exit, first_spawn = watcher.restart_times(saved, until)
         edit = EditResult(
@@ -238,18 +263,20 @@ def _edit_phase(
             restarted=first_exit is not None or first_spawn is not None,
             value=value,
             window_s=until - saved,
-            **_window_details(samples, saved, until, field_name, value),
+            printed_s=printed_s,
+            printed_lines=printed_lines,
+            **window_details(samples, saved, until, field_name, value),
         )
         (result.code if kind == "code" else result.templates).append(edit)
 
 
-def _window_details(
-    samples: list[Sample], saved: float, until: float, field_name: str, value: str
+def window_details(
+    samples: list[Sample], saved: float, until: float, field_name: str, value: str | frozenset[str]
 ) -> dict[str, Any]:
     """When the value was first seen, and what the last answer without it was."""
     window = sorted((s for s in samples if saved <= s.start < until), key=lambda s: s.end)
-    seen = [s for s in window if s.status == 200 and getattr(s, field_name) == value]
-    other = [s for s in window if not (s.status == 200 and getattr(s, field_name) == value)]
+    seen = [s for s in window if shows(s, field_name, value)]
+    other = [s for s in window if not shows(s, field_name, value)]
     last = other[-1] if other else None
     return {
         "first_seen_s": seen[0].end - saved if seen else None,

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ from typing import IO
 
 from bench import proctree
 from bench.load import HOST, PROBE_PATH, get
-from bench.projects import Project
+from bench.projects import Project, user_env
 
 PROCESSES = 2
 THREADS = 15
 READY_DEADLINE_S = 120.0
 STOP_GRACE_S = 15.0
+# What wsgidev prints when new code serves: "Reloaded in 0.12 s: views.py changed".
+RELOADED_MARK = b"Reloaded in "
 # As root, Apache (mod_wsgi-express) needs a non-root identity: a user namespace in which our
 # uid appears as www-data's (33), as wsgidev itself does.
 USERNS_PREFIX = ["unshare", "--user", "--map-user=33", "--map-group=33", "--"]
@@ -44,11 +47,18 @@ class ServerSpec:
     label: str
     detects: str
     processes: int
-    stop_signal: signal.Signals
     command: Callable[[Project, int, Paths], list[str]]
+    # Ctrl-C in a terminal: SIGINT to the foreground process group. Apache takes it as SIGTERM.
+    stop_signal: signal.Signals = signal.SIGINT
     # New code is served by processes that were running before the save (wsgidev's hand-over):
     # no process exit or start lies on the reload's path.
     hands_over: bool = False
+    # Prints "Reloaded in X s: FILES changed" when new code serves (wsgidev).
+    prints_reloads: bool = False
+    # What the started process and its other children are (Apache's processes and mod_wsgi
+    # daemons are told apart by name), for memory by kind of process.
+    root_kind: str = "wsgidev command"
+    child_kind: str = "other"
 
 
 def _wsgidev(project: Project, port: int, paths: Paths) -> list[str]:
@@ -109,51 +119,53 @@ SERVERS = {
         ServerSpec(
             key="wsgidev",
             label=f"wsgidev start ({PROCESSES}x{THREADS})",
-            detects="in-daemon monitor (wsgidev/monitor)",
+            detects="in-daemon monitor (wsgidev/daemon/monitor)",
             processes=PROCESSES,
-            stop_signal=signal.SIGINT,
             command=_wsgidev,
             hands_over=True,
+            prints_reloads=True,
         ),
         ServerSpec(
             key="wsgidev-process",
             label=f"wsgidev start --restart-mode process ({PROCESSES}x{THREADS})",
             detects="in-daemon monitor; each daemon restarts itself",
             processes=PROCESSES,
-            stop_signal=signal.SIGINT,
             command=_wsgidev_process_mode,
+            prints_reloads=True,
         ),
         ServerSpec(
             key="wsgidev-server",
             label=f"wsgidev start --restart-mode server ({PROCESSES}x{THREADS})",
             detects="in-daemon monitor; graceful restart of the whole Apache",
             processes=PROCESSES,
-            stop_signal=signal.SIGINT,
             command=_wsgidev_server_mode,
+            prints_reloads=True,
         ),
         ServerSpec(
             key="runserver",
             label="manage.py runserver",
             detects="Django StatReloader, 1 s poll, mtime >",
             processes=1,
-            stop_signal=signal.SIGINT,
             command=_runserver,
+            root_kind="autoreloader parent",
+            child_kind="serving child",
         ),
         ServerSpec(
             key="express",
             label=f"mod_wsgi-express --reload-on-changes ({PROCESSES}x{THREADS})",
             detects="in-daemon thread, 1 s poll of sys.modules, mtime !=",
             processes=PROCESSES,
-            stop_signal=signal.SIGTERM,
             command=_express,
+            root_kind="mod_wsgi-express command",
         ),
         ServerSpec(
             key="gunicorn",
             label=f"gunicorn --reload ({PROCESSES}x{THREADS})",
             detects="per-worker thread, 1 s poll (no inotify module), mtime >",
             processes=PROCESSES,
-            stop_signal=signal.SIGINT,
             command=_gunicorn,
+            root_kind="arbiter",
+            child_kind="workers",
         ),
     )
 }
@@ -167,7 +179,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """One server started in its own session, logging to a file; stop() always cleans up."""
+    """One server started in its own session, its output copied to a log file (and wsgidev's
+    "Reloaded in" lines kept with their arrival times); stop() always cleans up."""
 
     def __init__(self, spec: ServerSpec, project: Project, paths: Paths, log_path: Path) -> None:
         self.spec = spec
@@ -176,13 +189,14 @@ class ServerProcess:
         self.command = spec.command(project, self.port, paths)
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.reloaded_lines: list[tuple[float, str]] = []  # (time.monotonic(), line)
         self._log: IO[bytes] | None = None
+        self._reader: threading.Thread | None = None
         self._seen: dict[int, proctree.ProcStat] = {}
 
     def start(self) -> None:
         """Start the server; it runs in a new session, so signals we send reach it alone."""
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-        env["PYTHONUNBUFFERED"] = "1"
+        env = user_env()
         env["PATH"] = f"{Path(self.command[0]).parent}:{env.get('PATH', '')}"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log.write(f"$ {' '.join(self.command)}\n".encode())
@@ -192,10 +206,23 @@ class ServerProcess:
             cwd=self.project.path,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=self._log,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._reader = threading.Thread(target=self._copy_output, daemon=True, name="server-log")
+        self._reader.start()
+
+    def _copy_output(self) -> None:
+        # Runs until every process holding the pipe has exited.
+        assert self.process is not None and self.process.stdout is not None
+        assert self._log is not None
+        for line in self.process.stdout:
+            if RELOADED_MARK in line:
+                text = line.decode("utf-8", "replace").strip()
+                self.reloaded_lines.append((time.monotonic(), text))
+            self._log.write(line)
+            self._log.flush()
 
     @property
     def pid(self) -> int:
@@ -226,6 +253,26 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"{self.spec.key} not ready in {deadline_s:.0f} s ({last})")
 
+    def stop_timed(self, deadline_s: float) -> float | None:
+        """Ctrl-C with no request in flight: the stop signal to the server's process group, then
+        the seconds until every process of its tree has exited (None past the deadline)."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        before = self.tree()
+        sent = time.monotonic()
+        _killpg(self.pid, self.spec.stop_signal)
+        while time.monotonic() - sent < deadline_s:
+            self.process.poll()  # reap the root, or it stays a zombie of ours
+            if not any(
+                (now := proctree.read_stat(pid)) is not None
+                and now.start_ticks == seen.start_ticks
+                and now.alive
+                for pid, seen in before.items()
+            ):
+                return time.monotonic() - sent
+            time.sleep(0.01)
+        return None
+
     def stop(self) -> list[int]:
         """Stop signal to the session, then SIGKILL whatever of the tree is left; return the
         pids that survived even that (should be none)."""
@@ -247,7 +294,9 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.wait(5)
         survivors = self._survivors(deadline_s=5.0)
-        if self._log is not None:
+        if self._reader is not None:
+            self._reader.join(5)
+        if self._log is not None and (self._reader is None or not self._reader.is_alive()):
             self._log.close()
         return survivors
 

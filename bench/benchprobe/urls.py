@@ -3,5 +3,5 @@ from django.urls import path
 
 urlpatterns = [
     path("probe", views.probe),
-    path("modules", views.modules),
+    path("dirs", views.dirs),
 ]
