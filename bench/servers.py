@@ -69,6 +69,11 @@ def _wsgidev(project: Project, port: int, paths: Paths) -> list[str]:
     ]  # fmt: skip
 
 
+def _wsgidev_one_standby(project: Project, port: int, paths: Paths) -> list[str]:
+    # One standby group instead of two: a group's memory less.
+    return [*_wsgidev(project, port, paths), "--standbys", "1"]
+
+
 def _wsgidev_process_mode(project: Project, port: int, paths: Paths) -> list[str]:
     # Each daemon restarts itself: one group, Apache's respawn loop in every reload.
     return [*_wsgidev(project, port, paths), "--restart-mode", "process"]
@@ -122,6 +127,15 @@ SERVERS = {
             detects="in-daemon monitor (wsgidev/daemon/monitor)",
             processes=PROCESSES,
             command=_wsgidev,
+            hands_over=True,
+            prints_reloads=True,
+        ),
+        ServerSpec(
+            key="wsgidev-1standby",
+            label=f"wsgidev start --standbys 1 ({PROCESSES}x{THREADS})",
+            detects="in-daemon monitor; hand-over with one standby group",
+            processes=PROCESSES,
+            command=_wsgidev_one_standby,
             hands_over=True,
             prints_reloads=True,
         ),

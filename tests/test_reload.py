@@ -378,7 +378,7 @@ def test_django_settings_broken_then_fixed_recovers(tmp_path: Path, start_server
     # stale: it restarts and warms again, with the broken settings): it must see that
     # settings.py has changed since (its failed import's files count) rather than show an old error.
     for version in (1, 2, 3):
-        wait_for(lambda v=version: warmed(server) >= v + 1, 30, f"warm standbys\n{server.log()}")
+        wait_for(lambda v=version: warmed(server) >= v, 30, f"a warm standby\n{server.log()}")
         settings.write_text(good + f"\nraise RuntimeError('settings broken {version}')\n")
         # The exception's own line: a traceback's source lines are read when it is formatted.
         expected = f"RuntimeError: settings broken {version}".encode()
@@ -534,7 +534,9 @@ def warmed(server) -> int:
 
 
 def test_standby_group_takes_over_and_the_old_one_waits_empty(project: Path, start_server):
-    server = start_server(project, "app:application", "--processes", "1", "--log-level", "info")
+    server = start_server(
+        project, "app:application", "--processes", "1", "--standbys", "2", "--log-level", "info"
+    )
     wait_for(lambda: len(imports(project)) == 1, 10, "the serving daemon to import the app")
     # The next group warms fully, the one after it holds its libraries.
     wait_for(lambda: warmed(server) == 2, 20, f"both standbys to warm\n{server.log()}")
@@ -555,15 +557,16 @@ def test_standby_group_takes_over_and_the_old_one_waits_empty(project: Path, sta
     assert len(lines) == 2, server.log()
 
 
-def test_one_standby_group_hands_over_back_and_forth(project: Path, start_server):
-    server = start_server(project, "app:application", "--processes", "1", "--standbys", "1")
+@pytest.mark.parametrize("standbys", ["1", "2"])
+def test_standby_groups_hand_over_round_the_ring(project: Path, start_server, standbys: str):
+    server = start_server(project, "app:application", "--processes", "1", "--standbys", standbys)
     names = {
         Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
         for pid in descendants(server.process.pid)
         if alive(pid)
     }
     assert any(name.startswith("(wsgidev.b:") for name in names), names
-    assert not any(name.startswith("(wsgidev.c:") for name in names), names
+    assert any(name.startswith("(wsgidev.c:") for name in names) == (standbys == "2"), names
     pids = [int(server.json()["pid"])]
     for version in ("v2", "v3", "v4"):
         set_version(project / "app.py", version)

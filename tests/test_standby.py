@@ -196,3 +196,24 @@ def test_three_groups_hand_over_round_the_ring(state: Path, restarts):
     finally:
         for handover in made:
             handover.close()
+
+
+def test_when_the_next_group_is_stale_the_one_after_it_takes_over(state: Path, restarts):
+    # The next group ran Django's setup (it imported models.py); the one after it only holds
+    # the libraries, so an edit of models.py leaves it clean.
+    groups = ("g", "g-b", "g-c")
+    loads: list[str] = []
+    made = [Handover(str(state), groups, group) for group in groups]
+    try:
+        made[0].mark_loading()
+        made[0].listen(lambda: loads.append("a"), list)
+        made[1].listen(lambda: loads.append("b"), lambda: ["/site/app/models.py"])
+        made[2].listen(lambda: loads.append("c"), list)
+        made[0].on_change(["/site/app/models.py"])
+        assert standby.serving_index(state, len(groups)) == 2
+        wait_for(lambda: loads == ["c"], 5, "the group after next to import the app")
+        # Once it serves, it has every standby look: the stale one restarts then.
+        wait_for(lambda: ["/site/app/models.py"] in restarts, 5, "the stale standby's restart")
+    finally:
+        for handover in made:
+            handover.close()

@@ -62,8 +62,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
     add(
         "--standbys",
         metavar="N",
-        help="standby daemon groups of the hand-over: 2 (default; quick edits find one warm) "
-        "or 1 (a group's memory less)",
+        help="standby daemon groups of the hand-over: 1 (default) or 2 (a second warm group, "
+        "for a group's memory more)",
     )
     add("--poll-interval", dest="poll_interval_s", metavar="S", help="poll backend interval")
     add("--static", metavar="URL=DIR", action="append", help="serve DIR at URL from Apache")

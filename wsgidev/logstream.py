@@ -7,7 +7,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from wsgidev import events
@@ -21,8 +21,9 @@ ACCESS_MARKER = "wsgidev-access\t"
 
 
 # Change events from sibling processes saved within this of each other, naming a file in
-# common, are one reload (each process of a group sees the same save and says so).
-SAME_SAVE_S = 1.0
+# common, are one reload (each process of a group sees the same save and says so, dated by the
+# same ctime). A save of the same file a moment later is a reload of its own.
+SAME_SAVE_S = 0.05
 # A sibling may report a save after its reload has completed (it saw it later): the daemons
 # date a save by the file's ctime, so the same save carries the same stamp, within this.
 LATE_REPORT_S = 0.01
@@ -34,7 +35,12 @@ class _Reload:
 
     saved_at: float  # when the earliest file was saved (the daemons' estimate, see saved_at_s)
     files: list[str]
-    by_flip: bool  # new code serves when the route flips (a hand-over), else when all imported
+    # Processes that served the old code and are retiring: until they have exited, a request
+    # routed to them before the hand-over still gets the old code.
+    retiring: set[int] = field(default_factory=set)
+    # The daemon group whose processes bring the new code (a hand-over's taker, or the group
+    # restarting in place); None: any (one group, --restart-mode process or server).
+    group: str | None = None
 
     def same_save(self, saved_at: float, files: list[str], within_s: float = SAME_SAVE_S) -> bool:
         return abs(saved_at - self.saved_at) < within_s and bool(set(files) & set(self.files))
@@ -51,14 +57,10 @@ class LogPrinter:
         colour: bool,
         verbose: bool,
         reload: bool = True,
-        handover: bool = False,
     ) -> None:
         self.out = out
         self.reload = reload
         self.processes = processes
-        # A hand-over's new code serves when the route flips; otherwise, once every process
-        # has imported the app since the save.
-        self.handover = handover
         self.colour = colour
         self.verbose = verbose
         self.lock = threading.Lock()
@@ -67,7 +69,9 @@ class LogPrinter:
         self.last_traceback = ""
         self.pending: list[_Reload] = []
         self._done: deque[_Reload] = deque(maxlen=32)  # reported already: late siblings are not new
-        self._imported_at: dict[int, float] = {}  # pid -> when its latest import of the app began
+        # pid -> when its latest import of the app began, and its daemon group
+        self._imported_at: dict[int, tuple[float, str | None]] = {}
+        self._exited: set[int] = set()  # daemon processes that said they exit
         self.apache_errors: list[str] = []
         self._last_once = ""
 
@@ -120,30 +124,25 @@ class LogPrinter:
         pid = int(event.get("pid", 0))
         when = float(event.get("t", time.time()))
         if kind == "ready":
-            self._ready(pid, when, float(event.get("started_at", when)))
+            group = event.get("group")
+            self._ready(pid, when, float(event.get("started_at", when)), group and str(group))
         elif kind == "import-error":
             self._import_error(pid, event)
         elif kind == "change":
             files = [str(f) for f in event.get("files", [])]
             self._change(float(event.get("saved_at", when)), files)
-        elif kind == "handover":
-            if self.verbose:
+        elif kind in ("handover", "restart-in-place"):
+            self._retiring(event)
+            if kind == "restart-in-place" and self.verbose:
+                self.write(f"Standbys stale ({event.get('answers')}): restarting the serving group")
+            elif self.verbose:
                 self.write(
                     f"Handed over to {event.get('to')} in {float(event.get('seconds', 0)):.3f} s: "
                     f"{event.get('answers')}"
                 )
-            # The reloads whose files the leader handed over for (it names them, truncated).
-            handed = {str(f) for f in event.get("files", [])}
-            self._reloaded(when, lambda reload: bool(handed & set(reload.files)))
-        elif kind == "restart-in-place":
-            # The standbys were stale: the serving group restarts as in --restart-mode process.
-            handed = {str(f) for f in event.get("files", [])}
+        elif kind == "exit":
             with self.lock:
-                for reload in self.pending:
-                    if handed & set(reload.files):
-                        reload.by_flip = False
-            if self.verbose:
-                self.write(f"Standbys stale ({event.get('answers')}): restarting the serving group")
+                self._exited.add(pid)
             self._reloaded(when, self._all_imported_since)
         elif kind == "handled":
             names = ", ".join(str(f) for f in event.get("files", []))
@@ -170,6 +169,17 @@ class LogPrinter:
         elif kind == "refused":
             self.write(f"wsgidev monitor: {event.get('reason', 'refused')}")
 
+    def _retiring(self, event: dict[str, Any]) -> None:
+        """Note the old group's processes for the reloads the leader handed over for."""
+        handed = {str(f) for f in event.get("files", [])}
+        pids = {int(pid) for pid in event.get("retiring", [])}
+        group = event.get("to") or event.get("group")
+        with self.lock:
+            for reload in self.pending:
+                if handed & set(reload.files):
+                    reload.retiring |= pids
+                    reload.group = str(group) if group else None
+
     def _once(self, key: str, text: str) -> None:
         # Each daemon process reports the same thing; say it once.
         with self.lock:
@@ -187,21 +197,27 @@ class LogPrinter:
                     reload.saved_at = min(reload.saved_at, saved_at)
                     reload.files.extend(f for f in files if f not in reload.files)
                     return
-            self.pending.append(_Reload(saved_at=saved_at, files=files, by_flip=self.handover))
+            self.pending.append(_Reload(saved_at=saved_at, files=files))
         self._reloaded(time.time(), self._all_imported_since)  # a process may be ahead
 
-    def _ready(self, pid: int, when: float, started_at: float) -> None:
+    def _ready(self, pid: int, when: float, started_at: float, group: str | None) -> None:
         with self.lock:
             self.import_error = None
-            self._imported_at[pid] = started_at
+            self._imported_at[pid] = (started_at, group)
         self.first_ready.set()
         self._reloaded(when, self._all_imported_since)
 
     def _all_imported_since(self, reload: _Reload) -> bool:
-        """Whether as many processes as the group has imported the app since the save."""
-        if reload.by_flip:
+        """Whether as many processes as the group have imported the app since the save, and
+        the processes retiring from the old code have exited: every request gets the new code
+        (a hand-over flips the route first; its requests wait for the import)."""
+        if any(pid not in self._exited and _alive(pid) for pid in reload.retiring):
             return False
-        fresh = sum(1 for at in self._imported_at.values() if at >= reload.saved_at)
+        fresh = sum(
+            1
+            for at, group in self._imported_at.values()
+            if at >= reload.saved_at and reload.group in (None, group)
+        )
         return fresh >= self.processes
 
     def _reloaded(self, when: float, done: Callable[[_Reload], bool]) -> None:
@@ -244,3 +260,12 @@ def _short(path: str) -> str:
     except ValueError:
         return path
     return path if relative.startswith("..") else relative
+
+
+def _alive(pid: int) -> bool:
+    """Whether a daemon process still runs (not a zombie): a fallback when its exit went unsaid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

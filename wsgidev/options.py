@@ -60,9 +60,10 @@ class Options:
     # once-a-second maintenance tick). server: graceful restart of the whole Apache (about 0.1 s,
     # but a request arriving in the switch-over can get a 503). See wsgidev/daemon/restart.py.
     restart_mode: str = "standby"
-    # Standby groups of the hand-over: two keep one warm for edits that come quickly; one
-    # costs a group's memory less (README: Reloading, the trade-off measured).
-    standbys: int = 2
+    # Standby groups of the hand-over. One: under a busy load it was as quick as two, and
+    # quicker for models.py edits, for a group's memory less; two keep a second group warm
+    # (README: Reloading, the trade-off measured).
+    standbys: int = 1
     poll_interval_s: float = 1.0
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()

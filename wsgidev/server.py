@@ -192,7 +192,6 @@ class Server:
             colour=colour,
             verbose=prepared.options.log_level in ("info", "debug"),
             reload=prepared.options.reload,
-            handover=render.uses_standby(prepared.options, str(conf.parent)),
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.readers: list[threading.Thread] = []

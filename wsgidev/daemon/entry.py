@@ -87,7 +87,12 @@ def import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
         _load_django_urls(monitor)
     if monitor is not None:
         monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
-    events.emit("ready", import_s=round(time.perf_counter() - started, 4), started_at=started_at)
+    events.emit(
+        "ready",
+        import_s=round(time.perf_counter() - started, 4),
+        started_at=started_at,
+        group=_process_group(),
+    )
     return application
 
 
@@ -162,6 +167,16 @@ def with_random_delay(application: WSGIApp, max_ms: int) -> WSGIApp:
         return application(environ, start_response)
 
     return delayed
+
+
+def _process_group() -> str | None:
+    """This daemon's mod_wsgi process group (None outside a daemon)."""
+    try:
+        import mod_wsgi  # built into Apache's Python
+
+        return getattr(mod_wsgi, "process_group", None) or None
+    except ImportError:
+        return None
 
 
 def _handover(spec: EntrySpec) -> Handover | None:

@@ -112,6 +112,7 @@ class Handover:
         self._thread: threading.Thread | None = None
         # How warm this standby is: 0 nothing, LIBRARIES, or FULL (Django's setup too).
         self._warm_level = 0
+        self._warm_wanted = threading.Event()
         self._activate: Callable[[], None] | None = None
         self._warm_failed: Callable[[BaseException], None] | None = None
         self._django = False
@@ -151,6 +152,11 @@ class Handover:
         self._django = django
         # Registered after the monitor's quick exit (atexit runs last-in first-out), so it runs.
         atexit.register(self._remove_address)
+        # Warming runs in a thread of its own, so the control socket answers meanwhile: a
+        # hand-over must not wait for a warm-up to learn whether this process is stale.
+        self._warm_wanted.set()  # at start: the serving group's record may be there already
+        warmer = threading.Thread(target=self._warm_loop, name="wsgidev-warm", daemon=True)
+        warmer.start()
         self._thread = threading.Thread(target=self._listen, name="wsgidev-handover", daemon=True)
         self._thread.start()
 
@@ -191,48 +197,60 @@ class Handover:
 
     def _lead(self, files: list[str]) -> None:
         started = time.time()
-        standby = (self.index + 1) % len(self.groups)  # retired longest ago: the warmest
         reply = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         reply_path = self.control_dir / f"reply.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             reply_path.unlink()
         reply.bind(str(reply_path))
         go = {"op": "go", "reply": str(reply_path)}
+        answers: dict[str, str] = {}
+        taker = None
         try:
-            members = self._wait_for_members(standby, set(), 1)
-            sent = {pid for pid in members if self._send(standby, pid, go)}
-            answers = self._collect(reply, sent)
+            # The next group (the warmest), else the one after it: that one only holds the
+            # libraries, so an edit that made the next stale (settings.py, a models.py: files
+            # Django's setup imports) usually leaves it clean.
+            for step in range(1, len(self.groups)):
+                candidate = (self.index + step) % len(self.groups)
+                members = self._wait_for_members(candidate, set(), 1)
+                sent = {pid for pid in members if self._send(candidate, pid, go)}
+                answers = self._collect(reply, sent)
+                if "stale" not in answers.values():
+                    taker = candidate
+                    break
         finally:
             reply.close()
             with contextlib.suppress(FileNotFoundError):
                 reply_path.unlink()
-        if "stale" in answers.values():
-            # The standbys had imported a file that changed (settings.py, a models.py, a library
-            # after pip install): none can serve it. Restart this group in place, as
-            # --restart-mode process does; once its new processes serve, they tell every
-            # standby to look, and the stale ones restart then, off the new code's way.
+        retiring = sorted(self._members(self.index))
+        # No standby warms until the new code serves: a warm-up now (this group's processes
+        # respawning, the one next after the taker) would slow the import clients wait for.
+        # The new serving processes write a fresh record and tell every standby (op warm).
+        preload.forget(str(self.state_dir))
+        if taker is None:
+            # Every standby had imported a file that changed (a library after pip install):
+            # none can serve it. Restart this group in place, as --restart-mode process does;
+            # once its new processes serve, they tell every standby to look, and the stale ones
+            # restart then, off the new code's way.
             events.emit(
                 "restart-in-place",
                 group=self.groups[self.index],
                 files=files[:20],
                 answers=answers,
+                retiring=retiring,
                 seconds=round(time.time() - started, 4),
             )
         else:
-            route_to(self.state_dir, standby, len(self.groups))
-            following = (standby + 1) % len(self.groups)
-            if following != self.index:  # (this group, retiring, comes back next and warms fully)
-                for pid in self._members(following):
-                    self._send(following, pid, {"op": "warm"})  # it is next now: warm fully
+            route_to(self.state_dir, taker, len(self.groups))
             events.emit(
                 "handover",
-                to=self.groups[standby],
+                to=self.groups[taker],
                 files=files[:20],
                 answers=answers,
+                retiring=retiring,
                 seconds=round(time.time() - started, 4),
             )
             time.sleep(RETIRE_DELAY_S)
-        for pid in self._members(self.index):
+        for pid in retiring:
             self._send(self.index, pid, {"op": "retire"})
 
     def _members(self, index: int) -> set[int]:
@@ -335,8 +353,14 @@ class Handover:
             django_error=repr(warmed.django_error) if warmed.django_error else None,
         )
 
+    def _warm_loop(self) -> None:
+        """Warm this standby whenever asked, until it has imported the app."""
+        while self.generation is None and self._socket.fileno() >= 0:
+            self._warm_wanted.wait()
+            self._warm_wanted.clear()
+            self._preload()
+
     def _listen(self) -> None:
-        self._preload()
         while True:
             try:
                 message = json.loads(self._socket.recv(4096))
@@ -346,15 +370,15 @@ class Handover:
                 return  # closed
             op = message.get("op")
             if op == "close":
+                self._warm_wanted.set()  # the warm-up thread ends too
                 return
             if op == "warm":
                 if self.generation is None and self._refresh_if_stale():
                     return
-                self._preload()
+                self._warm_wanted.set()
             elif op == "go":
                 self._go(str(message.get("reply", "")))
             elif op == "retire" and self.generation is not None:
-                self.record_modules()  # with what requests imported since
                 restart_process([])  # mod_wsgi finishes the requests in flight, then exits
                 self.retired.set()
 
@@ -367,23 +391,28 @@ class Handover:
         return bool(stale)
 
     def _go(self, reply_path: str) -> None:
+        # Answered at once, from the files it has imported so far (a stat each), while a
+        # warm-up may still be running: the route flips now, the old group retires and gives
+        # the machine to this one, and requests wait here for the new code, not elsewhere for
+        # the old. Under a busy load that is what brings the new code soonest.
         stale = self._stale()
-        if stale:
-            # It imported old code before: only a new process is clean. It restarts when the
-            # serving group's new processes say they serve (op warm), not now, beside them.
-            answer = "stale"
-        else:
-            answer = "ready"
-            assert self._load is not None
-            self._load()  # an import error still loads: the error page is what serves
-            if self._activate is not None:
-                # Watching before the route flips (one inotify watch per folder: milliseconds
-                # for thousands); a save since the import compares unequal to its baseline.
-                self._activate()
+        # Stale: it imported old code before, and only a new process is clean. It restarts when
+        # the serving group's new processes say they serve (op warm), not now, beside them.
+        answer = "stale" if stale else "ready"
         with contextlib.suppress(OSError):
             self._socket.sendto(json.dumps({"op": answer, "pid": os.getpid()}).encode(), reply_path)
-        if not stale:
-            self.record_modules()  # off the hand-over's path
+        if stale:
+            return
+        assert self._load is not None
+        self._load()  # after the warm-up, under its lock; an import error serves its error page
+        if self._activate is not None:
+            # Watching once imported (one inotify watch per folder: milliseconds for thousands);
+            # a save since the import compares unequal to its import-time baseline.
+            self._activate()
+        self._warm_wanted.set()  # the warm-up thread sees the app imported and ends
+        # With what it imported; and every standby looks again: one made stale by this edit
+        # (it was passed over) restarts now, after the new code serves.
+        self.record_modules(tell_standby=True)
 
 
 def _alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ imported completely, in the serving process's order.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -69,6 +70,12 @@ def record(state_dir: str) -> None:
     temp = target.with_name(f".{MODULES_NAME}.{os.getpid()}")
     temp.write_text(json.dumps(library_modules()), encoding="utf-8")
     os.replace(temp, target)
+
+
+def forget(state_dir: str) -> None:
+    """Remove the record: standbys wait for the next serving process's."""
+    with contextlib.suppress(FileNotFoundError):
+        (Path(state_dir) / MODULES_NAME).unlink()
 
 
 def recorded(state_dir: str) -> list[str] | None:

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import select
+import time
 from typing import Any
 
 from inotify_simple import INotify
@@ -44,6 +45,8 @@ MASK = (
     | inflags.MOVE_SELF
 )
 _SELF_GONE = inflags.DELETE_SELF | inflags.MOVE_SELF | inflags.IGNORED
+# Arming thousands of watches holds the GIL for tens of milliseconds: yield it this often.
+YIELD_EVERY = 100
 
 
 class InotifyMonitor(Monitor):
@@ -82,7 +85,9 @@ class InotifyMonitor(Monitor):
         inotify = self._inotify
         if inotify is None or self._polling:
             return
-        for directory in sorted(dirs):
+        for count, directory in enumerate(sorted(dirs), start=1):
+            if count % YIELD_EVERY == 0:
+                time.sleep(0)  # let request threads run: a process that just took over is busy
             try:
                 wd = inotify.add_watch(directory, MASK)
             except OSError as exc:
