@@ -69,9 +69,9 @@ def _wsgidev(project: Project, port: int, paths: Paths) -> list[str]:
     ]  # fmt: skip
 
 
-def _wsgidev_one_standby(project: Project, port: int, paths: Paths) -> list[str]:
-    # One standby group instead of two: a group's memory less.
-    return [*_wsgidev(project, port, paths), "--standbys", "1"]
+def _wsgidev_two_standbys(project: Project, port: int, paths: Paths) -> list[str]:
+    # Two standby groups instead of one: the next warm, the one after it holding the libraries.
+    return [*_wsgidev(project, port, paths), "--standbys", "2"]
 
 
 def _wsgidev_process_mode(project: Project, port: int, paths: Paths) -> list[str]:
@@ -131,11 +131,11 @@ SERVERS = {
             prints_reloads=True,
         ),
         ServerSpec(
-            key="wsgidev-1standby",
-            label=f"wsgidev start --standbys 1 ({PROCESSES}x{THREADS})",
-            detects="in-daemon monitor; hand-over with one standby group",
+            key="wsgidev-2standbys",
+            label=f"wsgidev start --standbys 2 ({PROCESSES}x{THREADS})",
+            detects="in-daemon monitor; hand-over with two standby groups",
             processes=PROCESSES,
-            command=_wsgidev_one_standby,
+            command=_wsgidev_two_standbys,
             hands_over=True,
             prints_reloads=True,
         ),
