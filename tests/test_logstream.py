@@ -1,0 +1,99 @@
+"""One honest line per reload: the terminal's reading of the daemons' events (wsgidev/logstream.py).
+
+Events go through their real encoding (events.emit into an error-log line), as from Apache."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Any
+
+import pytest
+
+from wsgidev import events
+from wsgidev.logstream import LogPrinter
+
+
+class Terminal:
+    """A LogPrinter for 2 processes and what it printed."""
+
+    def __init__(self) -> None:
+        self.out = io.StringIO()
+        self.printer = LogPrinter(self.out, processes=2, colour=False, verbose=False)
+
+    def event(self, kind: str, pid: int, t: float, **fields: Any) -> None:
+        """An event as a daemon process emits it, read from the error log."""
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            events.emit(kind, **fields)
+        message = stderr.getvalue().strip()
+        # The event's own pid and time are what a daemon would have put there.
+        record = events.parse(message)
+        assert record is not None
+        record.update(pid=pid, t=t)
+        self.printer._event(record)  # the parsing above is error_line's
+
+    def lines(self) -> list[str]:
+        return [line for line in self.out.getvalue().splitlines() if line.startswith("Reloaded")]
+
+
+SAVED = 1000.0
+APP = "/site/app.py"
+
+
+def test_process_mode_line_counts_from_the_save_to_the_last_new_import():
+    term = Terminal()
+    for pid in (11, 12):  # both old processes see the save, dated alike
+        term.event("change", pid, SAVED + 0.3, files=[APP], saved_at=SAVED)
+    term.event("ready", 21, SAVED + 1.0, started_at=SAVED + 0.6)
+    assert term.lines() == []  # one of two processes has the new code
+    term.event("ready", 22, SAVED + 1.4, started_at=SAVED + 0.9)
+    assert term.lines() == [f"Reloaded in 1.40 s: {APP} changed"]
+
+
+def test_an_import_begun_before_the_save_does_not_count():
+    term = Terminal()
+    term.event("ready", 21, SAVED + 0.5, started_at=SAVED - 0.1)  # read the old file
+    term.event("change", 11, SAVED + 0.3, files=[APP], saved_at=SAVED)
+    term.event("ready", 22, SAVED + 1.0, started_at=SAVED + 0.6)
+    assert term.lines() == []
+
+
+def test_a_hand_over_waits_for_the_taking_group_and_the_old_group_to_exit():
+    term = Terminal()
+    # Live pids stand for the retiring processes: until they say they exit, they serve old code.
+    retiring = [os.getpid(), os.getppid()]
+    term.event("change", retiring[0], SAVED + 0.05, files=[APP], saved_at=SAVED)
+    term.event("handover", retiring[0], SAVED + 0.08, to="g-b", files=[APP], retiring=retiring)
+    term.event("ready", 31, SAVED + 0.3, started_at=SAVED + 0.1, group="g-c")  # another group
+    term.event("ready", 21, SAVED + 0.4, started_at=SAVED + 0.1, group="g-b")
+    term.event("ready", 22, SAVED + 0.5, started_at=SAVED + 0.1, group="g-b")
+    term.event("exit", retiring[0], SAVED + 0.55)
+    assert term.lines() == []  # one old process still serves
+    term.event("exit", retiring[1], SAVED + 0.6)
+    assert term.lines() == [f"Reloaded in 0.60 s: {APP} changed"]
+
+
+def test_a_late_report_of_a_finished_reload_is_not_a_new_one():
+    term = Terminal()
+    term.event("change", 11, SAVED + 0.05, files=[APP], saved_at=SAVED)
+    term.event("ready", 21, SAVED + 0.4, started_at=SAVED + 0.1)
+    term.event("ready", 22, SAVED + 0.5, started_at=SAVED + 0.1)
+    term.event("change", 12, SAVED + 0.9, files=[APP], saved_at=SAVED)  # a slow sibling
+    term.event("ready", 23, SAVED + 3.0, started_at=SAVED + 2.0)
+    term.event("ready", 24, SAVED + 3.1, started_at=SAVED + 2.0)
+    assert len(term.lines()) == 1
+
+
+@pytest.mark.parametrize("gap_s", [0.2, 1.5])
+@pytest.mark.parametrize("other", ["/site/other.py", APP])
+def test_two_saves_are_two_lines_each_with_its_own_file(gap_s: float, other: str):
+    term = Terminal()
+    term.event("change", 11, SAVED + 0.05, files=[APP], saved_at=SAVED)
+    term.event("change", 11, SAVED + gap_s + 0.05, files=[other], saved_at=SAVED + gap_s)
+    term.event("ready", 21, SAVED + gap_s + 0.5, started_at=SAVED + gap_s + 0.1)
+    term.event("ready", 22, SAVED + gap_s + 0.6, started_at=SAVED + gap_s + 0.1)
+    lines = term.lines()
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(f": {APP} changed") and lines[1].endswith(f": {other} changed")
