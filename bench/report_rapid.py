@@ -11,7 +11,11 @@ from bench.servers import SERVERS, THREADS
 
 PRINTED_TOLERANCE_S = 0.2
 THREADS_LIMIT = THREADS + 10
-PSS_LIMITS = {"wsgidev": 2.5, "wsgidev-2standbys": 2.5, "wsgidev-process": 1.2}  # times mod_wsgi-express's tree
+PSS_LIMITS = {
+    "wsgidev": 2.5,
+    "wsgidev-2standbys": 2.5,
+    "wsgidev-process": 1.2,
+}  # times mod_wsgi-express's tree
 STOP_LIMIT_S = 1.0  # from Ctrl-C until every process of the tree has exited
 
 

@@ -65,7 +65,15 @@ def test_a_hand_over_waits_for_the_taking_group_and_the_old_group_to_exit():
     # Live pids stand for the retiring processes: until they say they exit, they serve old code.
     retiring = [os.getpid(), os.getppid()]
     term.event("change", retiring[0], SAVED + 0.05, files=[APP], saved_at=SAVED)
-    term.event("handover", retiring[0], SAVED + 0.08, to="g-b", files=[APP], retiring=retiring)
+    term.event(
+        "handover",
+        retiring[0],
+        SAVED + 0.08,
+        to="g-b",
+        files=[APP],
+        retiring=retiring,
+        answers={"21": "ready", "22": "ready"},
+    )
     term.event("ready", 31, SAVED + 0.3, started_at=SAVED + 0.1, group="g-c")  # another group
     term.event("ready", 21, SAVED + 0.4, started_at=SAVED + 0.1, group="g-b")
     term.event("ready", 22, SAVED + 0.5, started_at=SAVED + 0.1, group="g-b")
@@ -97,3 +105,15 @@ def test_two_saves_are_two_lines_each_with_its_own_file(gap_s: float, other: str
     lines = term.lines()
     assert len(lines) == 2, lines
     assert lines[0].endswith(f": {APP} changed") and lines[1].endswith(f": {other} changed")
+
+
+def test_a_hand_over_to_a_group_still_starting_counts_the_processes_that_answered():
+    # Apache had started one of the group's two processes again: it answered go and serves
+    # every request; the other imports the new code whenever it comes.
+    term = Terminal()
+    term.event("change", 11, SAVED + 0.05, files=[APP], saved_at=SAVED)
+    term.event(
+        "handover", 11, SAVED + 0.08, to="g-b", files=[APP], retiring=[], answers={"21": "ready"}
+    )
+    term.event("ready", 21, SAVED + 0.4, started_at=SAVED + 0.1, group="g-b")
+    assert term.lines() == [f"Reloaded in 0.40 s: {APP} changed"]

@@ -41,6 +41,9 @@ class _Reload:
     # The daemon group whose processes bring the new code (a hand-over's taker, or the group
     # restarting in place); None: any (one group, --restart-mode process or server).
     group: str | None = None
+    # A hand-over's processes that answered ready: the ones that serve the new code (a process
+    # Apache starts later in that group imports the new code anyway). None: count the group's.
+    takers: set[int] | None = None
 
     def same_save(self, saved_at: float, files: list[str], within_s: float = SAME_SAVE_S) -> bool:
         return abs(saved_at - self.saved_at) < within_s and bool(set(files) & set(self.files))
@@ -174,11 +177,16 @@ class LogPrinter:
         handed = {str(f) for f in event.get("files", [])}
         pids = {int(pid) for pid in event.get("retiring", [])}
         group = event.get("to") or event.get("group")
+        takers = None
+        if event["event"] == "handover":
+            answers = event.get("answers") or {}
+            takers = {int(pid) for pid, answer in answers.items() if answer == "ready"}
         with self.lock:
             for reload in self.pending:
                 if handed & set(reload.files):
                     reload.retiring |= pids
                     reload.group = str(group) if group else None
+                    reload.takers = takers
 
     def _once(self, key: str, text: str) -> None:
         # Each daemon process reports the same thing; say it once.
@@ -213,6 +221,11 @@ class LogPrinter:
         (a hand-over flips the route first; its requests wait for the import)."""
         if any(pid not in self._exited and _alive(pid) for pid in reload.retiring):
             return False
+        if reload.takers:
+            return all(
+                self._imported_at.get(pid, (0.0, None))[0] >= reload.saved_at or not _alive(pid)
+                for pid in reload.takers
+            )
         fresh = sum(
             1
             for at, group in self._imported_at.values()
