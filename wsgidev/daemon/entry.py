@@ -172,7 +172,7 @@ def with_random_delay(application: WSGIApp, max_ms: int) -> WSGIApp:
 def _process_group() -> str | None:
     """This daemon's mod_wsgi process group (None outside a daemon)."""
     try:
-        import mod_wsgi  # built into Apache's Python
+        import mod_wsgi  # built into Apache's Python (the pip package has no process_group)
 
         return getattr(mod_wsgi, "process_group", None) or None
     except ImportError:
@@ -184,9 +184,7 @@ def _handover(spec: EntrySpec) -> Handover | None:
     if spec.monitor is None or spec.monitor.restart != "standby" or not spec.monitor.state_dir:
         return None
     try:
-        import mod_wsgi  # built into Apache's Python (the pip package has no process_group)
-
-        return Handover(spec.monitor.state_dir, spec.monitor.groups, mod_wsgi.process_group)
+        return Handover(spec.monitor.state_dir, spec.monitor.groups, _process_group() or "")
     except Exception as exc:
         events.emit("refused", reason=f"standby hand-over unavailable: {_one_line(exc)}")
         return None

@@ -2,7 +2,7 @@
 
 The floor of the ``process`` recipe is Apache's parent: it notices a dead daemon only in a
 maintenance loop that sleeps a second between looks. So `wsgidev start` runs a ring of daemon
-groups of ``processes`` x ``threads`` each (GROUPS), and Apache sends every request to the group
+groups of ``processes`` x ``threads`` each (1 + --standbys), and Apache sends every request to the group
 the route files name (route-<index>: the highest present wins; none, group 0). The other groups
 are standbys: started, warmed by preload.py, and idle, with nothing of the app itself imported.
 
@@ -10,15 +10,15 @@ On a change, the first monitor of the serving group to see it leads a hand-over 
 group in the ring (the one retired longest ago):
 
 1. it sends ``go`` to each of that group's processes (a datagram to the socket each one binds
-   in the server root); each one imports the app - the new code - starts watching, and answers
-   ``ready``, or ``stale`` when a file it had already imported changed too;
-2. once all have answered ready it flips the route: the next request goes to the new code;
+   in the server root); each one answers at once, from a stat of the files it has imported so
+   far: ``ready``, or ``stale`` when one of them changed (then the group after it is asked);
+2. it flips the route: the next request goes to that group, and waits there while its
+   processes finish warming and import the app - the new code - and start watching;
 3. it sends ``retire`` to its own group: mod_wsgi lets their requests in flight finish, and
-   Apache starts them again in its own time, as a standby.
+   Apache starts them again in its own time, as a standby. The machine is the import's.
 
 Requests never wait for a process to start, and none is refused: every group's socket stays
-bound the whole time (unlike a graceful restart of Apache, which rebinds them). A request that
-reaches a standby process (queued just before a flip) imports the app then, new code too.
+bound the whole time (unlike a graceful restart of Apache, which rebinds them).
 The second monitor of the serving group to see the change finds the lock's generation counted up
 since it loaded the app (wsgidev.shared.LeaderLock) and waits to be retired. A standby only
 records what it imports; it looks at those files once, when it is told to take over.
@@ -52,8 +52,8 @@ from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, LeaderLock, route_name
 # Grace between the flip and retiring the old group: requests Apache routed to it just before
 # the flip are taken by its processes instead of waiting for their successors.
 RETIRE_DELAY_S = 0.1
-# How long a hand-over waits for the standby processes to import the app; a slower one is
-# flipped to anyway, and imports on the first request it gets.
+# How long a hand-over waits for the standby processes to answer go (they answer before their
+# import; one busy past this is flipped to anyway, and imports on the first request it gets).
 IMPORT_TIMEOUT_S = 60.0
 # A standby group with no process yet (Apache is starting it after the last hand-over) is
 # waited for this long; after that the flip goes ahead and requests queue on its socket.
@@ -211,7 +211,7 @@ class Handover:
             # Django's setup imports) usually leaves it clean.
             for step in range(1, len(self.groups)):
                 candidate = (self.index + step) % len(self.groups)
-                members = self._wait_for_members(candidate, set(), 1)
+                members = self._wait_for_members(candidate)
                 sent = {pid for pid in members if self._send(candidate, pid, go)}
                 answers = self._collect(reply, sent)
                 if "stale" not in answers.values():
@@ -261,12 +261,10 @@ class Handover:
                 pids.add(int(pid_text))
         return pids
 
-    def _wait_for_members(self, index: int, known: set[int], count: int) -> set[int]:
-        """At least count processes of the group not in known, or what there is by the deadline."""
+    def _wait_for_members(self, index: int) -> set[int]:
+        """The group's processes, waiting for one to appear (Apache may be starting them)."""
         deadline = time.monotonic() + EMPTY_GROUP_WAIT_S
-        while len(members := self._members(index) - known) < count:
-            if time.monotonic() >= deadline:
-                break
+        while not (members := self._members(index)) and time.monotonic() < deadline:
             time.sleep(POLL_S)
         return members
 

@@ -7,6 +7,7 @@ file's state now with its baseline (watched.py); a notification is never trusted
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import sys
 import threading
@@ -67,6 +68,7 @@ class Monitor:
         self._app_loaded = False
         self._django: DjangoSignals | None = None
         self._armed = False
+        self._polling = False  # a notification backend that ran out of watches polls instead
         self._counted_dirs = 0  # the folder count last reported
         self._restarting = False
         self._stopping = threading.Event()
@@ -94,8 +96,20 @@ class Monitor:
         """Make a waiting _wait() return now."""
         raise NotImplementedError
 
+    def _watch_failed(self, exc: OSError) -> bool:
+        """A directory could not be watched: true to go on with the next one (it is gone or
+        unreadable: the safety net still stats its files); false once out of watches, when every
+        baseline is polled from now on."""
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+            return True
+        log(f"{exc}; polling every {self.poll_interval_s:g} s instead")
+        self._polling = True
+        return False
+
     def _idle_timeout(self, next_full_check: float) -> float:
         """How long the thread may wait when nothing happens."""
+        if self._polling:
+            return self.poll_interval_s  # a notification backend out of watches
         remaining = max(0.0, next_full_check - time.monotonic())
         if self._files.has_unchecked():
             return 0.0

@@ -20,7 +20,6 @@ standbys importing the standard library) do not wake it. A queue overflow asks f
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import time
@@ -29,7 +28,7 @@ from typing import Any
 from inotify_simple import INotify
 from inotify_simple import flags as inflags
 
-from wsgidev.daemon.monitor.base import Monitor, log
+from wsgidev.daemon.monitor.base import Monitor
 
 # Writes, attribute changes (touch, a restored mtime), creation, deletion and renames, and the
 # watched directory itself going away.
@@ -61,7 +60,6 @@ class InotifyMonitor(Monitor):
         self._poller = select.poll()
         self._dir_of: dict[int, str] = {}  # watch descriptor -> directory
         self._watch_of: dict[str, int] = {}  # directory -> watch descriptor
-        self._polling = False
 
     def _open(self) -> None:
         self._inotify = INotify(nonblocking=True)
@@ -91,11 +89,8 @@ class InotifyMonitor(Monitor):
             try:
                 wd = inotify.add_watch(directory, MASK)
             except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
-                    continue  # gone or unreadable: the safety net still stats its files
-                # Out of inotify watches: keep every baseline, poll them instead.
-                log(f"{exc}; polling every {self.poll_interval_s:g} s instead")
-                self._polling = True
+                if self._watch_failed(exc):
+                    continue
                 return
             old = self._watch_of.get(directory)
             if old is not None and old != wd:  # the directory was replaced: drop the old watch
@@ -104,11 +99,6 @@ class InotifyMonitor(Monitor):
                     inotify.rm_watch(old)
             self._dir_of[wd] = directory
             self._watch_of[directory] = wd
-
-    def _idle_timeout(self, next_full_check: float) -> float:
-        if self._polling:
-            return self.poll_interval_s
-        return super()._idle_timeout(next_full_check)
 
     def _wait(self, timeout_s: float) -> set[str] | None:
         inotify = self._inotify

@@ -24,7 +24,6 @@ state with the file's baseline.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import queue
 import sys
@@ -45,7 +44,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from wsgidev.daemon.monitor.base import Monitor, log
+from wsgidev.daemon.monitor.base import Monitor
 
 # Writes, attribute changes (touch, a restored mtime), creation, deletion and renames. Opens and
 # reads are left out: every process reading the standard library would wake the monitor.
@@ -75,7 +74,6 @@ class NotifyMonitor(Monitor):
         self._handler = _Forward(self._hints.put)
         self._observer: BaseObserver | None = None
         self._watches: dict[str, ObservedWatch] = {}
-        self._polling = False
 
     def _open(self) -> None:
         self._observer = _observer_class()(timeout=DISPATCH_TIMEOUT_S)
@@ -100,17 +98,9 @@ class NotifyMonitor(Monitor):
                     self._handler, directory, recursive=False, event_filter=EVENT_TYPES
                 )
             except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
-                    continue  # gone or unreadable: the safety net still stats its files
-                # Out of inotify watches or instances: keep every baseline, poll them instead.
-                log(f"{exc}; polling every {self.poll_interval_s:g} s instead")
-                self._polling = True
+                if self._watch_failed(exc):
+                    continue
                 return
-
-    def _idle_timeout(self, next_full_check: float) -> float:
-        if self._polling:
-            return self.poll_interval_s
-        return super()._idle_timeout(next_full_check)
 
     def _wait(self, timeout_s: float) -> set[str] | None:
         paths: set[str] = set()
