@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -17,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pexpect
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,3 +312,139 @@ def start_server(
         for server in servers:
             server.kill_everything()
             sys.stdout.write(f"--- wsgidev log ({server.url}) ---\n{server.log()}\n")
+
+
+class TerminalServer:
+    """`wsgidev start` (or `manage.py runwsgidev`) on a pseudo-terminal that is its controlling
+    terminal (pexpect), as a developer runs it: Ctrl-C and pdb behave as they do for one.
+    Everything it printed is kept; teardown leaves nothing running."""
+
+    def __init__(
+        self, project: Path, args: list[str], env: dict[str, str], manage_py: bool = False
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="wsgidev-test-"))
+        base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "PYTHONBREAKPOINT")}
+        full_env = {**base, "TMPDIR": str(self.tmpdir), "TERM": "xterm", **env}
+        if manage_py:
+            command = [sys.executable, "manage.py", "runwsgidev", f"127.0.0.1:{self.port}", *args]
+        else:
+            command = wsgidev_command("start", *args, "--port", str(self.port))
+        self.transcript = io.StringIO()
+        self.child = pexpect.spawn(
+            command[0],
+            command[1:],
+            cwd=str(project),
+            env=full_env,
+            encoding="utf-8",
+            codec_errors="replace",
+            timeout=20,
+            dimensions=(50, 250),
+        )
+        self.child.logfile_read = self.transcript
+        self.pids: set[int] = set()
+
+    def expect(self, pattern: str, timeout_s: float = 20) -> str:
+        """Wait until the regular expression appears (after what was matched before); the
+        text up to and including it."""
+        try:
+            self.child.expect(pattern, timeout=timeout_s)
+        except (pexpect.TIMEOUT, pexpect.EOF) as exc:
+            kind = "timed out" if isinstance(exc, pexpect.TIMEOUT) else "exited"
+            raise AssertionError(f"{kind} waiting for {pattern!r}:\n{self.text()}") from None
+        return str(self.child.before) + str(self.child.after)
+
+    def text(self) -> str:
+        """Everything printed so far."""
+        return self.transcript.getvalue()
+
+    def read_until(self, text: str, timeout_s: float = 20) -> str:
+        """Read until text has been printed anywhere (lines of the two logs interleave in no
+        fixed order); everything printed so far. Do not mix with expect() in one test."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.text():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} after {timeout_s} s:\n{self.text()}")
+            try:
+                self.child.read_nonblocking(65536, timeout=0.2)
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                raise AssertionError(f"exited before {text!r}:\n{self.text()}") from None
+        return self.text()
+
+    def type(self, line: str) -> None:
+        """Type a line at the terminal."""
+        self.child.sendline(line)
+
+    def ctrl_c(self) -> None:
+        """Press Ctrl-C."""
+        self.remember_processes()
+        self.child.sendintr()
+
+    def wait_exit(self, timeout_s: float = 20) -> int:
+        """The command's exit status, once it has exited."""
+        self.remember_processes()
+        try:
+            self.child.expect(pexpect.EOF, timeout=timeout_s)
+        except pexpect.TIMEOUT:
+            raise AssertionError(f"still running after {timeout_s} s:\n{self.text()}") from None
+        self.child.wait()
+        return int(self.child.exitstatus if self.child.exitstatus is not None else -1)
+
+    def remember_processes(self) -> None:
+        """Note every process below the command, for the nothing-left check."""
+        if self.child.isalive():
+            self.pids |= descendants(self.child.pid)
+
+    def assert_nothing_left(self) -> None:
+        """No process of the server alive, the port free, no server root."""
+        survivors = {pid for pid in self.pids if alive(pid)}
+        assert not survivors, f"left running: {survivors}\n{self.text()}"
+        wait_for(lambda: port_is_free(self.port), 5, f"port {self.port} to be free")
+        assert not any(self.tmpdir.iterdir()), f"left in TMPDIR: {list(self.tmpdir.iterdir())}"
+
+    def kill_everything(self) -> None:
+        """Last-resort cleanup (by pid): the command's session, then anything below it."""
+        if self.child.isalive():
+            os.killpg(self.child.pid, signal.SIGKILL)
+            self.child.wait()
+        for pid in self.pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.child.close(force=True)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+@pytest.fixture
+def terminal_server() -> Iterator[Callable[..., TerminalServer]]:
+    """Factory: terminal_server(project, *args, env={}, manage_py=False) -> a TerminalServer
+    whose banner is out; always torn down (Ctrl-C), nothing left."""
+    servers: list[TerminalServer] = []
+
+    def factory(
+        project: Path, *args: str, env: dict[str, str] | None = None, manage_py: bool = False
+    ) -> TerminalServer:
+        server = TerminalServer(project, list(args), env or {}, manage_py)
+        servers.append(server)
+        server.expect("quit with CONTROL-C", 60)
+        server.remember_processes()
+        return server
+
+    yield factory
+    try:
+        for server in reversed(servers):
+            if server.child.isalive():
+                server.ctrl_c()
+                with contextlib.suppress(pexpect.TIMEOUT):
+                    server.child.expect(pexpect.EOF, timeout=10)
+                if server.child.isalive():  # a debugger session was open: a double press
+                    server.ctrl_c()
+                    server.ctrl_c()
+                assert server.wait_exit() == 0, server.text()
+            server.assert_nothing_left()
+    finally:
+        for server in servers:
+            server.kill_everything()
+            sys.stdout.write(f"--- terminal ({server.url}) ---\n{server.text()}\n")

@@ -3,27 +3,19 @@ WSGIDEV settings, persistent connections, fork and debug modes, and bad input.""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import select
 import shutil
-import signal
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from conftest import (
-    alive,
-    descendants,
     free_port,
     http_get,
     port_is_free,
@@ -248,127 +240,25 @@ def test_fork_mode_serves_one_request_per_process(django_project, start_server):
 # --- on a terminal --------------------------------------------------------------------------
 
 
-class PtyServer:
-    """manage.py runwsgidev on a pseudo-terminal that is its controlling terminal, so Ctrl-C
-    and pdb behave as they do for a developer; everything it printed is kept."""
-
-    def __init__(self, project: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.output = b""
-        master, slave = pty.openpty()
-        self.master = master
-        env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "PYTHONBREAKPOINT")}
-        command = [sys.executable, "manage.py", "runwsgidev", f"127.0.0.1:{self.port}", *args]
-        self.process = subprocess.Popen(
-            command,
-            cwd=project,
-            env={**env, "TERM": "xterm"},
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            preexec_fn=_take_terminal,
-        )
-        os.close(slave)
-        self.pids: set[int] = set()
-
-    def read_until(self, text: str, timeout_s: float) -> str:
-        """Read the terminal until text appears; fail with everything read at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while text.encode() not in self.output:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {text!r} after {timeout_s} s:\n{self.text()}")
-            ready, _, _ = select.select([self.master], [], [], min(left, 0.2))
-            if ready:
-                try:
-                    self.output += os.read(self.master, 65536)
-                except OSError:  # the other side closed: everything has exited
-                    raise AssertionError(f"exited before {text!r}:\n{self.text()}") from None
-        return self.text()
-
-    def text(self) -> str:
-        """Everything printed so far."""
-        return self.output.decode(errors="replace")
-
-    def type(self, keys: bytes) -> None:
-        """Type on the terminal."""
-        os.write(self.master, keys)
-
-    def remember_processes(self) -> None:
-        """Note every process below the command, for the nothing-left check."""
-        self.pids |= descendants(self.process.pid)
-
-    def interrupt(self, timeout_s: float = 20.0) -> int:
-        """Ctrl-C on the terminal, as a developer quits; the command's exit status."""
-        self.remember_processes()
-        self.type(b"\x03")
-        self.process.wait(timeout_s)
-        return self.process.returncode
-
-    def assert_nothing_left(self) -> None:
-        """No process of the server alive, and the port free."""
-        survivors = {pid for pid in self.pids if alive(pid)}
-        assert not survivors, f"left running: {survivors}\n{self.text()}"
-        wait_for(lambda: port_is_free(self.port), 5, f"port {self.port} to be free")
-
-    def kill_everything(self) -> None:
-        """Last-resort cleanup (by pid): the command's session, then anything below it."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-        for pid in self.pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        os.close(self.master)
-
-
-def _take_terminal() -> None:
-    # A new session whose controlling terminal is the pty on stdin, as a login shell's is.
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-@pytest.fixture
-def pty_server() -> Iterator[Callable[..., PtyServer]]:
-    """Factory: pty_server(project, *args) -> a PtyServer; always torn down, nothing left."""
-    servers: list[PtyServer] = []
-
-    def factory(project: Path, *args: str) -> PtyServer:
-        server = PtyServer(project, *args)
-        servers.append(server)
-        server.read_until("quit with CONTROL-C", 60)
-        server.remember_processes()
-        return server
-
-    yield factory
-    try:
-        for server in reversed(servers):
-            if server.process.poll() is None:
-                assert server.interrupt() == 0, server.text()
-            server.assert_nothing_left()
-    finally:
-        for server in servers:
-            server.kill_everything()
-            sys.stdout.write(f"--- terminal ({server.url}) ---\n{server.text()}\n")
-
-
 def test_ctrl_c_on_a_terminal_stops_everything_and_access_lines_are_coloured(
-    django_project, pty_server
+    django_project, terminal_server
 ):
-    server = pty_server(django_project, "--processes", "2", "--no-reload", "--skip-checks")
+    server = terminal_server(
+        django_project, "--processes", "2", "--no-reload", "--skip-checks", manage_py=True
+    )
     assert server.pids, "Apache should run below the command"
     assert http_get(server.url + "/log?m=tty&status=404")[0] == 404
     server.read_until("printed by the view tty", 10)
     # Yellow for a 4xx, as runserver colours a 404.
     server.read_until("\x1b[33m[", 10)
     server.read_until('"GET /log?m=tty&status=404 HTTP/1.1" 404', 10)
-    assert server.interrupt() == 0, server.text()
+    server.ctrl_c()
+    assert server.wait_exit() == 0, server.text()
     server.assert_nothing_left()
 
 
-def test_debug_mode_stops_at_breakpoint_in_a_view_and_pdb_answers(django_project, pty_server):
-    server = pty_server(django_project, "--debug", "--skip-checks")
+def test_debug_mode_stops_at_breakpoint_in_a_view_and_pdb_answers(django_project, terminal_server):
+    server = terminal_server(django_project, "--debug", "--skip-checks", manage_py=True)
     assert "debug mode" in server.text() and "reload off in --debug" in server.text()
     answer: dict[str, tuple[int, bytes]] = {}
 
@@ -379,17 +269,18 @@ def test_debug_mode_stops_at_breakpoint_in_a_view_and_pdb_answers(django_project
     client.start()
     server.read_until("(Pdb) ", 20)
     assert "value = 41" in server.text() or "pause()" in server.text()
-    server.type(b"p 1+1\n")
+    server.type("p 1+1")
     server.read_until("\n2\r\n", 10)
-    server.type(b"p value + 1\n")
+    server.type("p value + 1")
     server.read_until("42", 10)
-    server.type(b"c\n")
+    server.type("c")
     client.join(20)
     assert answer["pause"] == (200, b"value=41")
     server.read_until('"GET /pause HTTP/1.1" 200', 10)
     # One process, one thread: Apache alone, no daemons below it.
     assert len(server.pids) == 1, server.pids
-    assert server.interrupt() == 0, server.text()
+    server.ctrl_c()
+    assert server.wait_exit() == 0, server.text()
     server.assert_nothing_left()
 
 

@@ -91,11 +91,17 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         help="sleep a random 0..MAX_MS ms before each request, to shake out race conditions",
     )
     add(
+        "--pdb",
+        action=argparse.BooleanOptionalAction,
+        help="post-mortem: an exception a request raises opens pdb on this terminal at the "
+        "frame that raised it, then the 500 goes out (breakpoint() works with or without this)",
+    )
+    add(
         "--debug",
         action="store_const",
         const=True,
-        help="one process, one thread, the app inside Apache with this terminal as its stdin, "
-        "so breakpoint()/pdb in a view works; no reloading (restart to pick up changes)",
+        help="one process, one thread, the app inside Apache's own process with this terminal "
+        "as its stdin, for debuggers that need that; no reloading. breakpoint() works without it",
     )
 
 

@@ -77,11 +77,46 @@ class LogPrinter:
         self._exited: set[int] = set()  # daemon processes that said they exit
         self.apache_errors: list[str] = []
         self._last_once = ""
+        # While a debugger session has the terminal: the lines held back, and how wsgidev's own
+        # short lines are shown (above the prompt).
+        self._held_lines: list[str] | None = None
+        self._interject: Callable[[str], None] | None = None
+        # Daemon processes a debugger session keeps alive after they were told to stop: pid ->
+        # group. A reload does not wait for them (they serve only the paused request).
+        self._debug_held: dict[int, str | None] = {}
+
+    def hold(self, interject: Callable[[str], None]) -> None:
+        """Hold back log lines (a debugger session is on the terminal); say() goes to interject."""
+        with self.lock:
+            if self._held_lines is None:
+                self._held_lines = []
+            self._interject = interject
+
+    def release(self) -> None:
+        """Print the lines held back."""
+        with self.lock:
+            lines, self._held_lines, self._interject = self._held_lines or [], None, None
+            for text in lines:
+                self.out.write(text)
+            self.out.flush()
+
+    def say(self, text: str) -> None:
+        """A line of wsgidev's own (a reload, a debugger line): shown even during a session."""
+        with self.lock:
+            if self._interject is not None:
+                self._interject(text.rstrip("\n"))
+                return
+            self.out.write(text if text.endswith("\n") else text + "\n")
+            self.out.flush()
 
     def write(self, text: str) -> None:
-        """One or more finished lines to the terminal."""
+        """One or more finished lines to the terminal (held back during a debugger session)."""
+        text = text if text.endswith("\n") else text + "\n"
         with self.lock:
-            self.out.write(text if text.endswith("\n") else text + "\n")
+            if self._held_lines is not None:
+                self._held_lines.append(text)
+                return
+            self.out.write(text)
             self.out.flush()
 
     def error_line(self, raw: str) -> None:
@@ -146,6 +181,7 @@ class LogPrinter:
         elif kind == "exit":
             with self.lock:
                 self._exited.add(pid)
+                self._debug_held.pop(pid, None)
             self._reloaded(when, self._all_imported_since)
         elif kind == "handled":
             names = ", ".join(str(f) for f in event.get("files", []))
@@ -171,6 +207,19 @@ class LogPrinter:
             )
         elif kind == "refused":
             self.write(f"wsgidev monitor: {event.get('reason', 'refused')}")
+        elif kind == "debug-held":
+            self._held_by_debugger(pid, event)
+
+    def _held_by_debugger(self, pid: int, event: dict[str, Any]) -> None:
+        group = event.get("group")
+        with self.lock:
+            self._debug_held[pid] = str(group) if group else None
+        reason = str(event.get("reason", ""))
+        if reason in ("", "shutdown_signal", "graceful_signal"):
+            self.say(f"Process {pid} keeps the old code until the debugger session ends")
+        else:
+            self.say(f"Process {pid} stops ({reason}) once the debugger session ends")
+        self._reloaded(when=float(event.get("t", time.time())), done=self._all_imported_since)
 
     def _retiring(self, event: dict[str, Any]) -> None:
         """Note the old group's processes for the reloads the leader handed over for."""
@@ -219,7 +268,10 @@ class LogPrinter:
         """Whether as many processes as the group have imported the app since the save, and
         the processes retiring from the old code have exited: every request gets the new code
         (a hand-over flips the route first; its requests wait for the import)."""
-        if any(pid not in self._exited and _alive(pid) for pid in reload.retiring):
+        held = {pid for pid in self._debug_held if _alive(pid)}
+        if any(
+            pid not in self._exited and pid not in held and _alive(pid) for pid in reload.retiring
+        ):
             return False
         if reload.takers:
             return all(
@@ -231,7 +283,9 @@ class LogPrinter:
             for at, group in self._imported_at.values()
             if at >= reload.saved_at and reload.group in (None, group)
         )
-        return fresh >= self.processes
+        # A process a debugger session holds serves only its paused request: not one to wait for.
+        held_here = sum(1 for pid in held if reload.group in (None, self._debug_held.get(pid)))
+        return fresh >= self.processes - held_here
 
     def _reloaded(self, when: float, done: Callable[[_Reload], bool]) -> None:
         """Print one line for each pending reload that done() says serves now."""
@@ -243,7 +297,7 @@ class LogPrinter:
             names = [_short(f) for f in reload.files]
             changed = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
             seconds = max(0.0, when - reload.saved_at)
-            self.write(f"Reloaded in {seconds:.2f} s: {changed} changed")
+            self.say(f"Reloaded in {seconds:.2f} s: {changed} changed")
 
     def _import_error(self, pid: int, event: dict[str, Any]) -> None:
         text = str(event.get("traceback", ""))

@@ -73,6 +73,8 @@ class Options:
     random_delay_ms: int = 0
     # One process, one thread, the app embedded in Apache with the terminal as stdin (for pdb).
     debug: bool = False
+    # Post-mortem: an exception escaping a view opens pdb on wsgidev's terminal at its frame.
+    pdb: bool = False
 
     def __post_init__(self) -> None:
         for name in ("processes", "threads"):

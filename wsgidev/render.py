@@ -18,10 +18,13 @@ from wsgidev import __version__
 from wsgidev.apache import ApacheInstall
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
-from wsgidev.shared import EntrySpec, MonitorSpec, route_name
+from wsgidev.shared import DEBUG_SOCKET, DebuggerSpec, EntrySpec, MonitorSpec, route_name
 from wsgidev.target import Target
 
 ENTRY_SCRIPT_NAME = "entry.wsgi"
+# Under `wsgidev start` a request may sit at a (Pdb) prompt for as long as the developer reads:
+# Apache waits a day for a daemon's answer instead of answering 504 after Timeout (60 s).
+DAEMON_SOCKET_TIMEOUT_S = 86400
 PROCESS_GROUP = "wsgidev"
 # The few modules a WSGI dev server needs; each is loaded only where the Apache build lacks it.
 MODULES = (
@@ -163,6 +166,7 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> Entry
             groups=process_groups(options, target) if mode == "standby" else (),
         )
     return EntrySpec(
+        debugger=debugger_spec(options, state_dir),
         kind=target.kind,
         label=target.label,
         script_path=target.script_path,
@@ -173,6 +177,28 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> Entry
         django_static=options.django_static,
         random_delay_ms=options.random_delay_ms,
     )
+
+
+def debugger_spec(options: Options, state_dir: str | None) -> DebuggerSpec:
+    """Where breakpoints go: wsgidev start's terminal, Apache's own (--debug), or nowhere."""
+    if options.debug:
+        return DebuggerSpec(local=True, post_mortem=options.pdb)
+    if state_dir is None:  # a system Apache: mod_wsgi's shutdown-timeout, no terminal
+        return DebuggerSpec(post_mortem=options.pdb)
+    return DebuggerSpec(
+        socket_path=str(Path(state_dir) / DEBUG_SOCKET),
+        post_mortem=options.pdb,
+        shutdown_timeout_s=options.shutdown_timeout_s,
+    )
+
+
+def daemon_timeouts(options: Options, owned: bool) -> dict[str, int | None]:
+    """WSGIDaemonProcess timeouts: where wsgidev owns the server, its daemons apply
+    --shutdown-timeout themselves (never to a process a debugger session holds) and Apache
+    waits for a paused request; a system Apache keeps mod_wsgi's own."""
+    if owned:
+        return {"shutdown": 0, "socket": DAEMON_SOCKET_TIMEOUT_S}
+    return {"shutdown": options.shutdown_timeout_s, "socket": None}
 
 
 def render_entry(options: Options, target: Target, state_dir: str | None = None) -> str:
@@ -223,6 +249,7 @@ def render_standalone(
             routes=[str(server_root / route_name(index)) for index in range(options.standbys + 1)],
             mpm=mpm_sizing(options),
             modules=MODULES,
+            timeouts=daemon_timeouts(options, owned=True),
         )
     )
 
@@ -241,6 +268,7 @@ def render_apache(
             apache=apache,
             conf=layout(options, target, entry_script_path),
             standby=False,
+            timeouts=daemon_timeouts(options, owned=False),
         )
     )
 

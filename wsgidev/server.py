@@ -23,11 +23,12 @@ from typing import IO, TextIO
 
 from wsgidev import render
 from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
+from wsgidev.debugbridge import DebugBridge
 from wsgidev.errors import WsgidevError
 from wsgidev.logstream import LogPrinter
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs, child_setup, plan_run_as
-from wsgidev.shared import prepare_state_dir
+from wsgidev.shared import DEBUG_SOCKET, prepare_state_dir
 from wsgidev.target import Target, resolve_target
 
 STARTUP_DEADLINE_S = 30.0
@@ -195,6 +196,20 @@ class Server:
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.readers: list[threading.Thread] = []
+        self.bridge: DebugBridge | None = None
+
+    def open_debugger(self, root: Path, out: TextIO) -> None:
+        """Take the daemons' debugger sessions on this terminal, where there is one."""
+        options = self.prepared.options
+        if options.debug or not DebugBridge.has_terminal(out):
+            return
+        self.bridge = DebugBridge(root / DEBUG_SOCKET, self.log, self._wake.set, out)
+        owner = None
+        if self.prepared.run_as.mode == "apache-user":
+            user = pwd.getpwnam(self.prepared.run_as.user or "")
+            group = self.prepared.run_as.group
+            owner = (user.pw_uid, grp.getgrnam(group).gr_gid if group else user.pw_gid)
+        self.bridge.open(owner)
 
     def start(self) -> None:
         """Start Apache in its own session, so terminal signals reach wsgidev alone; in --debug,
@@ -257,10 +272,22 @@ class Server:
 
         # Waiting on Apache in a thread, not polling it: an idle server costs no wake-ups here.
         threading.Thread(target=watch_exit, name="wsgidev-apache-exit", daemon=True).start()
-        self._wake.wait()
-        if self.stop_requested.is_set():
-            return 0
-        return self._died()
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self.stop_requested.is_set():
+                return 0
+            if process.poll() is not None:
+                return self._died()
+            if self.bridge is not None:
+                # Debugger sessions run here, in the main thread, where Ctrl-C reaches input().
+                self.bridge.run_waiting()
+
+    def interrupt(self) -> None:
+        """Ctrl-C: at a debugger prompt it interrupts the command; else it stops the server."""
+        if self.bridge is not None and self.bridge.interrupt():
+            return
+        self.request_stop()
 
     def _died(self) -> int:
         self._drain()
@@ -273,6 +300,8 @@ class Server:
     def stop(self) -> None:
         """SIGTERM Apache (it stops its children and daemons), then SIGKILL what is left."""
         process = self.process
+        if self.bridge is not None:
+            self.bridge.close()  # a request paused in pdb reads the end of input and goes on
         if process is None:
             return
         timeout = self.prepared.options.shutdown_timeout_s + STOP_MARGIN_S
@@ -338,10 +367,14 @@ def _require_app_imports(server: Server) -> None:
 
 @contextmanager
 def _stop_signals(server: Server) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP stop the server; SIGWINCH (a terminal resize) is ignored."""
+    """Ctrl-C, SIGTERM and SIGHUP stop the server (Ctrl-C at a debugger prompt interrupts the
+    command instead, unless pressed twice); SIGWINCH (a terminal resize) is ignored."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        server.request_stop()
+        if signum == signal.SIGINT:
+            server.interrupt()
+        else:
+            server.request_stop()
 
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, handler) for sig in handled}
@@ -355,8 +388,8 @@ def _stop_signals(server: Server) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def banner(prepared: Prepared, url: str) -> str:
-    """The lines printed once Apache listens."""
+def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
+    """The lines printed once Apache listens; debugger: sessions come to this terminal."""
     options = prepared.options
     reload = f"reloading on changes ({options.reload_backend})" if options.reload else "reload off"
     mode = f"mod_wsgi daemon mode: {options.processes} process(es) x {options.threads} thread(s)"
@@ -372,6 +405,16 @@ def banner(prepared: Prepared, url: str) -> str:
     ]
     if options.random_delay_ms:
         lines.append(f"  each request delayed by a random 0-{options.random_delay_ms} ms")
+    if not options.debug:
+        post_mortem = (
+            "; an exception a request raises opens pdb here (--pdb)" if options.pdb else ""
+        )
+        if debugger:
+            lines.append(
+                "  breakpoint() in any process or thread opens pdb on this terminal" + post_mortem
+            )
+        else:
+            lines.append("  breakpoint() is skipped: wsgidev is not running in a terminal")
     lines.append(f"  {reload}; quit with CONTROL-C.")
     return "\n".join(lines)
 
@@ -387,6 +430,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
         server = Server(prepared, conf, err)
         with _stop_signals(server):
             try:
+                server.open_debugger(root, out)
                 server.start()
                 if not server.wait_listening():
                     if server.stop_requested.is_set():
@@ -398,7 +442,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
                         "see the log above; `wsgidev doctor` checks the setup",
                     )
                 url = render.layout(options, prepared.target, root).url
-                out.write(banner(prepared, url) + "\n")
+                out.write(banner(prepared, url, debugger=server.bridge is not None) + "\n")
                 out.flush()
                 if not options.reload:
                     _require_app_imports(server)

@@ -9,12 +9,14 @@ daemon side never imports options or target.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -26,6 +28,8 @@ CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pi
 HANDOVER_LOCK = "handover.lock"  # who leads a hand-over
 RESTART_LOCK = "restart.lock"  # who asks Apache for a graceful restart (--restart-mode server)
 PRELOAD_NAME = "preload.json"  # the serving process's library modules, for the standbys
+DEBUG_SOCKET = "debug.sock"  # wsgidev start's terminal, for debugger sessions (only with a tty)
+HELD_PREFIX = "held"  # ctl/held.<group index>.<pid>: a retiring process a debugger session holds
 
 
 def route_name(index: int) -> str:
@@ -46,6 +50,21 @@ class MonitorSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DebuggerSpec:
+    """Where a daemon's breakpoints and post-mortems go (wsgidev/daemon/debugger.py)."""
+
+    # wsgidev start's terminal (a Unix socket in its server root); None: there is none (a
+    # system Apache), and a breakpoint is skipped with a log line.
+    socket_path: str | None = None
+    post_mortem: bool = False  # --pdb: an exception escaping a view opens pdb on it
+    # --debug: the app runs in Apache's own process with the terminal as stdin: plain pdb.
+    local: bool = False
+    # wsgidev enforces --shutdown-timeout itself (mod_wsgi's is off), except while a debugger
+    # session is open; None: mod_wsgi's shutdown-timeout applies (a system Apache).
+    shutdown_timeout_s: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class EntrySpec:
     """What a daemon process needs to load the app, written into the entry script."""
 
@@ -58,6 +77,7 @@ class EntrySpec:
     monitor: MonitorSpec | None = None
     django_static: str = "none"  # "finders", "root" or "none"
     random_delay_ms: int = 0
+    debugger: DebuggerSpec | None = None
     django: bool = field(init=False, repr=False, default=False)  # from kind and environ
 
     def __post_init__(self) -> None:
@@ -114,3 +134,20 @@ def prepare_state_dir(state_dir: Path) -> None:
     (state_dir / CONTROL_DIR).mkdir(exist_ok=True)
     LeaderLock(state_dir / HANDOVER_LOCK).create()
     LeaderLock(state_dir / RESTART_LOCK).create()
+
+
+def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
+    """One message of a debugger session: a JSON object on a line (both ends use these two)."""
+    sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+
+def read_message(stream: IO[bytes]) -> dict[str, Any] | None:
+    """The next message of a debugger session; None at the end of the connection."""
+    line = stream.readline()
+    if not line:
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return {"op": "bad"}
+    return message if isinstance(message, dict) else {"op": "bad"}

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from wsgidev import events
-from wsgidev.daemon import restart
+from wsgidev.daemon import debugger, restart
 from wsgidev.daemon.handover import Handover
 from wsgidev.shared import EntrySpec, WSGIApp
 
@@ -27,8 +27,16 @@ _PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
 
 def load(spec: EntrySpec) -> WSGIApp:
     """Start the monitor (first, so a broken app is still watched), then import the app; in a
-    standby process (see wsgidev.daemon.handover), import it only when told to or asked to serve."""
+    standby process (see wsgidev.daemon.handover), import it only when told to or asked to serve.
+    Breakpoints and --pdb's post-mortems go to wsgidev's terminal (wsgidev.daemon.debugger)."""
     os.environ.update(spec.environ)
+    if spec.debugger is None:
+        return _load(spec)
+    debugger.install(spec.debugger)
+    return debugger.wrap(_load(spec), django=spec.django)
+
+
+def _load(spec: EntrySpec) -> WSGIApp:
     handover = _handover(spec)
     if handover is None or handover.serving():
         monitor = _start_monitor(spec, handover)

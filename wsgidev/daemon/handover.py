@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from wsgidev import events
-from wsgidev.daemon import preload
+from wsgidev.daemon import debugger, preload
 from wsgidev.daemon.monitor.base import log
 from wsgidev.daemon.restart import restart_process
-from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, LeaderLock, route_name
+from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, HELD_PREFIX, LeaderLock, route_name
 
 # Grace between the flip and retiring the old group: requests Apache routed to it just before
 # the flip are taken by its processes instead of waiting for their successors.
@@ -152,6 +152,11 @@ class Handover:
         self._django = django
         # Registered after the monitor's quick exit (atexit runs last-in first-out), so it runs.
         atexit.register(self._remove_address)
+        atexit.register(self._remove_held_mark)
+        with contextlib.suppress(ImportError, AttributeError):
+            import mod_wsgi  # a stopping process is no member of its group any more
+
+            mod_wsgi.subscribe_shutdown(self._stopping)
         # Warming runs in a thread of its own, so the control socket answers meanwhile: a
         # hand-over must not wait for a warm-up to learn whether this process is stale.
         self._warm_wanted.set()  # at start: the serving group's record may be there already
@@ -174,6 +179,22 @@ class Handover:
     def _remove_address(self) -> None:
         with contextlib.suppress(OSError):
             self.address.unlink()
+
+    def _held_mark(self) -> Path:
+        return self.control_dir / f"{HELD_PREFIX}.{self.index}.{os.getpid()}"
+
+    def _remove_held_mark(self) -> None:
+        with contextlib.suppress(OSError):
+            self._held_mark().unlink()
+
+    def _stopping(self, name: str = "", **event: Any) -> None:
+        """mod_wsgi's process_stopping: no hand-over may pick this process any more; if a
+        debugger session holds it, say so to the next leader (Apache starts no process in its
+        place until it exits)."""
+        self._remove_address()
+        if debugger.sessions_open():
+            with contextlib.suppress(OSError):
+                self._held_mark().touch()
 
     # -- the serving side ---------------------------------------------------------------------
 
@@ -212,6 +233,10 @@ class Handover:
             for step in range(1, len(self.groups)):
                 candidate = (self.index + step) % len(self.groups)
                 members = self._wait_for_members(candidate)
+                if not members and self._held(candidate):
+                    # Its only processes are paused in a debugger: no process to take over.
+                    answers = {str(pid): "debugging" for pid in self._held(candidate)}
+                    continue
                 sent = {pid for pid in members if self._send(candidate, pid, go)}
                 answers = self._collect(reply, sent)
                 if "stale" not in answers.values():
@@ -258,6 +283,15 @@ class Handover:
         for path in self.control_dir.glob(f"{index}.*"):
             pid_text = path.name.partition(".")[2]
             if pid_text.isdigit():
+                pids.add(int(pid_text))
+        return pids
+
+    def _held(self, index: int) -> set[int]:
+        """The group's processes that are stopping but held by a debugger session."""
+        pids = set()
+        for path in self.control_dir.glob(f"{HELD_PREFIX}.{index}.*"):
+            pid_text = path.name.rpartition(".")[2]
+            if pid_text.isdigit() and _alive(int(pid_text)):
                 pids.add(int(pid_text))
         return pids
 
