@@ -141,3 +141,20 @@ def test_doctor_passes_here(project: Path, short_tmp: Path):
     code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--port", str(free_port()))
     assert code == 0, out
     assert out.count("ok  ") == 6
+
+
+@pytest.mark.parametrize("kind", ["apache", "express"])
+def test_config_without_a_terminal_refuses_pdb(kind: str, project: Path, short_tmp: Path):
+    code, out, err = run_wsgidev(project, short_tmp, "config", kind, "app.py", "--pdb")
+    assert_one_line_error(code, err, "--pdb", f"config {kind}", "wsgidev start --pdb")
+    assert out == ""
+
+
+def test_config_express_in_debug_mode_takes_pdb(project: Path, short_tmp: Path):
+    code, out, err = run_wsgidev(
+        project, short_tmp, "config", "express", "app.py", "--debug", "--pdb"
+    )
+    assert code == 0 and "--debug-mode" in out, err
+    # The entry script carries the post-mortem, for mod_wsgi-express's one process.
+    entry = (project / ".wsgidev" / "entry.wsgi").read_text()
+    assert "post_mortem=True" in entry and "local=True" in entry, entry

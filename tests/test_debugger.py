@@ -99,6 +99,21 @@ def test_breakpoint_stops_pdb_prints_a_local_and_continue_finishes_the_request(
     server.expect('"GET /pause-one HTTP/1.1" 200')
 
 
+def test_pythonbreakpoint_ipdb_set_trace_runs_ipdb_in_the_session(
+    debug_project: Path, terminal_server
+):
+    server = terminal_server(debug_project, *MIX, env={"PYTHONBREAKPOINT": "ipdb.set_trace"})
+    client = Client(server.url + "/pause-ipdb")
+    stopped = server.expect("ipdb> ")
+    # Told the caller's frame: it stops in the view, not in wsgidev's hook.
+    assert "app.py" in stopped and "debugger.py" not in stopped, stopped
+    server.type("p secret")
+    server.expect("'secret-of-pause-ipdb'")
+    server.type("c")
+    status, body = client.result()
+    assert status == 200 and json.loads(body)["secret"] == "secret-of-pause-ipdb"
+
+
 def test_two_breakpoints_at_once_are_served_one_after_the_other(
     debug_project: Path, terminal_server
 ):
@@ -166,6 +181,22 @@ def test_django_pdb_opens_post_mortem_through_got_request_exception(
     assert client.result()[0] == 500
 
 
+def test_django_breakpoint_in_a_view_under_runwsgidev_with_threads_and_reloading(
+    tmp_path: Path, terminal_server
+):
+    project = tmp_path / "site"
+    shutil.copytree(Path(__file__).resolve().parent / "djangoproject", project)
+    server = terminal_server(project, "--skip-checks", manage_py=True)  # 2 x 5, reloading
+    assert "reloading on changes" in server.text()
+    client = Client(server.url + "/pause")
+    stopped = server.expect(r"\(Pdb\) ")
+    assert "Debugger: GET /pause (process " in stopped and "views.py" in stopped, stopped
+    server.type("p value + 1")
+    server.expect("42")
+    server.type("c")
+    assert client.result() == (200, b"value=41")
+
+
 @pytest.mark.parametrize("mode", ["standby", "process"])
 def test_an_edit_during_a_session_serves_new_code_while_the_paused_request_keeps_the_old(
     debug_project: Path, terminal_server, mode: str
@@ -190,6 +221,25 @@ def test_an_edit_during_a_session_serves_new_code_while_the_paused_request_keeps
     # The held process goes once its request is done; every request now gets the new code.
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), 20, f"process {pid} to exit")
     assert {_version(server) for _ in range(10)} == {"v2"}
+
+
+def test_request_timeout_stops_the_process_but_never_cuts_the_session_short(
+    debug_project: Path, terminal_server
+):
+    # One thread: mod_wsgi's threshold is request-timeout x (1 + ln 1) = 1 s.
+    args = ("app.py", "--processes", "2", "--threads", "1", "--request-timeout", "1")
+    server = terminal_server(debug_project, *args)
+    paused = Client(server.url + "/pause")
+    stopped = server.expect(r"\(Pdb\) ")
+    pid = stopped.split("(process ", 1)[1].split(",", 1)[0]
+    server.expect(f"Process {pid} stops \\(request-timeout\\) once the debugger session ends")
+    assert _version(server) == "v1"  # the other process serves
+    time.sleep(2)
+    server.type("p secret")
+    server.expect("'secret-of-pause'")
+    server.type("c")
+    status, body = paused.result()
+    assert status == 200 and json.loads(body)["pid"] == int(pid), body
 
 
 def test_ctrl_c_at_the_prompt_interrupts_and_twice_stops_everything(

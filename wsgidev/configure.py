@@ -25,6 +25,16 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
             f"--debug runs Apache attached to a terminal; `wsgidev config {kind}` cannot",
             "use wsgidev start --debug (or config express, which maps it to --debug-mode)",
         )
+    if options.pdb and (kind == "apache" or (kind == "express" and not options.debug)):
+        raise WsgidevError(
+            f"--pdb opens pdb on wsgidev start's terminal; `wsgidev config {kind}` has none",
+            "use wsgidev start --pdb"
+            + (
+                " (or config express --debug --pdb, one process on a terminal)"
+                if kind == "express"
+                else ""
+            ),
+        )
     prepared = prepare(options)
     options = prepared.options
     folder = output_dir(options)

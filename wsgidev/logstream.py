@@ -218,7 +218,11 @@ class LogPrinter:
         if reason in ("", "shutdown_signal", "graceful_signal"):
             self.say(f"Process {pid} keeps the old code until the debugger session ends")
         else:
-            self.say(f"Process {pid} stops ({reason}) once the debugger session ends")
+            why = reason.replace("_", "-")  # mod_wsgi's name: request_timeout is request-timeout
+            self.say(
+                f"Process {pid} stops ({why}) once the debugger session ends; "
+                "the other processes take its requests"
+            )
         self._reloaded(when=float(event.get("t", time.time())), done=self._all_imported_since)
 
     def _retiring(self, event: dict[str, Any]) -> None:
