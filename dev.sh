@@ -18,6 +18,8 @@ python3 - <<'PY' || missing+=(python3-dev)
 import os, sys, sysconfig
 sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
 PY
+# The browser tests drive Debian's chromium (through Playwright's Python package).
+if [ "$what" = test ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
 if ((${#missing[@]})); then
   if ! command -v apt-get >/dev/null; then
     echo "dev.sh: please install: ${missing[*]} (or your system's equivalents), then rerun" >&2

@@ -150,6 +150,15 @@ def test_config_without_a_terminal_refuses_pdb(kind: str, project: Path, short_t
     assert out == ""
 
 
+@pytest.mark.parametrize("kind", ["apache", "express"])
+def test_config_without_wsgidev_start_refuses_live_reload(
+    kind: str, project: Path, short_tmp: Path
+):
+    code, out, err = run_wsgidev(project, short_tmp, "config", kind, "app.py", "--live-reload")
+    assert_one_line_error(code, err, "--live-reload", "wsgidev start --live-reload")
+    assert out == ""
+
+
 def test_config_express_in_debug_mode_takes_pdb(project: Path, short_tmp: Path):
     code, out, err = run_wsgidev(
         project, short_tmp, "config", "express", "app.py", "--debug", "--pdb"

@@ -296,21 +296,21 @@ def _django_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     shutil.copytree(Path(__file__).parent / "djangoproject", site)
     templates = site / "testapp" / "templates" / "testapp"
-    templates.mkdir(parents=True)
-    (templates / "page.html").write_text("<p>template one</p>\n")
+    templates.mkdir(parents=True, exist_ok=True)
+    (templates / "edited.html").write_text("<p>template one</p>\n")
     views = site / "testapp" / "views.py"
     views.write_text(
         views.read_text()
-        + "\n\ndef page(request):\n"
+        + "\n\ndef edited(request):\n"
         + "    from django.shortcuts import render\n"
-        + "    response = render(request, 'testapp/page.html')\n"
+        + "    response = render(request, 'testapp/edited.html')\n"
         + "    response['X-Pid'] = str(os.getpid())\n"
         + "    return response\n"
     )
     urls = site / "testsite" / "urls.py"
     urls.write_text(
         urls.read_text().replace(
-            'path("", views.index),', 'path("", views.index),\n    path("page", views.page),'
+            'path("", views.index),', 'path("", views.index),\n    path("edited", views.edited),'
         )
     )
     return site
@@ -319,11 +319,11 @@ def _django_site(tmp_path: Path) -> Path:
 def test_django_template_edit_shows_without_a_restart(tmp_path: Path, start_server):
     site = _django_site(tmp_path)
     server = start_server(site, "--processes", "1", "--threads", "2")
-    status, body = server.get("/page")
+    status, body = server.get("/edited")
     assert status == 200 and b"template one" in body
     pids_before = {json.loads(server.get("/")[1])["pid"] for _ in range(3)}
-    (site / "testapp" / "templates" / "testapp" / "page.html").write_text("<p>template two</p>\n")
-    wait_for(lambda: b"template two" in server.get("/page")[1], 10, f"the edit\n{server.log()}")
+    (site / "testapp" / "templates" / "testapp" / "edited.html").write_text("<p>template two</p>\n")
+    wait_for(lambda: b"template two" in server.get("/edited")[1], 10, f"the edit\n{server.log()}")
     assert {json.loads(server.get("/")[1])["pid"] for _ in range(3)} == pids_before
     assert "Reloaded in" not in server.log()
 

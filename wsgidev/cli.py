@@ -91,6 +91,12 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         help="sleep a random 0..MAX_MS ms before each request, to shake out race conditions",
     )
     add(
+        "--live-reload",
+        action=argparse.BooleanOptionalAction,
+        help="HTML pages refresh by themselves once new code serves (stylesheets are swapped in "
+        "place); the event stream is served by Apache and wsgidev, not by a daemon thread",
+    )
+    add(
         "--pdb",
         action=argparse.BooleanOptionalAction,
         help="post-mortem: an exception a request raises opens pdb on this terminal at the "

@@ -35,6 +35,11 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
                 else ""
             ),
         )
+    if options.live_reload and kind != "standalone":
+        raise WsgidevError(
+            f"--live-reload needs wsgidev start's event stream; `wsgidev config {kind}` has none",
+            "use wsgidev start --live-reload",
+        )
     prepared = prepare(options)
     options = prepared.options
     folder = output_dir(options)

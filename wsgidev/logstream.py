@@ -6,11 +6,12 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from wsgidev import events
+from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
 
 # Startup and shutdown chatter Apache logs at notice level whatever LogLevel says.
 _NOISE = ("AH00489", "AH00094", "AH00491", "AH00492", "AH00493", "AH00169", "AH00490")
@@ -18,6 +19,7 @@ _STATUS_COLOURS = {"1": "", "2": "\x1b[32m", "3": "\x1b[36m", "4": "\x1b[33m", "
 _RESET = "\x1b[0m"
 # --debug sends access lines down the error log's pipe (stdout is pdb's terminal), marked so.
 ACCESS_MARKER = "wsgidev-access\t"
+STREAM_PATHS = (LIVE_EVENTS_PATH, BROWSER_RELOAD_EVENTS_PATH)
 
 
 # Change events from sibling processes saved within this of each other, naming a file in
@@ -45,8 +47,23 @@ class _Reload:
     # Apache starts later in that group imports the new code anyway). None: count the group's.
     takers: set[int] | None = None
 
+    # The browsers were told already (at the hand-over's flip: requests get the new code then).
+    announced: bool = False
+
     def same_save(self, saved_at: float, files: list[str], within_s: float = SAME_SAVE_S) -> bool:
         return abs(saved_at - self.saved_at) < within_s and bool(set(files) & set(self.files))
+
+
+class Listener(Protocol):
+    """Who hears that browsers should refresh (wsgidev.livereload.LiveReload)."""
+
+    def new_code(self) -> None: ...
+    def refreshed(self) -> None: ...
+    def watch_static(self, folders: Iterable[tuple[str, str]]) -> None: ...
+
+
+# A template edit counts as taken once every serving process said so, or after this.
+HANDLED_WAIT_S = 1.0
 
 
 class LogPrinter:
@@ -84,6 +101,10 @@ class LogPrinter:
         # Daemon processes a debugger session keeps alive after they were told to stop: pid ->
         # group. A reload does not wait for them (they serve only the paused request).
         self._debug_held: dict[int, str | None] = {}
+        self.listener: Listener | None = None
+        self._flipped: deque[tuple[float, set[str]]] = deque(maxlen=16)  # hand-overs: when, files
+        # Files Django took in place -> the processes that said so (one save, every process).
+        self._handled: dict[tuple[str, ...], set[int]] = {}
 
     def hold(self, interject: Callable[[str], None]) -> None:
         """Hold back log lines (a debugger session is on the terminal); say() goes to interject."""
@@ -151,6 +172,8 @@ class LogPrinter:
             self.write(raw)
             return
         when, request, status, size, micros = parts
+        if request.split(" ")[1:2] and request.split(" ")[1].startswith(STREAM_PATHS):
+            return  # the browsers' event stream: wsgidev's plumbing, not the app's traffic
         ms = int(micros) / 1000 if micros.isdigit() else 0.0
         line = f'[{when}] "{request}" {status} {size} {ms:.0f}ms'
         if self.colour:
@@ -186,6 +209,9 @@ class LogPrinter:
         elif kind == "handled":
             names = ", ".join(str(f) for f in event.get("files", []))
             self._once(f"handled:{names}", f"Picked up {names} without a restart")
+            self._handled_by(pid, tuple(str(f) for f in event.get("files", [])))
+        elif kind == "static-dirs" and self.listener is not None:
+            self.listener.watch_static((str(u), str(d)) for u, d in event.get("folders", []))
         elif kind == "standby-refresh" and self.verbose:
             names = ", ".join(_short(str(f)) for f in event.get("files", []))
             self.write(f"Standby process {pid} refreshing: it had imported {names}, which changed")
@@ -209,6 +235,36 @@ class LogPrinter:
             self.write(f"wsgidev monitor: {event.get('reason', 'refused')}")
         elif kind == "debug-held":
             self._held_by_debugger(pid, event)
+
+    def _flipped_for(self, reload: _Reload) -> bool:
+        """Whether a hand-over for this reload's files was announced (its event came first)."""
+        return any(
+            at >= reload.saved_at and files & set(reload.files) for at, files in self._flipped
+        )
+
+    def _handled_by(self, pid: int, files: tuple[str, ...]) -> None:
+        """Tell the browsers once every serving process has taken the edit (or after a while)."""
+        if self.listener is None:
+            return
+        with self.lock:
+            first = files not in self._handled
+            pids = self._handled.setdefault(files, set())
+            pids.add(pid)
+            complete = len(pids) >= self.processes
+            if complete:
+                del self._handled[files]
+        if complete:
+            self.listener.refreshed()
+        elif first:
+            timer = threading.Timer(HANDLED_WAIT_S, self._handled_late, args=(files,))
+            timer.daemon = True
+            timer.start()
+
+    def _handled_late(self, files: tuple[str, ...]) -> None:
+        with self.lock:
+            waiting = self._handled.pop(files, None)
+        if waiting is not None and self.listener is not None:
+            self.listener.refreshed()
 
     def _held_by_debugger(self, pid: int, event: dict[str, Any]) -> None:
         group = event.get("group")
@@ -240,6 +296,12 @@ class LogPrinter:
                     reload.retiring |= pids
                     reload.group = str(group) if group else None
                     reload.takers = takers
+                    reload.announced = takers is not None
+            if takers is not None:
+                self._flipped.append((time.time(), handed))
+        if takers is not None and self.listener is not None:
+            # The route has flipped: a refresh now waits for the new code in the new group.
+            self.listener.new_code()
 
     def _once(self, key: str, text: str) -> None:
         # Each daemon process reports the same thing; say it once.
@@ -297,6 +359,10 @@ class LogPrinter:
             finished = [reload for reload in self.pending if done(reload)]
             self.pending = [reload for reload in self.pending if reload not in finished]
             self._done.extend(finished)
+        if self.listener is not None and any(
+            not reload.announced and not self._flipped_for(reload) for reload in finished
+        ):
+            self.listener.new_code()
         for reload in finished:
             names = [_short(f) for f in reload.files]
             changed = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
@@ -312,6 +378,8 @@ class LogPrinter:
             self.pending = []
         self.first_ready.set()
         if not repeated:
+            if self.listener is not None:
+                self.listener.new_code()  # the error page is what serves now: show it
             self.write(f"The app failed to import: {self.import_error}\n{text.rstrip()}")
             if self.reload:
                 self.write("Fix the code and save; every request gets this error page until then.")

@@ -75,6 +75,8 @@ class Options:
     debug: bool = False
     # Post-mortem: an exception escaping a view opens pdb on wsgidev's terminal at its frame.
     pdb: bool = False
+    # HTML pages get a script that refreshes them once new code serves (wsgidev/livereload.py).
+    live_reload: bool = False
 
     def __post_init__(self) -> None:
         for name in ("processes", "threads"):

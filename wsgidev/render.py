@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import pprint
@@ -18,13 +19,24 @@ from wsgidev import __version__
 from wsgidev.apache import ApacheInstall
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
-from wsgidev.shared import DEBUG_SOCKET, DebuggerSpec, EntrySpec, MonitorSpec, route_name
+from wsgidev.shared import (
+    BROWSER_RELOAD_EVENTS_PATH,
+    DEBUG_SOCKET,
+    LIVE_EVENTS_PATH,
+    LIVE_SOCKET,
+    DebuggerSpec,
+    EntrySpec,
+    MonitorSpec,
+    route_name,
+)
 from wsgidev.target import Target
 
 ENTRY_SCRIPT_NAME = "entry.wsgi"
 # Under `wsgidev start` a request may sit at a (Pdb) prompt for as long as the developer reads:
 # Apache waits a day for a daemon's answer instead of answering 504 after Timeout (60 s).
 DAEMON_SOCKET_TIMEOUT_S = 86400
+# Browser tabs with --live-reload's event stream open, on top of the request workers.
+LIVE_TABS = 100
 PROCESS_GROUP = "wsgidev"
 # The few modules a WSGI dev server needs; each is loaded only where the Apache build lacks it.
 MODULES = (
@@ -175,6 +187,7 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> Entry
         environ=tuple(environ.items()),
         monitor=monitor,
         django_static=options.django_static,
+        live_reload=options.live_reload and state_dir is not None and not options.debug,
         random_delay_ms=options.random_delay_ms,
     )
 
@@ -190,6 +203,17 @@ def debugger_spec(options: Options, state_dir: str | None) -> DebuggerSpec:
         post_mortem=options.pdb,
         shutdown_timeout_s=options.shutdown_timeout_s,
     )
+
+
+def live_stream_paths(options: Options, target: Target) -> tuple[str, ...]:
+    """The event-stream paths Apache hands to wsgidev (not to a daemon) under wsgidev start:
+    --live-reload's, and django-browser-reload's where that package is installed."""
+    if options.debug or not options.reload:
+        return ()
+    paths = [LIVE_EVENTS_PATH] if options.live_reload else []
+    if target.kind == "django" and importlib.util.find_spec("django_browser_reload") is not None:
+        paths.append(BROWSER_RELOAD_EVENTS_PATH)
+    return tuple(paths)
 
 
 def daemon_timeouts(options: Options, owned: bool) -> dict[str, int | None]:
@@ -217,6 +241,8 @@ def mpm_sizing(options: Options) -> dict[str, int]:
     if options.debug:
         return {"threads_per_child": 1, "server_limit": 1, "max_request_workers": 1}
     workers = max(50, 2 * options.processes * options.threads)
+    if options.live_reload:
+        workers += LIVE_TABS  # each open tab's event stream holds an Apache thread (not a daemon's)
     per_child = min(workers, 64)
     children = math.ceil(workers / per_child)
     return {
@@ -250,6 +276,8 @@ def render_standalone(
             mpm=mpm_sizing(options),
             modules=MODULES,
             timeouts=daemon_timeouts(options, owned=True),
+            live_paths=live_stream_paths(options, target),
+            live_socket=str(server_root / LIVE_SOCKET),
         )
     )
 

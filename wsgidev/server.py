@@ -25,10 +25,16 @@ from wsgidev import render
 from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
 from wsgidev.debugbridge import DebugBridge
 from wsgidev.errors import WsgidevError
+from wsgidev.livereload import LiveReload
 from wsgidev.logstream import LogPrinter
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs, child_setup, plan_run_as
-from wsgidev.shared import DEBUG_SOCKET, prepare_state_dir
+from wsgidev.shared import (
+    BROWSER_RELOAD_EVENTS_PATH,
+    DEBUG_SOCKET,
+    LIVE_SOCKET,
+    prepare_state_dir,
+)
 from wsgidev.target import Target, resolve_target
 
 STARTUP_DEADLINE_S = 30.0
@@ -197,6 +203,26 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.readers: list[threading.Thread] = []
         self.bridge: DebugBridge | None = None
+        self.live: LiveReload | None = None
+
+    def open_live_reload(self, root: Path) -> None:
+        """Serve the browsers' event stream, where a path of it is proxied here."""
+        paths = render.live_stream_paths(self.prepared.options, self.prepared.target)
+        if not paths:
+            return
+        self.live = LiveReload(root / LIVE_SOCKET)
+        self.live.start(self._owner())
+        self.log.listener = self.live
+        if self.prepared.options.live_reload:
+            self.live.watch_static(self.prepared.options.static)
+
+    def _owner(self) -> tuple[int, int] | None:
+        """The uid and gid Apache's processes run as, where they are not wsgidev's."""
+        if self.prepared.run_as.mode != "apache-user":
+            return None
+        user = pwd.getpwnam(self.prepared.run_as.user or "")
+        group = self.prepared.run_as.group
+        return (user.pw_uid, grp.getgrnam(group).gr_gid if group else user.pw_gid)
 
     def open_debugger(self, root: Path, out: TextIO) -> None:
         """Take the daemons' debugger sessions on this terminal, where there is one."""
@@ -204,12 +230,7 @@ class Server:
         if options.debug or not DebugBridge.has_terminal(out):
             return
         self.bridge = DebugBridge(root / DEBUG_SOCKET, self.log, self._wake.set, out)
-        owner = None
-        if self.prepared.run_as.mode == "apache-user":
-            user = pwd.getpwnam(self.prepared.run_as.user or "")
-            group = self.prepared.run_as.group
-            owner = (user.pw_uid, grp.getgrnam(group).gr_gid if group else user.pw_gid)
-        self.bridge.open(owner)
+        self.bridge.open(self._owner())
 
     def start(self) -> None:
         """Start Apache in its own session, so terminal signals reach wsgidev alone; in --debug,
@@ -302,6 +323,8 @@ class Server:
         process = self.process
         if self.bridge is not None:
             self.bridge.close()  # a request paused in pdb reads the end of input and goes on
+        if self.live is not None:
+            self.live.close()
         if process is None:
             return
         timeout = self.prepared.options.shutdown_timeout_s + STOP_MARGIN_S
@@ -415,6 +438,13 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
             )
         else:
             lines.append("  breakpoint() is skipped: wsgidev is not running in a terminal")
+    live = render.live_stream_paths(options, prepared.target)
+    if options.live_reload and live:
+        lines.append("  pages refresh by themselves when new code serves (--live-reload)")
+    if BROWSER_RELOAD_EVENTS_PATH in live:
+        lines.append(
+            f"  django-browser-reload's events ({BROWSER_RELOAD_EVENTS_PATH}) served by wsgidev"
+        )
     lines.append(f"  {reload}; quit with CONTROL-C.")
     return "\n".join(lines)
 
@@ -431,6 +461,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
         with _stop_signals(server):
             try:
                 server.open_debugger(root, out)
+                server.open_live_reload(root)
                 server.start()
                 if not server.wait_listening():
                     if server.stop_requested.is_set():

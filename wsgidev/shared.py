@@ -29,6 +29,10 @@ HANDOVER_LOCK = "handover.lock"  # who leads a hand-over
 RESTART_LOCK = "restart.lock"  # who asks Apache for a graceful restart (--restart-mode server)
 PRELOAD_NAME = "preload.json"  # the serving process's library modules, for the standbys
 DEBUG_SOCKET = "debug.sock"  # wsgidev start's terminal, for debugger sessions (only with a tty)
+LIVE_SOCKET = "live.sock"  # wsgidev start's event stream for browsers (--live-reload)
+# Served by wsgidev (Apache proxies them to LIVE_SOCKET), so no tab holds a daemon thread:
+LIVE_EVENTS_PATH = "/__wsgidev__/events"  # --live-reload's own stream
+BROWSER_RELOAD_EVENTS_PATH = "/__reload__/events/"  # django-browser-reload's, at its usual mount
 HELD_PREFIX = "held"  # ctl/held.<group index>.<pid>: a retiring process a debugger session holds
 
 
@@ -78,6 +82,7 @@ class EntrySpec:
     django_static: str = "none"  # "finders", "root" or "none"
     random_delay_ms: int = 0
     debugger: DebuggerSpec | None = None
+    live_reload: bool = False  # inject the refresh script into HTML pages
     django: bool = field(init=False, repr=False, default=False)  # from kind and environ
 
     def __post_init__(self) -> None:

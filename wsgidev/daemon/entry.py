@@ -19,6 +19,7 @@ from typing import Any
 from wsgidev import events
 from wsgidev.daemon import debugger, restart
 from wsgidev.daemon.handover import Handover
+from wsgidev.daemon.livereload import announce_static_folders, with_live_reload
 from wsgidev.shared import EntrySpec, WSGIApp
 
 SCRIPT_MODULE_NAME = "_wsgidev_target"
@@ -30,10 +31,14 @@ def load(spec: EntrySpec) -> WSGIApp:
     standby process (see wsgidev.daemon.handover), import it only when told to or asked to serve.
     Breakpoints and --pdb's post-mortems go to wsgidev's terminal (wsgidev.daemon.debugger)."""
     os.environ.update(spec.environ)
-    if spec.debugger is None:
-        return _load(spec)
-    debugger.install(spec.debugger)
-    return debugger.wrap(_load(spec), django=spec.django)
+    if spec.debugger is not None:
+        debugger.install(spec.debugger)
+    application = _load(spec)
+    if spec.debugger is not None:
+        application = debugger.wrap(application, django=spec.django)
+    if spec.live_reload:
+        application = with_live_reload(application)
+    return application
 
 
 def _load(spec: EntrySpec) -> WSGIApp:
@@ -93,6 +98,8 @@ def import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
         return failed_app(spec, monitor, exc)
     if spec.kind == "django":
         _load_django_urls(monitor)
+    if spec.live_reload and spec.django and spec.django_static == "finders":
+        announce_static_folders()
     if monitor is not None:
         monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
     events.emit(

@@ -5,8 +5,10 @@ import time
 
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 
 logger = logging.getLogger(__name__)
+VIEW_MARK = "view-1"  # tests edit this line and watch the page follow
 
 
 def index(request):
@@ -35,3 +37,7 @@ def pause(request):
     value = 41
     breakpoint()
     return HttpResponse(f"value={value}")
+
+
+def page(request):
+    return render(request, "testapp/page.html", {"view_mark": VIEW_MARK})

@@ -32,6 +32,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
+# TEST_BROWSER_RELOAD=1: django-browser-reload installed as its README says.
+BROWSER_RELOAD = bool(os.environ.get("TEST_BROWSER_RELOAD"))
+if BROWSER_RELOAD:
+    INSTALLED_APPS.append("django_browser_reload")
+    MIDDLEWARE.append("django_browser_reload.middleware.BrowserReloadMiddleware")
 ROOT_URLCONF = "testsite.urls"
 TEMPLATES = [
     {

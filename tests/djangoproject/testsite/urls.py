@@ -1,5 +1,6 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from testapp import views
 
 urlpatterns = [
@@ -9,4 +10,7 @@ urlpatterns = [
     path("db", views.db),
     path("sleep", views.sleep),
     path("pause", views.pause),
+    path("page", views.page),
 ]
+if settings.BROWSER_RELOAD:
+    urlpatterns.append(path("__reload__/", include("django_browser_reload.urls")))

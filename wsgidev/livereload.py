@@ -1,0 +1,265 @@
+"""Browsers follow the code: the event stream wsgidev serves, and what it says when.
+
+Apache proxies the stream paths (shared.LIVE_EVENTS_PATH for --live-reload's script, and
+django-browser-reload's usual path where that package is installed) to a Unix socket in the
+server root, where this module answers: an open tab holds one Apache thread and one coroutine
+here, never a daemon thread, so tabs neither take the app's threads nor keep a retiring daemon
+group alive through a hand-over. The news comes from the log printer, which knows when new code
+serves (the reload line), when Django took a template edit in place (every serving process said
+so), and from a watcher on the static folders (a stylesheet is swapped in place).
+
+Two dialects on one stream:
+- wsgidev's own: ``hello`` with a generation (a tab that reconnects to a newer one reloads),
+  ``reload``, and ``css`` with the stylesheet's URL path;
+- django-browser-reload's: a ``ping`` every second carrying a version id, which here is
+  wsgidev's generation (so a reconnecting tab never sees a "new" version for nothing), and
+  ``reload`` for template and static edits.
+
+Written on asyncio rather than a web framework: the whole server is two GET paths answered
+with a stream; one thread and no dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
+
+KEEPALIVE_S = 15.0  # a comment line, well inside Apache's Timeout for the proxied read
+BROWSER_RELOAD_PING_S = 1.0  # django-browser-reload's PING_DELAY
+HEAD_TIMEOUT_S = 5.0
+STATIC_SETTLE_S = 0.03
+
+
+class LiveReload:
+    """The stream server (a thread running an asyncio loop) and the news it sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.generation = 1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[tuple[str, asyncio.Queue[dict[str, Any] | None]]] = set()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._static: StaticWatcher | None = None
+        self._static_lock = threading.Lock()
+        self._static_pending: set[str] = set()
+
+    # -- news (any thread) --------------------------------------------------------------------
+
+    def new_code(self) -> None:
+        """New code serves: every tab reloads (once)."""
+        self.generation += 1
+        self._send({"type": "reload", "generation": self.generation}, browser_reload=None)
+
+    def refreshed(self) -> None:
+        """Django took a template or translation edit in place: every tab reloads."""
+        self._send({"type": "reload"}, browser_reload={"type": "reload"})
+
+    def static_changed(self, url_path: str) -> None:
+        """A file under a served static folder changed: stylesheets swap, anything else reloads.
+        One save is several file events: those within STATIC_SETTLE_S are one piece of news.
+        (django-browser-reload's tabs hear of static edits through Django's signals.)"""
+        with self._static_lock:
+            first = not self._static_pending
+            self._static_pending.add(url_path)
+        if first:
+            timer = threading.Timer(STATIC_SETTLE_S, self._static_settled)
+            timer.daemon = True
+            timer.start()
+
+    def _static_settled(self) -> None:
+        with self._static_lock:
+            changed, self._static_pending = self._static_pending, set()
+        if all(path.endswith(".css") for path in changed):
+            for path in sorted(changed):
+                self._send({"type": "css", "path": path}, browser_reload=None)
+        else:
+            self._send({"type": "reload"}, browser_reload=None)
+
+    def watch_static(self, folders: Iterable[tuple[str, str]]) -> None:
+        """Watch static folders (URL prefix, folder) for changes."""
+        if self._static is None:
+            self._static = StaticWatcher(self.static_changed)
+        self._static.watch(folders)
+
+    def tabs(self) -> int:
+        """How many event streams are open."""
+        return len(self._clients)
+
+    # -- the server ---------------------------------------------------------------------------
+
+    def start(self, owner: tuple[int, int] | None = None) -> None:
+        """Listen on the socket (owner: uid and gid Apache's children run as, if not ours)."""
+        self._thread = threading.Thread(target=self._run, name="wsgidev-live", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if owner is not None:
+            os.chown(self.path, *owner)
+
+    def close(self) -> None:
+        """Stop listening and end every stream."""
+        if self._static is not None:
+            self._static.stop()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._shutdown)
+        if self._thread is not None:
+            self._thread.join(5)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_unix_server(self._client, path=str(self.path))
+            )
+            os.chmod(self.path, 0o600)
+            self._ready.set()
+            loop.run_until_complete(self._server.wait_closed())
+            loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            self._ready.set()
+            loop.close()
+
+    def _shutdown(self) -> None:
+        for _, queue in list(self._clients):
+            queue.put_nowait(None)
+        if self._server is not None:
+            self._server.close()
+
+    def _send(self, live: dict[str, Any] | None, browser_reload: dict[str, Any] | None) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def deliver() -> None:
+            for kind, queue in list(self._clients):
+                message = live if kind == "live" else browser_reload
+                if kind == "browser-reload" and message is None:
+                    message = {"type": "ping"}  # carries the new version id at once
+                if message is not None:
+                    queue.put_nowait(message)
+
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(deliver)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            writer.close()
+            return
+        target = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
+        path = target.split("?", 1)[0]
+        if path == LIVE_EVENTS_PATH:
+            kind, every_s = "live", KEEPALIVE_S
+        elif path == BROWSER_RELOAD_EVENTS_PATH:
+            kind, every_s = "browser-reload", BROWSER_RELOAD_PING_S
+        else:
+            writer.write(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            await _close(writer)
+            return
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        client = (kind, queue)
+        self._clients.add(client)
+        try:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+            )
+            if kind == "live":
+                writer.write(b"retry: 500\n\n")
+                writer.write(_event({"type": "hello", "generation": self.generation}))
+            else:
+                writer.write(self._ping())
+            await writer.drain()
+            while True:
+                try:
+                    message = await asyncio.wait_for(queue.get(), every_s)
+                except asyncio.TimeoutError:
+                    writer.write(b": keep-alive\n\n" if kind == "live" else self._ping())
+                else:
+                    if message is None:
+                        break
+                    is_ping = message.get("type") == "ping"
+                    writer.write(self._ping() if is_ping else _event(message))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._clients.discard(client)
+            await _close(writer)
+
+    def _ping(self) -> bytes:
+        return _event({"type": "ping", "versionId": f"wsgidev-{self.generation}"})
+
+
+def _event(message: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(message)}\n\n".encode()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
+
+
+class StaticWatcher:
+    """Static folders watched from the command (watchdog): a saved stylesheet is news for the
+    browsers at once, since Apache or the finders serve the file from disk as it is."""
+
+    def __init__(self, on_change: Any) -> None:
+        from watchdog.observers import Observer
+
+        self._on_change = on_change
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.start()
+        self._watched: set[str] = set()
+
+    def watch(self, folders: Iterable[tuple[str, str]]) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+        watcher = self
+
+        for url, folder in folders:
+            if folder in self._watched or not os.path.isdir(folder):
+                continue
+            self._watched.add(folder)
+
+            class Handler(FileSystemEventHandler):
+                def __init__(self, url: str, folder: str) -> None:
+                    self.url, self.folder = url.rstrip("/") + "/", folder
+
+                def on_any_event(self, event: FileSystemEvent) -> None:
+                    if event.is_directory or event.event_type not in (
+                        "modified",
+                        "created",
+                        "moved",
+                    ):
+                        return
+                    path = str(getattr(event, "dest_path", "") or event.src_path)
+                    if os.path.basename(path).startswith(".") or path.endswith("~"):
+                        return  # an editor's temporary file
+                    relative = os.path.relpath(path, self.folder).replace(os.sep, "/")
+                    watcher._on_change(self.url + relative)
+
+            self._observer.schedule(Handler(url, folder), folder, recursive=True)
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(5)
