@@ -26,10 +26,22 @@ SETUP_TIMEOUT_S = 300
 MACHINE_ONLY_ENV = ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "DJANGO_SETTINGS_MODULE")
 
 # Appended to the project's settings and root URLconf: the probe app, ahead of any catch-all.
-SETTINGS_TAIL = '\nINSTALLED_APPS = [*INSTALLED_APPS, "benchprobe"]\n'
+# BENCH_BROWSER_RELOAD=1 (the browser scenario's django-browser-reload contenders): that
+# package installed as its README says.
+SETTINGS_TAIL = """
+INSTALLED_APPS = [*INSTALLED_APPS, "benchprobe"]
+import os as _bench_os  # noqa: E402
+BENCH_BROWSER_RELOAD = bool(_bench_os.environ.get("BENCH_BROWSER_RELOAD"))
+if BENCH_BROWSER_RELOAD:
+    INSTALLED_APPS.append("django_browser_reload")
+    MIDDLEWARE = [*MIDDLEWARE, "django_browser_reload.middleware.BrowserReloadMiddleware"]
+"""
 URLS_TAIL = (
     "\nfrom django.urls import include as _bench_include, path as _bench_path  # noqa: E402\n"
     'urlpatterns.insert(0, _bench_path("bench/", _bench_include("benchprobe.urls")))\n'
+    "from django.conf import settings as _bench_settings  # noqa: E402\n"
+    "if _bench_settings.BENCH_BROWSER_RELOAD:\n"
+    '    urlpatterns.insert(0, _bench_path("__reload__/", _bench_include("django_browser_reload.urls")))\n'
 )
 
 # Run in a fresh interpreter inside the project: import the WSGI module and answer the first

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import report_rapid
+from bench import report_browser, report_rapid
+from bench.browser import BrowserResult
 from bench.edits import SAVE_STYLES
 from bench.figures import failures, latencies, missed, p50, percentile, ratio, seconds
 from bench.projects import ImportTiming, Project
@@ -27,6 +28,7 @@ class ProjectResults:
     timing: ImportTiming
     standard: list[ServerResult] = field(default_factory=list)
     rapid: list[RapidResult] = field(default_factory=list)
+    browser: list[BrowserResult] = field(default_factory=list)
 
 
 def _missed_by_style(edits: Sequence[EditResult]) -> str:
@@ -71,6 +73,8 @@ def project_section(
         lines.append(_standard_tables(outcome.standard, settings))
     if outcome.rapid:
         lines.append(report_rapid.rapid_tables(outcome.rapid, rapid_settings))
+    if outcome.browser:
+        lines.append(report_browser.browser_tables(outcome.browser, project.key))
     return "\n".join(lines)
 
 
@@ -178,6 +182,7 @@ def targets_section(by_project: dict[str, ProjectResults]) -> str:
     for key, outcome in by_project.items():
         rows += [(key, *row) for row in _standard_targets(key, outcome)]
         rows += [(key, *row) for row in report_rapid.rapid_targets(outcome.rapid)]
+        rows += [(key, *row) for row in report_browser.browser_targets(outcome.browser, key)]
     lines = ["| project | target | measured | met |", "|---|---|---|---|"]
     lines += [f"| {p} | {t} | {m} | {'yes' if ok else '**no**'} |" for p, t, m, ok in rows]
     return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import figures, projects, report  # noqa: E402
+from bench.browser import CONTENDERS, BrowserResult, run_browser  # noqa: E402
 from bench.rapid import RapidResult, RapidSettings, run_rapid  # noqa: E402
 from bench.scenario import ServerResult, Settings, run_server  # noqa: E402
 from bench.servers import SERVERS, Paths  # noqa: E402
@@ -51,7 +52,7 @@ QUICK = Settings(
 RAPID_FULL = RapidSettings(code_edits=12, model_edits=3, deadline_s=15.0)
 RAPID_QUICK = RapidSettings(code_edits=4, model_edits=1, deadline_s=10.0)
 PROJECT_MAKERS = {"small": projects.make_small, "large": projects.make_large}
-SCENARIOS = ("standard", "rapid")
+SCENARIOS = ("standard", "rapid", "browser")
 # The rapid scenario runs on the large project only: that is where reloads are slow.
 RAPID_PROJECTS = ("large",)
 
@@ -175,7 +176,8 @@ def main() -> int:
         paths = Paths(venv_bin=python.parent, scratch=scratch)
         for key in project_keys:
             rapid = "rapid" in scenario_keys and key in RAPID_PROJECTS
-            if "standard" not in scenario_keys and not rapid:
+            browser = "browser" in scenario_keys
+            if "standard" not in scenario_keys and not rapid and not browser:
                 continue
             _progress(started, f"making the {key} project")
             project = PROJECT_MAKERS[key](scratch, python)
@@ -209,8 +211,21 @@ def main() -> int:
                 _progress(
                     started, f"{key} rapid: {server_key} done: {_rapid_summary(rapid_result)}"
                 )
+            browser_results: list[BrowserResult] = []
+            for label, spec in CONTENDERS.items() if browser else ():
+                _progress(started, f"{key} browser: {label}")
+                browser_results.append(
+                    run_browser(
+                        spec, label, project, paths, scratch,
+                        _progress_for(started, f"{key} browser: {label}"),
+                    )
+                )  # fmt: skip
             outcome = report.ProjectResults(
-                project=project, timing=timing, standard=results, rapid=rapid_results
+                project=project,
+                timing=timing,
+                standard=results,
+                rapid=rapid_results,
+                browser=browser_results,
             )
             by_project[key] = outcome
             sections.append(report.project_section(outcome, settings, rapid_settings))
@@ -244,6 +259,7 @@ def main() -> int:
         key: {
             "standard": [_raw(r) for r in outcome.standard],
             "rapid": [_raw(r) for r in outcome.rapid],
+            "browser": [dataclasses.asdict(r) for r in outcome.browser],
         }
         for key, outcome in by_project.items()
     }

@@ -59,6 +59,8 @@ class ServerSpec:
     # daemons are told apart by name), for memory by kind of process.
     root_kind: str = "wsgidev command"
     child_kind: str = "other"
+    # Extra environment for the server (the browser scenario's django-browser-reload switch).
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def _wsgidev(project: Project, port: int, paths: Paths) -> list[str]:
@@ -210,7 +212,7 @@ class ServerProcess:
 
     def start(self) -> None:
         """Start the server; it runs in a new session, so signals we send reach it alone."""
-        env = user_env()
+        env = {**user_env(), **dict(self.spec.env)}
         env["PATH"] = f"{Path(self.command[0]).parent}:{env.get('PATH', '')}"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log.write(f"$ {' '.join(self.command)}\n".encode())

@@ -4,4 +4,5 @@ from django.urls import path
 urlpatterns = [
     path("probe", views.probe),
     path("dirs", views.dirs),
+    path("page", views.page),
 ]

@@ -25,6 +25,13 @@ def probe(request: HttpRequest) -> HttpResponse:
     )
 
 
+def page(request: HttpRequest) -> HttpResponse:
+    """An HTML page for the browser scenario: the VALUE line, a template, a stylesheet."""
+    from django.shortcuts import render
+
+    return render(request, "benchprobe/page.html", {"value": VALUE})
+
+
 def dirs(request: HttpRequest) -> HttpResponse:
     """The directories a reloader watches in this process: the folders of every module file in
     sys.modules, plus every folder of what Django's autoreload_started receivers register
