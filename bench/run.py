@@ -36,6 +36,7 @@ from bench.browser import CONTENDERS, BrowserResult, run_browser  # noqa: E402
 from bench.rapid import RapidResult, RapidSettings, run_rapid  # noqa: E402
 from bench.scenario import ServerResult, Settings, run_server  # noqa: E402
 from bench.servers import SERVERS, Paths  # noqa: E402
+from bench.tls import run_tls, tls_table  # noqa: E402
 
 DOC = projects.REPO / "docs" / "benchmarks.md"
 # A template edit shows within the servers' one-second poll or not at all (a cached template
@@ -52,7 +53,9 @@ QUICK = Settings(
 RAPID_FULL = RapidSettings(code_edits=12, model_edits=3, deadline_s=15.0)
 RAPID_QUICK = RapidSettings(code_edits=4, model_edits=1, deadline_s=10.0)
 PROJECT_MAKERS = {"small": projects.make_small, "large": projects.make_large}
-SCENARIOS = ("standard", "rapid", "browser")
+SCENARIOS = ("standard", "rapid", "browser", "tls")
+# The HTTPS throughput scenario runs on the small project: it measures the protocols, not the app.
+TLS_PROJECTS = ("small",)
 # The rapid scenario runs on the large project only: that is where reloads are slow.
 RAPID_PROJECTS = ("large",)
 
@@ -177,7 +180,8 @@ def main() -> int:
         for key in project_keys:
             rapid = "rapid" in scenario_keys and key in RAPID_PROJECTS
             browser = "browser" in scenario_keys
-            if "standard" not in scenario_keys and not rapid and not browser:
+            tls = "tls" in scenario_keys and key in TLS_PROJECTS
+            if "standard" not in scenario_keys and not rapid and not browser and not tls:
                 continue
             _progress(started, f"making the {key} project")
             project = PROJECT_MAKERS[key](scratch, python)
@@ -229,6 +233,10 @@ def main() -> int:
             )
             by_project[key] = outcome
             sections.append(report.project_section(outcome, settings, rapid_settings))
+            if tls:
+                _progress(started, f"{key} tls")
+                tls_result = run_tls(project, paths, scratch, _progress_for(started, f"{key} tls"))
+                sections.append(tls_table(tls_result))
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)

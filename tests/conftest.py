@@ -448,3 +448,43 @@ def terminal_server() -> Iterator[Callable[..., TerminalServer]]:
         for server in servers:
             server.kill_everything()
             sys.stdout.write(f"--- terminal ({server.url}) ---\n{server.text()}\n")
+
+
+# --- commands that must fail in one line -----------------------------------------------------
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A TMPDIR for wsgidev, to prove no server root was left."""
+    folder = Path(tempfile.mkdtemp(prefix="wsgidev-bad-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_wsgidev(cwd: Path, tmp: Path, *args: str, env: dict[str, str] | None = None):
+    """Run wsgidev to completion; it must not leave children behind."""
+    process = subprocess.Popen(
+        wsgidev_command(*args),
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(tmp), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    out, err = process.communicate(timeout=60)
+    assert not descendants(process.pid)
+    return process.returncode, out, err
+
+
+def assert_one_line_error(code: int, err: str, *words: str, app_traceback: bool = False) -> None:
+    """The shape every user-facing failure has; only a broken app may show its own traceback."""
+    assert code != 0
+    assert app_traceback or "Traceback" not in err, err
+    frames = [line for line in err.splitlines() if line.strip().startswith("File ")]
+    assert not any("/wsgidev/" in frame for frame in frames), err
+    lines = [line for line in err.splitlines() if line.startswith("wsgidev:")]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]

@@ -2,54 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import descendants, free_port, wsgidev_command
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A TMPDIR for wsgidev, to prove no server root was left."""
-    folder = Path(tempfile.mkdtemp(prefix="wsgidev-bad-"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def run_wsgidev(cwd: Path, tmp: Path, *args: str, env: dict[str, str] | None = None):
-    """Run wsgidev to completion; it must not leave children behind."""
-    process = subprocess.Popen(
-        wsgidev_command(*args),
-        cwd=cwd,
-        env={**os.environ, "TMPDIR": str(tmp), **(env or {})},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    out, err = process.communicate(timeout=60)
-    assert not descendants(process.pid)
-    return process.returncode, out, err
-
-
-def assert_one_line_error(code: int, err: str, *words: str, app_traceback: bool = False) -> None:
-    """The shape every user-facing failure has; only a broken app may show its own traceback."""
-    assert code != 0
-    assert app_traceback or "Traceback" not in err, err
-    frames = [line for line in err.splitlines() if line.strip().startswith("File ")]
-    assert not any("/wsgidev/" in frame for frame in frames), err
-    lines = [line for line in err.splitlines() if line.startswith("wsgidev:")]
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
-
+from conftest import assert_one_line_error, free_port, run_wsgidev
 
 CASES = {
     "threads zero": (["--threads", "0"], ["--threads", "at least 1"]),
@@ -140,7 +97,8 @@ def test_doctor_reports_missing_apache_with_fix(project: Path, short_tmp: Path):
 def test_doctor_passes_here(project: Path, short_tmp: Path):
     code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--port", str(free_port()))
     assert code == 0, out
-    assert out.count("ok  ") == 6
+    assert out.count("ok  ") == 7
+    assert "mod_http2.so (--http2" in out and "mod_ssl.so (--https)" in out
 
 
 @pytest.mark.parametrize("kind", ["apache", "express"])

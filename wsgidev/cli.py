@@ -67,6 +67,35 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
     )
     add("--poll-interval", dest="poll_interval_s", metavar="S", help="poll backend interval")
     add("--static", metavar="URL=DIR", action="append", help="serve DIR at URL from Apache")
+    add(
+        "--proxy",
+        metavar="PATH=URL",
+        action="append",
+        help="mount another local server under PATH, WebSockets included "
+        "(e.g. --proxy /vite=http://127.0.0.1:5173/vite; repeatable)",
+    )
+    add(
+        "--https",
+        metavar="PORT",
+        nargs="?",
+        const="0",
+        help="serve HTTPS on PORT as well (default: the port + 443, e.g. 8443), with a "
+        "certificate from your local CA (made once; `wsgidev trust` installs it)",
+    )
+    add("--ssl-certificate", metavar="FILE", help="with --https: your own certificate (PEM)")
+    add("--ssl-key", metavar="FILE", help="with --https: the certificate's key (PEM)")
+    add(
+        "--http2",
+        action=argparse.BooleanOptionalAction,
+        help="HTTP/2 (mod_http2): on by default with --https where the module is there; "
+        "--http2 also serves it over plain HTTP (h2c), --no-http2 turns it off",
+    )
+    add(
+        "--include",
+        metavar="FILE",
+        action="append",
+        help="Apache directives of your own, included at the end of the config (repeatable)",
+    )
     add("--httpd", metavar="PATH", help="the Apache binary (default: as mod_wsgi finds it)")
     add(
         "--static-root",
@@ -132,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_server_arguments(config)
 
+    trust = commands.add_parser(
+        "trust", help="install your local CA (for --https) where this system trusts it"
+    )
+    trust.add_argument("--uninstall", action="store_true", help="take it out again")
+    trust.add_argument(
+        "--system-store",
+        metavar="DIR",
+        help="put the CA file in DIR and run nothing else (packaging, tests)",
+    )
+
     doctor = commands.add_parser("doctor", help="check this machine can run wsgidev")
     doctor.add_argument("--port", metavar="PORT", help="port to check (default 8000)")
     doctor.add_argument("--host", help="address to check (default 127.0.0.1)")
@@ -149,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `wsgidev` console script."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "trust":
+            from wsgidev.trust import run_trust
+
+            return run_trust(args.uninstall, args.system_store)
         options = options_from_args(args, dict(os.environ))
         if args.command == "start":
             from wsgidev.server import run

@@ -49,13 +49,15 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
         render.write_entry(folder, options, prepared.target, state_dir=str(folder))
         prepare_state_dir(folder)
         text = render.render_standalone(
-            options, prepared.target, prepared.apache, prepared.run_as, folder
+            options, prepared.target, prepared.apache, prepared.run_as, folder, prepared.tls
         )
     else:
         entry = render.write_entry(folder, options, prepared.target, state_dir=None)
         if kind == "apache":
             text = render.render_apache(options, prepared.target, prepared.apache, entry)
         else:
-            text = render.render_express(options, prepared.target, prepared.run_as, entry)
+            text = render.render_express(
+                options, prepared.target, prepared.run_as, entry, prepared.tls
+            )
     out.write(text)
     return 0

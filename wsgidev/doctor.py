@@ -15,6 +15,15 @@ from wsgidev.options import Options
 from wsgidev.privileges import plan_run_as
 from wsgidev.server import check_address
 
+# Modules some options need, and those options.
+OPTIONAL_MODULES = (
+    ("mod_proxy.so", "--live-reload, --proxy, django-browser-reload"),
+    ("mod_proxy_http.so", "--live-reload, --proxy, django-browser-reload"),
+    ("mod_http2.so", "--http2, HTTP/2 with --https"),
+    ("mod_ssl.so", "--https"),
+    ("mod_socache_shmcb.so", "--https"),
+)
+
 
 @dataclass(frozen=True)
 class Check:
@@ -55,6 +64,19 @@ def run_checks(options: Options) -> list[Check]:
             )
         return f"modules in {folder}"
 
+    def optional_modules() -> str:
+        if not found:
+            raise WsgidevError("skipped: Apache not found", "fix the check above")
+        folder = Path(found[0].modules_dir)
+        present: list[str] = []
+        missing: list[str] = []
+        for module, features in OPTIONAL_MODULES:
+            (present if (folder / module).is_file() else missing).append(f"{module} ({features})")
+        detail = "present: " + (", ".join(present) or "none")
+        if missing:
+            detail += "; missing, so those options will not start: " + ", ".join(missing)
+        return detail
+
     def mod_wsgi() -> str:
         if not found:
             raise WsgidevError("skipped: Apache not found", "fix the check above")
@@ -89,6 +111,7 @@ def run_checks(options: Options) -> list[Check]:
     return [
         _check("Apache httpd", apache),
         _check("Apache modules", modules),
+        _check("optional modules", optional_modules),
         _check("mod_wsgi", mod_wsgi),
         _check("libpython", libpython),
         _check("root readiness", root),

@@ -91,10 +91,6 @@ class LiveReload:
             self._static = StaticWatcher(self.static_changed)
         self._static.watch(folders)
 
-    def tabs(self) -> int:
-        """How many event streams are open."""
-        return len(self._clients)
-
     # -- the server ---------------------------------------------------------------------------
 
     def start(self, owner: tuple[int, int] | None = None) -> None:

@@ -28,6 +28,7 @@ DJANGO_STATIC_MODES = ("finders", "root", "off")
 ENV_PREFIX = "WSGIDEV_"
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROXY_URL = re.compile(r"^https?://[^/\s\"]+(/[^\s\"]*)?$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +68,17 @@ class Options:
     poll_interval_s: float = 1.0
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()
+    # Other local servers mounted under a path of the site (a Vite dev server): (path, URL).
+    proxy: tuple[tuple[str, str], ...] = ()
+    # The user's own Apache directives, included at the end of the generated config.
+    include: tuple[str, ...] = ()
+    # HTTPS on this port as well (0: the HTTP port + 443, so 8000 -> 8443), with a certificate
+    # from the user's local CA (wsgidev/certs.py) unless ssl_certificate/ssl_key are given.
+    https: int | None = None
+    ssl_certificate: str | None = None
+    ssl_key: str | None = None
+    # HTTP/2 (mod_http2). None: with HTTPS where mod_http2 is there; True: also h2c over HTTP.
+    http2: bool | None = None
     httpd: str | None = None
     django_static: str = "finders"
     # Sleep a random 0..random_delay_ms before each request, to shake out race conditions.
@@ -130,6 +142,31 @@ class Options:
                 raise WsgidevError(
                     f"--static URL {url!r} must start with /", "use --static /url=DIR"
                 )
+        if self.https is not None and not (
+            self.https == 0 or (1 <= self.https <= 65535 and self.https != self.port)
+        ):
+            raise WsgidevError(
+                f"--https port must be between 1 and 65535 and not --port, got {self.https}",
+                "pass e.g. --https 8443, or --https alone for the port + 443",
+            )
+        if bool(self.ssl_certificate) != bool(self.ssl_key):
+            raise WsgidevError(
+                "--ssl-certificate and --ssl-key go together",
+                "pass both (a certificate and its key), or neither for wsgidev's local CA",
+            )
+        if self.ssl_certificate and self.https is None:
+            raise WsgidevError("--ssl-certificate needs --https", "pass --https as well")
+        for path, url in self.proxy:
+            if not path.startswith("/") or path.rstrip("/") == "":
+                raise WsgidevError(
+                    f"--proxy path {path!r} must be a path below / (the app is at /)",
+                    "use --proxy /path=http://127.0.0.1:5173",
+                )
+            if not _PROXY_URL.match(url):
+                raise WsgidevError(
+                    f"--proxy URL {url!r} is not an http:// URL of a server",
+                    f"use --proxy {path}=http://127.0.0.1:5173",
+                )
         if self.group and not self.user:
             raise WsgidevError("--group needs --user", "pass --user NAME as well")
         if self.django_static not in DJANGO_STATIC_MODES:
@@ -147,6 +184,13 @@ class Options:
                 "--debug runs one process with one thread and no reloading",
                 "drop --processes, --threads and --reload when passing --debug",
             )
+
+    @property
+    def https_port(self) -> int | None:
+        """The HTTPS port, or None without HTTPS."""
+        if self.https is None:
+            return None
+        return self.https or min(self.port + 443, 65535)
 
     @property
     def working_path(self) -> Path:
@@ -167,8 +211,8 @@ def _is_host(host: str) -> bool:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Options))
-_PATH_FIELDS = ("working_dir", "server_root", "output_dir", "httpd")
-_PATH_LIST_FIELDS = ("python_path", "watch")
+_PATH_FIELDS = ("working_dir", "server_root", "output_dir", "httpd", "ssl_certificate", "ssl_key")
+_PATH_LIST_FIELDS = ("python_path", "watch", "include")
 
 
 def _field_type(name: str) -> str:
@@ -179,6 +223,10 @@ def coerce(name: str, value: Any, source: str) -> Any:
     """Convert one raw value (CLI string, env string, or TOML value) into the field's type."""
     kind = _field_type(name)
     where = f"{name.replace('_', '-')} (from {source})"
+    if kind.endswith(" | None") and kind != "str | None":
+        if value is None:
+            return None
+        kind = kind.removesuffix(" | None")
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise WsgidevError(f"{where} must be a whole number, got {value!r}", "e.g. 2")

@@ -100,6 +100,7 @@ class Layout:
     url: str
     server_name: str
     static: tuple[tuple[str, str], ...]
+    proxies: tuple[tuple[str, str], ...]  # (path, URL): other local servers under the site
     daemon_user: str | None
     daemon_group: str | None
 
@@ -128,6 +129,7 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
         # ServerName takes no bare IPv6 literal; the name only matters for self-referring URLs.
         server_name="localhost" if ":" in host else host,
         static=tuple((url.rstrip("/") or "/", folder) for url, folder in options.static),
+        proxies=tuple((path.rstrip("/") or "/", url) for path, url in options.proxy),
         daemon_user=options.user,
         daemon_group=options.group,
     )
@@ -252,12 +254,57 @@ def mpm_sizing(options: Options) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class Tls:
+    """HTTPS and HTTP/2, decided from the options and what this Apache has."""
+
+    port: int | None = None
+    listen: str = ""
+    url: str = ""
+    certificate: str = ""
+    key: str = ""
+    from_local_ca: bool = False
+    h2: bool = False  # HTTP/2 over HTTPS
+    h2c: bool = False  # HTTP/2 over plain HTTP
+    load_http2: bool = False
+
+
+def tls_layout(
+    options: Options,
+    apache: ApacheInstall,
+    certificate: tuple[str, str] | None = None,
+    from_local_ca: bool = False,
+) -> Tls:
+    """HTTPS on options.https_port with certificate (file, key); HTTP/2 where asked or, with
+    HTTPS, where mod_http2 is there."""
+    have_http2 = Path(apache.modules_dir, "mod_http2.so").is_file()
+    h2c = options.http2 is True
+    port = options.https_port
+    h2 = port is not None and (options.http2 is True or (options.http2 is None and have_http2))
+    if port is None or certificate is None:
+        return Tls(h2c=h2c, load_http2=h2c)
+    host = options.host.strip("[]")
+    bracketed = f"[{host}]" if ":" in host else host
+    return Tls(
+        port=port,
+        listen=f"{bracketed}:{port}",
+        url=f"https://{'localhost' if host in ('127.0.0.1', '::1') else bracketed}:{port}/",
+        certificate=certificate[0],
+        key=certificate[1],
+        from_local_ca=from_local_ca,
+        h2=h2,
+        h2c=h2c,
+        load_http2=h2 or h2c,
+    )
+
+
 def render_standalone(
     options: Options,
     target: Target,
     apache: ApacheInstall,
     run_as: RunAs,
     server_root: Path,
+    tls: Tls | None = None,
 ) -> str:
     """The complete httpd.conf `wsgidev start` runs, with everything under server_root."""
     return (
@@ -278,6 +325,7 @@ def render_standalone(
             timeouts=daemon_timeouts(options, owned=True),
             live_paths=live_stream_paths(options, target),
             live_socket=str(server_root / LIVE_SOCKET),
+            tls=tls or tls_layout(options, apache),
         )
     )
 
@@ -306,6 +354,7 @@ def render_express(
     target: Target,
     run_as: RunAs,
     entry_script_path: Path,
+    tls: Tls | None = None,
 ) -> str:
     """The mod_wsgi-express command line that serves the same app with the same mix; its
     server root sits beside the entry script, so it leaves nothing in /tmp."""
@@ -321,6 +370,7 @@ def render_express(
             express=str(express) if express.exists() else "mod_wsgi-express",
             server_root=str(entry_script_path.parent / "express"),
             conf=layout(options, target, entry_script_path),
+            tls=tls or Tls(),
         )
     )
 

@@ -6,6 +6,7 @@ import errno
 import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from typing import IO, TextIO
 
 from wsgidev import render
 from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
+from wsgidev.certs import LocalCA, check_pair
 from wsgidev.debugbridge import DebugBridge
 from wsgidev.errors import WsgidevError
 from wsgidev.livereload import LiveReload
@@ -36,6 +38,7 @@ from wsgidev.shared import (
     prepare_state_dir,
 )
 from wsgidev.target import Target, resolve_target
+from wsgidev.trust import is_trusted
 
 STARTUP_DEADLINE_S = 30.0
 # Apache's parent waits for children and daemons; allow their shutdown-timeout and a margin.
@@ -55,6 +58,8 @@ class Prepared:
     target: Target
     apache: ApacheInstall
     run_as: RunAs
+    tls: render.Tls
+    ca_certificate: str | None = None  # the local CA's certificate, where it signed ours
 
 
 def prepare(options: Options) -> Prepared:
@@ -69,10 +74,39 @@ def prepare(options: Options) -> Prepared:
         from wsgidev.django.static import with_static_root
 
         options = with_static_root(options, target)
+    for include in options.include:
+        if not Path(include).is_file():
+            raise WsgidevError(
+                f"--include {include} is not a file", "pass the path of a file of Apache directives"
+            )
     apache = find_apache(options.httpd)
     must_read = [*python_library_readable(apache), Path(target.project_dir)]
     run_as = plan_run_as(options.user, options.group, must_read)
-    return Prepared(options=options, target=target, apache=apache, run_as=run_as)
+    tls, ca_certificate = _tls(options, apache)
+    return Prepared(
+        options=options,
+        target=target,
+        apache=apache,
+        run_as=run_as,
+        tls=tls,
+        ca_certificate=ca_certificate,
+    )
+
+
+def _tls(options: Options, apache: ApacheInstall) -> tuple[render.Tls, str | None]:
+    """HTTPS's certificate (the user's, checked, or one from the local CA) and HTTP/2."""
+    if options.https is None:
+        return render.tls_layout(options, apache), None
+    if options.ssl_certificate and options.ssl_key:
+        check_pair(options.ssl_certificate, options.ssl_key)
+        pair = (options.ssl_certificate, options.ssl_key)
+        return render.tls_layout(options, apache, pair), None
+    ca = LocalCA()
+    host = options.host.strip("[]")
+    names = [] if host in ("0.0.0.0", "::") else [host]
+    issued = ca.issue(names, ca.folder / "server")
+    pair = (str(issued.certificate), str(issued.key))
+    return render.tls_layout(options, apache, pair, from_local_ca=True), str(ca.certificate_path)
 
 
 def check_address(host: str, port: int) -> None:
@@ -147,7 +181,9 @@ def write_config(prepared: Prepared, root: Path) -> Path:
     prepare_state_dir(root)
     conf = root / "httpd.conf"
     conf.write_text(
-        render.render_standalone(options, target, prepared.apache, prepared.run_as, root),
+        render.render_standalone(
+            options, target, prepared.apache, prepared.run_as, root, prepared.tls
+        ),
         encoding="utf-8",
     )
     if prepared.run_as.mode == "apache-user":
@@ -178,10 +214,36 @@ def check_config(prepared: Prepared, conf: Path) -> None:
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         reason = " ".join(line.strip() for line in lines[:2]) or f"status {result.returncode}"
+        where = _SYNTAX_ERROR.search(reason)
+        if where and where.group(2) in prepared.options.include:
+            # The user's own file: quote the line Apache stopped at.
+            number, path = int(where.group(1)), where.group(2)
+            quoted = _line(path, number)
+            problem = reason[where.end() :].strip()
+            raise WsgidevError(
+                f"Apache rejected line {number} of --include {path}: {quoted!r}: {problem}",
+                "fix that line (or drop --include)",
+            )
         raise WsgidevError(
             f"Apache rejected the generated config: {reason}",
             f"check the options; the config is {conf}",
         )
+
+
+# "AH00526: Syntax error on line 3 of /path/extra.conf:" (then the reason, on the next line)
+_SYNTAX_ERROR = re.compile(r"Syntax error on line (\d+) of (.+?):")
+
+
+def _line(path: str, number: int) -> str:
+    try:
+        return (
+            Path(path)
+            .read_text(encoding="utf-8", errors="replace")
+            .splitlines()[number - 1]
+            .strip()
+        )
+    except (OSError, IndexError):
+        return "?"
 
 
 class Server:
@@ -426,6 +488,14 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
         f"  Apache {prepared.apache.httpd}, {mode}, {who}",
         *(f"  {folder} served by Apache at {path}" for path, folder in options.static),
     ]
+    if prepared.tls.port:
+        http2 = " (HTTP/2)" if prepared.tls.h2 else ""
+        lines.append(f"  also at {prepared.tls.url}{http2}")
+        if prepared.ca_certificate and not is_trusted(LocalCA()):
+            lines.append(
+                f"  its certificate is signed by your local CA, {prepared.ca_certificate}: "
+                "until `wsgidev trust` installs that, browsers will warn"
+            )
     if options.random_delay_ms:
         lines.append(f"  each request delayed by a random 0-{options.random_delay_ms} ms")
     if not options.debug:

@@ -4,8 +4,9 @@ A mod_wsgi daemon has no terminal: its stdin is closed to reads and its stdout i
 `wsgidev start` has one, and, when it runs in a terminal, listens on a Unix socket in its private
 server root (shared.DEBUG_SOCKET; wsgidev/debugbridge.py is that end). A breakpoint here connects,
 says where it stopped and in which request, waits for its turn (the terminal holds one session at
-a time), then runs pdb with the connection as its stdin and stdout. The session ends when the
-debugger continues with no breakpoint set, quits, or the request ends.
+a time), then runs pdb with the connection as its stdin and stdout (the session itself:
+debugsession.py). The session ends when the debugger continues with no breakpoint set, quits,
+or the request ends.
 
 While a session is open, this process does not die for a reload: mod_wsgi's shutdown-timeout
 is off under `wsgidev start` (it would kill the paused request), and `_Reaper` applies
@@ -20,35 +21,33 @@ from __future__ import annotations
 
 import bdb
 import contextlib
-import ctypes
 import importlib
 import inspect
 import os
 import pdb
-import queue
-import socket
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import IO, Any, cast
+from typing import Any
 
 from wsgidev import events
-from wsgidev.shared import DebuggerSpec, WSGIApp, read_message, send_message
+from wsgidev.daemon.debugsession import (
+    Session,
+    current,
+    end_thread_session,
+    sessions_open,
+    wait_closed,
+    wait_while_open,
+)
+from wsgidev.shared import DebuggerSpec, WSGIApp
 
 # Frames of these modules are not stepped into (the request wrapper below, the monitor).
-_SKIP = ["wsgidev.*"]
-# A Ctrl-C that comes while pdb runs a command waits this long for pdb to ask for a line (it was
-# printing); after that pdb is busy evaluating, and the KeyboardInterrupt is raised in it.
-INTERRUPT_BUSY_S = 0.5
 
 _spec = DebuggerSpec()
 _request = threading.local()  # method, path, thread of the request this thread serves
-_current = threading.local()  # the session open in this thread, if any
-_open = threading.Condition()  # guards _open_count: sessions connected (waiting or running)
-_open_count = 0
 _installed = False
 
 
@@ -69,19 +68,13 @@ def install(spec: DebuggerSpec) -> None:
             mod_wsgi.subscribe_shutdown(_Reaper(spec.shutdown_timeout_s).stopping)
 
 
-def sessions_open() -> int:
-    """How many debugger sessions this process has, waiting for the terminal or running."""
-    with _open:
-        return _open_count
-
-
 def breakpointhook(*args: Any, **kwargs: Any) -> Any:
     """sys.breakpointhook: PYTHONBREAKPOINT is read at each call, as Python's own hook does."""
     target = os.environ.get("PYTHONBREAKPOINT", "")
     if target == "0":
         return None
     frame = sys._getframe(1)
-    session = Session.open("breakpoint()", frame)
+    session = _open_session("breakpoint()", frame)
     if session is None:
         return None
     if target in ("", "pdb.set_trace"):
@@ -107,7 +100,7 @@ def set_trace(*, header: str | None = None) -> None:
     if os.environ.get("PYTHONBREAKPOINT") == "0":
         return
     frame = sys._getframe(1)
-    session = Session.open("pdb.set_trace()", frame)
+    session = _open_session("pdb.set_trace()", frame)
     if session is None:
         return
     debugger = session.debugger()
@@ -132,7 +125,7 @@ def post_mortem(exc: BaseException) -> None:
         pdb.post_mortem(tb)
         return
     summary = (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0][:200]
-    session = Session.open("post-mortem", last.tb_frame, exception=summary)
+    session = _open_session("post-mortem", last.tb_frame, exception=summary)
     if session is None:
         return
     try:
@@ -164,7 +157,7 @@ def wrap(application: WSGIApp, django: bool) -> WSGIApp:
             post_mortem(exc)
             _request_over()
             raise
-        if getattr(_current, "session", None) is None and not _spec.post_mortem:
+        if current() is None and not _spec.post_mortem:
             _request_over()
             return result  # as it is: mod_wsgi's file wrapper keeps its sendfile
         return _Finishing(result)
@@ -195,7 +188,7 @@ class _Finishing:
 
 
 def _request_over() -> None:
-    session = getattr(_current, "session", None)
+    session = current()
     if session is not None:
         sys.settrace(None)  # a breakpoint set in this request does not stop the next one
         session.end()
@@ -211,227 +204,6 @@ def _connect_django() -> None:
             post_mortem(exc)
 
     got_request_exception.connect(opened, weak=False, dispatch_uid="wsgidev-post-mortem")
-
-
-class Session:
-    """One debugger session on wsgidev's terminal: the connection, as a stdin and a stdout."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._stream = sock.makefile("rb")
-        self._send_lock = threading.Lock()
-        self._inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reading = False
-        self._interrupt_lock = threading.Lock()
-        self._interrupt_pending = False
-        self._thread_id = threading.get_ident()
-        self._ended = False
-        self._saved_stdio: tuple[Any, Any] | None = None
-        self.stdin = _SessionInput(self)
-        self.stdout = _SessionOutput(self)
-
-    @classmethod
-    def open(cls, kind: str, frame: FrameType, exception: str = "") -> Session | None:
-        """Connect to the terminal and wait for this session's turn; None (and one log line)
-        where there is no terminal."""
-        where = f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}"
-        if _spec.socket_path is None:
-            _skipped(kind, where, "no wsgidev terminal (this Apache was not started by wsgidev)")
-            return None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(_spec.socket_path)
-        except OSError:
-            sock.close()
-            _skipped(kind, where, "wsgidev start has no terminal (output not a tty)")
-            return None
-        global _open_count
-        with _open:
-            _open_count += 1
-        session = cls(sock)
-        try:
-            send_message(
-                sock,
-                {
-                    "op": "hello",
-                    "pid": os.getpid(),
-                    "thread": getattr(_request, "thread", None) or threading.current_thread().name,
-                    "method": getattr(_request, "method", ""),
-                    "path": getattr(_request, "path", ""),
-                    "where": where,
-                    "kind": kind,
-                    "exception": exception,
-                },
-            )
-            # Blocks while another session has the terminal: the request waits its turn.
-            answer = read_message(session._stream)
-        except OSError:
-            answer = None
-        if answer is None or answer.get("op") != "start":
-            session.end()
-            return None
-        _current.session = session
-        threading.Thread(target=session._receive, name="wsgidev-debug-in", daemon=True).start()
-        return session
-
-    def debugger(self) -> pdb.Pdb:
-        """A pdb talking over this session."""
-        stdin, stdout = cast(IO[str], self.stdin), cast(IO[str], self.stdout)
-        return pdb.Pdb(stdin=stdin, stdout=stdout, skip=_SKIP, nosigint=True)
-
-    def write(self, text: str) -> None:
-        """Text for the terminal."""
-        if text and not self._ended:
-            with self._send_lock, contextlib.suppress(OSError):
-                send_message(self._sock, {"op": "out", "text": text})
-
-    def readline(self) -> str:
-        """A line typed at the terminal ('' at its end); KeyboardInterrupt for a Ctrl-C."""
-        if self._ended:
-            return ""
-        with self._interrupt_lock:
-            self._reading = True
-            if self._interrupt_pending:  # Ctrl-C came while pdb was printing
-                self._interrupt_pending = False
-                self._reading = False
-                raise KeyboardInterrupt
-        try:
-            with self._send_lock:
-                send_message(self._sock, {"op": "read"})
-            message = self._inbox.get()
-        except OSError:
-            return ""
-        finally:
-            self._reading = False
-        if message is None:
-            return ""
-        if message.get("op") == "interrupt":
-            raise KeyboardInterrupt
-        if message.get("op") != "line":
-            return ""  # Ctrl-D: pdb takes the end of input as quit
-        return str(message.get("text", ""))
-
-    def route_stdio(self) -> None:
-        """Make sys.stdin and sys.stdout this session's, in this thread, until it ends."""
-        _ThreadStream.install()
-        _current.stdio = (self.stdin, self.stdout)
-
-    def end(self) -> None:
-        """Give the terminal back; the request goes on (or gets its error page)."""
-        global _open_count
-        if self._ended:
-            return
-        self._ended = True
-        if getattr(_current, "session", None) is self:
-            _current.session = None
-            _current.stdio = None
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        with _open:
-            _open_count -= 1
-            _open.notify_all()
-
-    def _receive(self) -> None:
-        """Read the terminal's messages into the inbox; a Ctrl-C between two reads is kept for
-        the next read, or, if pdb is still busy a moment later (evaluating something slow),
-        raised in its thread, as a terminal's Ctrl-C would."""
-        while True:
-            try:
-                message = read_message(self._stream)
-            except (OSError, ValueError):
-                message = None
-            if message is not None and message.get("op") == "interrupt":
-                with self._interrupt_lock:
-                    if not self._reading:
-                        self._interrupt_pending = True
-                        timer = threading.Timer(INTERRUPT_BUSY_S, self._interrupt_busy)
-                        timer.daemon = True
-                        timer.start()
-                        continue
-            self._inbox.put(message)
-            if message is None:
-                return
-
-    def _interrupt_busy(self) -> None:
-        with self._interrupt_lock:
-            if self._interrupt_pending and not self._reading and not self._ended:
-                self._interrupt_pending = False
-                _raise_in_thread(self._thread_id, KeyboardInterrupt)
-
-
-class _SessionInput:
-    """The session as a text stdin (pdb reads lines with readline when given a stdin)."""
-
-    encoding = "utf-8"
-    errors = "strict"
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def readline(self, size: int = -1) -> str:
-        return self._session.readline()
-
-    def read(self, size: int = -1) -> str:
-        return self._session.readline()
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        raise OSError("a wsgidev debugger session has no file descriptor")
-
-    def close(self) -> None:
-        pass
-
-
-class _SessionOutput:
-    """The session as a text stdout."""
-
-    encoding = "utf-8"
-    errors = "strict"
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def write(self, text: str) -> int:
-        self._session.write(text)
-        return len(text)
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        raise OSError("a wsgidev debugger session has no file descriptor")
-
-
-class _ThreadStream:
-    """sys.stdin/sys.stdout for a debugger other than pdb: the session's in the thread that has
-    one, mod_wsgi's everywhere else."""
-
-    def __init__(self, original: Any, index: int) -> None:
-        self._original = original
-        self._index = index
-
-    @classmethod
-    def install(cls) -> None:
-        if not isinstance(sys.stdout, cls):
-            sys.stdin = cls(sys.stdin, 0)
-            sys.stdout = cls(sys.stdout, 1)
-
-    def _target(self) -> Any:
-        stdio = getattr(_current, "stdio", None)
-        return stdio[self._index] if stdio else self._original
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._target(), name)
 
 
 class _Reaper:
@@ -453,14 +225,12 @@ class _Reaper:
     def _run(self) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:
-            with _open:
-                while _open_count:
-                    _open.wait()
-                    deadline = max(deadline, time.monotonic() + self.timeout_s)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                _open.wait(left)
+            if wait_while_open():  # counted again from the end of the last session
+                deadline = max(deadline, time.monotonic() + self.timeout_s)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            wait_closed(left)
         sys.stderr.write(
             f"wsgidev: requests still running {self.timeout_s} s after this process was told "
             "to stop (--shutdown-timeout); ending it\n"
@@ -479,21 +249,20 @@ def _patch_bdb() -> None:
     def set_continue(self: bdb.Bdb) -> None:
         original_continue(self)
         if not self.breaks:
-            _end_thread_session()
+            end_thread_session()
 
     def set_quit(self: bdb.Bdb) -> None:
         original_quit(self)
-        _end_thread_session()
+        end_thread_session()
 
     bdb.Bdb.set_continue = set_continue  # type: ignore[method-assign]
     bdb.Bdb.set_quit = set_quit  # type: ignore[method-assign]
     bdb.Bdb._wsgidev_patched = True  # type: ignore[attr-defined]
 
 
-def _end_thread_session() -> None:
-    session = getattr(_current, "session", None)
-    if session is not None:
-        session.end()
+def _open_session(kind: str, frame: FrameType, exception: str = "") -> Session | None:
+    request = {name: getattr(_request, name, None) for name in ("method", "path", "thread")}
+    return Session.open(kind, frame, _spec.socket_path, request, exception)
 
 
 def _process_group() -> str | None:
@@ -503,11 +272,6 @@ def _process_group() -> str | None:
         return getattr(mod_wsgi, "process_group", None) or None
     except ImportError:
         return None
-
-
-def _skipped(kind: str, where: str, why: str) -> None:
-    sys.stderr.write(f"wsgidev: {kind} at {where} skipped: {why}\n")
-    sys.stderr.flush()
 
 
 def _import_hook(target: str) -> Callable[..., Any]:
@@ -524,18 +288,3 @@ def _takes_frame(hook: Callable[..., Any]) -> bool:
         return "frame" in inspect.signature(hook).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
-    """Raise exc_type in another thread at its next bytecode (a Ctrl-C while pdb evaluates)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
-    )
-
-
-def _short(path: str) -> str:
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from wsgidev import events
-from wsgidev.daemon import debugger, preload
+from wsgidev.daemon import preload
+from wsgidev.daemon.debugsession import sessions_open
 from wsgidev.daemon.monitor.base import log
 from wsgidev.daemon.restart import restart_process
 from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, HELD_PREFIX, LeaderLock, route_name
@@ -192,7 +193,7 @@ class Handover:
         debugger session holds it, say so to the next leader (Apache starts no process in its
         place until it exits)."""
         self._remove_address()
-        if debugger.sessions_open():
+        if sessions_open():
             with contextlib.suppress(OSError):
                 self._held_mark().touch()
 

@@ -10,7 +10,9 @@ that already carries django-browser-reload's script is left to it (its stream is
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -100,7 +102,9 @@ def _inserted(body: bytes) -> bytes:
 
 def announce_static_folders() -> None:
     """Tell wsgidev which folders the staticfiles finders serve, at which URLs: it watches them
-    and swaps a saved stylesheet in the open pages."""
+    and swaps a saved stylesheet in the open pages. Installed packages' folders (the admin's,
+    Wagtail's dozens) are left out: nobody edits them while developing, and each would cost a
+    watch in the command."""
     try:
         from django.conf import settings
         from django.contrib.staticfiles.finders import get_finders
@@ -112,7 +116,7 @@ def announce_static_folders() -> None:
         for finder in get_finders():
             for storage in getattr(finder, "storages", {}).values():
                 location = getattr(storage, "location", None)
-                if not location:
+                if not location or _installed(str(location)):
                     continue
                 prefix = getattr(storage, "prefix", None) or ""
                 url = "/" + "/".join(p for p in (static_url.strip("/"), prefix.strip("/")) if p)
@@ -121,3 +125,12 @@ def announce_static_folders() -> None:
         return
     if folders:
         events.emit("static-dirs", folders=folders)
+
+
+def _installed(folder: str) -> bool:
+    """Whether a folder belongs to an installed package (the venv's or the system's)."""
+    real = os.path.realpath(folder)
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return any(real.startswith(root + os.sep) for root in roots) or any(
+        part in ("site-packages", "dist-packages") for part in real.split(os.sep)
+    )

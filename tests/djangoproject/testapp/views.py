@@ -41,3 +41,7 @@ def pause(request):
 
 def page(request):
     return render(request, "testapp/page.html", {"view_mark": VIEW_MARK})
+
+
+def secure(request):
+    return JsonResponse({"secure": request.is_secure(), "host": request.get_host()})

@@ -11,6 +11,7 @@ urlpatterns = [
     path("sleep", views.sleep),
     path("pause", views.pause),
     path("page", views.page),
+    path("secure", views.secure),
 ]
 if settings.BROWSER_RELOAD:
     urlpatterns.append(path("__reload__/", include("django_browser_reload.urls")))
