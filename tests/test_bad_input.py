@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -21,6 +22,10 @@ CASES = {
     "missing Apache": (["--httpd", "/nonexistent/apache2"], ["Apache httpd not found", "apt-get"]),
     "bad env": (["--env", "NOEQUALS"], ["KEY=VALUE", "NOEQUALS=VALUE"]),
     "standbys out of range": (["--standbys", "3"], ["--standbys", "1 or 2"]),
+    "python path missing": (["--python-path", "/nonexistent-w"], ["--python-path", "not a folder"]),
+    "static folder missing": (["--static", "/x=/nonexistent-w"], ["--static", "not a folder"]),
+    "httpd not Apache": (["--httpd", "/bin/false"], ["--httpd /bin/false", "not Apache"]),
+    "privileged port": (["--port", "80"], ["port 80", "above 1023"]),
 }
 
 
@@ -125,3 +130,34 @@ def test_config_express_in_debug_mode_takes_pdb(project: Path, short_tmp: Path):
     # The entry script carries the post-mortem, for mod_wsgi-express's one process.
     entry = (project / ".wsgidev" / "entry.wsgi").read_text()
     assert "post_mortem=True" in entry and "local=True" in entry, entry
+
+
+def test_server_root_naming_a_file(project: Path, short_tmp: Path, tmp_path: Path):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    code, _, err = run_wsgidev(project, short_tmp, "start", "app.py", "--server-root", str(a_file))
+    assert_one_line_error(code, err, "--server-root", "is a file")
+
+
+def test_apache_killed_is_said_in_one_line_and_nothing_is_left(project: Path, start_server):
+    import signal
+    import time
+
+    from conftest import alive, wait_for
+
+    server = start_server(project, "app.py")
+    assert server.process is not None
+    children = [
+        pid
+        for pid in server.apache_pids
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        == str(server.process.pid)
+    ]
+    assert len(children) == 1, children  # the Apache parent, wsgidev's one child
+    os.kill(children[0], signal.SIGKILL)
+    server.process.wait(30)
+    assert server.process.returncode == 1
+    wait_for(lambda: "Apache stopped by itself" in server.log(), 10, "the line")
+    assert "killed by signal 9 (SIGKILL)" in server.log(), server.log()
+    time.sleep(0.5)
+    assert not any(alive(pid) for pid in server.apache_pids)

@@ -54,6 +54,11 @@ def find_apache(httpd_override: str | None = None) -> ApacheInstall:
     resolved = shutil.which(httpd) or shutil.which(httpd, path="/usr/sbin:/usr/local/sbin")
     if resolved is None:
         raise WsgidevError(f"Apache httpd not found (looked for {httpd})", INSTALL_APACHE)
+    if httpd_override and not apache_version(resolved):
+        raise WsgidevError(
+            f"--httpd {httpd_override} is not Apache httpd (`{resolved} -v` names no Apache/)",
+            "pass the Apache binary (apache2 or httpd), or drop --httpd",
+        )
     modules_dir = str(apxs.LIBEXECDIR)
     if not os.path.isdir(modules_dir):
         raise WsgidevError(f"Apache's modules folder {modules_dir} is missing", INSTALL_APACHE)

@@ -16,17 +16,23 @@ wsgidev's answer, in order of preference:
 from __future__ import annotations
 
 import ctypes
+import errno as errno_module
 import os
 import pwd
 import signal
 import stat
+import sys
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from wsgidev.errors import WsgidevError
 
+# unshare(CLONE_NEWUSER) and prctl(PR_SET_PDEATHSIG) are Linux system calls: elsewhere (macOS)
+# wsgidev neither calls them nor offers the user namespace.
+IS_LINUX = sys.platform.startswith("linux")
 CLONE_NEWUSER = 0x10000000
 PR_SET_PDEATHSIG = 1
 _USERNS_CANDIDATES = ("www-data", "apache", "daemon", "nobody")
@@ -163,18 +169,22 @@ def unreadable_by(paths: Iterable[Path], entry: pwd.struct_passwd, gid: int) -> 
 
 def userns_problem(inner: pwd.struct_passwd | None = None) -> str | None:
     """None when this process can start a child in a new user namespace, else why not."""
+    if not IS_LINUX:
+        return "user namespaces are a Linux feature"
     inner = inner or _userns_identity()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: try it, report, and leave without running any Python cleanup
-        os.close(read_fd)
         message = b""
         try:
+            os.close(read_fd)
             enter_userns(inner.pw_uid, inner.pw_gid)
-        except OSError as exc:
-            message = str(exc).encode()[:200]
-        os.write(write_fd, message)
-        os._exit(0)
+        except BaseException as exc:  # whatever it is, the child must not run on
+            message = (str(exc) or type(exc).__name__).encode()[:200]
+        finally:
+            with suppress(OSError):
+                os.write(write_fd, message)
+            os._exit(0)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         message = pipe.read()
@@ -184,6 +194,8 @@ def userns_problem(inner: pwd.struct_passwd | None = None) -> str | None:
 
 def enter_userns(inner_uid: int, inner_gid: int) -> None:
     """Move this (single-threaded) process into a new user namespace, as inner_uid:inner_gid."""
+    if not IS_LINUX:
+        raise OSError(errno_module.ENOSYS, "user namespaces are a Linux feature")
     outer_uid, outer_gid = os.geteuid(), os.getegid()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWUSER) != 0:
@@ -196,7 +208,10 @@ def enter_userns(inner_uid: int, inner_gid: int) -> None:
 
 
 def die_with_parent() -> None:
-    """Ask the kernel to SIGTERM this process when wsgidev dies, even by SIGKILL."""
+    """Ask the kernel to SIGTERM this process when wsgidev dies, even by SIGKILL (Linux; where
+    there is no prctl, the next `wsgidev start` sweeps what a killed one left)."""
+    if not IS_LINUX:
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -40,6 +40,9 @@ LIVE_TABS = 100
 PROCESS_GROUP = "wsgidev"
 # The few modules a WSGI dev server needs; each is loaded only where the Apache build lacks it.
 MODULES = (
+    # Compiled in on Debian; a module of its own in pip's mod_wsgi-httpd, RHEL and Homebrew
+    # (without it Apache will not start: AH00136, "MUST relinquish startup privileges").
+    ("unixd_module", "mod_unixd.so"),
     ("authz_core_module", "mod_authz_core.so"),
     ("authz_host_module", "mod_authz_host.so"),
     ("mime_module", "mod_mime.so"),

@@ -74,6 +74,16 @@ def prepare(options: Options) -> Prepared:
         from wsgidev.django.static import with_static_root
 
         options = with_static_root(options, target)
+    for folder in options.python_path:
+        if not Path(folder).is_dir():
+            raise WsgidevError(
+                f"--python-path {folder} is not a folder", "pass a folder that exists"
+            )
+    for url, folder in options.static:
+        if not Path(folder).is_dir():
+            raise WsgidevError(
+                f"--static {url}={folder}: {folder} is not a folder", "pass a folder that exists"
+            )
     for include in options.include:
         if not Path(include).is_file():
             raise WsgidevError(
@@ -145,6 +155,10 @@ def server_root(options: Options) -> Iterator[Path]:
     """A private (0700) server root, removed afterwards unless the user named one."""
     if options.server_root:
         path = Path(options.server_root)
+        if path.exists() and not path.is_dir():
+            raise WsgidevError(
+                f"--server-root {path} is a file, not a folder", "name a folder (or drop it)"
+            )
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         yield path
         return
@@ -376,7 +390,16 @@ class Server:
         self._drain()
         assert self.process is not None
         errors = self.log.apache_errors
-        reason = errors[-1] if errors else f"exit status {self.process.returncode}"
+        code = self.process.returncode
+        if errors:
+            reason = errors[-1]
+        elif code < 0:
+            try:
+                reason = f"killed by signal {-code} ({signal.Signals(-code).name})"
+            except ValueError:
+                reason = f"killed by signal {-code}"
+        else:
+            reason = f"exit status {code}"
         self.log.write(f"wsgidev: Apache stopped by itself: {reason}")
         return 1
 
@@ -524,6 +547,18 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     prepared = prepare(options)
     options = prepared.options
     check_address(options.host, options.port)
+    low = [p for p in (options.port, prepared.tls.port) if p is not None and p < 1024]
+    if low and prepared.run_as.mode == "userns":
+        raise WsgidevError(
+            f"port {low[0]} needs root's privileges, which Apache does not have in wsgidev's "
+            "user namespace",
+            "pass a port above 1023 (e.g. --port 8000), or --user www-data for a classic root start",
+        )
+    if options.host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+        err.write(
+            f"wsgidev: warning: listening on {options.host}: other machines can reach this "
+            "development server (and its debugger pages); use --host 127.0.0.1 to keep it local\n"
+        )
     with server_root(options) as root:
         conf = write_config(prepared, root)
         check_config(prepared, conf)
