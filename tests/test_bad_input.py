@@ -26,6 +26,7 @@ CASES = {
     "static folder missing": (["--static", "/x=/nonexistent-w"], ["--static", "not a folder"]),
     "httpd not Apache": (["--httpd", "/bin/false"], ["--httpd /bin/false", "not Apache"]),
     "privileged port": (["--port", "80"], ["port 80", "above 1023"]),
+    "env file missing": (["--env-file", "/nonexistent-w.env"], ["--env-file", "not a file"]),
 }
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -169,3 +170,20 @@ def test_server_root_is_handed_to_the_daemon_user(tmp_path: Path):
     nobody = pwd.getpwnam("nobody")
     for path in (root, root / "ctl", root / "entry.wsgi"):
         assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+
+
+def test_env_file_reaches_the_app_and_stays_off_every_command_line(
+    project: Path, tmp_path: Path, start_server
+):
+    secret = "s3cret-value-9f2c"
+    env_file = tmp_path / "app.env"
+    env_file.write_text(f"# secrets\nAPI_TOKEN={secret}\nexport OTHER='quoted value'\n")
+    server = start_server(project, "app.py", "--env-file", str(env_file), "--env", "OTHER=flag")
+    seen = server.json("/?env=API_TOKEN&env=OTHER")["environ"]
+    assert seen == {"API_TOKEN": secret, "OTHER": "flag"}  # --env wins over the file
+    assert server.process is not None
+    for pid in {server.process.pid, *descendants(server.process.pid)}:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert secret.encode() not in cmdline, pid
+    roots = [p for p in server.tmpdir.iterdir() if p.name.startswith("wsgidev-")]
+    assert roots and all(stat.S_IMODE(root.stat().st_mode) == 0o700 for root in roots)

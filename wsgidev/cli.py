@@ -39,6 +39,12 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
     add("--working-dir", metavar="DIR", help="project folder (default: the current one)")
     add("--python-path", metavar="DIR", action="append", help="add to sys.path (repeatable)")
     add("--env", metavar="NAME=VALUE", action="append", help="set in the app's os.environ")
+    add(
+        "--env-file",
+        metavar="FILE",
+        help="NAME=VALUE lines (dotenv) for the app's os.environ: secrets stay off the "
+        "command line, which every local user can read",
+    )
     if settings_option:
         add("--settings", dest="django_settings", metavar="MODULE", help="DJANGO_SETTINGS_MODULE")
     add("--log-level", choices=LOG_LEVELS, help="Apache LogLevel (default warn)")

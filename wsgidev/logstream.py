@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from wsgidev import events
-from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
+from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, short_path
 
 # Startup and shutdown chatter Apache logs at notice level whatever LogLevel says.
 _NOISE = ("AH00489", "AH00094", "AH00491", "AH00492", "AH00493", "AH00169", "AH00490")
@@ -213,7 +212,7 @@ class LogPrinter:
         elif kind == "static-dirs" and self.listener is not None:
             self.listener.watch_static((str(u), str(d)) for u, d in event.get("folders", []))
         elif kind == "standby-refresh" and self.verbose:
-            names = ", ".join(_short(str(f)) for f in event.get("files", []))
+            names = ", ".join(short_path(str(f)) for f in event.get("files", []))
             self.write(f"Standby process {pid} refreshing: it had imported {names}, which changed")
         elif kind == "watching" and self.verbose:
             self.write(
@@ -364,7 +363,7 @@ class LogPrinter:
         ):
             self.listener.new_code()
         for reload in finished:
-            names = [_short(f) for f in reload.files]
+            names = [short_path(f) for f in reload.files]
             changed = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
             seconds = max(0.0, when - reload.saved_at)
             self.say(f"Reloaded in {seconds:.2f} s: {changed} changed")
@@ -390,15 +389,6 @@ def _strip_remote(message: str) -> str:
     while message.startswith(("[remote ", "[script ", "[client ")) and "] " in message:
         message = message.split("] ", 1)[1]
     return message
-
-
-def _short(path: str) -> str:
-    """A changed file as the terminal shows it: relative to the working directory when inside it."""
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative
 
 
 def _alive(pid: int) -> bool:

@@ -27,7 +27,7 @@ RESTART_MODES = ("standby", "process", "server")
 DJANGO_STATIC_MODES = ("finders", "root", "off")
 ENV_PREFIX = "WSGIDEV_"
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROXY_URL = re.compile(r"^https?://[^/\s\"]+(/[^\s\"]*)?$")
 
 
@@ -45,6 +45,9 @@ class Options:
     working_dir: str = "."
     python_path: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    # A dotenv file of NAME=VALUE lines for the app's os.environ: secrets stay out of the
+    # command line (/proc/PID/cmdline is world-readable); read at start, --env wins over it.
+    env_file: str | None = None
     django_settings: str | None = None
     log_level: str = "warn"
     server_root: str | None = None
@@ -135,7 +138,7 @@ class Options:
         if self.poll_interval_s <= 0:
             raise WsgidevError("--poll-interval must be above 0 seconds", "pass e.g. 0.5")
         for key, _ in self.env:
-            if not _ENV_NAME.match(key):
+            if not ENV_NAME.match(key):
                 raise WsgidevError(f"--env {key!r} is not a variable name", "use --env NAME=VALUE")
         for url, _ in self.static:
             if not url.startswith("/"):
@@ -211,7 +214,15 @@ def _is_host(host: str) -> bool:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Options))
-_PATH_FIELDS = ("working_dir", "server_root", "output_dir", "httpd", "ssl_certificate", "ssl_key")
+_PATH_FIELDS = (
+    "working_dir",
+    "server_root",
+    "output_dir",
+    "httpd",
+    "ssl_certificate",
+    "ssl_key",
+    "env_file",
+)
 _PATH_LIST_FIELDS = ("python_path", "watch", "include")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import grp
 import os
@@ -29,7 +30,7 @@ from wsgidev.debugbridge import DebugBridge
 from wsgidev.errors import WsgidevError
 from wsgidev.livereload import LiveReload
 from wsgidev.logstream import LogPrinter
-from wsgidev.options import Options
+from wsgidev.options import ENV_NAME, Options
 from wsgidev.privileges import RunAs, child_setup, plan_run_as
 from wsgidev.shared import (
     BROWSER_RELOAD_EVENTS_PATH,
@@ -70,6 +71,8 @@ def prepare(options: Options) -> Prepared:
         from wsgidev.django.settings_reader import require_django
 
         require_django()
+    if options.env_file:
+        options = with_env_file(options)
     if options.django_static == "root":
         from wsgidev.django.static import with_static_root
 
@@ -117,6 +120,21 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[render.Tls, str | Non
     issued = ca.issue(names, ca.folder / "server")
     pair = (str(issued.certificate), str(issued.key))
     return render.tls_layout(options, apache, pair, from_local_ca=True), str(ca.certificate_path)
+
+
+def with_env_file(options: Options) -> Options:
+    """The options with --env-file's variables added under --env's (which win)."""
+    from dotenv import dotenv_values
+
+    path = Path(options.env_file or "")
+    if not path.is_file():
+        raise WsgidevError(f"--env-file {path} is not a file", "pass a file of NAME=VALUE lines")
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    bad = [k for k in values if not ENV_NAME.match(k)]
+    if bad:
+        raise WsgidevError(f"--env-file {path}: {bad[0]!r} is not a variable name", "fix that line")
+    merged = {**values, **dict(options.env)}
+    return dataclasses.replace(options, env=tuple(merged.items()))
 
 
 def check_address(host: str, port: int) -> None:

@@ -141,6 +141,15 @@ def prepare_state_dir(state_dir: Path) -> None:
     LeaderLock(state_dir / RESTART_LOCK).create()
 
 
+def short_path(path: str) -> str:
+    """A file as a terminal line shows it: relative to the working directory when inside it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative
+
+
 def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
     """One message of a debugger session: a JSON object on a line (both ends use these two)."""
     sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import IO, Any, cast
 
-from wsgidev.shared import read_message, send_message
+from wsgidev.shared import read_message, send_message, short_path
 
 # Frames of these modules are not stepped into (the request wrapper, the monitor).
 _SKIP = ["wsgidev.*"]
@@ -89,7 +89,7 @@ class Session:
     ) -> Session | None:
         """Connect to the terminal at socket_path and wait for this session's turn; None (and
         one log line) where there is none. request: method, path and thread, for the line."""
-        where = f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}"
+        where = f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno}"
         current: Session | None = getattr(_current, "session", None)
         if current is not None:
             return current  # a breakpoint in code pdb runs: the terminal is this thread's already
@@ -309,11 +309,3 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
     )
-
-
-def _short(path: str) -> str:
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative
