@@ -80,3 +80,22 @@ def test_invalidate_removes_the_cache_of_a_changed_source(tmp_path: Path):
     assert cache.exists()
     invalidate([str(module), str(tmp_path / "template.html"), str(tmp_path / "missing.py")])
     assert not cache.exists()
+
+
+@pytest.mark.usefixtures("write_bytecode")
+def test_a_wsgi_script_target_is_run_from_its_source_when_the_cache_is_racily_clean(
+    tmp_path: Path,
+):
+    # `wsgidev start app.py`: the script is exec'd by wsgidev, not imported; a daemon that
+    # starts after a same-size save in the cache's second must run the new code (seen failing
+    # under load: the late daemon served v1 for good, its baseline already the new file's).
+    from wsgidev.daemon.entry import SCRIPT_MODULE_NAME, _exec_script
+
+    script = tmp_path / "app.py"
+    script.write_text("VALUE = 'v1'\n")
+    try:
+        assert _exec_script(str(script)).VALUE == "v1"
+        same_second_edit(script, "VALUE = 'v2'\n")
+        assert _exec_script(str(script)).VALUE == "v2"
+    finally:
+        sys.modules.pop(SCRIPT_MODULE_NAME, None)

@@ -117,3 +117,25 @@ def test_a_hand_over_to_a_group_still_starting_counts_the_processes_that_answere
     )
     term.event("ready", 21, SAVED + 0.4, started_at=SAVED + 0.1, group="g-b")
     assert term.lines() == [f"Reloaded in 0.40 s: {APP} changed"]
+
+
+def test_a_retiring_process_that_ends_without_saying_so_still_gets_the_line():
+    import subprocess
+    import time
+
+    from conftest import wait_for
+
+    term = Terminal()
+    now = time.time()
+    retiring = subprocess.Popen(["sleep", "30"])  # stands for an old daemon process
+    try:
+        term.event("change", 11, now, files=[APP], saved_at=now - 0.1)
+        term.event("restart-in-place", 11, now, files=[APP], retiring=[retiring.pid], group="g")
+        term.event("ready", 21, now + 0.2, started_at=now, group="g")
+        term.event("ready", 22, now + 0.2, started_at=now, group="g")
+        assert term.lines() == []  # the retiring process still runs: old code may be served
+        retiring.kill()  # killed past --shutdown-timeout: no "exit" event comes
+        retiring.wait(5)
+        wait_for(lambda: len(term.lines()) == 1, 5, "the line, without a further event")
+    finally:
+        retiring.kill()

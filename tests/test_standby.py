@@ -8,6 +8,7 @@ the real thing under Apache.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from conftest import wait_for
 
 from wsgidev.daemon import handover as standby
 from wsgidev.daemon.handover import Handover, serving_group
-from wsgidev.shared import HANDOVER_LOCK, LeaderLock, prepare_state_dir, route_name
+from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, LeaderLock, prepare_state_dir, route_name
 
 GROUPS = ("wsgidev-app", "wsgidev-app-b")
 
@@ -217,3 +218,22 @@ def test_when_the_next_group_is_stale_the_one_after_it_takes_over(state: Path, r
     finally:
         for handover in made:
             handover.close()
+
+
+def test_a_standby_that_does_not_answer_is_passed_over_quickly(
+    state: Path, handovers, restarts, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(standby, "GO_TIMEOUT_S", 0.3)
+    loads: list[str] = []
+    active = serving(state, handovers, loads=loads)
+    # A standby that is alive (this pid) and bound, but never answers: stopped, or hung.
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    hung.bind(str(state / CONTROL_DIR / f"1.{os.getpid()}"))
+    try:
+        started = time.monotonic()
+        active.on_change(["app.py"])
+        assert time.monotonic() - started < 2.0
+    finally:
+        hung.close()
+    assert serving_group(state, GROUPS) == GROUPS[0]  # never flipped to the silent group
+    assert restarts == [[]]  # the serving group restarted in place instead

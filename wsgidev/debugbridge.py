@@ -141,14 +141,13 @@ class DebugBridge:
         now = time.monotonic()
         if self._active is None or now - self._last_interrupt < DOUBLE_PRESS_S:
             self._stop = True
-            self._break_input()
             return False
         self._last_interrupt = now
         self._interrupts += 1
-        self._break_input()
         return True
 
-    def _break_input(self) -> None:
+    def break_input(self) -> None:
+        """Leave input() (from the SIGINT handler, after the server has noted what to do)."""
         if self._in_input:
             raise KeyboardInterrupt  # out of input(), in the main thread
 

@@ -61,6 +61,9 @@ class Listener(Protocol):
     def watch_static(self, folders: Iterable[tuple[str, str]]) -> None: ...
 
 
+# Pending reloads that wait for retiring processes to exit are looked at again this often.
+RECHECK_S = 0.25
+RECHECK_FOR_S = 60.0  # ...for at most this long after the save
 # A template edit counts as taken once every serving process said so, or after this.
 HANDLED_WAIT_S = 1.0
 
@@ -101,6 +104,7 @@ class LogPrinter:
         # group. A reload does not wait for them (they serve only the paused request).
         self._debug_held: dict[int, str | None] = {}
         self.listener: Listener | None = None
+        self._recheck_at: float | None = None  # a look again at pending reloads is scheduled
         self._flipped: deque[tuple[float, set[str]]] = deque(maxlen=16)  # hand-overs: when, files
         # Files Django took in place -> the processes that said so (one save, every process).
         self._handled: dict[tuple[str, ...], set[int]] = {}
@@ -193,6 +197,12 @@ class LogPrinter:
             self._change(float(event.get("saved_at", when)), files)
         elif kind in ("handover", "restart-in-place"):
             self._retiring(event)
+            for pid_text, answer in (event.get("answers") or {}).items():
+                if answer == "timeout":
+                    self.say(
+                        f"Standby process {pid_text} did not answer within 2 s (stopped or hung?): "
+                        "its group was passed over"
+                    )
             if kind == "restart-in-place" and self.verbose:
                 self.write(f"Standbys stale ({event.get('answers')}): restarting the serving group")
             elif self.verbose:
@@ -234,6 +244,20 @@ class LogPrinter:
             self.write(f"wsgidev monitor: {event.get('reason', 'refused')}")
         elif kind == "debug-held":
             self._held_by_debugger(pid, event)
+
+    def _recheck_soon(self) -> None:
+        with self.lock:
+            if self._recheck_at is not None:
+                return
+            self._recheck_at = time.time()
+        timer = threading.Timer(RECHECK_S, self._recheck)
+        timer.daemon = True
+        timer.start()
+
+    def _recheck(self) -> None:
+        with self.lock:
+            self._recheck_at = None
+        self._reloaded(time.time(), self._all_imported_since)
 
     def _flipped_for(self, reload: _Reload) -> bool:
         """Whether a hand-over for this reload's files was announced (its event came first)."""
@@ -358,6 +382,12 @@ class LogPrinter:
             finished = [reload for reload in self.pending if done(reload)]
             self.pending = [reload for reload in self.pending if reload not in finished]
             self._done.extend(finished)
+            recent = time.time() - RECHECK_FOR_S
+            waiting_on_exits = any(r.retiring and r.saved_at > recent for r in self.pending)
+        if waiting_on_exits:
+            # A retiring process may end without saying so (killed past --shutdown-timeout):
+            # look again, rather than wait for an event that may not come.
+            self._recheck_soon()
         if self.listener is not None and any(
             not reload.announced and not self._flipped_for(reload) for reload in finished
         ):

@@ -401,8 +401,11 @@ class Server:
     def interrupt(self) -> None:
         """Ctrl-C: at a debugger prompt it interrupts the command; else it stops the server."""
         if self.bridge is not None and self.bridge.interrupt():
+            self.bridge.break_input()
             return
-        self.request_stop()
+        self.request_stop()  # first: break_input() raises out of this handler
+        if self.bridge is not None:
+            self.bridge.break_input()
 
     def _died(self) -> int:
         self._drain()

@@ -20,6 +20,7 @@ from wsgidev import events
 from wsgidev.daemon import debugger, restart
 from wsgidev.daemon.handover import Handover
 from wsgidev.daemon.livereload import announce_static_folders, with_live_reload
+from wsgidev.daemon.monitor.bytecode import FreshSourceFileLoader
 from wsgidev.shared import EntrySpec, WSGIApp
 
 SCRIPT_MODULE_NAME = "_wsgidev_target"
@@ -251,8 +252,10 @@ def import_target(spec: EntrySpec) -> WSGIApp:
 
 def _exec_script(path: str) -> ModuleType:
     """Run a WSGI script file as a module that stays in sys.modules (so it is watched)."""
-    # An explicit loader: a .wsgi suffix is not one importlib recognises by itself.
-    loader = importlib.machinery.SourceFileLoader(SCRIPT_MODULE_NAME, path)
+    # An explicit loader: a .wsgi suffix is not one importlib recognises by itself. The fresh
+    # one, as for every other module: a process that starts after a same-size save in the same
+    # second as the cache was written must not run the old code from __pycache__.
+    loader = FreshSourceFileLoader(SCRIPT_MODULE_NAME, path)
     spec = importlib.util.spec_from_file_location(SCRIPT_MODULE_NAME, path, loader=loader)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

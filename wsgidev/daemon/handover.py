@@ -53,9 +53,13 @@ from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, HELD_PREFIX, LeaderLock, 
 # Grace between the flip and retiring the old group: requests Apache routed to it just before
 # the flip are taken by its processes instead of waiting for their successors.
 RETIRE_DELAY_S = 0.1
-# How long a hand-over waits for the standby processes to answer go (they answer before their
-# import; one busy past this is flipped to anyway, and imports on the first request it gets).
+# How long a non-leading sibling waits to be retired by the leader before restarting itself.
 IMPORT_TIMEOUT_S = 60.0
+# How long a hand-over waits for a standby's answer to go. A standby answers from a stat of what
+# it has imported, from a thread of its own, in milliseconds even mid-warm-up; one silent this
+# long is stopped or hung (SIGSTOP, a debugger, swapping), and its group is passed over rather
+# than given requests it would never take.
+GO_TIMEOUT_S = 2.0
 # A standby group with no process yet (Apache is starting it after the last hand-over) is
 # waited for this long; after that the flip goes ahead and requests queue on its socket.
 EMPTY_GROUP_WAIT_S = 3.0
@@ -189,11 +193,12 @@ class Handover:
             self._held_mark().unlink()
 
     def _stopping(self, name: str = "", **event: Any) -> None:
-        """mod_wsgi's process_stopping: no hand-over may pick this process any more; if a
-        debugger session holds it, say so to the next leader (Apache starts no process in its
-        place until it exits)."""
-        self._remove_address()
+        """mod_wsgi's process_stopping: if a debugger session holds this process, no hand-over
+        may pick it (it stopped taking requests, and Apache starts no process in its place until
+        it exits): it leaves its group and marks itself held. A process stopping as usual is
+        gone in milliseconds and stays a member until then (its answer to go is still right)."""
         if sessions_open():
+            self._remove_address()
             with contextlib.suppress(OSError):
                 self._held_mark().touch()
 
@@ -240,7 +245,7 @@ class Handover:
                     continue
                 sent = {pid for pid in members if self._send(candidate, pid, go)}
                 answers = self._collect(reply, sent)
-                if "stale" not in answers.values():
+                if not {"stale", "timeout"} & set(answers.values()):
                     taker = candidate
                     break
         finally:
@@ -319,9 +324,9 @@ class Handover:
             return False
 
     def _collect(self, reply: socket.socket, waiting: set[int]) -> dict[str, str]:
-        """Each standby's answer by pid, until all answered, died, or the import timeout."""
+        """Each standby's answer by pid, until all answered, died, or GO_TIMEOUT_S passed."""
         answers: dict[str, str] = {}
-        deadline = time.monotonic() + IMPORT_TIMEOUT_S
+        deadline = time.monotonic() + GO_TIMEOUT_S
         reply.settimeout(0.1)
         while waiting and time.monotonic() < deadline:
             try:
@@ -432,8 +437,10 @@ class Handover:
         # Stale: it imported old code before, and only a new process is clean. It restarts when
         # the serving group's new processes say they serve (op warm), not now, beside them.
         answer = "stale" if stale else "ready"
-        with contextlib.suppress(OSError):
+        try:
             self._socket.sendto(json.dumps({"op": answer, "pid": os.getpid()}).encode(), reply_path)
+        except OSError:
+            return  # the leader stopped waiting (this process was stopped past GO_TIMEOUT_S)
         if stale:
             return
         assert self._load is not None
