@@ -279,6 +279,14 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def django_project(tmp_path: Path) -> Path:
+    """A fresh copy of tests/djangoproject: testsite settings, testapp views, wsgidev.django."""
+    folder = tmp_path / "site"
+    shutil.copytree(REPO / "tests" / "djangoproject", folder)
+    return folder
+
+
+@pytest.fixture
 def start_server(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., WsgidevServer]]:

@@ -4,7 +4,6 @@ the user's own directives included (a broken one quoted in one line), HTTP/2."""
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 import subprocess
 import threading
@@ -100,12 +99,11 @@ def _ca_home(tmp_path: Path) -> dict[str, str]:
 
 
 def test_https_with_the_local_ca_serves_http2_and_django_sees_it_secure(
-    tmp_path: Path, start_server
+    tmp_path: Path, django_project: Path, start_server
 ):
     import httpx
 
-    site = tmp_path / "site"
-    shutil.copytree(Path(__file__).resolve().parent / "djangoproject", site)
+    site = django_project
     https_port = free_port()
     env = _ca_home(tmp_path)
     server = start_server(
@@ -193,3 +191,17 @@ def test_config_express_carries_https_and_the_snippet_says_what_it_leaves_out(
     )
     assert code == 0, err
     assert "# --https is left out here" in out and "# --http2 is left out here" in out
+
+
+def test_an_https_port_in_use_gets_one_line(project: Path, tmp_path: Path, short_tmp: Path):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, _, err = run_wsgidev(
+            project, short_tmp, "start", "app.py", "--https", str(port), env=_ca_home(tmp_path)
+        )
+    assert_one_line_error(code, err, f"port {port}", "in use")
+    assert not any(short_tmp.iterdir())

@@ -5,7 +5,6 @@ request, Ctrl-C at the prompt, and a breakpoint with no terminal that does not h
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import threading
 import time
@@ -167,10 +166,9 @@ def test_pdb_opens_post_mortem_at_the_raising_frame_then_the_500_goes_out(
 
 
 def test_django_pdb_opens_post_mortem_through_got_request_exception(
-    tmp_path: Path, terminal_server
+    django_project: Path, terminal_server
 ):
-    project = tmp_path / "site"
-    shutil.copytree(Path(__file__).resolve().parent / "djangoproject", project)
+    project = django_project
     server = terminal_server(project, "--pdb", "--skip-checks", "--no-reload", manage_py=True)
     client = Client(server.url + "/log?status=abc")
     opened = server.expect(r"\(Pdb\) ")
@@ -182,10 +180,9 @@ def test_django_pdb_opens_post_mortem_through_got_request_exception(
 
 
 def test_django_breakpoint_in_a_view_under_runwsgidev_with_threads_and_reloading(
-    tmp_path: Path, terminal_server
+    django_project: Path, terminal_server
 ):
-    project = tmp_path / "site"
-    shutil.copytree(Path(__file__).resolve().parent / "djangoproject", project)
+    project = django_project
     server = terminal_server(project, "--skip-checks", manage_py=True)  # 2 x 5, reloading
     assert "reloading on changes" in server.text()
     client = Client(server.url + "/pause")

@@ -26,16 +26,6 @@ from conftest import (
 from wsgidev.errors import WsgidevError
 from wsgidev.options import load_options
 
-PROJECT_TEMPLATE = Path(__file__).resolve().parent / "djangoproject"
-
-
-@pytest.fixture
-def django_project(tmp_path: Path) -> Path:
-    """A fresh copy of tests/djangoproject: testsite settings, testapp views, wsgidev.django."""
-    folder = tmp_path / "site"
-    shutil.copytree(PROJECT_TEMPLATE, folder)
-    return folder
-
 
 def _timed_get(url: str) -> tuple[int, float]:
     started = time.monotonic()

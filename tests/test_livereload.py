@@ -21,7 +21,6 @@ from wsgidev.daemon.livereload import SCRIPT, with_live_reload
 from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
 
 CHROMIUM = shutil.which("chromium")
-DJANGO_PROJECT = Path(__file__).resolve().parent / "djangoproject"
 
 
 # --- the script in the page (no server) ------------------------------------------------------
@@ -94,10 +93,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Path:
-    folder = tmp_path / "site"
-    shutil.copytree(DJANGO_PROJECT, folder)
-    return folder
+def site(django_project: Path) -> Path:
+    return django_project
 
 
 # Each load notes, in the tab's sessionStorage (it survives reloads), what the page showed.

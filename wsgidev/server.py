@@ -25,7 +25,6 @@ from typing import IO, TextIO
 
 from wsgidev import render
 from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
-from wsgidev.certs import LocalCA, check_pair
 from wsgidev.debugbridge import DebugBridge
 from wsgidev.errors import WsgidevError
 from wsgidev.livereload import LiveReload
@@ -39,7 +38,6 @@ from wsgidev.shared import (
     prepare_state_dir,
 )
 from wsgidev.target import Target, resolve_target
-from wsgidev.trust import is_trusted
 
 STARTUP_DEADLINE_S = 30.0
 # Apache's parent waits for children and daemons; allow their shutdown-timeout and a margin.
@@ -110,6 +108,9 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[render.Tls, str | Non
     """HTTPS's certificate (the user's, checked, or one from the local CA) and HTTP/2."""
     if options.https is None:
         return render.tls_layout(options, apache), None
+    # Imported here: cryptography costs a start without --https memory and time for nothing.
+    from wsgidev.certs import LocalCA, check_pair
+
     if options.ssl_certificate and options.ssl_key:
         check_pair(options.ssl_certificate, options.ssl_key)
         pair = (options.ssl_certificate, options.ssl_key)
@@ -225,10 +226,19 @@ def write_config(prepared: Prepared, root: Path) -> Path:
     return conf
 
 
+def daemon_ids(run_as: RunAs) -> tuple[int, int] | None:
+    """The uid and gid the daemons run as, where that is not wsgidev's own (--user as root)."""
+    if run_as.mode != "apache-user":
+        return None
+    user = pwd.getpwnam(run_as.user or "")
+    return user.pw_uid, grp.getgrnam(run_as.group).gr_gid if run_as.group else user.pw_gid
+
+
 def hand_to(root: Path, run_as: RunAs) -> None:
     """Give the server root and what is in it to the user the daemons run as."""
-    uid = pwd.getpwnam(run_as.user or "").pw_uid
-    gid = grp.getgrnam(run_as.group).gr_gid if run_as.group else pwd.getpwuid(uid).pw_gid
+    ids = daemon_ids(run_as)
+    assert ids is not None, "only a classic root start hands the server root over"
+    uid, gid = ids
     for path in [root, *root.rglob("*")]:
         os.chown(path, uid, gid, follow_symlinks=False)
 
@@ -305,18 +315,10 @@ class Server:
         if not paths:
             return
         self.live = LiveReload(root / LIVE_SOCKET)
-        self.live.start(self._owner())
+        self.live.start(daemon_ids(self.prepared.run_as))
         self.log.listener = self.live
         if self.prepared.options.live_reload:
             self.live.watch_static(self.prepared.options.static)
-
-    def _owner(self) -> tuple[int, int] | None:
-        """The uid and gid Apache's processes run as, where they are not wsgidev's."""
-        if self.prepared.run_as.mode != "apache-user":
-            return None
-        user = pwd.getpwnam(self.prepared.run_as.user or "")
-        group = self.prepared.run_as.group
-        return (user.pw_uid, grp.getgrnam(group).gr_gid if group else user.pw_gid)
 
     def open_debugger(self, root: Path, out: TextIO) -> None:
         """Take the daemons' debugger sessions on this terminal, where there is one."""
@@ -324,7 +326,7 @@ class Server:
         if options.debug or not DebugBridge.has_terminal(out):
             return
         self.bridge = DebugBridge(root / DEBUG_SOCKET, self.log, self._wake.set, out)
-        self.bridge.open(self._owner())
+        self.bridge.open(daemon_ids(self.prepared.run_as))
 
     def start(self) -> None:
         """Start Apache in its own session, so terminal signals reach wsgidev alone; in --debug,
@@ -517,6 +519,13 @@ def _stop_signals(server: Server) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _trusted() -> bool:
+    from wsgidev.certs import LocalCA
+    from wsgidev.trust import is_trusted
+
+    return is_trusted(LocalCA())
+
+
 def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
     """The lines printed once Apache listens; debugger: sessions come to this terminal."""
     options = prepared.options
@@ -535,7 +544,7 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
     if prepared.tls.port:
         http2 = " (HTTP/2)" if prepared.tls.h2 else ""
         lines.append(f"  also at {prepared.tls.url}{http2}")
-        if prepared.ca_certificate and not is_trusted(LocalCA()):
+        if prepared.ca_certificate and not _trusted():
             lines.append(
                 f"  its certificate is signed by your local CA, {prepared.ca_certificate}: "
                 "until `wsgidev trust` installs that, browsers will warn"
@@ -568,6 +577,8 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     prepared = prepare(options)
     options = prepared.options
     check_address(options.host, options.port)
+    if prepared.tls.port is not None:
+        check_address(options.host, prepared.tls.port)
     low = [p for p in (options.port, prepared.tls.port) if p is not None and p < 1024]
     if low and prepared.run_as.mode == "userns":
         raise WsgidevError(
