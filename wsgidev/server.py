@@ -31,6 +31,7 @@ from wsgidev.livereload import LiveReload
 from wsgidev.logstream import LogPrinter
 from wsgidev.options import ENV_NAME, Options
 from wsgidev.privileges import RunAs, child_setup, plan_run_as
+from wsgidev.proctitle import hide_env_values
 from wsgidev.shared import (
     BROWSER_RELOAD_EVENTS_PATH,
     DEBUG_SOCKET,
@@ -179,6 +180,7 @@ def server_root(options: Options) -> Iterator[Path]:
                 f"--server-root {path} is a file, not a folder", "name a folder (or drop it)"
             )
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # it holds the --env values and the control sockets
         yield path
         return
     parent = Path(tempfile.gettempdir())
@@ -210,15 +212,19 @@ def sweep_stale_roots(folder: Path) -> None:
 def write_config(prepared: Prepared, root: Path) -> Path:
     """Render httpd.conf and the entry script into root; return the httpd.conf path."""
     options, target = prepared.options, prepared.target
-    render.write_entry(root, options, target, state_dir=str(root))
-    prepare_state_dir(root)
-    conf = root / "httpd.conf"
-    conf.write_text(
-        render.render_standalone(
-            options, target, prepared.apache, prepared.run_as, root, prepared.tls
-        ),
-        encoding="utf-8",
-    )
+    previous = os.umask(0o077)  # files only their user may read: the --env values are in them
+    try:
+        render.write_entry(root, options, target, state_dir=str(root))
+        prepare_state_dir(root)
+        conf = root / "httpd.conf"
+        conf.write_text(
+            render.render_standalone(
+                options, target, prepared.apache, prepared.run_as, root, prepared.tls
+            ),
+            encoding="utf-8",
+        )
+    finally:
+        os.umask(previous)
     if prepared.run_as.mode == "apache-user":
         # The daemons run as that user: they read the entry script here and write the hand-over
         # and restart files. The server root stays private to that user (and root).
@@ -574,6 +580,7 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
 
 def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """`wsgidev start`: serve until stopped; 0 on a requested stop."""
+    hide_env_values(options.env)
     prepared = prepare(options)
     options = prepared.options
     check_address(options.host, options.port)
