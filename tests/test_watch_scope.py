@@ -7,6 +7,8 @@ mode and through Django's setup in a standby).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import textwrap
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import holds_for, wait_for
 
+from wsgidev import events
 from wsgidev.daemon import monitor
 from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.listing import watch_list
@@ -222,6 +225,27 @@ def test_the_listing_counts_folders_and_says_why(tmp_path: Path, opened_monitor)
     assert groups[f"project {tmp_path}"] == 2  # settings.yaml and conf/a.ini
     assert sum(groups.values()) == listing["file_count"]
     assert "standard library" in groups  # json, os... imported by the test process
+
+
+def test_a_long_listing_still_fits_one_error_log_line(tmp_path: Path, opened_monitor) -> None:
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4)
+    deep.mkdir()
+    names = [deep / f"settings-file-number-{i:03d}-with-a-long-name.json" for i in range(200)]
+    m, _ = opened_monitor(exclude=[f"excluded-{i}-*.txt" for i in range(30)])
+    m.arm()
+    for path in names:
+        path.write_text("{}")
+        path.read_text()
+    m.app_loaded()
+    m.check_once()
+    listing = watch_list(m._files, str(tmp_path))
+    assert len(listing["extra"]) + listing["extra_more"] == 200 and listing["extra"]
+    # Apache cuts an error-log message at 8 KB: the event line (base64 JSON) stays well below.
+    line = io.StringIO()
+    with contextlib.redirect_stderr(line):
+        events.emit("watch-list", **listing)
+    assert len(line.getvalue()) < 7000
+    assert events.parse(line.getvalue())["extra_more"] == listing["extra_more"]
 
 
 # -- real Apache -------------------------------------------------------------------------------

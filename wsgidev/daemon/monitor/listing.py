@@ -9,6 +9,7 @@ out. Built once, when the app is in; the command prints it (wsgidev/logstream.py
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import site
 import sysconfig
@@ -20,6 +21,9 @@ from wsgidev.daemon.monitor.watched import WatchedFiles
 
 MAX_SUBFOLDERS = 6  # per group; the rest are counted together
 MAX_FILES = 20  # extra files listed one by one; the rest are counted
+# The event is one error-log line, which Apache cuts at 8 KB: its JSON (base64: 4/3 of this)
+# is kept under this many characters by listing fewer files.
+MAX_JSON_CHARS = 4000
 OTHER_DEPTH = 3  # folders outside the known places are grouped by this many leading parts
 
 
@@ -69,16 +73,30 @@ def watch_list(
         else:
             globs.append([f"{glob.root}{os.sep}{glob.pattern}", glob.reason, count])
     file_count, dir_count = files.counts
-    return {
+    listing = {
         "file_count": file_count,
         "dir_count": dir_count,
         "folders": by_folder,
         "extra": extra[:MAX_FILES],
         "extra_more": max(0, len(extra) - MAX_FILES),
-        "globs": globs,
+        "globs": globs[:MAX_FILES],
         "django": [django_dirs, django_files],
-        "excluded": [list(item) for item in files.exclusions.summary()],
+        "excluded": [list(item) for item in files.exclusions.summary()][:MAX_FILES],
     }
+    return _fitted(listing, extra)
+
+
+def _fitted(listing: dict[str, Any], extra: list[list[str]]) -> dict[str, Any]:
+    """The listing with fewer files named, until it fits one error-log line."""
+    keep = len(listing["extra"])
+    while len(json.dumps(listing)) > MAX_JSON_CHARS and keep > 0:
+        keep //= 2
+        listing["extra"], listing["extra_more"] = extra[:keep], len(extra) - keep
+        for item in listing["excluded"]:
+            item[2] = item[2][:1]  # one example per pattern
+        for group in listing["folders"]:
+            group[2] = group[2][:3]
+    return listing
 
 
 def _library_prefixes() -> tuple[tuple[str, ...], tuple[str, ...]]:
