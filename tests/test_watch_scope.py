@@ -186,6 +186,26 @@ def test_files_opened_for_reading_while_importing_are_watched(
     assert restarts.calls == [[str(settings)]]
 
 
+def test_a_file_the_app_also_writes_while_importing_is_state_not_settings(
+    tmp_path: Path, opened_monitor
+) -> None:
+    # Read, then rewritten by the import itself: watching it would reload after every import.
+    counter = tmp_path / "starts.json"
+    counter.write_text('{"starts": 0}')
+    cache = tmp_path / "cache.json"
+    cache.write_text("{}")
+    m, restarts = opened_monitor()
+    m.arm()
+    counter.read_text()
+    cache.read_text()
+    assert m.check_once() == [] and m.is_watching(str(cache))  # taken in before the write
+    counter.write_text('{"starts": 1}')
+    cache.write_text('{"warm": true}')
+    m.app_loaded()
+    assert m.check_once() == [] and restarts.calls == []
+    assert not m.is_watching(str(counter)) and not m.is_watching(str(cache))
+
+
 def test_an_excluded_opened_file_is_not_watched_but_counts_for_a_standby(
     tmp_path: Path, opened_monitor
 ) -> None:
@@ -232,9 +252,10 @@ def test_a_long_listing_still_fits_one_error_log_line(tmp_path: Path, opened_mon
     deep.mkdir()
     names = [deep / f"settings-file-number-{i:03d}-with-a-long-name.json" for i in range(200)]
     m, _ = opened_monitor(exclude=[f"excluded-{i}-*.txt" for i in range(30)])
-    m.arm()
     for path in names:
         path.write_text("{}")
+    m.arm()
+    for path in names:
         path.read_text()
     m.app_loaded()
     m.check_once()

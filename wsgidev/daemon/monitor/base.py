@@ -78,7 +78,11 @@ class Monitor:
         self._files = WatchedFiles(self._recorder, Exclusions(exclude, self.project_dir))
         self._server_root = server_root
         self._opened = (
-            OpenedFiles(self.project_dir, [server_root] if server_root else [])
+            OpenedFiles(
+                self.project_dir,
+                [server_root] if server_root else [],
+                on_written=self._files.forget,
+            )
             if watch_opened
             else None
         )

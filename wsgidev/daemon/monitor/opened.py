@@ -9,6 +9,9 @@ always count, unless they are in one of the first (a venv in the project). Modul
 .pyc, extension modules) are the import recorder's. Each file's state is taken at the open,
 before it is read, as the import recorder does for a module.
 
+A file the app also opens for writing while importing is its state (a cache, a counter), not
+settings: it is not watched (it would reload the app after every import, for ever).
+
 Only while the app imports (Django's setup included): templates and static files are read at
 request time, and Django's own template reload looks after templates. An audit hook cannot be
 removed, so once the import is done it returns on its first test; it sees every audit event of
@@ -24,7 +27,7 @@ import site
 import sys
 import sysconfig
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from wsgidev.daemon.monitor.state import FileState, file_state
@@ -67,7 +70,13 @@ def library_dirs() -> list[str]:
 class OpenedFiles:
     """Records the files an audit hook sees opened for reading, until stop()."""
 
-    def __init__(self, project_dir: str | None = None, skip_dirs: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        project_dir: str | None = None,
+        skip_dirs: Iterable[str] = (),
+        on_written: Callable[[str], None] | None = None,
+    ) -> None:
+        """on_written(path): a file take() returned was then opened for writing (unwatch it)."""
         self.project_dir = os.path.join(os.path.abspath(project_dir or os.getcwd()), "")
         # Never recorded, even inside the project (a venv in it); then the system's folders,
         # which count only outside the project (a project in /usr/src/app still counts).
@@ -76,6 +85,8 @@ class OpenedFiles:
         self._lock = threading.Lock()
         self._found: dict[str, FileState] = {}
         self._taken: set[str] = set()
+        self._writes: set[str] = set()  # opened for writing while importing: never recorded
+        self._on_written = on_written
         self.started = False
 
     def start(self) -> None:
@@ -105,15 +116,16 @@ class OpenedFiles:
             path, _mode, flags = args
         except ValueError:
             return
-        # O_RDONLY is 0: any access bits mean a write (w, a, x, r+); an int path is an fd.
-        if isinstance(flags, int) and flags & os.O_ACCMODE:
-            return
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if not isinstance(path, str) or path.endswith(MODULE_SUFFIXES):
-            return
+            return  # an int path is an fd
         path = os.path.abspath(path)
-        if path in self._found or path.startswith(self._never):
+        # O_RDONLY is 0: any access bits mean a write (w, a, x, r+).
+        if isinstance(flags, int) and flags & os.O_ACCMODE:
+            self._written(path)
+            return
+        if path in self._found or path in self._writes or path.startswith(self._never):
             return
         if path.startswith(self._system) and not path.startswith(self.project_dir):
             return
@@ -121,6 +133,15 @@ class OpenedFiles:
         if state is not None:
             with self._lock:
                 self._found.setdefault(path, state)
+
+    def _written(self, path: str) -> None:
+        """The app writes this file while importing: its state, not its settings (a cache, a
+        counter). Watching it would reload the app after every import that writes it, for ever."""
+        with self._lock:
+            self._writes.add(path)
+            taken = self._found.pop(path, None) is not None and path in self._taken
+        if taken and self._on_written is not None:
+            self._on_written(path)
 
     def take(self) -> list[tuple[str, FileState]]:
         """The files recorded since the last call, with their state when opened."""

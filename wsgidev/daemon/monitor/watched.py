@@ -35,6 +35,7 @@ class WatchedFiles:
         # standby that holds an older content is stale all the same (stale() counts them).
         self._excluded: dict[str, FileState | None] = {}
         self.reasons: dict[str, str] = {}  # file -> why it is watched, for files not imported
+        self._forgotten: set[str] = set()  # files not to watch after all (forget())
         self._restart_paths: set[str] = set()  # module and traceback files: never offered to Django
         self._globs: list[WatchGlob] = []
         self._glob_dirs: dict[str, int | None] = {}  # directory -> settled mtime at the last walk
@@ -61,7 +62,7 @@ class WatchedFiles:
     ) -> None:
         """Watch a file, judged against state (None: it did not exist); restart: never offer it
         to Django; reason: why it is watched, for the listing (a module needs none)."""
-        if path in self._baselines or path in self._excluded:
+        if path in self._baselines or path in self._excluded or path in self._forgotten:
             if restart and path in self._baselines:
                 self._restart_paths.add(path)
             return  # the earliest baseline stands: any difference from it is a change
@@ -137,7 +138,7 @@ class WatchedFiles:
             if self._globs_dirty:
                 candidates.update(self._new_glob_files())
         changed: dict[str, FileState | None] = {}
-        for path in candidates:
+        for path in candidates - self._forgotten:
             state = file_state(path)
             if state != self._baselines.get(path):
                 changed[path] = state
@@ -183,6 +184,12 @@ class WatchedFiles:
     def paths(self) -> list[str]:
         """Every watched file (a copy, safe from any thread)."""
         return list(self._baselines)
+
+    def forget(self, path: str) -> None:
+        """Stop watching a file (safe from any thread): the app writes it, it is no setting."""
+        self._forgotten.add(path)
+        self._baselines.pop(path, None)
+        self.reasons.pop(path, None)
 
     def glob_counts(self) -> list[tuple[WatchGlob, int]]:
         """Each glob and how many watched files it matches."""
