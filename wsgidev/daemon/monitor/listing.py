@@ -24,6 +24,7 @@ MAX_FILES = 20  # extra files listed one by one; the rest are counted
 # The event is one error-log line, which Apache cuts at 8 KB: its JSON (base64: 4/3 of this)
 # is kept under this many characters by listing fewer files.
 MAX_JSON_CHARS = 4000
+PACKAGE_DIRS = ("site-packages", "dist-packages")  # dist-packages: Debian's system Python
 OTHER_DEPTH = 3  # folders outside the known places are grouped by this many leading parts
 
 
@@ -43,7 +44,7 @@ def watch_list(
         elif path.startswith(project):
             top = path[len(project) :].split(os.sep, 1)
             label, sub = f"project {project_dir}", top[0] if len(top) > 1 else "."
-        elif path.startswith(packages) or f"{os.sep}site-packages{os.sep}" in path:
+        elif path.startswith(packages) or any(f"{os.sep}{d}{os.sep}" in path for d in PACKAGE_DIRS):
             label, sub = "site-packages", ""
         elif path.startswith(stdlib):
             label, sub = "standard library", ""
