@@ -47,7 +47,12 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     recorder = _recorder
     if recorder is None or event != "open":
         return
-    recorder.opened(args)
+    # Whatever goes wrong here must not fail the app's open(); a try costs nothing (suppress()
+    # would make an object per open).
+    try:  # noqa: SIM105
+        recorder.opened(args)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def library_dirs() -> list[str]:
