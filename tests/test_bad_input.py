@@ -27,6 +27,9 @@ CASES = {
     "httpd not Apache": (["--httpd", "/bin/false"], ["--httpd /bin/false", "not Apache"]),
     "privileged port": (["--port", "80"], ["port 80", "above 1023"]),
     "env file missing": (["--env-file", "/nonexistent-w.env"], ["--env-file", "not a file"]),
+    "exclude bad glob": (["--exclude", "gen/[ab"], ["--exclude 'gen/[ab'", "without its ']'"]),
+    "exclude empty": (["--exclude", ""], ["--exclude ''", "is empty"]),
+    "watch bad glob": (["--watch", "["], ["--watch", "without its ']'", "[[]"]),
 }
 
 

@@ -56,6 +56,13 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
     add("--request-timeout", dest="request_timeout_s", metavar="S", help="default 60; 0 = off")
     add("--reload", action=argparse.BooleanOptionalAction, help="reload on changes (default on)")
     add("--watch", metavar="PATH", action="append", help="also watch this file or glob")
+    add(
+        "--exclude",
+        metavar="GLOB",
+        action="append",
+        help="files that never reload and are not watched: '*.log', 'media', 'app/generated/**' "
+        "(relative to the project folder; repeatable)",
+    )
     add("--reload-backend", choices=RELOAD_BACKENDS, help="file-change backend (default auto)")
     add(
         "--restart-mode",

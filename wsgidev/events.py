@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 MARKER = "wsgidev-event "
+SUMMARY_CHARS = 200
 
 
 def emit(kind: str, **fields: Any) -> None:
@@ -46,4 +47,6 @@ def _summary(fields: dict[str, Any]) -> str:
             return " ".join(str(fields[key]).split())
     if fields.get("files"):
         return ", ".join(str(f) for f in fields["files"])
-    return ", ".join(f"{key}={value}" for key, value in fields.items() if key != "traceback")
+    text = ", ".join(f"{key}={value}" for key, value in fields.items() if key != "traceback")
+    # For a person reading the log; a long event (the watch listing) keeps the line short.
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 3] + "..."

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TextIO
 
 from wsgidev import events
 from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, short_path
+from wsgidev.watchlist import format_watch_list, listing_key
 
 # Startup and shutdown chatter Apache logs at notice level whatever LogLevel says.
 _NOISE = ("AH00489", "AH00094", "AH00491", "AH00492", "AH00493", "AH00169", "AH00490")
@@ -96,6 +97,7 @@ class LogPrinter:
         self._exited: set[int] = set()  # daemon processes that said they exit
         self.apache_errors: list[str] = []
         self._last_once = ""
+        self._listed = ""  # the watch listing last printed (listing_key)
         # While a debugger session has the terminal: the lines held back, and how wsgidev's own
         # short lines are shown (above the prompt).
         self._held_lines: list[str] | None = None
@@ -223,12 +225,18 @@ class LogPrinter:
             self.listener.watch_static((str(u), str(d)) for u, d in event.get("folders", []))
         elif kind == "standby-refresh" and self.verbose:
             names = ", ".join(short_path(str(f)) for f in event.get("files", []))
-            self.write(f"Standby process {pid} refreshing: it had imported {names}, which changed")
+            self.write(f"Standby process {pid} refreshing: it had loaded {names}, which changed")
         elif kind == "watching" and self.verbose:
             self.write(
                 f"Process {pid} watches {event.get('file_count')} files in {event.get('dir_count')} "
                 f"folders ({event.get('backend')})"
             )
+        elif kind == "watch-list" and self.verbose:
+            key = listing_key(event)
+            with self.lock:
+                first, self._listed = key != self._listed, key
+            if first:  # each serving process sends one; print it again only when it differs
+                self.write(format_watch_list(event))
         elif kind == "preloaded" and self.verbose:
             if not event.get("full", True):
                 what = " (libraries; the rest when its group is next)"

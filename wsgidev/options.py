@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from wsgidev.errors import WsgidevError
+from wsgidev.globpattern import GlobError, escape, exclude_text, has_magic
+from wsgidev.globpattern import check as check_glob
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +61,9 @@ class Options:
     request_timeout_s: int = 60
     reload: bool = True
     watch: tuple[str, ...] = ()
+    # Glob patterns of files that never reload (generated code, uploads, a log the app writes):
+    # a name ("*.log") as given, a path made absolute like watch's (daemon/monitor/exclude.py).
+    exclude: tuple[str, ...] = ()
     reload_backend: str = "auto"
     # process: each daemon restarts itself (no request ever fails; Apache respawns it within its
     # once-a-second maintenance tick). server: graceful restart of the whole Apache (about 0.1 s,
@@ -170,6 +175,9 @@ class Options:
                     f"--proxy URL {url!r} is not an http:// URL of a server",
                     f"use --proxy {path}=http://127.0.0.1:5173",
                 )
+        for name, patterns in (("watch", self.watch), ("exclude", self.exclude)):
+            for pattern in patterns:
+                _check_pattern(name, pattern)
         if self.group and not self.user:
             raise WsgidevError("--group needs --user", "pass --user NAME as well")
         if self.django_static not in DJANGO_STATIC_MODES:
@@ -199,6 +207,16 @@ class Options:
     def working_path(self) -> Path:
         """The project directory, absolute."""
         return Path(self.working_dir)
+
+
+def _check_pattern(name: str, pattern: str) -> None:
+    """A watch path with glob characters, and every exclude pattern, must be a valid glob."""
+    if name == "watch" and not has_magic(pattern):
+        return
+    try:
+        check_glob(exclude_text(pattern) if name == "exclude" else pattern)
+    except GlobError as exc:
+        raise WsgidevError(f"--{name} {pattern!r} {exc}", exc.fix) from None
 
 
 def _flag(name: str) -> str:
@@ -268,6 +286,9 @@ def coerce(name: str, value: Any, source: str) -> Any:
             value = [v for v in value.split(os.pathsep) if v]
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise WsgidevError(f"{where} must be a list of strings, got {value!r}", "e.g. ['src']")
+        if name in ("watch", "exclude"):
+            for pattern in value:  # as written, before a folder is put in front
+                _check_pattern(name, pattern)
         return tuple(value)
     if kind == "tuple[tuple[str, str], ...]":
         return _pairs(name, value, where)
@@ -345,6 +366,12 @@ def _absolute(name: str, value: Any, base: Path) -> Any:
         return str((base / os.path.expanduser(value)).resolve())
     if name in _PATH_LIST_FIELDS:
         return tuple(str(base / os.path.expanduser(v)) for v in value)
+    if name == "exclude":
+        # A name matches anywhere; a path is anchored where it was written, as watch's are.
+        return tuple(
+            p if "/" not in exclude_text(p) or p.startswith("/") else f"{escape(str(base))}/{p}"
+            for p in value
+        )
     if name == "static":
         return tuple((url, str((base / d).resolve())) for url, d in value)
     return value

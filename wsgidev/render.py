@@ -181,6 +181,8 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> Entry
             restart=mode,
             state_dir=state_dir,
             groups=process_groups(options, target) if mode == "standby" else (),
+            exclude=options.exclude,
+            project_dir=str(options.working_dir),
         )
     return EntrySpec(
         debugger=debugger_spec(options, state_dir),

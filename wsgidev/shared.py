@@ -51,6 +51,9 @@ class MonitorSpec:
     restart: str = "process"  # one of RESTART_MODES; standby and server need state_dir
     state_dir: str | None = None  # wsgidev start's server root; None under a system Apache
     groups: tuple[str, ...] = ()  # the hand-over's daemon groups, serving one first
+    exclude: tuple[str, ...] = ()  # glob patterns of files that never reload
+    project_dir: str | None = None  # relative exclude patterns are anchored here
+    watch_opened: bool = True  # non-Python files opened while the app imports are watched
 
 
 @dataclass(frozen=True, kw_only=True)

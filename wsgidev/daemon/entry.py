@@ -118,6 +118,7 @@ def failed_app(spec: EntrySpec, monitor: Any, exc: BaseException) -> WSGIApp:
     events.emit("import-error", error=_one_line(exc), traceback=text)
     if monitor is not None:
         monitor.watch_exception(exc)
+        monitor.import_done()  # what the error page opens is not the app's
     return error_application(spec.label, text)
 
 
@@ -216,18 +217,20 @@ def _start_monitor(spec: EntrySpec, handover: Handover | None, *, deferred: bool
         mode = options.restart
         if mode == "standby" and handover is None:
             mode = "process"  # the hand-over could not start: each process restarts itself
-        watch = list(options.watch)
-        if spec.kind == "script" and spec.script_path:
-            # The script is exec'd without an import finder: naming it here has its state taken
-            # before it runs, as the import recorder does for modules.
-            watch.append(spec.script_path)
         return monitor.start(
-            watch,
+            options.watch,
             options.backend,
             options.poll_interval_s,
             state_dir=options.state_dir,
             on_change=restart.on_change_for(mode, options.state_dir, handover),
             deferred=deferred,
+            exclude=options.exclude,
+            project_dir=options.project_dir,
+            # Settings files the app reads while importing reload it like its modules do.
+            watch_opened=options.watch_opened,
+            # The script is exec'd without an import finder: naming it has its state taken
+            # before it runs, as the import recorder does for modules.
+            script=spec.script_path if spec.kind == "script" else None,
         )
     except Exception as exc:
         # Serving the app matters more than reloading it: say so once and carry on.

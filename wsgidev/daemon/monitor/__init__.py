@@ -1,8 +1,9 @@
 """The reload monitor that runs inside each mod_wsgi daemon process.
 
 It watches the file of every imported module (judged against its state when it was imported),
-files a failed import points at, the `watch` option's files and globs, and what Django's
-autoreload receivers ask for. On a change it waits for the burst to settle, then either lets
+the non-Python files the app opened while importing (settings, .env), files a failed import
+points at, the `watch` option's files and globs, and what Django's autoreload receivers ask
+for; never what the `exclude` option's patterns match. On a change it waits for the burst to settle, then either lets
 Django handle it (templates, translations) or calls on_change once: by default the mod_wsgi
 daemon-mode way, SIGINT to itself, after which mod_wsgi shuts the process down and Apache starts
 a fresh one; under `wsgidev start`, a hand-over to a warmed standby group. What on_change does
@@ -20,6 +21,9 @@ Hand-written WSGI scripts use it as ``import wsgidev.monitor; wsgidev.monitor.st
     imports.py         the import recorder, module files, traceback files
     state.py           FileState and how a change is told
     globs.py           watched globs
+    exclude.py         the exclude option's patterns
+    opened.py          non-Python files opened while the app imports (an audit hook)
+    listing.py         what is watched, summed up for --log-level info
     django_signals.py  Django's autoreload_started / file_changed
 """
 
@@ -57,12 +61,20 @@ def start(
     state_dir: str | None = None,
     on_change: OnChange | None = None,
     deferred: bool = False,
+    exclude: Iterable[str] = (),
+    project_dir: str | None = None,
+    watch_opened: bool = False,
+    script: str | None = None,
 ) -> Monitor | None:
     """Start watching from a daemon thread; None (after one log line) where restarting is impossible.
 
     restart: "process" (the default) or "server" (wsgidev/daemon/restart.py); on_change replaces it.
 
     deferred: only record imports for now (a standby process, see standby.py); resume() starts it.
+
+    exclude: glob patterns of files that never reload (exclude.py); watch_opened: also watch the
+    non-Python files opened for reading until monitor.import_done() or app_loaded() (opened.py);
+    script: a WSGI script file run without an import.
     """
     explicit_on_change = on_change is not None
     if backend not in BACKENDS:
@@ -83,6 +95,11 @@ def start(
         "settle_s": settle_s,
         "safety_interval_s": safety_interval_s,
         "on_change": on_change,
+        "exclude": list(exclude),
+        "project_dir": project_dir,
+        "watch_opened": watch_opened,
+        "script": script,
+        "server_root": state_dir,
     }
     if deferred:
         monitor = create(backend, **options)

@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from wsgidev import events
 from wsgidev.daemon.monitor.bytecode import invalidate
+from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.globs import WatchGlob
 from wsgidev.daemon.monitor.imports import ImportRecorder, process_start_ns, traceback_files
+from wsgidev.daemon.monitor.listing import watch_list
+from wsgidev.daemon.monitor.opened import OpenedFiles
 from wsgidev.daemon.monitor.state import STALE, FileState, file_state
 from wsgidev.daemon.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
 
@@ -52,16 +55,38 @@ class Monitor:
         max_settle_s: float = 2.0,
         safety_interval_s: float = 60.0,
         process_started_ns: int | None = None,
+        exclude: Iterable[str] = (),
+        project_dir: str | None = None,
+        watch_opened: bool = False,
+        script: str | None = None,
+        server_root: str | None = None,
     ) -> None:
+        """exclude: glob patterns of files that never reload (exclude.py), relative ones
+        anchored at project_dir (default: the working directory); watch_opened: also watch the
+        files opened for reading until import_done() (opened.py), except in server_root (wsgidev's);
+        script: the WSGI script file, which is run without an import."""
         self.on_change = on_change
         self.poll_interval_s = poll_interval_s
         self.settle_s = settle_s
         self.max_settle_s = max_settle_s
         self.safety_interval_s = safety_interval_s
         self._watch_specs = list(watch)
+        self._script = script
         self._started_ns = process_started_ns
+        self.project_dir = os.path.abspath(project_dir or os.getcwd())
         self._recorder = ImportRecorder(self._import_recorded)
-        self._files = WatchedFiles(self._recorder)
+        self._files = WatchedFiles(self._recorder, Exclusions(exclude, self.project_dir))
+        self._server_root = server_root
+        self._opened = (
+            OpenedFiles(
+                self.project_dir,
+                [server_root] if server_root else [],
+                on_written=self._files.forget,
+            )
+            if watch_opened
+            else None
+        )
+        self._listed = False  # the listing of what is watched was emitted
         self._lock = threading.Lock()  # guards _queued, filled from other threads
         self._queued: list[tuple[str, FileState | None]] = []
         self._scan_requested = True
@@ -135,16 +160,21 @@ class Monitor:
             return
         self._open()
         self._recorder.install()
+        self._record_opens()
         # Modules already imported are judged against the process start: their import came after it.
         if not self._files.last_scan_ns:
             self._files.last_scan_ns = self._started_ns or process_start_ns() or time.time_ns()
         for spec in self._watch_specs:
-            glob = WatchGlob.parse(spec)
+            glob = WatchGlob.parse(spec, "--watch")
             if glob is not None:
                 self._files.add_glob(glob)
             else:
                 path = os.path.abspath(spec)
-                self._files.add(path, file_state(path))
+                self._files.add(path, file_state(path), reason="--watch")
+        if self._script:
+            # Exec'd without an import finder: its state is taken here, before it runs.
+            path = os.path.abspath(self._script)
+            self._files.add(path, file_state(path), restart=True, reason="the WSGI script")
         self._refresh()
         self._armed = True
 
@@ -160,6 +190,7 @@ class Monitor:
         """Stop the thread and the backend and remove the import recorder; safe to call twice."""
         self._stopping.set()
         self._recorder.uninstall()
+        self.import_done()
         atexit.unregister(self.stop)
         self._wake()
         thread = self._thread
@@ -172,6 +203,7 @@ class Monitor:
     def record_imports(self) -> None:
         """Record imports and their files' states, but watch nothing until start() (a standby)."""
         self._recorder.install()
+        self._record_opens()
         if not self._files.last_scan_ns:
             self._files.last_scan_ns = self._started_ns or process_start_ns() or time.time_ns()
 
@@ -185,10 +217,21 @@ class Monitor:
 
     def app_loaded(self) -> None:
         """Say the app imported: look for new modules now and, once Django is ready, use its signals."""
+        self.import_done()
         self._app_loaded = True
         self._scan_requested = True
         if self._armed:
             self._wake()
+
+    def import_done(self) -> None:
+        """The app's import is over (or failed): files opened from now on are not watched."""
+        if self._opened is not None:
+            self._opened.stop()
+
+    def _record_opens(self) -> None:
+        # Once: a standby records from its start, and resume() arms the same monitor later.
+        if self._opened is not None and not self._app_loaded and not self._opened.started:
+            self._opened.start()
 
     def watch_exception(self, exc: BaseException) -> None:
         """Watch the files a failed import points at, so that saving a fix restarts the process."""
@@ -245,6 +288,11 @@ class Monitor:
             self._files.add(path, state, restart=True)
         for path, state in self._recorder.loaded():
             self._files.add(path, state, restart=True)
+        if self._opened is not None:
+            # Not marked restart: Django may claim one (a .mo of a locale folder); any other
+            # restarts the process, as a module does.
+            for path, state in self._opened.take():
+                self._files.add(path, state, reason="opened while importing")
 
     def _refresh(self) -> None:
         """Take in what appeared since the last look, and watch the directories it is in."""
@@ -260,6 +308,11 @@ class Monitor:
             # When the app is in, and again as request-time imports add a tenth more folders.
             self._counted_dirs = dirs
             events.emit("watching", file_count=files, dir_count=dirs, backend=self.name)
+            if not self._listed:
+                self._listed = True
+                events.emit(
+                    "watch-list", **watch_list(self._files, self.project_dir, self._server_root)
+                )
 
     def _changed(self, hint: set[str] | None) -> dict[str, FileState | None]:
         changed = self._files.changed(hint)
@@ -318,7 +371,7 @@ class Monitor:
         for glob in globs:
             self._files.add_glob(glob)
         for path in files:
-            self._files.add(os.path.abspath(path), file_state(path))
+            self._files.add(os.path.abspath(path), file_state(path), reason="Django autoreload")
 
     def _hand_over_dirs(self) -> None:
         new = self._files.take_new_dirs()

@@ -14,6 +14,7 @@ from django.utils import autoreload
 
 from wsgidev.daemon.monitor.base import log
 from wsgidev.daemon.monitor.globs import WatchGlob
+from wsgidev.globpattern import GlobError
 
 
 class MonitorReloader(autoreload.BaseReloader):  # type: ignore[misc]
@@ -47,7 +48,10 @@ class DjangoSignals:
             for pattern in sorted(patterns):
                 if (key := (str(directory), pattern)) not in self._globs_seen:
                     self._globs_seen.add(key)
-                    globs.append(WatchGlob(*key))
+                    try:
+                        globs.append(WatchGlob(*key, reason="Django autoreload"))
+                    except GlobError as exc:  # a receiver's own pattern: say so, watch the rest
+                        log(f"autoreload_started receiver's pattern {key[1]!r} {exc}")
         files = [str(p) for p in list(self.reloader.extra_files) if str(p) not in self._files_seen]
         self._files_seen.update(files)
         return globs, files

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-MAGIC = re.compile(r"[*?\[]")
+from wsgidev.globpattern import MAGIC, compile_glob
+
 # Trees nobody edits templates or settings in; walking them would only cost watches and time.
 SKIPPED_DIRS = frozenset({"__pycache__", "node_modules"})
 
@@ -17,22 +19,24 @@ class WatchGlob:
 
     root: str
     pattern: str
+    # Why it is watched, for the listing: "--watch", "Django autoreload".
+    reason: str = field(default="", compare=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_regex", _pattern_regex(self.pattern))
+        object.__setattr__(self, "_regex", compile_glob(self.pattern))
 
     @classmethod
-    def parse(cls, spec: str) -> WatchGlob | None:
+    def parse(cls, spec: str, reason: str = "") -> WatchGlob | None:
         """A glob for a pattern or a directory (everything under it); None for a plain file path."""
         spec = os.path.abspath(spec)
         match = MAGIC.search(spec)
         if match is None:
-            return cls(spec, "**/*") if os.path.isdir(spec) else None
+            return cls(spec, "**/*", reason) if os.path.isdir(spec) else None
         root = os.path.dirname(
             spec[: match.start()] + "x"
         )  # the directory before the first magic part
-        return cls(root, os.path.relpath(spec, root).replace(os.sep, "/"))
+        return cls(root, os.path.relpath(spec, root).replace(os.sep, "/"), reason)
 
     @property
     def recursive(self) -> bool:
@@ -53,15 +57,22 @@ class WatchGlob:
         relative = path[len(self.root) + 1 :].replace(os.sep, "/")
         return self._regex.fullmatch(relative) is not None
 
-    def walk(self) -> tuple[list[str], list[str]]:
-        """The directories to watch and the matching files, as they are now."""
+    def walk(self, skip_dir: Callable[[str], bool] | None = None) -> tuple[list[str], list[str]]:
+        """The directories to watch and the matching files, as they are now; skip_dir(path):
+        true for a folder not to walk (one --exclude covers)."""
         dirs: list[str] = []
         files: list[str] = []
         for parent, subdirs, names in os.walk(self.root):
             dirs.append(parent)
             if not self.recursive:
                 subdirs.clear()
-            subdirs[:] = [d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith(".")]
+            subdirs[:] = [
+                d
+                for d in subdirs
+                if d not in SKIPPED_DIRS
+                and not d.startswith(".")
+                and not (skip_dir and skip_dir(os.path.join(parent, d)))
+            ]
             files += [p for name in names if self.matches(p := os.path.join(parent, name))]
         return dirs, files
 
@@ -73,36 +84,3 @@ def _is_editor_temp(name: str) -> bool:
         or name.endswith(("~", "___jb_tmp___", "___jb_old___"))
         or name == "4913"
     )
-
-
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for a relative path, with pathlib's glob rules: "**" spans directories, "*" does not."""
-    parts: list[str] = []
-    segments = pattern.split("/")
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            parts.append(".*" if last else "(?:[^/]+/)*")
-        else:
-            parts.append(_segment_regex(segment) + ("" if last else "/"))
-    return re.compile("".join(parts))
-
-
-def _segment_regex(segment: str) -> str:
-    out: list[str] = []
-    index = 0
-    while index < len(segment):
-        char = segment[index]
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[" and (close := segment.find("]", index + 2)) != -1:
-            body = segment[index + 1 : close]
-            body = "^" + body[1:] if body.startswith("!") else body
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            index = close
-        else:
-            out.append(re.escape(char))
-        index += 1
-    return "".join(out)

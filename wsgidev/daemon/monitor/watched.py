@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.globs import WatchGlob
 from wsgidev.daemon.monitor.imports import ImportRecorder, module_file
 from wsgidev.daemon.monitor.state import (
@@ -25,10 +26,16 @@ COARSE_CLOCK_NS = 20_000_000
 class WatchedFiles:
     """The baselines a change is judged against, and where to look for new files."""
 
-    def __init__(self, recorder: ImportRecorder) -> None:
+    def __init__(self, recorder: ImportRecorder, exclusions: Exclusions | None = None) -> None:
         self._recorder = recorder
+        self.exclusions = exclusions or Exclusions(())
         # path -> state when its module was imported or the file first seen (None: did not exist)
         self._baselines: dict[str, FileState | None] = {}
+        # Excluded files the process imported or read: they never trigger a reload, but a
+        # standby that holds an older content is stale all the same (stale() counts them).
+        self._excluded: dict[str, FileState | None] = {}
+        self.reasons: dict[str, str] = {}  # file -> why it is watched, for files not imported
+        self._forgotten: set[str] = set()  # files not to watch after all (forget())
         self._restart_paths: set[str] = set()  # module and traceback files: never offered to Django
         self._globs: list[WatchGlob] = []
         self._glob_dirs: dict[str, int | None] = {}  # directory -> settled mtime at the last walk
@@ -50,12 +57,22 @@ class WatchedFiles:
         """How many files have a baseline, and in how many watched directories."""
         return len(self._baselines), len(self._watched_dirs)
 
-    def add(self, path: str, state: FileState | None, *, restart: bool = False) -> None:
-        """Watch a file, judged against state (None: it did not exist); restart: never offer it to Django."""
+    def add(
+        self, path: str, state: FileState | None, *, restart: bool = False, reason: str = ""
+    ) -> None:
+        """Watch a file, judged against state (None: it did not exist); restart: never offer it
+        to Django; reason: why it is watched, for the listing (a module needs none)."""
+        if path in self._baselines or path in self._excluded or path in self._forgotten:
+            if restart and path in self._baselines:
+                self._restart_paths.add(path)
+            return  # the earliest baseline stands: any difference from it is a change
+        if self.exclusions.excluded(path):
+            self._excluded[path] = state
+            return
         if restart:
             self._restart_paths.add(path)
-        if path in self._baselines:
-            return  # the earliest baseline stands: any difference from it is a change
+        if reason:
+            self.reasons[path] = reason
         self._baselines[path] = state
         self._wanted_dirs.add(os.path.dirname(path))
         self._unchecked.add(path)
@@ -114,12 +131,14 @@ class WatchedFiles:
                 elif any(glob.covers(path) for glob in self._globs):
                     if os.path.isdir(path):
                         self._globs_dirty = True  # a new directory: watch it, look inside
-                    elif any(glob.matches(path) for glob in self._globs):
+                    elif any(glob.matches(path) for glob in self._globs) and (
+                        self.exclusions.rule_for(path) is None
+                    ):
                         candidates.add(path)  # a new file: its baseline is "missing"
             if self._globs_dirty:
                 candidates.update(self._new_glob_files())
         changed: dict[str, FileState | None] = {}
-        for path in candidates:
+        for path in candidates - self._forgotten:
             state = file_state(path)
             if state != self._baselines.get(path):
                 changed[path] = state
@@ -128,6 +147,7 @@ class WatchedFiles:
     def stale(self) -> list[str]:
         """Every watched file whose state differs from its baseline; safe from any thread."""
         baselines = dict(self._baselines)  # one C-level copy: the monitor thread may be adding
+        baselines.update(self._excluded)
         return sorted(path for path, state in baselines.items() if file_state(path) != state)
 
     def scan_due(self) -> bool:
@@ -151,6 +171,8 @@ class WatchedFiles:
                 continue
             if path in self._baselines:
                 self._restart_paths.add(path)
+            elif path in self._excluded:
+                continue
             elif not self._recorder.is_pending(name) and (state := file_state(path)) is not None:
                 # Imported since the last scan, state at import unknown: a touch since then counts.
                 baseline = STALE if touched_after(path, self.last_scan_ns) else state
@@ -158,6 +180,21 @@ class WatchedFiles:
         self.last_scan_ns = scan_started_ns - COARSE_CLOCK_NS
         self._last_scan_at = time.monotonic()
         self._modules_seen = len(modules)
+
+    def paths(self) -> list[str]:
+        """Every watched file (a copy, safe from any thread)."""
+        return list(self._baselines)
+
+    def forget(self, path: str) -> None:
+        """Stop watching a file (safe from any thread): the app writes it, it is no setting."""
+        self._forgotten.add(path)
+        self._baselines.pop(path, None)
+        self.reasons.pop(path, None)
+
+    def glob_counts(self) -> list[tuple[WatchGlob, int]]:
+        """Each glob and how many watched files it matches."""
+        files = self.paths()
+        return [(g, sum(1 for p in files if g.matches(p))) for g in self._globs]
 
     def _new_glob_files(self) -> list[str]:
         """Files matching a glob that are not watched yet."""
@@ -172,7 +209,9 @@ class WatchedFiles:
         return [p for glob in self._globs for p in self._walk(glob) if p not in self._baselines]
 
     def _walk(self, glob: WatchGlob) -> list[str]:
-        dirs, files = glob.walk()
+        dirs, files = glob.walk(self.exclusions.covers_dir)
+        if self.exclusions:
+            files = [p for p in files if not self.exclusions.excluded(p)]
         self._wanted_dirs.update(dirs)
         self._glob_dirs.update((d, settled_dir_mtime_ns(d)) for d in dirs)
         return files
