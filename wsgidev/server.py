@@ -414,13 +414,14 @@ class Server:
         assert self.process is not None
         errors = self.log.apache_errors
         code = self.process.returncode
-        if errors:
-            reason = errors[-1]
-        elif code < 0:
+        # A signal is the reason whatever Apache logged before it (an error hours ago).
+        if code < 0:
             try:
                 reason = f"killed by signal {-code} ({signal.Signals(-code).name})"
             except ValueError:
                 reason = f"killed by signal {-code}"
+        elif errors:
+            reason = errors[-1]
         else:
             reason = f"exit status {code}"
         self.log.write(f"wsgidev: Apache stopped by itself: {reason}")

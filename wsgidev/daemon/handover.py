@@ -63,6 +63,9 @@ GO_TIMEOUT_S = 2.0
 # A standby group with no process yet (Apache is starting it after the last hand-over) is
 # waited for this long; after that the flip goes ahead and requests queue on its socket.
 EMPTY_GROUP_WAIT_S = 3.0
+# A standby group whose processes had all died (killed) when asked is given this long for the
+# ones Apache starts in their place (its maintenance loop notices a death within a second).
+REPLACEMENT_WAIT_S = 4.0
 POLL_S = 0.02
 # Warm levels of a standby. Only the group next in the ring warms fully (for Django: settings,
 # every app and its models); a group further round holds the libraries imported before that
@@ -231,6 +234,7 @@ class Handover:
         reply.bind(str(reply_path))
         go = {"op": "go", "reply": str(reply_path)}
         answers: dict[str, str] = {}
+        passed: dict[str, str] = {}  # the answers of the groups passed over
         taker = None
         try:
             # The next group (the warmest), else the one after it: that one only holds the
@@ -242,12 +246,16 @@ class Handover:
                 if not members and self._held(candidate):
                     # Its only processes are paused in a debugger: no process to take over.
                     answers = {str(pid): "debugging" for pid in self._held(candidate)}
+                    passed.update(answers)
                     continue
-                sent = {pid for pid in members if self._send(candidate, pid, go)}
-                answers = self._collect(reply, sent)
-                if not {"stale", "timeout"} & set(answers.values()):
+                answers = self._ask(candidate, members, go, reply)
+                said = set(answers.values())
+                # Passed over: a stale or silent process, or only dead ones ("gone"). A group
+                # with no process yet (Apache is starting it) is taken: requests queue there.
+                if not {"stale", "timeout"} & said and ("ready" in said or not said):
                     taker = candidate
                     break
+                passed.update(answers)
         finally:
             reply.close()
             with contextlib.suppress(FileNotFoundError):
@@ -267,6 +275,7 @@ class Handover:
                 group=self.groups[self.index],
                 files=files[:20],
                 answers=answers,
+                passed=passed,
                 retiring=retiring,
                 seconds=round(time.time() - started, 4),
             )
@@ -277,12 +286,30 @@ class Handover:
                 to=self.groups[taker],
                 files=files[:20],
                 answers=answers,
+                passed=passed,
                 retiring=retiring,
                 seconds=round(time.time() - started, 4),
             )
             time.sleep(RETIRE_DELAY_S)
         for pid in retiring:
             self._send(self.index, pid, {"op": "retire"})
+
+    def _ask(
+        self, index: int, members: set[int], go: dict[str, Any], reply: socket.socket
+    ) -> dict[str, str]:
+        """Each member's answer to go by pid ("gone": it had died). A group whose processes had
+        all died (killed) gets the ones Apache starts in their place, once they are there: a
+        flip to a group with no process would make requests wait for a cold start, while the
+        old group serves them at once meanwhile."""
+        sent = {pid for pid in members if self._send(index, pid, go)}
+        gone = members - sent
+        if not sent and gone:
+            members = self._wait_for_members(index, REPLACEMENT_WAIT_S, exclude=gone)
+            sent = {pid for pid in members if self._send(index, pid, go)}
+            gone |= members - sent
+        answers = {str(pid): "gone" for pid in gone}
+        answers.update(self._collect(reply, sent))
+        return answers
 
     def _members(self, index: int) -> set[int]:
         pids = set()
@@ -301,12 +328,16 @@ class Handover:
                 pids.add(int(pid_text))
         return pids
 
-    def _wait_for_members(self, index: int) -> set[int]:
+    def _wait_for_members(
+        self, index: int, wait_s: float = 0.0, exclude: set[int] | None = None
+    ) -> set[int]:
         """The group's processes, waiting for one to appear (Apache may be starting them)."""
-        deadline = time.monotonic() + EMPTY_GROUP_WAIT_S
-        while not (members := self._members(index)) and time.monotonic() < deadline:
+        deadline = time.monotonic() + (wait_s or EMPTY_GROUP_WAIT_S)
+        while True:
+            members = self._members(index) - (exclude or set())
+            if members or time.monotonic() >= deadline:
+                return members
             time.sleep(POLL_S)
-        return members
 
     def _send(self, index: int, pid: int, message: dict[str, Any]) -> bool:
         path = self.control_dir / f"{index}.{pid}"
