@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -271,3 +272,132 @@ def test_a_request_cut_by_the_shutdown_timeout_gets_a_page_and_a_line(project: P
     assert lines[0].startswith("wsgidev: GET /sleep?s=6 cut: still running 1 s after process")
     assert "told to stop for a reload" in lines[0] and "--shutdown-timeout" in lines[0]
     assert "from daemon process" not in server.log(), "mod_wsgi's own error went unsaid"
+
+
+# --- 7. The server root deleted while running --------------------------------------------------
+
+
+def test_the_server_root_deleted_while_running_stops_in_one_line(project: Path, start_server):
+    server = start_server(project, "app.py", "--processes", "1", "--threads", "2")
+    assert server.process is not None
+    tree = descendants(server.process.pid)
+    roots = list(server.tmpdir.glob("wsgidev-*"))
+    assert len(roots) == 1
+    shutil.rmtree(roots[0])
+    # Without it every request got a 403 and no edit brought the server back: it stops.
+    assert server.process.wait(15) == 1, server.log()
+    lines = wsgidev_lines(server)
+    assert len(lines) == 1, server.log()
+    assert f"the server root {roots[0]} was deleted while the server ran" in lines[0]
+    assert "start wsgidev again" in lines[0]
+    assert lines[0] == server.log().splitlines()[-1], "nothing after it buries it"
+    assert "Traceback" not in server.log()
+    wait_for(lambda: not any(alive(pid) for pid in tree), 5, "Apache and the daemons to go")
+
+
+# --- 5. An edit storm -----------------------------------------------------------------------------
+
+
+def test_an_edit_storm_gives_one_or_two_reloads_and_the_last_version(project: Path, start_server):
+    server = start_server(project, "app.py", "--processes", "2", "--threads", "2")
+    wait_for(lambda: len(imports(project)) == 2, 10, "both serving daemons to import the app")
+    app = project / "app.py"
+    started = time.monotonic()
+    for index in range(100):  # 100 saves in 2 s, each with its own content
+        set_version(app, f"s{index}")
+        time.sleep(0.02)
+    assert time.monotonic() - started < 3.0
+    wait_for(lambda: versions(server, 10) == {"s99"}, 20, f"the last version\n{server.log()}")
+    # Every serving process has the last version: 4 requests at once fill both processes'
+    # 2 threads each.
+    answers: list[dict[str, object]] = []
+    together = [
+        threading.Thread(target=lambda: answers.append(server.json("/sleep?s=0.5")))
+        for _ in range(4)
+    ]
+    for thread in together:
+        thread.start()
+    for thread in together:
+        thread.join(10)
+    assert len({answer["pid"] for answer in answers}) == 2, answers
+    assert {answer["version"] for answer in answers} == {"s99"}
+    time.sleep(1.5)  # no reload comes after the last one
+    reloads = (len(imports(project)) - 2) / 2
+    assert reloads in (1, 2), (imports(project), server.log())
+    assert len(reload_lines(server)) == reloads, server.log()
+
+
+# --- 6. 40 reloads in a row ---------------------------------------------------------------------
+
+
+def tree_usage(server) -> dict[str, int]:
+    """The process tree's memory (PSS, kB), processes, threads and open descriptors, and the
+    server root's file count."""
+    assert server.process is not None
+    usage = {"pss_kb": 0, "processes": 0, "threads": 0, "fds": 0}
+    for pid in {server.process.pid, *descendants(server.process.pid)}:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            threads = len(os.listdir(f"/proc/{pid}/task"))
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue  # exited meanwhile
+        usage["pss_kb"] += next(
+            int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")
+        )
+        usage["processes"] += 1
+        usage["threads"] += threads
+        usage["fds"] += fds
+    usage["root_files"] = sum(1 for _ in next(server.tmpdir.glob("wsgidev-*")).rglob("*"))
+    return usage
+
+
+def test_forty_reloads_in_a_row_leave_usage_flat(project: Path, start_server):
+    server = start_server(project, "app.py", "--processes", "1", "--threads", "2")
+    wait_for(lambda: len(imports(project)) == 1, 10, "the serving daemon to import the app")
+    settled = len(descendants(server.process.pid))
+    samples: list[dict[str, int]] = []
+    for index in range(40):
+        set_version(project / "app.py", f"r{index}")
+        wait_for(lambda i=index: versions(server, 3) == {f"r{i}"}, 15, f"r{index}")
+        if index < 10 or index >= 30:
+            # Sampled once the retired group is back as the standby (as many processes as
+            # at the start), so each sample sees the same shape of tree.
+            wait_for(
+                lambda: len(descendants(server.process.pid)) == settled, 15, "the tree to settle"
+            )
+            samples.append(tree_usage(server))
+    first, last = samples[:10], samples[10:]
+    for key in ("processes", "threads", "fds", "root_files"):
+        assert max(s[key] for s in last) <= max(s[key] for s in first) + 2, (key, samples)
+    mean_first = sum(s["pss_kb"] for s in first) / 10
+    mean_last = sum(s["pss_kb"] for s in last) / 10
+    assert mean_last < mean_first * 1.15 + 4096, (mean_first, mean_last, samples)
+    assert len(reload_lines(server)) == 40, server.log()
+    assert "had died" not in server.log(), "a standby that retired is no fault"
+
+
+# --- 8. Two `wsgidev start` in one project ------------------------------------------------------
+
+
+def test_two_servers_in_one_project(project: Path, start_server):
+    one = start_server(project, "app.py", "--processes", "1", "--threads", "2")
+    # In the same temp folder: the second start's sweep must leave the live server's root.
+    two = start_server(
+        project, "app.py", "--processes", "1", "--threads", "2", env={"TMPDIR": str(one.tmpdir)}
+    )
+    assert one.process is not None and two.process is not None
+    roots = {path.name for path in one.tmpdir.glob("wsgidev-*")}
+    assert len(roots) == 2, roots
+    assert any(name.startswith(f"wsgidev-{one.process.pid}-") for name in roots)
+    assert any(name.startswith(f"wsgidev-{two.process.pid}-") for name in roots)
+    assert versions(one) == versions(two) == {"v1"}
+    set_version(project / "app.py", "v2")
+    wait_for(lambda: versions(one) == versions(two) == {"v2"}, 15, "both to reload")
+    assert two.stop() == 0
+    assert versions(one) == {"v2"}
+    assert [path.name for path in one.tmpdir.glob("wsgidev-*")] == [
+        name for name in roots if name.startswith(f"wsgidev-{one.process.pid}-")
+    ]
+    set_version(project / "app.py", "v3")
+    wait_for(lambda: versions(one) == {"v3"}, 15, f"the other to keep reloading\n{one.log()}")

@@ -103,6 +103,8 @@ class LogPrinter:
         self._imported_at: dict[int, tuple[float, str | None]] = {}
         self._exited: set[int] = set()  # daemon processes that said they exit
         self.apache_errors: list[str] = []
+        # Set once wsgidev has said why it stops: the stop's chatter would bury that line.
+        self.muted = False
         self._last_once = ""
         # While a debugger session has the terminal: the lines held back, and how wsgidev's own
         # short lines are shown (above the prompt).
@@ -158,6 +160,8 @@ class LogPrinter:
         """One or more finished lines to the terminal (held back during a debugger session)."""
         text = text if text.endswith("\n") else text + "\n"
         with self.lock:
+            if self.muted:
+                return
             if self._held_lines is not None:
                 self._held_lines.append(text)
                 return
@@ -355,7 +359,7 @@ class LogPrinter:
         if event["event"] == "handover":
             answers = event.get("answers") or {}
             takers = {int(pid) for pid, answer in answers.items() if answer == "ready"}
-        note = _gone_note(event, takers)
+        note = self._gone_note(event, takers)
         with self.lock:
             matched = False
             for reload in self.pending:
@@ -373,6 +377,25 @@ class LogPrinter:
         if takers is not None and self.listener is not None:
             # The route has flipped: a refresh now waits for the new code in the new group.
             self.listener.new_code()
+
+    def _gone_note(self, event: dict[str, Any], takers: set[int] | None) -> str:
+        """What a hand-over did about standby processes that had died (killed) when asked; ''.
+        One that retired (it said it exits) is no news."""
+        said = {**(event.get("passed") or {}), **(event.get("answers") or {})}
+        with self.lock:
+            gone = sorted(
+                int(pid)
+                for pid, answer in said.items()
+                if answer == "gone" and int(pid) not in self._exited
+            )
+        if not gone:
+            return ""
+        dead = f"standby process {', '.join(map(str, gone))} had died (killed?)"
+        if takers:
+            return f"{dead}: process {', '.join(map(str, sorted(takers)))} took over"
+        if takers is None:
+            return f"{dead}: its group was passed over and the serving group restarted in place"
+        return f"{dead}: the hand-over went to its group as Apache starts it again"
 
     def _once(self, key: str, text: str) -> None:
         # Each daemon process reports the same thing; say it once.
@@ -486,20 +509,6 @@ class LogPrinter:
             self.write(f"The app failed to import: {self.import_error}\n{text.rstrip()}")
             if self.reload:
                 self.write("Fix the code and save; every request gets this error page until then.")
-
-
-def _gone_note(event: dict[str, Any], takers: set[int] | None) -> str:
-    """What a hand-over did about standby processes that had died (killed) when asked; ''."""
-    said = {**(event.get("passed") or {}), **(event.get("answers") or {})}
-    gone = sorted(int(pid) for pid, answer in said.items() if answer == "gone")
-    if not gone:
-        return ""
-    dead = f"standby process {', '.join(map(str, gone))} had died (killed?)"
-    if takers:
-        return f"{dead}: process {', '.join(map(str, sorted(takers)))} took over"
-    if takers is None:
-        return f"{dead}: its group was passed over and the serving group restarted in place"
-    return f"{dead}: the hand-over went to its group as Apache starts it again"
 
 
 def _strip_remote(message: str) -> str:

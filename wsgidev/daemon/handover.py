@@ -66,6 +66,8 @@ EMPTY_GROUP_WAIT_S = 3.0
 # A standby group whose processes had all died (killed) when asked is given this long for the
 # ones Apache starts in their place (its maintenance loop notices a death within a second).
 REPLACEMENT_WAIT_S = 4.0
+# ...and this long to warm up (libraries, Django's setup) before it answers.
+REPLACEMENT_WARM_S = 20.0
 POLL_S = 0.02
 # Warm levels of a standby. Only the group next in the ring warms fully (for Django: settings,
 # every app and its models); a group further round holds the libraries imported before that
@@ -121,6 +123,7 @@ class Handover:
         # How warm this standby is: 0 nothing, LIBRARIES, or FULL (Django's setup too).
         self._warm_level = 0
         self._warm_wanted = threading.Event()
+        self._warmed = threading.Event()  # warmed, or the app imported: nothing to warm
         self._activate: Callable[[], None] | None = None
         self._warm_failed: Callable[[BaseException], None] | None = None
         self._django = False
@@ -297,18 +300,22 @@ class Handover:
     def _ask(
         self, index: int, members: set[int], go: dict[str, Any], reply: socket.socket
     ) -> dict[str, str]:
-        """Each member's answer to go by pid ("gone": it had died). A group whose processes had
-        all died (killed) gets the ones Apache starts in their place, once they are there: a
-        flip to a group with no process would make requests wait for a cold start, while the
-        old group serves them at once meanwhile."""
-        sent = {pid for pid in members if self._send(index, pid, go)}
-        gone = members - sent
-        if not sent and gone:
-            members = self._wait_for_members(index, REPLACEMENT_WAIT_S, exclude=gone)
+        """Each member's answer to go by pid ("gone": it had died, killed or just retired). A
+        group whose processes had all died gets the ones Apache starts in their place, asked
+        once they are warm: a flip to a group with no process would make requests wait for a
+        cold start, while the old group serves them at once meanwhile."""
+        answers: dict[str, str] = {}
+        timeout_s = GO_TIMEOUT_S
+        for _ in range(2):
             sent = {pid for pid in members if self._send(index, pid, go)}
-            gone |= members - sent
-        answers = {str(pid): "gone" for pid in gone}
-        answers.update(self._collect(reply, sent))
+            answers.update((str(pid), "gone") for pid in members - sent)
+            answers.update(self._collect(reply, sent, timeout_s))
+            if set(answers.values()) != {"gone"}:
+                break  # a process answered (or none was there: Apache is starting them)
+            gone = {int(pid) for pid in answers}
+            members = self._wait_for_members(index, REPLACEMENT_WAIT_S, exclude=gone)
+            # Answered once warm: until then the old code is served at once.
+            go, timeout_s = {**go, "warm_first": True}, REPLACEMENT_WARM_S
         return answers
 
     def _members(self, index: int) -> set[int]:
@@ -354,10 +361,12 @@ class Handover:
             log(f"cannot reach daemon process {pid}: {exc}")
             return False
 
-    def _collect(self, reply: socket.socket, waiting: set[int]) -> dict[str, str]:
-        """Each standby's answer by pid, until all answered, died, or GO_TIMEOUT_S passed."""
+    def _collect(
+        self, reply: socket.socket, waiting: set[int], timeout_s: float = GO_TIMEOUT_S
+    ) -> dict[str, str]:
+        """Each standby's answer by pid, until all answered, died, or timeout_s passed."""
         answers: dict[str, str] = {}
-        deadline = time.monotonic() + GO_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         reply.settimeout(0.1)
         while waiting and time.monotonic() < deadline:
             try:
@@ -428,6 +437,9 @@ class Handover:
             self._warm_wanted.wait()
             self._warm_wanted.clear()
             self._preload()
+            if self._warm_level:
+                self._warmed.set()  # as warm as its place in the ring asks
+        self._warmed.set()
 
     def _listen(self) -> None:
         while True:
@@ -446,6 +458,9 @@ class Handover:
                     return
                 self._warm_wanted.set()
             elif op == "go":
+                if message.get("warm_first"):
+                    self._warm_wanted.set()
+                    self._warmed.wait(REPLACEMENT_WARM_S)
                 self._go(str(message.get("reply", "")))
             elif op == "retire" and self.generation is not None:
                 restart_process([])  # mod_wsgi finishes the requests in flight, then exits
