@@ -28,6 +28,13 @@ django.setup() imported), no standby can serve it. The leader then restarts its 
 place, exactly as ``--restart-mode process`` would, and its new processes, once serving, tell
 every standby to look again: the stale ones restart then, after the new code serves rather
 than beside it, and warm afresh.
+
+A standby that had died when asked (killed; or, under rapid edits, a process of the group that
+had just retired) answers nothing: its group is taken if another of its processes answered
+ready (Apache's replacement accepts requests only once it has imported the app). When none is
+left, the leader waits for the processes Apache starts in their place and asks them to answer
+once warm, so the old code is served meanwhile instead of requests waiting for a process to
+start; with none in REPLACEMENT_WAIT_S the group is passed over like a stale one.
 """
 
 from __future__ import annotations
