@@ -382,6 +382,11 @@ class LogPrinter:
         """What a hand-over did about standby processes that had died (killed) when asked; ''.
         One that retired (it said it exits) is no news."""
         said = {**(event.get("passed") or {}), **(event.get("answers") or {})}
+        if not said and takers is None:
+            return (
+                "no standby process was there to take over (none had started): the serving "
+                "group restarted in place"
+            )
         with self.lock:
             gone = sorted(
                 int(pid)

@@ -68,7 +68,7 @@ IMPORT_TIMEOUT_S = 60.0
 # than given requests it would never take.
 GO_TIMEOUT_S = 2.0
 # A standby group with no process yet (Apache is starting it after the last hand-over) is
-# waited for this long; after that the flip goes ahead and requests queue on its socket.
+# waited for this long; after that it is passed over.
 EMPTY_GROUP_WAIT_S = 3.0
 # A standby group whose processes had all died (killed) when asked is given this long for the
 # ones Apache starts in their place (its maintenance loop notices a death within a second).
@@ -260,9 +260,10 @@ class Handover:
                     continue
                 answers = self._ask(candidate, members, go, reply)
                 said = set(answers.values())
-                # Passed over: a stale or silent process, or only dead ones ("gone"). A group
-                # with no process yet (Apache is starting it) is taken: requests queue there.
-                if not {"stale", "timeout"} & said and ("ready" in said or not said):
+                # Passed over: a stale or silent process, only dead ones ("gone"), or none at
+                # all after EMPTY_GROUP_WAIT_S (one may be starting, or stopped before it could
+                # listen: requests routed there could wait for good).
+                if not {"stale", "timeout"} & said and "ready" in said:
                     taker = candidate
                     break
                 passed.update(answers)
