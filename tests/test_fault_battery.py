@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -488,3 +489,26 @@ def test_a_standby_that_retired_is_no_fault_and_a_killed_one_is_said():
         assert (
             "standby process 31 had died (killed?): process 32 took over" in term.lines()[0]
         ) is said
+
+
+def test_the_root_watch_reports_a_deleted_root_with_inotify_and_by_polling(
+    tmp_path: Path, monkeypatch
+):
+    from wsgidev import rootwatch
+
+    for backend in ("inotify", "poll"):
+        if backend == "poll":  # as where there is no inotify_simple (macOS)
+            monkeypatch.setitem(sys.modules, "inotify_simple", None)
+            monkeypatch.setattr(rootwatch, "POLL_S", 0.05)
+        root = tmp_path / backend
+        root.mkdir()
+        (root / "entry.wsgi").write_text("")
+        (root / "route-1").write_text("")
+        gone = threading.Event()
+        rootwatch.watch_root(root, "entry.wsgi", gone.set)
+        time.sleep(0.2)
+        (root / "route-1").unlink()  # a hand-over's route file comes and goes: no news
+        time.sleep(0.2)
+        assert not gone.is_set(), backend
+        shutil.rmtree(root)
+        assert gone.wait(2), backend
