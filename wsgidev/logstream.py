@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from wsgidev import events
+from wsgidev import events, faultlines
 from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, short_path
 
 # Startup and shutdown chatter Apache logs at notice level whatever LogLevel says.
@@ -66,12 +66,6 @@ class Listener(Protocol):
 # Pending reloads that wait for retiring processes to exit are looked at again this often.
 RECHECK_S = 0.25
 RECHECK_FOR_S = 60.0  # ...for at most this long after the save
-# mod_wsgi's shutdown reasons for a stop a reload asked (SIGINT from the monitor or hand-over).
-_RELOAD_REASONS = ("shutdown_signal", "graceful_signal")
-# What mod_wsgi logs in Apache's child when a daemon ended a request without answering, and for
-# how long after a cut such errors are taken as its requests'.
-_DAEMON_GONE = "from daemon process"
-CUT_ERRORS_S = 5.0
 # A template edit counts as taken once every serving process said so, or after this.
 HANDLED_WAIT_S = 1.0
 
@@ -183,7 +177,7 @@ class LogPrinter:
         if event is not None:
             self._event(event)
             return
-        if module == "wsgi" and _DAEMON_GONE in message and self._cut_error():
+        if module == "wsgi" and faultlines.DAEMON_GONE in message and self._cut_error():
             return  # a request cut past --shutdown-timeout: said already
         if module == "wsgi" and level == "error" and "[client" not in message:
             # The app's print() and logging output, as written.
@@ -278,18 +272,11 @@ class LogPrinter:
     def _cut(self, pid: int, event: dict[str, Any]) -> None:
         """One line for the requests a stopping process ended past --shutdown-timeout; the
         error mod_wsgi logs for each of them (its client got the 502 page) goes unsaid."""
-        requests = [str(r) for r in event.get("requests", [])]
-        timeout_s = event.get("timeout_s")
-        why = "for a reload" if event.get("shutdown_reason") in _RELOAD_REASONS else ""
-        what = ", ".join(requests[:3]) + (" ..." if len(requests) > 3 else "")
+        line, errors = faultlines.cut_line(pid, event)
         with self.lock:
-            self._cut_errors_left += max(1, len(requests))
-            self._cut_until = time.monotonic() + CUT_ERRORS_S
-        self.say(
-            f"wsgidev: {what or 'a request'} cut: still running {timeout_s} s after process "
-            f"{pid} was told to stop{' ' + why if why else ''} (its client gets a 502 page "
-            f"saying so); for longer requests pass a larger --shutdown-timeout (now {timeout_s})"
-        )
+            self._cut_errors_left += errors
+            self._cut_until = time.monotonic() + faultlines.CUT_ERRORS_S
+        self.say(line)
 
     def _recheck_soon(self) -> None:
         with self.lock:
@@ -379,28 +366,10 @@ class LogPrinter:
             self.listener.new_code()
 
     def _gone_note(self, event: dict[str, Any], takers: set[int] | None) -> str:
-        """What a hand-over did about standby processes that had died (killed) when asked; ''.
-        One that retired (it said it exits) is no news."""
-        said = {**(event.get("passed") or {}), **(event.get("answers") or {})}
-        if not said and takers is None:
-            return (
-                "no standby process was there to take over (none had started): the serving "
-                "group restarted in place"
-            )
+        """What a hand-over did about standby processes that had died when asked; ''."""
         with self.lock:
-            gone = sorted(
-                int(pid)
-                for pid, answer in said.items()
-                if answer == "gone" and int(pid) not in self._exited
-            )
-        if not gone:
-            return ""
-        dead = f"standby process {', '.join(map(str, gone))} had died (killed?)"
-        if takers:
-            return f"{dead}: process {', '.join(map(str, sorted(takers)))} took over"
-        if takers is None:
-            return f"{dead}: its group was passed over and the serving group restarted in place"
-        return f"{dead}: the hand-over went to its group as Apache starts it again"
+            exited = set(self._exited)
+        return faultlines.gone_note(event, takers, exited)
 
     def _once(self, key: str, text: str) -> None:
         # Each daemon process reports the same thing; say it once.
@@ -461,10 +430,7 @@ class LogPrinter:
             )
             if not serving:
                 return False
-            note = (
-                f"standby process {', '.join(map(str, lost))} died while importing the new "
-                f"code; process {', '.join(map(str, serving))} serves it"
-            )
+            note = faultlines.lost_taker_note(lost, serving)
             if note not in reload.notes:
                 reload.notes.append(note)
             return True
