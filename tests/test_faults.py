@@ -26,6 +26,9 @@ def test_a_stopped_standby_does_not_hold_the_reload(project: Path, start_server)
         if b"(wsgidev.b:" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(standby) == 1, standby
+    # Stopped once it listens for hand-overs (before that, its group has no process to ask).
+    control = next(server.tmpdir.glob("wsgidev-*")) / "ctl" / f"1.{standby[0]}"
+    wait_for(control.exists, 10, "the standby to listen")
     os.kill(standby[0], signal.SIGSTOP)
     try:
         started = time.monotonic()

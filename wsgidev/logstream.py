@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from wsgidev import events
+from wsgidev import events, faultlines
 from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, short_path
 from wsgidev.watchlist import format_watch_list, listing_key
 
@@ -49,6 +49,8 @@ class _Reload:
 
     # The browsers were told already (at the hand-over's flip: requests get the new code then).
     announced: bool = False
+    # What went otherwise than planned (a standby had died), for the reload's line.
+    notes: list[str] = field(default_factory=list)
 
     def same_save(self, saved_at: float, files: list[str], within_s: float = SAME_SAVE_S) -> bool:
         return abs(saved_at - self.saved_at) < within_s and bool(set(files) & set(self.files))
@@ -96,6 +98,8 @@ class LogPrinter:
         self._imported_at: dict[int, tuple[float, str | None]] = {}
         self._exited: set[int] = set()  # daemon processes that said they exit
         self.apache_errors: list[str] = []
+        # Set once wsgidev has said why it stops: the stop's chatter would bury that line.
+        self.muted = False
         self._last_once = ""
         self._listed = ""  # the watch listing last printed (listing_key)
         # While a debugger session has the terminal: the lines held back, and how wsgidev's own
@@ -110,6 +114,19 @@ class LogPrinter:
         self._flipped: deque[tuple[float, set[str]]] = deque(maxlen=16)  # hand-overs: when, files
         # Files Django took in place -> the processes that said so (one save, every process).
         self._handled: dict[tuple[str, ...], set[int]] = {}
+        # Requests a stopping process cut, whose mod_wsgi errors are still to come (and when
+        # to stop expecting them).
+        self._cut_errors_left = 0
+        self._cut_until = 0.0
+
+    def _cut_error(self) -> bool:
+        """Whether an error mod_wsgi logged about a daemon gone belongs to a cut request."""
+        with self.lock:
+            if self._cut_errors_left and time.monotonic() < self._cut_until:
+                self._cut_errors_left -= 1
+                return True
+            self._cut_errors_left = 0
+            return False
 
     def hold(self, interject: Callable[[str], None]) -> None:
         """Hold back log lines (a debugger session is on the terminal); say() goes to interject."""
@@ -139,6 +156,8 @@ class LogPrinter:
         """One or more finished lines to the terminal (held back during a debugger session)."""
         text = text if text.endswith("\n") else text + "\n"
         with self.lock:
+            if self.muted:
+                return
             if self._held_lines is not None:
                 self._held_lines.append(text)
                 return
@@ -160,6 +179,8 @@ class LogPrinter:
         if event is not None:
             self._event(event)
             return
+        if module == "wsgi" and faultlines.DAEMON_GONE in message and self._cut_error():
+            return  # a request cut past --shutdown-timeout: said already
         if module == "wsgi" and level == "error" and "[client" not in message:
             # The app's print() and logging output, as written.
             self.write(_strip_remote(message))
@@ -199,7 +220,8 @@ class LogPrinter:
             self._change(float(event.get("saved_at", when)), files)
         elif kind in ("handover", "restart-in-place"):
             self._retiring(event)
-            for pid_text, answer in (event.get("answers") or {}).items():
+            said = {**(event.get("passed") or {}), **(event.get("answers") or {})}
+            for pid_text, answer in said.items():
                 if answer == "timeout":
                     self.say(
                         f"Standby process {pid_text} did not answer within 2 s (stopped or hung?): "
@@ -248,10 +270,21 @@ class LogPrinter:
                 f"Standby process {pid} warmed: {event.get('imported', 0)} modules{what} "
                 f"in {float(event.get('seconds', 0)):.2f} s"
             )
+        elif kind == "cut":
+            self._cut(pid, event)
         elif kind == "refused":
             self.write(f"wsgidev monitor: {event.get('reason', 'refused')}")
         elif kind == "debug-held":
             self._held_by_debugger(pid, event)
+
+    def _cut(self, pid: int, event: dict[str, Any]) -> None:
+        """One line for the requests a stopping process ended past --shutdown-timeout; the
+        error mod_wsgi logs for each of them (its client got the 502 page) goes unsaid."""
+        line, errors = faultlines.cut_line(pid, event)
+        with self.lock:
+            self._cut_errors_left += errors
+            self._cut_until = time.monotonic() + faultlines.CUT_ERRORS_S
+        self.say(line)
 
     def _recheck_soon(self) -> None:
         with self.lock:
@@ -321,18 +354,30 @@ class LogPrinter:
         if event["event"] == "handover":
             answers = event.get("answers") or {}
             takers = {int(pid) for pid, answer in answers.items() if answer == "ready"}
+        note = self._gone_note(event, takers)
         with self.lock:
+            matched = False
             for reload in self.pending:
                 if handed & set(reload.files):
+                    matched = True
                     reload.retiring |= pids
                     reload.group = str(group) if group else None
                     reload.takers = takers
                     reload.announced = takers is not None
+                    reload.notes.extend([note] if note else [])
             if takers is not None:
                 self._flipped.append((time.time(), handed))
+        if note and not matched:
+            self.say(note[0].upper() + note[1:])
         if takers is not None and self.listener is not None:
             # The route has flipped: a refresh now waits for the new code in the new group.
             self.listener.new_code()
+
+    def _gone_note(self, event: dict[str, Any], takers: set[int] | None) -> str:
+        """What a hand-over did about standby processes that had died when asked; ''."""
+        with self.lock:
+            exited = set(self._exited)
+        return faultlines.gone_note(event, takers, exited)
 
     def _once(self, key: str, text: str) -> None:
         # Each daemon process reports the same thing; say it once.
@@ -364,17 +409,39 @@ class LogPrinter:
     def _all_imported_since(self, reload: _Reload) -> bool:
         """Whether as many processes as the group have imported the app since the save, and
         the processes retiring from the old code have exited: every request gets the new code
-        (a hand-over flips the route first; its requests wait for the import)."""
+        (a hand-over flips the route first; its requests wait for the import). A taker that
+        died before importing is noted on the reload, for its line."""
         held = {pid for pid in self._debug_held if _alive(pid)}
         if any(
             pid not in self._exited and pid not in held and _alive(pid) for pid in reload.retiring
         ):
             return False
         if reload.takers:
-            return all(
-                self._imported_at.get(pid, (0.0, None))[0] >= reload.saved_at or not _alive(pid)
+            lost = sorted(
+                pid
                 for pid in reload.takers
+                if self._imported_at.get(pid, (0.0, None))[0] < reload.saved_at and not _alive(pid)
             )
+            if any(
+                self._imported_at.get(pid, (0.0, None))[0] < reload.saved_at and _alive(pid)
+                for pid in reload.takers
+            ):
+                return False
+            if not lost:
+                return True
+            # A taker died before it had imported the new code (killed): the reload is done
+            # once a process of its group has, the one Apache started in its place or a sibling.
+            serving = sorted(
+                pid
+                for pid, (at, group) in self._imported_at.items()
+                if at >= reload.saved_at and group == reload.group
+            )
+            if not serving:
+                return False
+            note = faultlines.lost_taker_note(lost, serving)
+            if note not in reload.notes:
+                reload.notes.append(note)
+            return True
         fresh = sum(
             1
             for at, group in self._imported_at.values()
@@ -404,7 +471,8 @@ class LogPrinter:
             names = [short_path(f) for f in reload.files]
             changed = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
             seconds = max(0.0, when - reload.saved_at)
-            self.say(f"Reloaded in {seconds:.2f} s: {changed} changed")
+            notes = f" ({'; '.join(reload.notes)})" if reload.notes else ""
+            self.say(f"Reloaded in {seconds:.2f} s: {changed} changed{notes}")
 
     def _import_error(self, pid: int, event: dict[str, Any]) -> None:
         text = str(event.get("traceback", ""))

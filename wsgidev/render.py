@@ -232,6 +232,18 @@ def daemon_timeouts(options: Options, owned: bool) -> dict[str, int | None]:
     return {"shutdown": options.shutdown_timeout_s, "socket": None}
 
 
+def cut_request_page(options: Options) -> str:
+    """The 502 page a client gets when its daemon process ends before answering: mod_wsgi's
+    Apache side answers 502 then, and Apache's own page speaks of a proxy server."""
+    return (
+        "wsgidev: the daemon process serving this request ended before it answered. A reload "
+        "ends a request still running --shutdown-timeout "
+        f"({options.shutdown_timeout_s} s) after its process was told to stop: for longer "
+        "requests start wsgidev with a larger --shutdown-timeout. A daemon that was killed or "
+        "crashed ends its requests too. The terminal wsgidev runs in says which."
+    )
+
+
 def render_entry(options: Options, target: Target, state_dir: str | None = None) -> str:
     """The WSGI entry script mod_wsgi loads in every daemon process."""
     spec = pprint.pformat(entry_spec(options, target, state_dir), indent=4, width=96)
@@ -328,6 +340,7 @@ def render_standalone(
             mpm=mpm_sizing(options),
             modules=MODULES,
             timeouts=daemon_timeouts(options, owned=True),
+            cut_page=cut_request_page(options),
             live_paths=live_stream_paths(options, target),
             live_socket=str(server_root / LIVE_SOCKET),
             tls=tls or tls_layout(options, apache),
@@ -350,6 +363,7 @@ def render_apache(
             conf=layout(options, target, entry_script_path),
             standby=False,
             timeouts=daemon_timeouts(options, owned=False),
+            cut_page=None,
         )
     )
 

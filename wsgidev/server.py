@@ -32,6 +32,7 @@ from wsgidev.logstream import LogPrinter
 from wsgidev.options import ENV_NAME, Options
 from wsgidev.privileges import RunAs, child_setup, plan_run_as
 from wsgidev.proctitle import hide_env_values
+from wsgidev.rootwatch import watch_root
 from wsgidev.shared import (
     BROWSER_RELOAD_EVENTS_PATH,
     DEBUG_SOCKET,
@@ -301,6 +302,7 @@ class Server:
         self.prepared = prepared
         self.conf = conf
         self.stop_requested = threading.Event()
+        self.root_gone = threading.Event()
         self._wake = threading.Event()
         colour = err.isatty() and "NO_COLOR" not in os.environ
         self.log = LogPrinter(
@@ -361,6 +363,15 @@ class Server:
             reader.start()
             self.readers.append(reader)
 
+    def watch_root(self) -> None:
+        """Stop serving, with one line, if the server root is deleted (see wsgidev/rootwatch.py)."""
+
+        def gone() -> None:
+            self.root_gone.set()
+            self._wake.set()
+
+        watch_root(self.conf.parent, render.ENTRY_SCRIPT_NAME, gone)
+
     def wait_listening(self) -> bool:
         """True once Apache accepts connections; False if it exited or the deadline passed."""
         options = self.prepared.options
@@ -402,6 +413,14 @@ class Server:
                 return 0
             if process.poll() is not None:
                 return self._died()
+            if self.root_gone.is_set():
+                self.log.say(
+                    f"wsgidev: the server root {self.conf.parent} was deleted while the server ran "
+                    f"({render.ENTRY_SCRIPT_NAME}, the daemons' sockets and the hand-over files "
+                    "were in it), so every request would get 403: stopping; start wsgidev again"
+                )
+                self.log.muted = True  # what Apache and the daemons say about it as they stop
+                return 1
             if self.bridge is not None:
                 # Debugger sessions run here, in the main thread, where Ctrl-C reaches input().
                 self.bridge.run_waiting()
@@ -420,13 +439,14 @@ class Server:
         assert self.process is not None
         errors = self.log.apache_errors
         code = self.process.returncode
-        if errors:
-            reason = errors[-1]
-        elif code < 0:
+        # A signal is the reason whatever Apache logged before it (an error hours ago).
+        if code < 0:
             try:
                 reason = f"killed by signal {-code} ({signal.Signals(-code).name})"
             except ValueError:
                 reason = f"killed by signal {-code}"
+        elif errors:
+            reason = errors[-1]
         else:
             reason = f"exit status {code}"
         self.log.write(f"wsgidev: Apache stopped by itself: {reason}")
@@ -606,6 +626,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
             try:
                 server.open_debugger(root, out)
                 server.open_live_reload(root)
+                server.watch_root()
                 server.start()
                 if not server.wait_listening():
                     if server.stop_requested.is_set():

@@ -48,6 +48,8 @@ from wsgidev.shared import DebuggerSpec, WSGIApp
 
 _spec = DebuggerSpec()
 _request = threading.local()  # method, path, thread of the request this thread serves
+# The requests in the app now, by thread: what a stop past --shutdown-timeout cuts.
+_running: dict[int, str] = {}
 _installed = False
 
 
@@ -66,6 +68,11 @@ def install(spec: DebuggerSpec) -> None:
             import mod_wsgi
 
             mod_wsgi.subscribe_shutdown(_Reaper(spec.shutdown_timeout_s).stopping)
+
+
+def running_requests() -> list[str]:
+    """The requests this process's app is serving now ("GET /path?query")."""
+    return list(_running.values())
 
 
 def breakpointhook(*args: Any, **kwargs: Any) -> Any:
@@ -151,6 +158,7 @@ def wrap(application: WSGIApp, django: bool) -> WSGIApp:
             "?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""
         )
         _request.thread = environ.get("mod_wsgi.thread_id")
+        _running[threading.get_ident()] = f"{_request.method} {_request.path}"
         try:
             result = application(environ, start_response)
         except BaseException as exc:
@@ -188,6 +196,7 @@ class _Finishing:
 
 
 def _request_over() -> None:
+    _running.pop(threading.get_ident(), None)
     session = current()
     if session is not None:
         sys.settrace(None)  # a breakpoint set in this request does not stop the next one
@@ -211,9 +220,11 @@ class _Reaper:
 
     def __init__(self, timeout_s: int) -> None:
         self.timeout_s = timeout_s
+        self.reason = ""
 
     def stopping(self, name: str = "", **event: Any) -> None:
         """mod_wsgi's process_stopping: before it waits for the requests in flight."""
+        self.reason = str(event.get("shutdown_reason", ""))
         if sessions_open():
             # The terminal says so; the process exits once the session and its request end.
             events.emit(
@@ -231,11 +242,15 @@ class _Reaper:
             if left <= 0:
                 break
             wait_closed(left)
-        sys.stderr.write(
-            f"wsgidev: requests still running {self.timeout_s} s after this process was told "
-            "to stop (--shutdown-timeout); ending it\n"
+        # wsgidev says which requests are cut (their clients get the 502 page that says why).
+        events.emit(
+            "cut",
+            requests=running_requests(),
+            timeout_s=self.timeout_s,
+            shutdown_reason=self.reason,
+            reason=f"requests still running {self.timeout_s} s after this process was told "
+            "to stop (--shutdown-timeout); ending it",
         )
-        sys.stderr.flush()
         os._exit(1)
 
 

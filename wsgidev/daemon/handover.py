@@ -28,6 +28,13 @@ django.setup() imported), no standby can serve it. The leader then restarts its 
 place, exactly as ``--restart-mode process`` would, and its new processes, once serving, tell
 every standby to look again: the stale ones restart then, after the new code serves rather
 than beside it, and warm afresh.
+
+A standby that had died when asked (killed; or, under rapid edits, a process of the group that
+had just retired) answers nothing: its group is taken if another of its processes answered
+ready (Apache's replacement accepts requests only once it has imported the app). When none is
+left, the leader waits for the processes Apache starts in their place and asks them to answer
+once warm, so the old code is served meanwhile instead of requests waiting for a process to
+start; with none in REPLACEMENT_WAIT_S the group is passed over like a stale one.
 """
 
 from __future__ import annotations
@@ -61,8 +68,13 @@ IMPORT_TIMEOUT_S = 60.0
 # than given requests it would never take.
 GO_TIMEOUT_S = 2.0
 # A standby group with no process yet (Apache is starting it after the last hand-over) is
-# waited for this long; after that the flip goes ahead and requests queue on its socket.
+# waited for this long; after that it is passed over.
 EMPTY_GROUP_WAIT_S = 3.0
+# A standby group whose processes had all died (killed) when asked is given this long for the
+# ones Apache starts in their place (its maintenance loop notices a death within a second).
+REPLACEMENT_WAIT_S = 4.0
+# ...and this long to warm up (libraries, Django's setup) before it answers.
+REPLACEMENT_WARM_S = 20.0
 POLL_S = 0.02
 # Warm levels of a standby. Only the group next in the ring warms fully (for Django: settings,
 # every app and its models); a group further round holds the libraries imported before that
@@ -118,6 +130,7 @@ class Handover:
         # How warm this standby is: 0 nothing, LIBRARIES, or FULL (Django's setup too).
         self._warm_level = 0
         self._warm_wanted = threading.Event()
+        self._warmed = threading.Event()  # warmed, or the app imported: nothing to warm
         self._activate: Callable[[], None] | None = None
         self._warm_failed: Callable[[BaseException], None] | None = None
         self._django = False
@@ -231,6 +244,7 @@ class Handover:
         reply.bind(str(reply_path))
         go = {"op": "go", "reply": str(reply_path)}
         answers: dict[str, str] = {}
+        passed: dict[str, str] = {}  # the answers of the groups passed over
         taker = None
         try:
             # The next group (the warmest), else the one after it: that one only holds the
@@ -242,12 +256,17 @@ class Handover:
                 if not members and self._held(candidate):
                     # Its only processes are paused in a debugger: no process to take over.
                     answers = {str(pid): "debugging" for pid in self._held(candidate)}
+                    passed.update(answers)
                     continue
-                sent = {pid for pid in members if self._send(candidate, pid, go)}
-                answers = self._collect(reply, sent)
-                if not {"stale", "timeout"} & set(answers.values()):
+                answers = self._ask(candidate, members, go, reply)
+                said = set(answers.values())
+                # Passed over: a stale or silent process, only dead ones ("gone"), or none at
+                # all after EMPTY_GROUP_WAIT_S (one may be starting, or stopped before it could
+                # listen: requests routed there could wait for good).
+                if not {"stale", "timeout"} & said and "ready" in said:
                     taker = candidate
                     break
+                passed.update(answers)
         finally:
             reply.close()
             with contextlib.suppress(FileNotFoundError):
@@ -267,6 +286,7 @@ class Handover:
                 group=self.groups[self.index],
                 files=files[:20],
                 answers=answers,
+                passed=passed,
                 retiring=retiring,
                 seconds=round(time.time() - started, 4),
             )
@@ -277,12 +297,34 @@ class Handover:
                 to=self.groups[taker],
                 files=files[:20],
                 answers=answers,
+                passed=passed,
                 retiring=retiring,
                 seconds=round(time.time() - started, 4),
             )
             time.sleep(RETIRE_DELAY_S)
         for pid in retiring:
             self._send(self.index, pid, {"op": "retire"})
+
+    def _ask(
+        self, index: int, members: set[int], go: dict[str, Any], reply: socket.socket
+    ) -> dict[str, str]:
+        """Each member's answer to go by pid ("gone": it had died, killed or just retired). A
+        group whose processes had all died gets the ones Apache starts in their place, asked
+        once they are warm: a flip to a group with no process would make requests wait for a
+        cold start, while the old group serves them at once meanwhile."""
+        answers: dict[str, str] = {}
+        timeout_s = GO_TIMEOUT_S
+        for _ in range(2):
+            sent = {pid for pid in members if self._send(index, pid, go)}
+            answers.update((str(pid), "gone") for pid in members - sent)
+            answers.update(self._collect(reply, sent, timeout_s))
+            if set(answers.values()) != {"gone"}:
+                break  # a process answered (or none was there: Apache is starting them)
+            gone = {int(pid) for pid in answers}
+            members = self._wait_for_members(index, REPLACEMENT_WAIT_S, exclude=gone)
+            # Answered once warm: until then the old code is served at once.
+            go, timeout_s = {**go, "warm_first": True}, REPLACEMENT_WARM_S
+        return answers
 
     def _members(self, index: int) -> set[int]:
         pids = set()
@@ -301,12 +343,16 @@ class Handover:
                 pids.add(int(pid_text))
         return pids
 
-    def _wait_for_members(self, index: int) -> set[int]:
+    def _wait_for_members(
+        self, index: int, wait_s: float = 0.0, exclude: set[int] | None = None
+    ) -> set[int]:
         """The group's processes, waiting for one to appear (Apache may be starting them)."""
-        deadline = time.monotonic() + EMPTY_GROUP_WAIT_S
-        while not (members := self._members(index)) and time.monotonic() < deadline:
+        deadline = time.monotonic() + (wait_s or EMPTY_GROUP_WAIT_S)
+        while True:
+            members = self._members(index) - (exclude or set())
+            if members or time.monotonic() >= deadline:
+                return members
             time.sleep(POLL_S)
-        return members
 
     def _send(self, index: int, pid: int, message: dict[str, Any]) -> bool:
         path = self.control_dir / f"{index}.{pid}"
@@ -323,10 +369,12 @@ class Handover:
             log(f"cannot reach daemon process {pid}: {exc}")
             return False
 
-    def _collect(self, reply: socket.socket, waiting: set[int]) -> dict[str, str]:
-        """Each standby's answer by pid, until all answered, died, or GO_TIMEOUT_S passed."""
+    def _collect(
+        self, reply: socket.socket, waiting: set[int], timeout_s: float = GO_TIMEOUT_S
+    ) -> dict[str, str]:
+        """Each standby's answer by pid, until all answered, died, or timeout_s passed."""
         answers: dict[str, str] = {}
-        deadline = time.monotonic() + GO_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         reply.settimeout(0.1)
         while waiting and time.monotonic() < deadline:
             try:
@@ -397,6 +445,9 @@ class Handover:
             self._warm_wanted.wait()
             self._warm_wanted.clear()
             self._preload()
+            if self._warm_level:
+                self._warmed.set()  # as warm as its place in the ring asks
+        self._warmed.set()
 
     def _listen(self) -> None:
         while True:
@@ -415,6 +466,9 @@ class Handover:
                     return
                 self._warm_wanted.set()
             elif op == "go":
+                if message.get("warm_first"):
+                    self._warm_wanted.set()
+                    self._warmed.wait(REPLACEMENT_WARM_S)
                 self._go(str(message.get("reply", "")))
             elif op == "retire" and self.generation is not None:
                 restart_process([])  # mod_wsgi finishes the requests in flight, then exits
