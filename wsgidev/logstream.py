@@ -89,6 +89,7 @@ class LogPrinter:
         self.first_ready = threading.Event()
         self.import_error: str | None = None
         self.last_traceback = ""
+        self._last_trouble = ""  # the last stuck import or request SystemExit shown
         self.pending: list[_Reload] = []
         self._done: deque[_Reload] = deque(maxlen=32)  # reported already: late siblings are not new
         # pid -> when its latest import of the app began, and its daemon group
@@ -192,6 +193,8 @@ class LogPrinter:
             self._ready(pid, when, float(event.get("started_at", when)), group and str(group))
         elif kind == "import-error":
             self._import_error(pid, event)
+        elif kind in ("import-slow", "request-exit"):
+            self._app_trouble(kind, event)
         elif kind == "change":
             files = [str(f) for f in event.get("files", [])]
             self._change(float(event.get("saved_at", when)), files)
@@ -412,6 +415,21 @@ class LogPrinter:
             self.write(f"The app failed to import: {self.import_error}\n{text.rstrip()}")
             if self.reload:
                 self.write("Fix the code and save; every request gets this error page until then.")
+
+    def _app_trouble(self, kind: str, event: dict[str, Any]) -> None:
+        """An import stuck past its deadline, or a request that raised SystemExit: once each."""
+        text = str(event.get("traceback", "")).rstrip()
+        with self.lock:
+            if text == self._last_trouble:
+                return  # every process of the group says the same
+            self._last_trouble = text
+        error = str(event.get("error", ""))
+        if kind == "import-slow":
+            until = "it finishes, or a fix is saved" if self.reload else "it finishes"
+            line = f"The app is {error}; requests get a 503 page saying so until {until}"
+        else:
+            line = f"A request raised {error}; it got a 500 page with the traceback"
+        self.write(f"{line}\n{text}")
 
 
 def _strip_remote(message: str) -> str:
