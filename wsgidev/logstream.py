@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -14,6 +15,10 @@ from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, short_p
 
 # Startup and shutdown chatter Apache logs at notice level whatever LogLevel says.
 _NOISE = ("AH00489", "AH00094", "AH00491", "AH00492", "AH00493", "AH00169", "AH00490")
+# Apache's line for a daemon killed by a signal (a segfault): each process of a group that
+# crashes the same way says it; the pid aside, one is shown per FOLD_S.
+_CHILD_SIGNAL = re.compile(r"AH0005[12]: child pid \d+ exit signal (?P<signal>.*)")
+FOLD_S = 10.0
 _STATUS_COLOURS = {"1": "", "2": "\x1b[32m", "3": "\x1b[36m", "4": "\x1b[33m", "5": "\x1b[31;1m"}
 _RESET = "\x1b[0m"
 # --debug sends access lines down the error log's pipe (stdout is pdb's terminal), marked so.
@@ -90,6 +95,7 @@ class LogPrinter:
         self.import_error: str | None = None
         self.last_traceback = ""
         self._last_trouble = ""  # the last stuck import or request SystemExit shown
+        self._folds: dict[str, float] = {}  # a repeated Apache line -> when it was last shown
         self.pending: list[_Reload] = []
         self._done: deque[_Reload] = deque(maxlen=32)  # reported already: late siblings are not new
         # pid -> when its latest import of the app began, and its daemon group
@@ -164,6 +170,8 @@ class LogPrinter:
             self.write(_strip_remote(message))
             return
         if any(code in message for code in _NOISE) and not self.verbose:
+            return
+        if self._folded(message):
             return
         if level in ("emerg", "alert", "crit", "error"):
             self.apache_errors.append(message)
@@ -415,6 +423,19 @@ class LogPrinter:
             self.write(f"The app failed to import: {self.import_error}\n{text.rstrip()}")
             if self.reload:
                 self.write("Fix the code and save; every request gets this error page until then.")
+
+    def _folded(self, message: str) -> bool:
+        """Whether an Apache line repeats one shown within FOLD_S (then it is not shown)."""
+        match = _CHILD_SIGNAL.search(message)
+        if match is None or self.verbose:
+            return False
+        now = time.monotonic()
+        with self.lock:
+            shown = self._folds.get(match["signal"])
+            if shown is not None and now - shown < FOLD_S:
+                return True
+            self._folds[match["signal"]] = now
+        return False
 
     def _app_trouble(self, kind: str, event: dict[str, Any]) -> None:
         """An import stuck past its deadline, or a request that raised SystemExit: once each."""
