@@ -156,6 +156,9 @@ def test_apaches_line_for_each_crashed_daemon_shows_once_and_stuck_imports_once(
             error="still importing after 10 s, at app.py:3",
             traceback="Stack ...\nstill importing after 10 s, at app.py:3",
         )
+    for pid in (101, 102):  # the stuck import ends after all
+        terminal.event("ready", pid, 12.0, import_s=12.3, started_at=0.0, group="g")
     out = terminal.out.getvalue()
     assert out.count("Segmentation fault") == 1 and out.count("Aborted") == 1, out
     assert out.count("The app is still importing after 10 s, at app.py:3;") == 1, out
+    assert out.count("The app has imported, in 12.3 s; requests get it now") == 1, out

@@ -95,6 +95,7 @@ class LogPrinter:
         self.import_error: str | None = None
         self.last_traceback = ""
         self._last_trouble = ""  # the last stuck import or request SystemExit shown
+        self._slow_pids: set[int] = set()  # processes said to be stuck importing: say when done
         self._folds: dict[str, float] = {}  # a repeated Apache line -> when it was last shown
         self.pending: list[_Reload] = []
         self._done: deque[_Reload] = deque(maxlen=32)  # reported already: late siblings are not new
@@ -198,7 +199,9 @@ class LogPrinter:
         when = float(event.get("t", time.time()))
         if kind == "ready":
             group = event.get("group")
-            self._ready(pid, when, float(event.get("started_at", when)), group and str(group))
+            started_at = float(event.get("started_at", when))
+            import_s = float(event.get("import_s", 0.0))
+            self._ready(pid, when, started_at, group and str(group), import_s)
         elif kind == "import-error":
             self._import_error(pid, event)
         elif kind in ("import-slow", "request-exit"):
@@ -357,10 +360,18 @@ class LogPrinter:
             self.pending.append(_Reload(saved_at=saved_at, files=files))
         self._reloaded(time.time(), self._all_imported_since)  # a process may be ahead
 
-    def _ready(self, pid: int, when: float, started_at: float, group: str | None) -> None:
+    def _ready(
+        self, pid: int, when: float, started_at: float, group: str | None, import_s: float
+    ) -> None:
         with self.lock:
             self.import_error = None
             self._imported_at[pid] = (started_at, group)
+            self._last_trouble = ""  # a fresh import: the same trouble again is news
+            slow = pid in self._slow_pids
+            if slow:
+                self._slow_pids.clear()
+        if slow:
+            self.write(f"The app has imported, in {import_s:.1f} s; requests get it now")
         self.first_ready.set()
         self._reloaded(when, self._all_imported_since)
 
@@ -441,6 +452,8 @@ class LogPrinter:
         """An import stuck past its deadline, or a request that raised SystemExit: once each."""
         text = str(event.get("traceback", "")).rstrip()
         with self.lock:
+            if kind == "import-slow":
+                self._slow_pids.add(int(event.get("pid", 0)))
             if text == self._last_trouble:
                 return  # every process of the group says the same
             self._last_trouble = text

@@ -49,9 +49,10 @@ def _load(spec: EntrySpec) -> WSGIApp:
     guard = ImportGuard(spec.state_dir) if spec.state_dir else None
     if handover is None or handover.serving():
         monitor = _start_monitor(spec, handover)
-        if guard is None:
+        if guard is None and handover is None:
             return import_app(spec, monitor)  # a system Apache: mod_wsgi's preload, as it is
-        guard.monitor = monitor
+        if guard is not None:
+            guard.monitor = monitor
 
         def load_serving() -> WSGIApp:
             application = import_app(spec, monitor, guard, on_slow=slow)

@@ -44,6 +44,7 @@ from wsgidev.shared import IMPORT_MARKS, short_path
 
 # After this long an import is reported as stuck, and waiting requests get a page saying where.
 SLOW_S = 10.0
+MAX_FRAMES = 16  # of a stack shown
 _PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 _FAULT_FRAME = re.compile(r'^\s*File "(?P<file>.*)", line (?P<line>\d+) in (?P<name>.*)$')
 _FAULT_TITLE = re.compile(r"^Fatal Python error: (?P<what>.+)$")
@@ -77,8 +78,11 @@ class Failure:
 
     def text(self) -> str:
         """The summary and the stack, as a traceback reads (most recent call last)."""
+        # The innermost frames: an event line must fit Apache's error-log line (8 KB).
         shown = []
-        for frame in self.stack:
+        if len(self.stack) > MAX_FRAMES:
+            shown.append(f"  ... {len(self.stack) - MAX_FRAMES} frames above")
+        for frame in self.stack[-MAX_FRAMES:]:
             shown.append(f'  File "{frame.file}", line {frame.line}, in {frame.name}')
             source = linecache.getline(frame.file, frame.line).strip()
             if source:
