@@ -223,3 +223,30 @@ def test_sys_exit_while_a_request_imports_a_module_gets_a_page_and_threads_live(
     assert server.log().count("A request raised SystemExit: 4") == 1, server.log()
     (folder / "leaving.py").write_text("VALUE = 1\n")
     wait_for(lambda: server.get("/leave", timeout_s=5)[0] == 200, 20, f"the fix\n{server.log()}")
+
+
+@pytest.mark.timeout(90)
+def test_django_settings_that_end_the_process_do_not_loop_the_standbys(
+    django_project: Path, start_server
+):
+    server = start_server(django_project, "--processes", "1", "--threads", "2")
+    assert server.get("/")[0] == 200
+    settings = django_project / "testsite" / "settings.py"
+    good = settings.read_text()
+    record = django_project / "settings-imports.log"
+    # Each import of the broken settings says so first: the serving group's restart in place,
+    # the standby warming up (django.setup()), and any process Apache starts after them.
+    settings.write_text(
+        good + f"\nwith open({str(record)!r}, 'a') as log:\n    log.write('x')\nos._exit(7)\n"
+    )
+    line = "The app failed to import: the process exited with status 7 (os._exit) at"
+    wait_for(lambda: line in server.log(), 20, f"the line\n{server.log()}")
+    status, body = server.get("/", timeout_s=10)
+    assert status == 500 and "settings.py" in body.decode(), body[:2000]
+    time.sleep(1)
+    deaths = len(record.read_text())
+    time.sleep(3)
+    assert len(record.read_text()) == deaths <= 3, f"no restart loop\n{server.log()}"
+    assert server.log().count(line) == 1, server.log()
+    settings.write_text(good)
+    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 30, f"the fix\n{server.log()}")
