@@ -120,6 +120,7 @@ class ImportGuard:
         except OSError:
             return None
         found: list[Failure] = []
+        self.unexplained = []
         for path in marks:
             pid = int(path.name)
             if pid == os.getpid() or _alive(pid):
@@ -133,7 +134,9 @@ class ImportGuard:
                 self._forget(pid)
                 continue
             if failure is None and not record.get("after_unexplained"):
-                self.unexplained.append(pid)  # a one-off kill, perhaps: one more try
+                # A one-off kill, perhaps: one more try, whose own mark says it follows one.
+                self.unexplained.append(pid)
+                self._forget(pid)
                 continue
             if failure is None:
                 failure = Failure(
