@@ -153,6 +153,9 @@ def test_a_standby_that_hangs_importing_an_edit_is_named_and_a_fix_reloads(
     wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, f"the fix\n{server.log()}")
     assert server.json("/")["version"] == "v2"
     assert server.log().count(line) == 1, server.log()
+    # One reload line, the fix's: the stuck edit's line was the stuck import's.
+    wait_for(lambda: "Reloaded in" in server.log(), 10, f"the reload line\n{server.log()}")
+    assert server.log().count("Reloaded in") == 1, server.log()
 
 
 # --- Django: a broken URLconf, sys.exit() in a view module --------------------------------------

@@ -454,6 +454,7 @@ class LogPrinter:
         with self.lock:
             if kind == "import-slow":
                 self._slow_pids.add(int(event.get("pid", 0)))
+                self.pending = []  # its line replaces the reload's: said when the import ends
             if text == self._last_trouble:
                 return  # every process of the group says the same
             self._last_trouble = text
