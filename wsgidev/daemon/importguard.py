@@ -103,6 +103,7 @@ class ImportGuard:
         self._thread: int | None = None
         self._real_exit: Callable[[int], Any] | None = None
         self._watchdog: threading.Timer | None = None
+        self._subscribed = False
         self._lock = threading.Lock()
         self.started_ns = 0
         # The reload monitor, whose import recorder lists the files an import finds (None: none).
@@ -176,6 +177,7 @@ class ImportGuard:
             self._file = None
             return  # the server root is gone: nothing to mark, the import goes on
         atexit.register(self.end)  # a process told to stop while importing is no failure
+        self._subscribe_shutdown()
         if self.monitor is not None:
             self.monitor.journal_imports(self.imported)
         if not faulthandler.is_enabled():
@@ -188,6 +190,22 @@ class ImportGuard:
             self._watchdog = threading.Timer(SLOW_S, self._slow, args=(on_slow,))
             self._watchdog.daemon = True
             self._watchdog.start()
+
+    def _subscribe_shutdown(self) -> None:
+        """Once: a process mod_wsgi stops (a retire, a graceful restart) leaves no mark, even
+        if it is killed before its import ends: that death is not the app's."""
+        if self._subscribed:
+            return
+        self._subscribed = True
+        with contextlib.suppress(ImportError, AttributeError):
+            import mod_wsgi  # built into Apache's Python
+
+            mod_wsgi.subscribe_shutdown(self._stopping)
+
+    def _stopping(self, name: str = "", **event: Any) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._forget(os.getpid())
 
     def imported(self, path: str) -> None:
         """Note a file the import found (the monitor's import recorder calls this)."""
