@@ -83,7 +83,8 @@ def test_an_app_that_dies_at_import_gets_one_line_and_a_page_until_fixed(
     )
     status, body = server.get("/", timeout_s=10)
     assert status == 500, body[:2000]
-    page = body.decode()
+    page = html.unescape(body.decode())
+    assert line.split(": ", 1)[1] in page, page  # what happened, as the terminal says it
     assert "app.py:" in page and ("os._exit(3)" in page or "ctypes.string_at(0)" in page), page
     time.sleep(3)  # a restart loop would show by now: more imports, more lines
     # The first death is the last: a process that starts after it serves the page at once.
