@@ -139,3 +139,26 @@ def test_a_retiring_process_that_ends_without_saying_so_still_gets_the_line():
         wait_for(lambda: len(term.lines()) == 1, 5, "the line, without a further event")
     finally:
         retiring.kill()
+
+
+def test_apaches_line_for_each_crashed_daemon_shows_once_and_stuck_imports_once():
+    terminal = Terminal()
+    for pid in (101, 102, 103):
+        terminal.printer.error_line(
+            f"notice\t1\tcore\tAH00052: child pid {pid} exit signal Segmentation fault (11)\n"
+        )
+    terminal.printer.error_line("notice\t1\tcore\tAH00052: child pid 104 exit signal Aborted (6)\n")
+    for pid in (101, 102):
+        terminal.event(
+            "import-slow",
+            pid,
+            1.0,
+            error="still importing after 10 s, at app.py:3",
+            traceback="Stack ...\nstill importing after 10 s, at app.py:3",
+        )
+    for pid in (101, 102):  # the stuck import ends after all
+        terminal.event("ready", pid, 12.0, import_s=12.3, started_at=0.0, group="g")
+    out = terminal.out.getvalue()
+    assert out.count("Segmentation fault") == 1 and out.count("Aborted") == 1, out
+    assert out.count("The app is still importing after 10 s, at app.py:3;") == 1, out
+    assert out.count("The app has imported, in 12.3 s; requests get it now") == 1, out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -15,6 +16,10 @@ from wsgidev.watchlist import format_watch_list, listing_key
 
 # Startup and shutdown chatter Apache logs at notice level whatever LogLevel says.
 _NOISE = ("AH00489", "AH00094", "AH00491", "AH00492", "AH00493", "AH00169", "AH00490")
+# Apache's line for a daemon killed by a signal (a segfault): each process of a group that
+# crashes the same way says it; the pid aside, one is shown per FOLD_S.
+_CHILD_SIGNAL = re.compile(r"AH0005[12]: child pid \d+ exit signal (?P<signal>.*)")
+FOLD_S = 10.0
 _STATUS_COLOURS = {"1": "", "2": "\x1b[32m", "3": "\x1b[36m", "4": "\x1b[33m", "5": "\x1b[31;1m"}
 _RESET = "\x1b[0m"
 # --debug sends access lines down the error log's pipe (stdout is pdb's terminal), marked so.
@@ -92,6 +97,9 @@ class LogPrinter:
         self.first_ready = threading.Event()
         self.import_error: str | None = None
         self.last_traceback = ""
+        self._last_trouble = ""  # the last stuck import or request SystemExit shown
+        self._slow_pids: set[int] = set()  # processes said to be stuck importing: say when done
+        self._folds: dict[str, float] = {}  # a repeated Apache line -> when it was last shown
         self.pending: list[_Reload] = []
         self._done: deque[_Reload] = deque(maxlen=32)  # reported already: late siblings are not new
         # pid -> when its latest import of the app began, and its daemon group
@@ -187,6 +195,8 @@ class LogPrinter:
             return
         if any(code in message for code in _NOISE) and not self.verbose:
             return
+        if self._folded(message):
+            return
         if level in ("emerg", "alert", "crit", "error"):
             self.apache_errors.append(message)
         self.write(f"[apache {module}:{level}] {message}")
@@ -212,9 +222,13 @@ class LogPrinter:
         when = float(event.get("t", time.time()))
         if kind == "ready":
             group = event.get("group")
-            self._ready(pid, when, float(event.get("started_at", when)), group and str(group))
+            started_at = float(event.get("started_at", when))
+            import_s = float(event.get("import_s", 0.0))
+            self._ready(pid, when, started_at, group and str(group), import_s)
         elif kind == "import-error":
             self._import_error(pid, event)
+        elif kind in ("import-slow", "request-exit"):
+            self._app_trouble(kind, event)
         elif kind == "change":
             files = [str(f) for f in event.get("files", [])]
             self._change(float(event.get("saved_at", when)), files)
@@ -399,10 +413,18 @@ class LogPrinter:
             self.pending.append(_Reload(saved_at=saved_at, files=files))
         self._reloaded(time.time(), self._all_imported_since)  # a process may be ahead
 
-    def _ready(self, pid: int, when: float, started_at: float, group: str | None) -> None:
+    def _ready(
+        self, pid: int, when: float, started_at: float, group: str | None, import_s: float
+    ) -> None:
         with self.lock:
             self.import_error = None
             self._imported_at[pid] = (started_at, group)
+            self._last_trouble = ""  # a fresh import: the same trouble again is news
+            slow = pid in self._slow_pids
+            if slow:
+                self._slow_pids.clear()
+        if slow:
+            self.write(f"The app has imported, in {import_s:.1f} s; requests get it now")
         self.first_ready.set()
         self._reloaded(when, self._all_imported_since)
 
@@ -488,6 +510,37 @@ class LogPrinter:
             self.write(f"The app failed to import: {self.import_error}\n{text.rstrip()}")
             if self.reload:
                 self.write("Fix the code and save; every request gets this error page until then.")
+
+    def _folded(self, message: str) -> bool:
+        """Whether an Apache line repeats one shown within FOLD_S (then it is not shown)."""
+        match = _CHILD_SIGNAL.search(message)
+        if match is None or self.verbose:
+            return False
+        now = time.monotonic()
+        with self.lock:
+            shown = self._folds.get(match["signal"])
+            if shown is not None and now - shown < FOLD_S:
+                return True
+            self._folds[match["signal"]] = now
+        return False
+
+    def _app_trouble(self, kind: str, event: dict[str, Any]) -> None:
+        """An import stuck past its deadline, or a request that raised SystemExit: once each."""
+        text = str(event.get("traceback", "")).rstrip()
+        with self.lock:
+            if kind == "import-slow":
+                self._slow_pids.add(int(event.get("pid", 0)))
+                self.pending = []  # its line replaces the reload's: said when the import ends
+            if text == self._last_trouble:
+                return  # every process of the group says the same
+            self._last_trouble = text
+        error = str(event.get("error", ""))
+        if kind == "import-slow":
+            until = "it finishes, or a fix is saved" if self.reload else "it finishes"
+            line = f"The app is {error}; requests get a 503 page saying so until {until}"
+        else:
+            line = f"A request raised {error}; it got a 500 page with the traceback"
+        self.write(f"{line}\n{text}")
 
 
 def _strip_remote(message: str) -> str:

@@ -196,6 +196,7 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> Entry
         django_static=options.django_static,
         live_reload=options.live_reload and state_dir is not None and not options.debug,
         random_delay_ms=options.random_delay_ms,
+        state_dir=None if options.debug else state_dir,
     )
 
 

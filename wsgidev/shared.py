@@ -25,6 +25,7 @@ RESTART_MODES = ("standby", "process", "server")
 
 # Files in the server root (wsgidev start's private folder) that the daemons share.
 CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
+IMPORT_MARKS = "importing"  # <pid> while a daemon imports the app (wsgidev/daemon/importguard.py)
 HANDOVER_LOCK = "handover.lock"  # who leads a hand-over
 RESTART_LOCK = "restart.lock"  # who asks Apache for a graceful restart (--restart-mode server)
 PRELOAD_NAME = "preload.json"  # the serving process's library modules, for the standbys
@@ -86,6 +87,8 @@ class EntrySpec:
     random_delay_ms: int = 0
     debugger: DebuggerSpec | None = None
     live_reload: bool = False  # inject the refresh script into HTML pages
+    # wsgidev start's server root, where a daemon marks that it imports the app; None elsewhere.
+    state_dir: str | None = None
     django: bool = field(init=False, repr=False, default=False)  # from kind and environ
 
     def __post_init__(self) -> None:
@@ -140,6 +143,7 @@ class LeaderLock:
 def prepare_state_dir(state_dir: Path) -> None:
     """Create what the daemons share in the server root: the control folder and the locks."""
     (state_dir / CONTROL_DIR).mkdir(exist_ok=True)
+    (state_dir / IMPORT_MARKS).mkdir(exist_ok=True)
     LeaderLock(state_dir / HANDOVER_LOCK).create()
     LeaderLock(state_dir / RESTART_LOCK).create()
 

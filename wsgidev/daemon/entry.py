@@ -19,6 +19,7 @@ from typing import Any
 from wsgidev import events
 from wsgidev.daemon import debugger, restart
 from wsgidev.daemon.handover import Handover
+from wsgidev.daemon.importguard import Failure, ImportGuard
 from wsgidev.daemon.livereload import announce_static_folders, with_live_reload
 from wsgidev.daemon.monitor.bytecode import FreshSourceFileLoader
 from wsgidev.shared import EntrySpec, WSGIApp
@@ -44,18 +45,39 @@ def load(spec: EntrySpec) -> WSGIApp:
 
 def _load(spec: EntrySpec) -> WSGIApp:
     handover = _handover(spec)
+    # Under wsgidev start: marks in the server root tell a process that dies or hangs importing.
+    guard = ImportGuard(spec.state_dir) if spec.state_dir else None
     if handover is None or handover.serving():
         monitor = _start_monitor(spec, handover)
+        if guard is None and handover is None:
+            return import_app(spec, monitor)  # a system Apache: mod_wsgi's preload, as it is
+        if guard is not None:
+            guard.monitor = monitor
+
+        def load_serving() -> WSGIApp:
+            application = import_app(spec, monitor, guard, on_slow=slow)
+            if handover is not None:
+                handover.record_modules(tell_standby=True)
+            return application
+
+        def slow(failure: Failure) -> None:
+            lazy.slow(spec, monitor, failure)
+
+        lazy = LazyApplication(load_serving, before=_nothing)
         if handover is not None:
             handover.mark_loading()
-        application = import_app(spec, monitor)
-        if handover is not None:
-            handover.listen(lambda: application, monitor.stale if monitor else list)
-            handover.record_modules(tell_standby=True)
-        return application
+            # Before the import: a hand-over that retires this process must reach it even
+            # while the import hangs.
+            handover.listen(lazy.load, monitor.stale if monitor else list, guard=guard)
+        # In a thread of its own, so that mod_wsgi's request threads start meanwhile: they wait
+        # for it, and get a page saying where it is stuck when it takes too long.
+        lazy.start()
+        return lazy
     # A standby only records imports: the serving group watches the same files, and this
     # process's are looked at once, when it is told to take over.
     standby_monitor = _start_monitor(spec, handover, deferred=True)
+    if guard is not None:
+        guard.monitor = standby_monitor
 
     def stale() -> list[str]:
         return standby_monitor.stale() if standby_monitor is not None else []
@@ -64,7 +86,7 @@ def _load(spec: EntrySpec) -> WSGIApp:
         if handover.warm_error is not None:
             application = failed_app(spec, standby_monitor, handover.warm_error)
         else:
-            application = import_app(spec, standby_monitor)
+            application = import_app(spec, standby_monitor, guard, on_slow=slow_standby)
         if handover.serving():
             watch()  # a request after a flip that missed this process (it started late)
         return application
@@ -75,6 +97,12 @@ def _load(spec: EntrySpec) -> WSGIApp:
             from wsgidev.daemon import monitor
 
             standby_monitor = monitor.resume(standby_monitor)
+            if guard is not None:
+                guard.monitor = standby_monitor
+
+    def slow_standby(failure: Failure) -> None:
+        watch()  # stuck importing: an edit must still be seen
+        lazy.slow(spec, standby_monitor, failure)
 
     lazy = LazyApplication(load_standby, before=handover.mark_loading, lock=handover.import_lock)
 
@@ -82,23 +110,49 @@ def _load(spec: EntrySpec) -> WSGIApp:
         if standby_monitor is not None:
             standby_monitor.watch_exception(exc)
 
-    handover.listen(lazy.load, stale, django=spec.django, activate=watch, warm_failed=warm_failed)
+    handover.listen(
+        lazy.load, stale, django=spec.django, activate=watch, warm_failed=warm_failed, guard=guard
+    )
     return lazy
 
 
-def import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
-    """Import and wrap the app; on failure, an app that shows the traceback (and watch its files)."""
+def _nothing() -> None:
+    pass
+
+
+def import_app(
+    spec: EntrySpec,
+    monitor: Any,
+    guard: ImportGuard | None = None,
+    on_slow: Callable[[Failure], None] | None = None,
+) -> WSGIApp:
+    """Import and wrap the app; on failure, an app that shows the traceback (and watch its files).
+    With a guard, a process that died importing the same code before is not followed: its
+    death is shown instead (wsgidev.daemon.importguard)."""
+    if guard is None:
+        return _import_app(spec, monitor)
+    failure = guard.failure()
+    if failure is not None:
+        return died_app(spec, monitor, failure)
+    guard.begin(on_slow)
+    try:
+        return _import_app(spec, monitor)
+    finally:
+        guard.end()
+
+
+def _import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
     started = time.perf_counter()
     started_at = time.time()  # code saved before this is what the process serves
     try:
         # Wrapping can fail too (StaticFilesHandler checks STATIC_URL): show it like an import error.
         application = wrap(import_target(spec), spec)
+        if spec.kind == "django":
+            _load_django_urls()
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         return failed_app(spec, monitor, exc)
-    if spec.kind == "django":
-        _load_django_urls(monitor)
     if spec.live_reload and spec.django and spec.django_static == "finders":
         announce_static_folders()
     if monitor is not None:
@@ -109,7 +163,7 @@ def import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
         started_at=started_at,
         group=_process_group(),
     )
-    return application
+    return with_exit_page(application, spec.label, monitor)
 
 
 def failed_app(spec: EntrySpec, monitor: Any, exc: BaseException) -> WSGIApp:
@@ -122,8 +176,25 @@ def failed_app(spec: EntrySpec, monitor: Any, exc: BaseException) -> WSGIApp:
     return error_application(spec.label, text)
 
 
+def died_app(spec: EntrySpec, monitor: Any, failure: Failure) -> WSGIApp:
+    """Say how an earlier process died importing the app (terminal, error page), and watch the
+    files it had imported, so that a saved fix imports it again."""
+    text = failure.text()
+    events.emit("import-error", error=failure.summary, traceback=text)
+    if monitor is not None:
+        monitor.watch_files(failure.files, failure.since_ns)
+    return error_application(spec.label, text)
+
+
+# A request waiting for the app's import looks this often whether the import is reported stuck.
+WAIT_STEP_S = 0.1
+
+
 class LazyApplication:
-    """A WSGI app that imports the real one on first use, from whichever thread comes first."""
+    """A WSGI app imported once, in a thread of its own, started by start() or the first use.
+
+    Requests wait for the import; once the import guard reports it stuck (slow()), they get a
+    page saying where, while the import goes on."""
 
     def __init__(
         self,
@@ -135,33 +206,71 @@ class LazyApplication:
         self._before = before
         self._lock = lock or threading.RLock()
         self._application: WSGIApp | None = None
+        self._done = threading.Event()
+        self._started = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._slow_page: WSGIApp | None = None
+
+    def start(self) -> None:
+        """Begin the import, unless it has begun."""
+        with self._started:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="wsgidev-import", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self._lock:
+                if self._application is None:
+                    self._before()
+                    self._application = self._import()
+        except BaseException as exc:  # KeyboardInterrupt: import_app lets it through
+            self._application = error_application("The app", app_traceback(exc))
+        finally:
+            self._done.set()
 
     def load(self) -> WSGIApp:
-        """The app, imported now if it was not yet."""
+        """The app, imported now if it was not yet (waits for the import, however long)."""
         if self._application is not None:
-            return self._application  # every request after the first: no lock
-        with self._lock:
-            if self._application is None:
-                self._before()
-                self._application = self._import()
-            return self._application
+            return self._application  # every request after the first: no lock, no wait
+        self.start()
+        self._done.wait()
+        assert self._application is not None
+        return self._application
+
+    def slow(self, spec: EntrySpec, monitor: Any, failure: Failure) -> None:
+        """The import is stuck: say where (terminal), watch its files, and answer requests so."""
+        text = failure.text()
+        events.emit("import-slow", error=failure.summary, traceback=text)
+        if monitor is not None:
+            monitor.watch_files(failure.files, failure.since_ns)
+        self._slow_page = error_application(
+            spec.label, text, status="503 Service Unavailable", what="is still importing"
+        )
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        return self.load()(environ, start_response)
+        application = self._application
+        while application is None:
+            self.start()
+            if self._done.wait(WAIT_STEP_S):
+                application = self._application
+            elif self._slow_page is not None:
+                application = self._slow_page
+        return application(environ, start_response)
 
 
-def _load_django_urls(monitor: Any) -> None:
-    """Import the URLconf now, as runserver's checks do, rather than in the first request."""
-    try:
-        from django.urls import get_resolver
+def _load_django_urls() -> None:
+    """Import the URLconf now, as runserver's checks do, rather than in the first request: an
+    error there is the app's import error. (Left to the first request, Django's technical 500
+    page resolves the URL again to name the view, fails the same way, and the exception escapes
+    Django: Apache's bare 500 page.)"""
+    from django.urls import get_resolver
 
-        get_resolver().url_patterns  # noqa: B018 - a cached property that imports the URLconf
-    except Exception as exc:
-        # Django shows it on the next request (and retries the import then); watch its files.
-        if monitor is not None:
-            monitor.watch_exception(exc)
+    get_resolver().url_patterns  # noqa: B018 - a cached property that imports the URLconf
 
 
 def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
@@ -295,24 +404,50 @@ def _is_plumbing(filename: str) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".splitlines()
+    text = f"{type(exc).__name__}: {exc}".rstrip(": ").splitlines()
     return text[0] if text else type(exc).__name__
 
 
-def error_application(label: str, text: str) -> WSGIApp:
-    """A WSGI app that answers every request with a 500 page showing the import traceback."""
+def error_application(
+    label: str,
+    text: str,
+    *,
+    status: str = "500 Internal Server Error",
+    what: str = "failed to import",
+) -> WSGIApp:
+    """A WSGI app that answers every request with a page showing the import traceback."""
     body = (
-        "<!doctype html><title>wsgidev: app failed to import</title>"
-        f"<h1>{html.escape(label)} failed to import</h1>"
+        f"<!doctype html><title>wsgidev: app {html.escape(what)}</title>"
+        f"<h1>{html.escape(label)} {html.escape(what)}</h1>"
         "<p>Fix the code and save: the server reloads by itself.</p>"
         f"<pre>{html.escape(text)}</pre>"
     ).encode()
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         start_response(
-            "500 Internal Server Error",
+            status,
             [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))],
+            sys.exc_info() if sys.exc_info()[0] is not None else None,
         )
         return [body]
 
     return application
+
+
+def with_exit_page(application: WSGIApp, label: str, monitor: Any) -> WSGIApp:
+    """SystemExit from a request (sys.exit() in a module a view imports): a 500 page with its
+    traceback, and its files watched. Django's handler catches Exception only, so it would
+    reach mod_wsgi, which answers with Apache's bare 500 page."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            return application(environ, start_response)
+        except SystemExit as exc:
+            text = app_traceback(exc)
+            events.emit("request-exit", error=_one_line(exc), traceback=text)
+            if monitor is not None:
+                monitor.watch_exception(exc)
+            page = error_application(label, text, what="raised SystemExit in a request")
+            return page(environ, start_response)
+
+    return guarded

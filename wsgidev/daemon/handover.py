@@ -53,6 +53,7 @@ from typing import Any
 from wsgidev import events
 from wsgidev.daemon import preload
 from wsgidev.daemon.debugsession import sessions_open
+from wsgidev.daemon.importguard import ImportGuard
 from wsgidev.daemon.monitor.base import log
 from wsgidev.daemon.restart import restart_process
 from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, HELD_PREFIX, LeaderLock, route_name
@@ -134,6 +135,7 @@ class Handover:
         self._activate: Callable[[], None] | None = None
         self._warm_failed: Callable[[BaseException], None] | None = None
         self._django = False
+        self._guard: ImportGuard | None = None
         # django.setup() failed while warming: unless a file changed since (then the process is
         # stale), importing the app fails the same way, and it cannot be set up twice.
         self.warm_error: BaseException | None = None
@@ -159,6 +161,7 @@ class Handover:
         django: bool = False,
         activate: Callable[[], None] | None = None,
         warm_failed: Callable[[BaseException], None] | None = None,
+        guard: ImportGuard | None = None,
     ) -> None:
         """Answer hand-over messages from a daemon thread: load imports the app (once). A
         standby (no app imported yet) first imports the libraries the serving process recorded
@@ -168,6 +171,7 @@ class Handover:
         self._load, self._stale, self._activate = load, stale, activate
         self._warm_failed = warm_failed
         self._django = django
+        self._guard = guard
         # Registered after the monitor's quick exit (atexit runs last-in first-out), so it runs.
         atexit.register(self._remove_address)
         atexit.register(self._remove_held_mark)
@@ -423,8 +427,17 @@ class Handover:
         names = preload.recorded(str(self.state_dir))
         if names is None:
             return  # the serving group is still importing; it sends "warm" when done
+        guard = self._guard
         with self.import_lock:
-            warmed = preload.preload(names, django=self._django and level == FULL)
+            if guard is not None and guard.failure() is not None:
+                return  # a process died importing this code: warming would die the same way
+            if guard is not None:
+                guard.begin()  # a death while warming (settings.py, a models.py) is marked too
+            try:
+                warmed = preload.preload(names, django=self._django and level == FULL)
+            finally:
+                if guard is not None:
+                    guard.end()
         self._warm_level = level
         self.warm_error = warmed.django_error
         if warmed.django_error is not None and self._warm_failed is not None:
@@ -497,6 +510,12 @@ class Handover:
             return  # the leader stopped waiting (this process was stopped past GO_TIMEOUT_S)
         if stale:
             return
+        self.mark_loading()  # a hand-over from here on is one this process leads
+        # The rest in a thread of its own: this one must go on answering (a retire, should the
+        # import hang and a fix be saved).
+        threading.Thread(target=self._take_over, name="wsgidev-take-over", daemon=True).start()
+
+    def _take_over(self) -> None:
         assert self._load is not None
         self._load()  # after the warm-up, under its lock; an import error serves its error page
         if self._activate is not None:

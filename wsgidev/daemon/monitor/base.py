@@ -23,7 +23,7 @@ from wsgidev.daemon.monitor.globs import WatchGlob
 from wsgidev.daemon.monitor.imports import ImportRecorder, process_start_ns, traceback_files
 from wsgidev.daemon.monitor.listing import watch_list
 from wsgidev.daemon.monitor.opened import OpenedFiles
-from wsgidev.daemon.monitor.state import STALE, FileState, file_state
+from wsgidev.daemon.monitor.state import STALE, FileState, file_state, touched_after
 from wsgidev.daemon.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
 
 if TYPE_CHECKING:
@@ -242,6 +242,18 @@ class Monitor:
             self._queued += found
         if self._armed:
             self._wake()
+
+    def watch_files(self, paths: Iterable[str], since_ns: int) -> None:
+        """Watch files another process imported: touched after since_ns, each counts as changed."""
+        found = [(p, STALE if touched_after(p, since_ns) else file_state(p)) for p in paths]
+        with self._lock:
+            self._queued += found
+        if self._armed:
+            self._wake()
+
+    def journal_imports(self, journal: Callable[[str], None] | None) -> None:
+        """Tell journal of each file an import finds from now on (None: stop)."""
+        self._recorder.journal = journal
 
     def check_once(self, hint: Iterable[str] | None = None) -> list[str]:
         """One step: take in new files, compare, settle, restart or let Django handle; the changed files."""

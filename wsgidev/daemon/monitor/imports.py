@@ -34,6 +34,8 @@ class ImportRecorder:
         # module name -> (file, its state when found, time.monotonic() when found)
         self._found: dict[str, tuple[str, FileState, float]] = {}
         self._wake_armed = False
+        # Told of every file found, while set (the import guard lists what a dying import read).
+        self.journal: Callable[[str], None] | None = None
 
     def install(self) -> None:
         """Put the recorder first in sys.meta_path."""
@@ -55,6 +57,9 @@ class ImportRecorder:
         if spec is None or not spec.has_location or not spec.origin:
             return spec  # frozen, built-in, namespace package, or not found
         origin = os.path.abspath(spec.origin)
+        journal = self.journal
+        if journal is not None:
+            journal(origin)
         state = file_state(origin)  # None inside a zip: nothing to watch
         fresh_loader(spec)  # its bytecode cache is read only if it cannot hold older code
         if state is not None:
