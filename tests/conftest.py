@@ -145,6 +145,11 @@ def holds_for(predicate: Callable[[], bool], duration_s: float, what: str) -> No
         time.sleep(0.05)
 
 
+def reload_lines(server) -> list[str]:
+    """The terminal's `Reloaded in` lines so far."""
+    return [line for line in server.log().splitlines() if line.startswith("Reloaded in")]
+
+
 def http_get(url: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
     """Status and body of a GET; HTTP errors are answers, not exceptions."""
     try:

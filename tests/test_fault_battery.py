@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import alive, descendants, wait_for
+from conftest import alive, descendants, reload_lines, wait_for
 from test_logstream import Terminal
 
 
@@ -189,11 +189,6 @@ if os.path.exists(os.path.join(_here, "slow-import")):
     open(os.path.join(_here, f"importing-{os.getpid()}"), "w").close()
     time.sleep(1.0)
 """
-
-
-def reload_lines(server) -> list[str]:
-    """The terminal's `Reloaded in` lines so far."""
-    return [line for line in server.log().splitlines() if line.startswith("Reloaded in")]
 
 
 def test_a_standby_killed_right_before_a_hand_over(project: Path, start_server):

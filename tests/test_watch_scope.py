@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import holds_for, wait_for
+from conftest import holds_for, reload_lines, wait_for
 
 from wsgidev import events
 from wsgidev.daemon import monitor
@@ -319,10 +319,6 @@ def imports(project: Path) -> list[str]:
 
 def served(server) -> dict[str, object]:
     return server.json("/settings")
-
-
-def reload_lines(server) -> list[str]:
-    return [line for line in server.log().splitlines() if line.startswith("Reloaded in")]
 
 
 @pytest.mark.parametrize("mode", ["standby", "process", "server"])
