@@ -145,6 +145,45 @@ def holds_for(predicate: Callable[[], bool], duration_s: float, what: str) -> No
         time.sleep(0.05)
 
 
+def imports(project: Path) -> list[str]:
+    """Pids of every import of app.py so far (the test app appends one per import)."""
+    path = project / "imports.log"
+    return path.read_text().split() if path.exists() else []
+
+
+def versions(server, count: int = 6) -> set[str]:
+    """The VERSION values answered by count requests (both processes get some)."""
+    found = set()
+    for _ in range(count):
+        status, body = server.get("/")
+        found.add(json.loads(body)["version"] if status == 200 else f"status {status}")
+    return found
+
+
+def set_version(path: Path, version: str, style: str = "in-place") -> None:
+    """Save app.py with a new VERSION the way an editor or git would."""
+    text = path.read_text()
+    start = text.index('VERSION = "') + len('VERSION = "')
+    new = text[:start] + version + text[text.index('"', start) :]
+    if style == "in-place":
+        with path.open("r+") as handle:
+            handle.truncate(0)
+            handle.write(new)
+    elif style == "rename":  # vim, JetBrains: write a temp file, rename over the original
+        temp = path.with_name(f".{path.name}.swp")
+        temp.write_text(new)
+        os.replace(temp, path)
+    elif style == "delete-create":
+        path.unlink()
+        path.write_text(new)
+    elif style == "older-mtime":  # git checkout restores content with an older mtime
+        stat = path.stat()
+        path.write_text(new)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 3_600_000_000_000))
+    else:
+        raise ValueError(style)
+
+
 def reload_lines(server) -> list[str]:
     """The terminal's `Reloaded in` lines so far."""
     return [line for line in server.log().splitlines() if line.startswith("Reloaded in")]

@@ -14,30 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import alive, descendants, reload_lines, wait_for
+from conftest import alive, descendants, imports, reload_lines, set_version, versions, wait_for
 from test_logstream import Terminal
-
-
-def imports(project: Path) -> list[str]:
-    """Pids of every import of app.py so far (the test app appends one per import)."""
-    path = project / "imports.log"
-    return path.read_text().split() if path.exists() else []
-
-
-def set_version(app: Path, version: str) -> None:
-    """Save app.py in place with a new VERSION."""
-    text = app.read_text()
-    start = text.index('VERSION = "') + len('VERSION = "')
-    app.write_text(text[:start] + version + text[text.index('"', start) :])
-
-
-def versions(server, count: int = 6) -> set[str]:
-    """The VERSION values count requests get (a failed request counts as its status)."""
-    found = set()
-    for _ in range(count):
-        status, body = server.get("/")
-        found.add(json.loads(body)["version"] if status == 200 else f"status {status}")
-    return found
 
 
 def group_pids(server, marker: bytes) -> list[int]:

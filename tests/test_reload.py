@@ -11,51 +11,22 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import alive, descendants, holds_for, http_get, reload_lines, wait_for
+from conftest import (
+    alive,
+    descendants,
+    holds_for,
+    http_get,
+    imports,
+    reload_lines,
+    set_version,
+    versions,
+    wait_for,
+)
 from test_config import config_test, minimal_main_config, render, running
 
 from wsgidev.apache import find_apache
 
 PROCESSES = "2"
-
-
-def imports(project: Path) -> list[str]:
-    """Pids of every import of app.py so far (the test app appends one per import)."""
-    path = project / "imports.log"
-    return path.read_text().split() if path.exists() else []
-
-
-def versions(server, count: int = 6) -> set[str]:
-    """The VERSION values answered by count requests (both processes get some)."""
-    found = set()
-    for _ in range(count):
-        status, body = server.get("/")
-        found.add(json.loads(body)["version"] if status == 200 else f"status {status}")
-    return found
-
-
-def set_version(path: Path, version: str, style: str = "in-place") -> None:
-    """Save app.py with a new VERSION the way an editor or git would."""
-    text = path.read_text()
-    start = text.index('VERSION = "') + len('VERSION = "')
-    new = text[:start] + version + text[text.index('"', start) :]
-    if style == "in-place":
-        with path.open("r+") as handle:
-            handle.truncate(0)
-            handle.write(new)
-    elif style == "rename":  # vim, JetBrains: write a temp file, rename over the original
-        temp = path.with_name(f".{path.name}.swp")
-        temp.write_text(new)
-        os.replace(temp, path)
-    elif style == "delete-create":
-        path.unlink()
-        path.write_text(new)
-    elif style == "older-mtime":  # git checkout restores content with an older mtime
-        stat = path.stat()
-        path.write_text(new)
-        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 3_600_000_000_000))
-    else:
-        raise ValueError(style)
 
 
 def wait_version(server, version: str, timeout_s: float = 20) -> None:

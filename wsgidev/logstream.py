@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from wsgidev import events, faultlines
-from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, short_path
+from wsgidev.shared import (
+    BROWSER_RELOAD_EVENTS_PATH,
+    LIVE_EVENTS_PATH,
+    pid_alive,
+    short_path,
+)
 from wsgidev.watchlist import format_watch_list, listing_key
 
 # Startup and shutdown chatter Apache logs at notice level whatever LogLevel says.
@@ -433,19 +438,21 @@ class LogPrinter:
         the processes retiring from the old code have exited: every request gets the new code
         (a hand-over flips the route first; its requests wait for the import). A taker that
         died before importing is noted on the reload, for its line."""
-        held = {pid for pid in self._debug_held if _alive(pid)}
+        held = {pid for pid in self._debug_held if pid_alive(pid)}
         if any(
-            pid not in self._exited and pid not in held and _alive(pid) for pid in reload.retiring
+            pid not in self._exited and pid not in held and pid_alive(pid)
+            for pid in reload.retiring
         ):
             return False
         if reload.takers:
             lost = sorted(
                 pid
                 for pid in reload.takers
-                if self._imported_at.get(pid, (0.0, None))[0] < reload.saved_at and not _alive(pid)
+                if self._imported_at.get(pid, (0.0, None))[0] < reload.saved_at
+                and not pid_alive(pid)
             )
             if any(
-                self._imported_at.get(pid, (0.0, None))[0] < reload.saved_at and _alive(pid)
+                self._imported_at.get(pid, (0.0, None))[0] < reload.saved_at and pid_alive(pid)
                 for pid in reload.takers
             ):
                 return False
@@ -548,12 +555,3 @@ def _strip_remote(message: str) -> str:
     while message.startswith(("[remote ", "[script ", "[client ")) and "] " in message:
         message = message.split("] ", 1)[1]
     return message
-
-
-def _alive(pid: int) -> bool:
-    """Whether a daemon process still runs (not a zombie): a fallback when its exit went unsaid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False

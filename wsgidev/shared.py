@@ -172,3 +172,20 @@ def read_message(stream: IO[bytes]) -> dict[str, Any] | None:
     except ValueError:
         return {"op": "bad"}
     return message if isinstance(message, dict) else {"op": "bad"}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie does not): /proc's state where there is one, else kill 0."""
+    if os.path.isdir("/proc/self"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -56,7 +56,14 @@ from wsgidev.daemon.debugsession import sessions_open
 from wsgidev.daemon.importguard import ImportGuard
 from wsgidev.daemon.monitor.base import log
 from wsgidev.daemon.restart import restart_process
-from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, HELD_PREFIX, LeaderLock, route_name
+from wsgidev.shared import (
+    CONTROL_DIR,
+    HANDOVER_LOCK,
+    HELD_PREFIX,
+    LeaderLock,
+    pid_alive,
+    route_name,
+)
 
 # Grace between the flip and retiring the old group: requests Apache routed to it just before
 # the flip are taken by its processes instead of waiting for their successors.
@@ -343,7 +350,7 @@ class Handover:
         pids = set()
         for path in self.control_dir.glob(f"{HELD_PREFIX}.{index}.*"):
             pid_text = path.name.rpartition(".")[2]
-            if pid_text.isdigit() and _alive(int(pid_text)):
+            if pid_text.isdigit() and pid_alive(int(pid_text)):
                 pids.add(int(pid_text))
         return pids
 
@@ -365,7 +372,7 @@ class Handover:
             return True
         except (ConnectionRefusedError, FileNotFoundError):
             # The process is gone (an exit skips clean-up): its socket file is litter.
-            if not _alive(pid):
+            if not pid_alive(pid):
                 with contextlib.suppress(OSError):
                     path.unlink()
             return False
@@ -384,7 +391,7 @@ class Handover:
             try:
                 message = json.loads(reply.recv(4096))
             except TimeoutError:
-                for pid in [pid for pid in waiting if not _alive(pid)]:
+                for pid in [pid for pid in waiting if not pid_alive(pid)]:
                     waiting.discard(pid)
                     answers[str(pid)] = "gone"
                 continue
@@ -526,13 +533,3 @@ class Handover:
         # With what it imported; and every standby looks again: one made stale by this edit
         # (it was passed over) restarts now, after the new code serves.
         self.record_modules(tell_standby=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

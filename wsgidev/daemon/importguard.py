@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from wsgidev.daemon.monitor.state import touched_after
 from wsgidev.daemon.preload import library_dirs
-from wsgidev.shared import IMPORT_MARKS, short_path
+from wsgidev.shared import IMPORT_MARKS, pid_alive, short_path
 
 # After this long an import is reported as stuck, and waiting requests get a page saying where.
 SLOW_S = 10.0
@@ -124,7 +124,7 @@ class ImportGuard:
         self.unexplained = []
         for path in marks:
             pid = int(path.name)
-            if pid == os.getpid() or _alive(pid):
+            if pid == os.getpid() or pid_alive(pid):
                 continue
             record = _read_mark(path)
             crash = _read_text(self.folder / f"{pid}.crash")
@@ -342,20 +342,3 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process runs (not a zombie)."""
-    if os.path.isdir("/proc/self"):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-        except (OSError, IndexError):
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
