@@ -77,14 +77,15 @@ debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# Run a command in the trixie tree: its own root (pivot_root by bwrap), /proc, /dev with a pty
-# multiplexer, /dev/shm, a fresh /tmp; the host's network; a clean environment.
+# Run a command in the trixie tree, in folder $1: its own root (pivot_root by bwrap), /proc, /dev
+# with a pty multiplexer, /dev/shm, a fresh /tmp; the host's network; a clean environment.
 in_trixie() {
+  local folder=$1; shift
   env -i HOME=/root LANG=C.UTF-8 TERM=xterm PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     DEBIAN_FRONTEND=noninteractive \
     bwrap --bind "$trixie" / --proc /proc --dev /dev --perms 1777 --tmpfs /dev/shm \
       --perms 1777 --tmpfs /tmp --ro-bind /sys /sys --ro-bind /etc/resolv.conf /etc/resolv.conf \
-      --cap-add ALL --die-with-parent --chdir / "$@"
+      --cap-add ALL --die-with-parent --chdir "$folder" "$@"
 }
 
 build_trixie() {
@@ -97,8 +98,8 @@ build_trixie() {
   if [ ! -x "$trixie/usr/bin/apt-get" ]; then
     echo "compat: debootstrap trixie from $mirror into $trixie"
     rm -rf "$trixie.partial"
-    debootstrap --variant=minbase --include=ca-certificates trixie "$trixie.partial" "$mirror"
-    mv "$trixie.partial" "$trixie"
+    debootstrap --variant=minbase --include=ca-certificates trixie "$trixie.partial" "$mirror" &&
+      mv "$trixie.partial" "$trixie" || return 1
   fi
   local security=${mirror%/debian*}/debian-security
   [ "$mirror" = "http://deb.debian.org/debian" ] || [ "$mirror" = "http://deb.debian.org/debian/" ] ||
@@ -118,13 +119,24 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
   touch "$trixie/etc/resolv.conf"
-  in_trixie sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $trixie_packages"
+  in_trixie / sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends $trixie_packages" ||
+    return 1
   echo "$trixie_packages" >"$trixie/.compat-ready"
+}
+
+# The local certificate authorities this machine trusts (a proxy's, a company's) for pip there.
+trust_host_cas() {
+  mkdir -p "$trixie/usr/local/share/ca-certificates"
+  rm -f "$trixie"/usr/local/share/ca-certificates/*.crt
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$trixie/usr/local/share/ca-certificates/"
+  fi
+  in_trixie / update-ca-certificates --fresh >/dev/null
 }
 
 # The user namespace wsgidev needs as root must work in the tree before the suite runs.
 check_trixie_userns() {
-  if ! in_trixie unshare --user --map-user=33 true; then
+  if ! in_trixie / unshare --user --map-user=33 true; then
     echo "compat: unshare(CLONE_NEWUSER) fails inside the trixie tree; wsgidev as root needs it" >&2
     return 1
   fi
@@ -138,9 +150,9 @@ build_pip_httpd() {
     ! ls "$pip_venv"/lib/python3*/site-packages/mod_wsgi_packages/httpd/modules/mod_http2.so >/dev/null 2>&1; then
     echo "compat: building mod_wsgi-httpd (Apache from source) in $pip_venv: several minutes"
     rm -rf "$pip_venv"
-    python3 -m venv "$pip_venv"
-    "$py" -m pip install -q --upgrade pip setuptools wheel
-    "$py" -m pip install -q --no-cache-dir mod_wsgi-httpd
+    python3 -m venv "$pip_venv" &&
+      "$py" -m pip install -q --upgrade pip setuptools wheel &&
+      "$py" -m pip install -q --no-cache-dir mod_wsgi-httpd || return 1
   fi
   # mod_wsgi's setup.py builds against mod_wsgi-httpd when it can import it: so without build
   # isolation, and without a cached wheel (one built against the system Apache would be reused).
@@ -150,7 +162,8 @@ except ImportError:
     from mod_wsgi.server import apxs_config as a
 raise SystemExit(not a.WITH_HTTPD_PACKAGE)'
   if ! "$py" -c "$check" 2>/dev/null; then
-    "$py" -m pip install -q --no-cache-dir --no-build-isolation --force-reinstall --no-deps mod_wsgi
+    "$py" -m pip install -q --no-cache-dir --no-build-isolation --force-reinstall --no-deps mod_wsgi ||
+      return 1
   fi
   "$py" -c "$check" || {
     echo "compat: mod_wsgi in $pip_venv is not built against mod_wsgi-httpd" >&2; return 1; }
@@ -177,41 +190,43 @@ record() {
     --out "$cache/results/$config.json" --repo "$repo"
 }
 
+# Each run_* returns non-zero when a step or the suite fails (set -e does not apply in `f || x`).
 run_host() {
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
-  .venv/bin/python compat/facts.py >"$cache/logs/host.facts.json"
+  { [ -x .venv/bin/python ] || python3 -m venv .venv; } &&
+    .venv/bin/python -m pip install -q --upgrade pip &&
+    .venv/bin/python -m pip install -q -e '.[test]' &&
+    .venv/bin/python compat/facts.py >"$cache/logs/host.facts.json" || return 1
   "${clean_env[@]}" .venv/bin/python -m pytest -p no:cacheprovider 2>&1 | tee "$cache/logs/host.log"
 }
 
 run_trixie() {
   local config=$1 django=$2
-  build_trixie
-  check_trixie_userns
+  build_trixie && trust_host_cas && check_trixie_userns || return 1
   # A fresh copy of the working tree (not its .venv or caches) at /work/wsgidev in the tree.
   rm -rf "$trixie/work/wsgidev"
   mkdir -p "$trixie/work/wsgidev"
   tar -C "$repo" --exclude=./.venv --exclude=./.compat --exclude=./.git --exclude='__pycache__' \
     --exclude=./.pytest_cache --exclude=./.mypy_cache --exclude=./.ruff_cache -cf - . |
-    tar -C "$trixie/work/wsgidev" -xf -
+    tar -C "$trixie/work/wsgidev" -xf - || return 1
   local venv=/opt/compat/$config
-  in_trixie sh -c "set -e; [ -x $venv/bin/python ] || python3 -m venv $venv
+  in_trixie / sh -c "set -e; [ -x $venv/bin/python ] || python3 -m venv $venv
     $venv/bin/python -m pip install -q --upgrade pip
-    $venv/bin/python -m pip install -q -e '/work/wsgidev[test]' '$django'"
-  in_trixie --chdir /work/wsgidev $venv/bin/python compat/facts.py >"$cache/logs/$config.facts.json"
-  in_trixie --chdir /work/wsgidev $venv/bin/python -m pytest -p no:cacheprovider 2>&1 |
+    $venv/bin/python -m pip install -q -e '/work/wsgidev[test]' '$django'" &&
+    in_trixie /work/wsgidev $venv/bin/python compat/facts.py >"$cache/logs/$config.facts.json" ||
+    return 1
+  in_trixie /work/wsgidev $venv/bin/python -m pytest -p no:cacheprovider 2>&1 |
     tee "$cache/logs/$config.log"
 }
 
 run_pip_httpd() {
-  build_pip_httpd
+  build_pip_httpd || return 1
   local hide=() path
   while read -r path; do hide+=("$path"); done < <(system_apache_paths)
   # In a private mount namespace with the system Apache's files covered by empty ones: the facts
   # (which httpd wsgidev finds, how ldd resolves its libapr), then the suite.
   unshare --mount --propagation private -- bash compat/hide.sh "${hide[@]}" -- sh -c '
     "$1/bin/python" compat/facts.py --expect-pip-httpd >"$2" &&
+    { "$1/bin/wsgidev" doctor | grep -E "^(ok  |FAIL) (Apache|library|MIME)" || true; } &&
     exec "$1/bin/python" -m pytest -p no:cacheprovider' sh "$pip_venv" "$cache/logs/pip-httpd.facts.json" \
     2>&1 | tee "$cache/logs/pip-httpd.log"
 }
