@@ -11,6 +11,8 @@ from pathlib import Path
 
 from conftest import descendants, wait_for
 
+from wsgidev.shared import CONTROL_DIR
+
 
 def _set_version(app: Path, version: str) -> None:
     app.write_text(app.read_text().replace('VERSION = "v1"', f'VERSION = "{version}"'))
@@ -26,6 +28,10 @@ def test_a_stopped_standby_does_not_hold_the_reload(project: Path, start_server)
         if b"(wsgidev.b:" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(standby) == 1, standby
+    # Stopped once it is a standby a hand-over asks (its control socket is bound), not while
+    # it is still starting: the server answers as soon as the serving group does.
+    control = f"{CONTROL_DIR}/1.{standby[0]}"
+    wait_for(lambda: any(server.tmpdir.rglob(control)), 20, "the standby to register")
     os.kill(standby[0], signal.SIGSTOP)
     try:
         started = time.monotonic()
