@@ -3,11 +3,12 @@
 # Python's venv and headers, a C compiler for mod_wsgi), create .venv, install wsgidev, then
 #   bash dev.sh demo   serve the bundled Django demo with 2 processes x 15 threads
 #   bash dev.sh test   run the linters and the test suite
+#   bash dev.sh compat the test suite on every platform of docs/compat.md (compat/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 what="${1:-}"
-case "$what" in demo|test) ;; *) echo "usage: bash dev.sh demo|test" >&2; exit 2 ;; esac
+case "$what" in demo|test|compat) ;; *) echo "usage: bash dev.sh demo|test|compat" >&2; exit 2 ;; esac
 
 missing=()
 command -v apache2 >/dev/null || command -v httpd >/dev/null || missing+=(apache2)
@@ -19,7 +20,7 @@ import os, sys, sysconfig
 sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
 PY
 # The browser tests drive Debian's chromium (through Playwright's Python package).
-if [ "$what" = test ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
+if [ "$what" != demo ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
 if ((${#missing[@]})); then
   if ! command -v apt-get >/dev/null; then
     echo "dev.sh: please install: ${missing[*]} (or your system's equivalents), then rerun" >&2
@@ -29,6 +30,9 @@ if ((${#missing[@]})); then
   $sudo apt-get update
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+
+# The matrix (this machine, a Debian trixie tree, a pip-built Apache): compat/run.sh builds the rest.
+if [ "$what" = compat ]; then exec bash compat/run.sh "${@:2}"; fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

@@ -97,7 +97,10 @@ def machine_lines(command: str) -> list[str]:
             versions.append(f"{dist} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{dist} (not installed)")
-    apache = _first_line([shutil.which("apache2") or shutil.which("httpd") or "httpd", "-v"])
+    from wsgidev.apache import apache_version, find_apache
+
+    httpd = find_apache()  # the Apache wsgidev runs, with its library path (a pip-built one)
+    apache = f"Apache {apache_version(httpd.httpd, httpd.environ())} ({httpd.httpd})"
     revision = _first_line(["git", "-C", str(projects.REPO), "describe", "--always", "--dirty"])
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return [
@@ -105,8 +108,7 @@ def machine_lines(command: str) -> list[str]:
         f"- Date: {now}; repository at `{revision}`",
         f"- Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, "
         f"{'root' if os.geteuid() == 0 else 'non-root'}",
-        f"- Python {platform.python_version()}; {', '.join(versions)}; "
-        f"{apache.removeprefix('Server version: ')}",
+        f"- Python {platform.python_version()}; {', '.join(versions)}; {apache}",
     ]
 
 

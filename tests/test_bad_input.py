@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_error, free_port, run_wsgidev
 
+from wsgidev.apache import apache_version, find_apache
+
 CASES = {
     "threads zero": (["--threads", "0"], ["--threads", "at least 1"]),
     "threads not a number": (["--threads", "many"], ["threads", "whole number"]),
@@ -19,7 +21,7 @@ CASES = {
     "host not on this machine": (["--host", "192.0.2.1"], ["not an address of this machine"]),
     "log level": (["--log-level", "loud"], ["log-level"]),
     "unknown flag": (["--frobnicate"], ["--frobnicate"]),
-    "missing Apache": (["--httpd", "/nonexistent/apache2"], ["Apache httpd not found", "apt-get"]),
+    "missing Apache": (["--httpd", "/nonexistent/httpd"], ["Apache httpd not found", "apt-get"]),
     "bad env": (["--env", "NOEQUALS"], ["KEY=VALUE", "NOEQUALS=VALUE"]),
     "standbys out of range": (["--standbys", "3"], ["--standbys", "1 or 2"]),
     "python path missing": (["--python-path", "/nonexistent-w"], ["--python-path", "not a folder"]),
@@ -98,16 +100,61 @@ def test_broken_app_without_reload_fails_and_cleans_up(project: Path, short_tmp:
 
 
 def test_doctor_reports_missing_apache_with_fix(project: Path, short_tmp: Path):
-    code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--httpd", "/nonexistent/apache2")
+    code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--httpd", "/nonexistent/httpd")
     assert code == 1
-    assert "FAIL Apache httpd" in out and "apt-get install apache2" in out
+    assert "FAIL Apache httpd" in out and "/nonexistent/httpd" in out
+    for fix in ("apt-get install apache2", "dnf install httpd", "brew install httpd"):
+        assert fix in out
 
 
 def test_doctor_passes_here(project: Path, short_tmp: Path):
     code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--port", str(free_port()))
     assert code == 0, out
-    assert out.count("ok  ") == 7
+    apache = find_apache()
+    assert out.count("ok  ") == 8 + bool(apache.library_path)
     assert "mod_http2.so (--http2" in out and "mod_ssl.so (--https)" in out
+    # Where each piece was found, as wsgidev will use it.
+    lines = dict(line[5:].split(": ", 1) for line in out.splitlines())
+    assert lines["Apache httpd"].startswith(
+        f"Apache {apache_version(apache.httpd, apache.environ())} at {apache.httpd} ("
+    )
+    assert lines["Apache modules"].startswith(f"modules in {apache.modules_dir} (")
+    assert lines["mod_wsgi"].endswith(apache.mod_wsgi_so)
+    assert (
+        lines["MIME types"].startswith(f"{apache.mime_types} (")
+        and Path(apache.mime_types).is_file()
+    )
+    if apache.library_path:
+        assert lines["library path"].startswith(f"LD_LIBRARY_PATH gets {apache.library_path} ")
+
+
+def test_doctor_names_a_missing_mime_types_file(project: Path, short_tmp: Path, tmp_path: Path):
+    # An Apache with no mime.types of its own, on a system with none where mod_wsgi looks:
+    # a wrapper httpd answers -V with an empty HTTPD_ROOT, and mimetypes.knownfiles is empty.
+    real = find_apache()
+    fake = tmp_path / "httpd"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in -V) echo \' -D HTTPD_ROOT="{tmp_path}/none"\' ;; *) exec {real.httpd} "$@" ;; esac\n'
+    )
+    fake.chmod(0o755)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import mimetypes\nmimetypes.knownfiles[:] = []\n")
+    code, out, _ = run_wsgidev(
+        project,
+        short_tmp,
+        "doctor",
+        "--httpd",
+        str(fake),
+        "--port",
+        str(free_port()),
+        env={"PYTHONPATH": str(site)},
+    )
+    assert code == 1
+    line = next(line for line in out.splitlines() if "MIME types" in line)
+    assert line.startswith("FAIL MIME types: no MIME types file")
+    assert f"{tmp_path}/none/conf/mime.types" in line and "apt-get install media-types" in line
 
 
 @pytest.mark.parametrize("kind", ["apache", "express"])

@@ -26,6 +26,14 @@ from conftest import (
 from wsgidev.apache import find_apache
 from wsgidev.privileges import child_setup, plan_run_as
 
+# What a stock main config loads (where they are modules, not built in): the snippet and the
+# monitor's hand-written sites need authz_core and alias; unixd for User/Group.
+MAIN_CONFIG_MODULES = (
+    ("unixd_module", "mod_unixd.so"),
+    ("authz_core_module", "mod_authz_core.so"),
+    ("alias_module", "mod_alias.so"),
+)
+
 
 def render(project: Path, *args: str) -> str:
     """Run `wsgidev config ...` in project and return what it printed."""
@@ -42,8 +50,17 @@ def render(project: Path, *args: str) -> str:
 
 
 def minimal_main_config(root: Path, port: int, include: Path) -> Path:
-    """The smallest main config a system Apache could have, Including the snippet."""
+    """The smallest main config a system Apache could have, Including the snippet: every path
+    from find_apache() (mod_wsgi's build settings), each module loaded only where this Apache
+    build lacks it, and the user wsgidev's own run-as plan gives."""
     modules = find_apache().modules_dir
+    run_as = plan_run_as(None, None, [])
+    if run_as.mode == "apache-user":
+        user = f"User {run_as.user}\nGroup {run_as.group}\n"
+    elif run_as.mode == "userns":  # Apache sees this unprivileged id and does not switch
+        user = f"User #{run_as.inner_uid}\nGroup #{run_as.inner_gid}\n"
+    else:
+        user = ""
     (root / "logs").mkdir(parents=True)
     conf = root / "main.conf"
     conf.write_text(
@@ -53,26 +70,34 @@ def minimal_main_config(root: Path, port: int, include: Path) -> Path:
         f'PidFile "{root}/httpd.pid"\n'
         f'DefaultRuntimeDir "{root}"\n'
         f'ErrorLog "{root}/logs/error.log"\n'
+        "<IfModule !mpm_event_module>\n<IfModule !mpm_worker_module>\n"
+        "<IfModule !mpm_prefork_module>\n"
         f'LoadModule mpm_event_module "{modules}/mod_mpm_event.so"\n'
-        f'LoadModule authz_core_module "{modules}/mod_authz_core.so"\n'
-        f'LoadModule alias_module "{modules}/mod_alias.so"\n'
-        "User www-data\nGroup www-data\n"
-        f'Include "{include}"\n'
-        # Debian's mod_wsgi defaults its sockets to /var/run/apache2, which only an Apache
-        # started by the init system has; a hand-started one names its own place.
-        f'WSGISocketPrefix "{root}/wsgi"\n'
+        "</IfModule>\n</IfModule>\n</IfModule>\n"
+        + "".join(
+            f'<IfModule !{name}>\nLoadModule {name} "{modules}/{file}"\n</IfModule>\n'
+            for name, file in MAIN_CONFIG_MODULES
+        )
+        + user
+        + f'Include "{include}"\n'
+        # mod_wsgi's default socket folder is Apache's runtime folder (DEFAULT_REL_RUNTIMEDIR,
+        # or the distribution's own), which only an Apache started by the init system may
+        # write; a hand-started one names its own place.
+        + f'WSGISocketPrefix "{root}/wsgi"\n'
     )
     return conf
 
 
 def config_test(conf: Path) -> subprocess.CompletedProcess[str]:
-    """`apache2 -t` on a config file, as the server would be run."""
+    """`httpd -t` on a config file, as the server would be run."""
+    apache = find_apache()
     return subprocess.run(
-        [find_apache().httpd, "-t", "-f", str(conf)],
+        [apache.httpd, "-t", "-f", str(conf)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        env=apache.environ(),
         preexec_fn=child_setup(plan_run_as(None, None, [])),
     )
 
@@ -88,6 +113,7 @@ def running(command: list[str], port: int, log: Path, cwd: Path | None = None) -
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=find_apache().environ(),  # a pip-built Apache's own libraries (library_path)
             preexec_fn=child_setup(plan_run_as(None, None, [])) if command[0] != "bash" else None,
         )
     pids: set[int] = set()

@@ -22,8 +22,8 @@ from wsgidev.target import Target
 folder = render.templates_dir()
 assert pathlib.Path(sys.prefix) in folder.parents, folder
 target = Target(kind="module", label="m:app", project_dir="/srv/p", module="m")
-apache = ApacheInstall(httpd="/usr/sbin/apache2", modules_dir="/m", mod_wsgi_so="/m/w.so",
-                       python_home=sys.prefix, python_dylib="", mime_types="/etc/mime.types")
+apache = ApacheInstall(httpd="/opt/httpd/bin/httpd", modules_dir="/m", mod_wsgi_so="/m/w.so",
+                       python_home=sys.prefix, python_dylib="", mime_types="/opt/httpd/conf/types")
 options = Options(working_dir="/srv/p", processes=3, threads=4)
 entry = pathlib.Path("/srv/p/.wsgidev/entry.wsgi")
 print(render.render_standalone(options, target, apache, RunAs(mode="self"), pathlib.Path("/r")))

@@ -9,10 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from wsgidev.apache import ApacheInstall, apache_version, find_apache, python_library_readable
+from wsgidev.apache import (
+    INSTALL_APACHE,
+    INSTALL_MIME_TYPES,
+    ApacheInstall,
+    apache_version,
+    compiled_modules,
+    find_apache,
+    python_library_readable,
+)
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.privileges import plan_run_as
+from wsgidev.render import MODULES
 from wsgidev.server import check_address
 
 # Modules some options need, and those options.
@@ -41,6 +50,11 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
         return Check(name, False, str(exc))
 
 
+def _has_mpm(built_in: set[str]) -> bool:
+    """Whether the binary has an MPM compiled in (then no mod_mpm_*.so is loaded)."""
+    return any(name.startswith(("event.c", "worker.c", "prefork.c")) for name in built_in)
+
+
 def run_checks(options: Options) -> list[Check]:
     """Every check, in the order a fix would be made."""
     found: list[ApacheInstall] = []
@@ -48,21 +62,45 @@ def run_checks(options: Options) -> list[Check]:
     def apache() -> str:
         install = find_apache(options.httpd)
         found.append(install)
-        version = apache_version(install.httpd)
+        version = apache_version(install.httpd, install.environ())
         if not version:
             raise WsgidevError(f"{install.httpd} -v did not answer", "reinstall Apache")
-        return f"Apache {version} at {install.httpd}"
+        return f"Apache {version} at {install.httpd} ({install.httpd_found_by})"
+
+    def library_path() -> str:
+        install = found[0]
+        if not Path(install.library_path).is_dir():
+            raise WsgidevError(
+                f"{install.library_path} (this Apache's libraries) is missing",
+                "pip install --force-reinstall mod_wsgi-httpd, then mod_wsgi",
+            )
+        return (
+            f"{install.library_path_var} gets {install.library_path} for this Apache "
+            "(pip's mod_wsgi-httpd; its libapr and libpcre2 are there)"
+        )
 
     def modules() -> str:
         if not found:
             raise WsgidevError("skipped: Apache not found", "fix the check above")
-        folder = Path(found[0].modules_dir)
-        if not (folder / "mod_authz_core.so").is_file():
+        install = found[0]
+        folder = Path(install.modules_dir)
+        built_in = compiled_modules(install.httpd, install.environ())
+        needed = (
+            [("mpm_event_module", "mod_mpm_event.so"), *MODULES]
+            if not _has_mpm(built_in)
+            else MODULES
+        )
+        missing = [
+            file
+            for _, file in needed
+            if not (folder / file).is_file() and file.replace(".so", ".c") not in built_in
+        ]
+        if missing:
             raise WsgidevError(
-                f"no mod_authz_core.so in {folder}",
-                "install Apache's modules (apt-get install apache2)",
+                f"{', '.join(missing)} neither in {folder} nor built into {install.httpd}",
+                "install Apache's modules (" + INSTALL_APACHE.split(": ", 1)[1] + ")",
             )
-        return f"modules in {folder}"
+        return f"modules in {folder} (mod_wsgi's build settings: apxs LIBEXECDIR)"
 
     def optional_modules() -> str:
         if not found:
@@ -89,6 +127,16 @@ def run_checks(options: Options) -> list[Check]:
             )
         return f"mod_wsgi for Python {sys.version_info[0]}.{sys.version_info[1]}: {so}"
 
+    def mime_types() -> str:
+        if not found:
+            raise WsgidevError("skipped: Apache not found", "fix the check above")
+        install = found[0]
+        if not install.mime_types:
+            raise WsgidevError(
+                f"no MIME types file: {install.mime_types_found_by}", INSTALL_MIME_TYPES
+            )
+        return f"{install.mime_types} ({install.mime_types_found_by})"
+
     def libpython() -> str:
         if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
             raise WsgidevError(
@@ -108,11 +156,15 @@ def run_checks(options: Options) -> list[Check]:
         check_address(options.host, options.port)
         return f"{options.host}:{options.port} is free"
 
+    checks = [_check("Apache httpd", apache)]
+    if found and found[0].library_path:
+        checks.append(_check("library path", library_path))
     return [
-        _check("Apache httpd", apache),
+        *checks,
         _check("Apache modules", modules),
         _check("optional modules", optional_modules),
         _check("mod_wsgi", mod_wsgi),
+        _check("MIME types", mime_types),
         _check("libpython", libpython),
         _check("root readiness", root),
         _check("port", port),

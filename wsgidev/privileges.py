@@ -1,15 +1,16 @@
 """Who Apache and the mod_wsgi daemons run as, and how to get there when wsgidev runs as root.
 
 Apache will not serve as root and mod_wsgi will not run a daemon as root. Started by root, Apache
-switches to its User (www-data), which usually cannot read a Python kept under a 0700 /root.
-wsgidev's answer, in order of preference:
+switches to its User (www-data on Debian, apache on Fedora/RHEL), which usually cannot read a
+Python kept under a 0700 /root. wsgidev's answer, in order of preference:
 
 1. ``userns``: start Apache inside a new user namespace in which our real uid (0) appears as an
-   unprivileged user (www-data's uid). Apache and mod_wsgi see a non-root user and do not switch;
-   the kernel still checks files against real root's ownership, so the venv and project stay
-   readable, and everything the server writes is owned by the real user.
+   unprivileged user (the first of www-data, apache, daemon, nobody that exists). Apache and
+   mod_wsgi see a non-root user and do not switch; the kernel still checks files against real
+   root's ownership, so the venv and project stay readable, and everything the server writes is
+   owned by the real user.
 2. ``apache-user``: a classic root start with ``User``/``user=`` set to a user who can read the
-   interpreter and the project (``--user``, or www-data when it happens to have access).
+   interpreter and the project (``--user``, or that same user when it happens to have access).
 3. Otherwise a clear error that says what to do.
 """
 
@@ -120,7 +121,7 @@ def _group_name(gid: int) -> str:
 
 
 def _userns_identity() -> pwd.struct_passwd:
-    """The unprivileged user our uid appears as inside the namespace (www-data where it exists)."""
+    """The unprivileged user our uid appears as inside the namespace (the first candidate that exists)."""
     for name in _USERNS_CANDIDATES:
         try:
             entry = pwd.getpwnam(name)

@@ -258,6 +258,7 @@ def check_config(prepared: Prepared, conf: Path) -> None:
         text=True,
         timeout=30,
         check=False,
+        env=prepared.apache.environ(),
         preexec_fn=child_setup(prepared.run_as),
     )
     if result.returncode != 0:
@@ -352,6 +353,7 @@ class Server:
             start_new_session=not options.debug,
             # The daemons' home= is the working dir; in --debug the app runs in Apache itself.
             cwd=options.working_dir if options.debug else None,
+            env=self.prepared.apache.environ(),
             preexec_fn=child_setup(self.prepared.run_as),
         )
         assert self.process.stderr is not None
@@ -611,7 +613,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
         raise WsgidevError(
             f"port {low[0]} needs root's privileges, which Apache does not have in wsgidev's "
             "user namespace",
-            "pass a port above 1023 (e.g. --port 8000), or --user www-data for a classic root start",
+            "pass a port above 1023 (e.g. --port 8000), or --user NAME for a classic root start",
         )
     if options.host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
         err.write(

@@ -96,7 +96,8 @@ def _nss_stores(ca: LocalCA, uninstall: bool, out: TextIO) -> int:
     if certutil is None:
         out.write(
             "wsgidev: Chromium/Firefox keep their own certificate stores: install NSS's certutil "
-            "(apt-get install libnss3-tools) and run wsgidev trust again\n"
+            "(apt-get install libnss3-tools, dnf install nss-tools, brew install nss) and run "
+            "wsgidev trust again\n"
         )
         return 1
     for database in databases:

@@ -1,0 +1,148 @@
+"""The compatibility run's bookkeeping (standard library only: it runs with the system python3).
+
+    python3 compat/report.py record --config NAME --run-id ID --status N --log F --facts F --out F
+    python3 compat/report.py write --results DIR --doc docs/compat.md --all "a b c" --run-id ID
+        --repo DIR
+
+`record` turns one run's pytest log and facts into a results file; `write` rewrites the results
+block of docs/compat.md from the latest results file of every configuration, saying whether they
+all come from one run of every configuration (as bench/run.py rewrites docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BEGIN_MARK = "<!-- compat:results:begin -->"
+END_MARK = "<!-- compat:results:end -->"
+# pytest's last line: "==== 150 passed, 1 skipped, 2 failed in 301.22s (0:05:01) ====".
+SUMMARY = re.compile(r"^=+ (.*\bin [\d.]+s.*?) =+$")
+COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
+FAILED = re.compile(r"^(FAILED|ERROR) (\S+)")
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip()
+
+
+def record(args: argparse.Namespace) -> int:
+    log = Path(args.log).read_text(errors="replace") if Path(args.log).exists() else ""
+    summary = ""
+    for line in log.splitlines():
+        match = SUMMARY.match(line.strip())
+        if match:
+            summary = match.group(1)
+    counts: dict[str, int] = {}
+    for number, kind in COUNT.findall(summary):
+        counts["error" if kind.startswith("error") else kind] = int(number)
+    facts_path = Path(args.facts)
+    try:
+        facts = json.loads(facts_path.read_text())
+    except (OSError, ValueError):
+        facts = {}
+    repo = Path(args.repo)
+    # Tracked files changed since the commit, but for the results document the runs rewrite.
+    dirty = git(
+        repo, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/compat.md"
+    )
+    result = {
+        "config": args.config,
+        "run_id": args.run_id,
+        "status": int(args.status),
+        "summary": summary or "no pytest summary (see the log)",
+        "counts": counts,
+        "failures": [m.group(2) for m in map(FAILED.match, log.splitlines()) if m][:30],
+        "commit": git(repo, "rev-parse", "--short", "HEAD") + ("+changes" if dirty else ""),
+        "facts": facts,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    verdict = "passed" if result["status"] == 0 else "FAILED"
+    print(f"compat: {args.config} {verdict}: {result['summary']}")
+    return 0
+
+
+def _row(result: dict[str, object], repo: str) -> str:
+    facts = result["facts"] if isinstance(result["facts"], dict) else {}
+    httpd = str(facts.get("httpd", "?")).removeprefix(repo.rstrip("/") + "/")
+    verdict = "green" if result["status"] == 0 else "**failed**"
+    apache = f"{facts.get('apache', '?')} `{httpd}`"
+    if facts.get("library_path"):
+        apache += " (+ LD_LIBRARY_PATH)"
+    return (
+        f"| {result['config']} | {verdict}: {result['summary']} | {facts.get('python', '?')} | "
+        f"{facts.get('django', '?')} | {apache} | {facts.get('os', '?')} | "
+        f"{result['run_id']} | {result['commit']} |"
+    )
+
+
+def write(args: argparse.Namespace) -> int:
+    names = args.all.split()
+    results = []
+    for name in names:
+        path = Path(args.results) / f"{name}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+    runs = {r["run_id"] for r in results}
+    commits = {r["commit"] for r in results}
+    if len(results) == len(names) and runs == {args.run_id} and len(commits) == 1:
+        origin = (
+            f"From one full run (`bash dev.sh compat`, run {args.run_id}) of commit "
+            f"{commits.pop()}."
+        )
+    else:
+        missing = [n for n in names if n not in {r["config"] for r in results}]
+        origin = (
+            "**Not from one full run**: the rows come from separate runs (see each row's run and "
+            "commit)" + (f"; never run: {', '.join(missing)}" if missing else "") + "."
+        )
+    lines = [
+        origin,
+        "",
+        "| configuration | result | Python | Django | Apache (httpd) | system | run (UTC) | commit |",
+        "|---|---|---|---|---|---|---|---|",
+        *(_row(r, args.repo) for r in results),
+    ]
+    for r in results:
+        facts = r["facts"] if isinstance(r["facts"], dict) else {}
+        if "libapr_with_library_path" in facts:
+            with_path = str(facts["libapr_with_library_path"]).removeprefix(args.repo + "/")
+            lines += [
+                "",
+                f"{r['config']}: libapr-1 resolves to `{with_path}` with "
+                f"the library path wsgidev sets; without it (system Apache and its libapr hidden): "
+                f"`{facts['libapr_without_library_path']}`.",
+            ]
+        if r["failures"]:
+            lines += ["", f"{r['config']} failures: " + ", ".join(f"`{f}`" for f in r["failures"])]
+    doc = Path(args.doc)
+    block = f"{BEGIN_MARK}\n" + "\n".join(lines) + f"\n{END_MARK}"
+    text = doc.read_text() if doc.exists() else f"# Compatibility\n\n{BEGIN_MARK}\n{END_MARK}\n"
+    pattern = re.compile(re.escape(BEGIN_MARK) + ".*?" + re.escape(END_MARK), re.S)
+    doc.write_text(pattern.sub(lambda _: block, text))
+    print(f"compat: wrote {doc}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record")
+    for name in ("config", "run-id", "status", "log", "facts", "out", "repo"):
+        rec.add_argument(f"--{name}", required=True)
+    wr = sub.add_parser("write")
+    for name in ("results", "doc", "all", "run-id", "repo"):
+        wr.add_argument(f"--{name}", required=True)
+    args = parser.parse_args()
+    return record(args) if args.command == "record" else write(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
