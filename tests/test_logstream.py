@@ -52,6 +52,19 @@ def test_process_mode_line_counts_from_the_save_to_the_last_new_import():
     assert term.lines() == [f"Reloaded in 1.40 s: {APP} changed"]
 
 
+def test_an_import_begun_between_an_in_place_saves_two_writes_does_not_count():
+    # An in-place save truncates, then writes: a process that began importing in between (it
+    # read a half-written file) sees the second write and restarts; seen in process mode.
+    term = Terminal()
+    term.event("change", 11, SAVED + 0.05, files=[APP], saved_at=SAVED)
+    term.event("ready", 12, SAVED + 0.003, started_at=SAVED + 0.001)
+    term.event("change", 12, SAVED + 1.5, files=[APP], saved_at=SAVED + 0.002)
+    term.event("ready", 21, SAVED + 1.0, started_at=SAVED + 0.9)
+    assert term.lines() == []  # process 12 began before the last write
+    term.event("ready", 22, SAVED + 2.0, started_at=SAVED + 1.9)
+    assert term.lines() == [f"Reloaded in 2.00 s: {APP} changed"]
+
+
 def test_an_import_begun_before_the_save_does_not_count():
     term = Terminal()
     term.event("ready", 21, SAVED + 0.5, started_at=SAVED - 0.1)  # read the old file

@@ -109,22 +109,27 @@ def test_each_reload_gets_one_honest_line(project: Path, start_server, mode: str
         "1.5",
     )
     wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to import the app")
+    # imports.log is written as the import begins: the first save lands after it has ended (a
+    # save in the same milliseconds as an import is ambiguous until the process polls again).
+    time.sleep(0.3)
     for number, edit in enumerate(("app", "other", "app"), start=1):
-        saved = time.monotonic()
+        saved = time.time()
         if edit == "app":
             set_version(app, f"v{number + 1}")
             wait_version(server, f"v{number + 1}")
         else:
             (project / "other.py").write_text("N = 2\n")
-            wait_for(lambda n=number: len(imports(project)) >= 2 * (n + 1), 20, "the restart")
+        wait_for(lambda n=number: len(imports(project)) >= 2 * (n + 1), 20, "the restart")
+        # When the last process imported the new code (the app appends to imports.log as it
+        # is imported): from then on every request gets it, whichever process takes it.
+        last_import_s = (project / "imports.log").stat().st_mtime - saved
         wait_for(lambda n=number: len(reload_lines(server)) >= n, 10, f"line {number}")
-        client_s = time.monotonic() - saved
         line = reload_lines(server)[number - 1]
         assert line.endswith(f": {edit}.py changed"), reload_lines(server)
-        # The figure counts from the save, not from when the change was seen: close to what
-        # this client waited (which also includes its own polling, a few tens of ms).
+        # The figure counts from the save, not from when the change was seen (up to 1.5 s
+        # later), to when the new code serves everywhere.
         shown_s = float(line.split()[2])
-        assert client_s - 0.5 <= shown_s <= client_s + 0.2, (line, client_s)
+        assert last_import_s - 0.1 <= shown_s <= last_import_s + 0.3, (line, last_import_s)
     assert len(reload_lines(server)) == 3, server.log()
 
 

@@ -47,6 +47,9 @@ class _Reload:
 
     saved_at: float  # when the earliest file was saved (the daemons' estimate, see saved_at_s)
     files: list[str]
+    # When the latest write of this save landed (an in-place save truncates, then writes): a
+    # process whose import began before it may hold the old or half-written code.
+    last_saved_at: float = 0.0
     # Processes that served the old code and are retiring: until they have exited, a request
     # routed to them before the hand-over still gets the old code.
     retiring: set[int] = field(default_factory=set)
@@ -61,6 +64,9 @@ class _Reload:
     announced: bool = False
     # What went otherwise than planned (a standby had died), for the reload's line.
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.last_saved_at = max(self.last_saved_at, self.saved_at)
 
     def same_save(self, saved_at: float, files: list[str], within_s: float = SAME_SAVE_S) -> bool:
         return abs(saved_at - self.saved_at) < within_s and bool(set(files) & set(self.files))
@@ -413,6 +419,7 @@ class LogPrinter:
             for reload in self.pending:
                 if reload.same_save(saved_at, files):
                     reload.saved_at = min(reload.saved_at, saved_at)
+                    reload.last_saved_at = max(reload.last_saved_at, saved_at)
                     reload.files.extend(f for f in files if f not in reload.files)
                     return
             self.pending.append(_Reload(saved_at=saved_at, files=files))
@@ -448,11 +455,11 @@ class LogPrinter:
             lost = sorted(
                 pid
                 for pid in reload.takers
-                if self._imported_at.get(pid, (0.0, None))[0] < reload.saved_at
+                if self._imported_at.get(pid, (0.0, None))[0] < reload.last_saved_at
                 and not pid_alive(pid)
             )
             if any(
-                self._imported_at.get(pid, (0.0, None))[0] < reload.saved_at and pid_alive(pid)
+                self._imported_at.get(pid, (0.0, None))[0] < reload.last_saved_at and pid_alive(pid)
                 for pid in reload.takers
             ):
                 return False
@@ -463,7 +470,7 @@ class LogPrinter:
             serving = sorted(
                 pid
                 for pid, (at, group) in self._imported_at.items()
-                if at >= reload.saved_at and group == reload.group
+                if at >= reload.last_saved_at and group == reload.group
             )
             if not serving:
                 return False
@@ -474,7 +481,7 @@ class LogPrinter:
         fresh = sum(
             1
             for at, group in self._imported_at.values()
-            if at >= reload.saved_at and reload.group in (None, group)
+            if at >= reload.last_saved_at and reload.group in (None, group)
         )
         # A process a debugger session holds serves only its paused request: not one to wait for.
         held_here = sum(1 for pid in held if reload.group in (None, self._debug_held.get(pid)))
