@@ -1,5 +1,8 @@
 """A local certificate authority for HTTPS in development, and the server certificates it signs.
 
+Its libraries are wsgidev's `https` extra: callers check them first with
+requirements.require("https"), so a missing one is one line naming `pip install 'wsgidev[https]'`.
+
 The authority is created once per user, in the user's data folder (platformdirs: on Linux
 $XDG_DATA_HOME/wsgidev/ca, i.e. ~/.local/share/wsgidev/ca), its key readable by the user alone.
 Browsers and clients trust it once it is installed (`wsgidev trust`); until then the banner
@@ -152,11 +155,9 @@ class LocalCA:
             return False
         if not pair.key.is_file():
             return False
-        try:
-            certificate.verify_directly_issued_by(ca_certificate)  # this authority signed it
-        except (ValueError, TypeError, InvalidSignature):
+        if not _signed_by(certificate, ca_certificate):
             return False
-        left = certificate.not_valid_after_utc - _now()
+        left = _not_after(certificate) - _now()
         try:
             names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         except x509.ExtensionNotFound:
@@ -166,6 +167,40 @@ class LocalCA:
             + [str(n) for n in names.value.get_values_for_type(x509.IPAddress)]
         )
         return have == wanted and left > datetime.timedelta(days=RENEW_BEFORE_DAYS)
+
+
+def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether issuer (an EC authority, as ours) signed certificate. By hand rather than
+    cryptography 40's verify_directly_issued_by: wsgidev[https] supports cryptography 3.4."""
+    public_key = issuer.public_key()
+    algorithm = certificate.signature_hash_algorithm
+    if certificate.issuer != issuer.subject or algorithm is None:
+        return False
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        public_key.verify(
+            certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(algorithm)
+        )
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _not_after(certificate: x509.Certificate) -> datetime.datetime:
+    """The end of validity, aware (not_valid_after_utc from cryptography 42 on)."""
+    value = getattr(certificate, "not_valid_after_utc", None)
+    if isinstance(value, datetime.datetime):
+        return value
+    return certificate.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+
+
+def _not_before(certificate: x509.Certificate) -> datetime.datetime:
+    """The start of validity, aware (not_valid_before_utc from cryptography 42 on)."""
+    value = getattr(certificate, "not_valid_before_utc", None)
+    if isinstance(value, datetime.datetime):
+        return value
+    return certificate.not_valid_before.replace(tzinfo=datetime.timezone.utc)
 
 
 def _alt_names(names: list[str]) -> list[x509.GeneralName]:
@@ -236,15 +271,14 @@ def check_pair(certificate_path: str, key_path: str) -> None:
             "pass the key the certificate was made for",
         )
     now = _now()
-    if certificate.not_valid_after_utc < now:
+    if _not_after(certificate) < now:
         raise WsgidevError(
-            f"--ssl-certificate {certificate_path} expired on "
-            f"{certificate.not_valid_after_utc:%Y-%m-%d}",
+            f"--ssl-certificate {certificate_path} expired on {_not_after(certificate):%Y-%m-%d}",
             "renew it, or drop --ssl-certificate/--ssl-key to use wsgidev's local CA",
         )
-    if certificate.not_valid_before_utc > now:
+    if _not_before(certificate) > now:
         raise WsgidevError(
             f"--ssl-certificate {certificate_path} is not valid before "
-            f"{certificate.not_valid_before_utc:%Y-%m-%d}",
+            f"{_not_before(certificate):%Y-%m-%d}",
             "check the machine's clock, or the certificate",
         )

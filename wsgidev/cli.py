@@ -202,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "trust":
+            from wsgidev.requirements import require
+
+            require("https")
             from wsgidev.trust import run_trust
 
             return run_trust(args.uninstall, args.system_store)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from wsgidev import requirements
 from wsgidev.apache import (
     INSTALL_APACHE,
     INSTALL_MIME_TYPES,
@@ -152,6 +153,45 @@ def run_checks(options: Options) -> list[Check]:
         plan = plan_run_as(options.user, options.group, python_library_readable(found[0]))
         return plan.describe()
 
+    def dependencies() -> str:
+        hard: list[requirements.Requirement] = []
+        extras: list[requirements.Requirement] = []
+        for requirement in requirements.declared():
+            if requirement.extra not in (None, *requirements.EXTRAS):
+                continue  # django, test, bench: not wsgidev's own
+            old = requirements.too_old(requirement)
+            if old:
+                extra = f"[{requirement.extra}]" if requirement.extra else ""
+                raise WsgidevError(
+                    f"{requirement.name} {old} is older than wsgidev supports "
+                    f"(>={requirement.lowest})",
+                    f"pip install --upgrade 'wsgidev{extra}' '{requirement.name}>={requirement.lowest}'",
+                )
+            (extras if requirement.extra else hard).append(requirement)
+        detail = "needs " + ", ".join(f"{r.name}>={r.lowest}" for r in hard)
+        for extra, (feature, modules) in requirements.EXTRAS.items():
+            have = all(requirements.importable(m) for m in modules)
+            state = "installed" if have else f"not installed: pip install 'wsgidev[{extra}]'"
+            detail += f"; [{extra}] for {feature}: {state}"
+        return detail
+
+    def import_names() -> str:
+        clashes = requirements.import_owners()
+        if clashes:
+            name, owners = next(iter(clashes.items()))
+            more = (
+                f" (and {len(clashes) - 1} more: {', '.join(list(clashes)[1:4])})"
+                if len(clashes) > 1
+                else ""
+            )
+            raise WsgidevError(
+                f"`import {name}` is defined by {' and '.join(owners)}: the last installed "
+                f"overwrote the other's files{more}",
+                f"keep the one your project imports: pip uninstall {owners[-1]} && "
+                f"pip install --force-reinstall {owners[0]} (or the other way round)",
+            )
+        return "no import name is defined by two installed distributions"
+
     def port() -> str:
         check_address(options.host, options.port)
         return f"{options.host}:{options.port} is free"
@@ -167,6 +207,8 @@ def run_checks(options: Options) -> list[Check]:
         _check("MIME types", mime_types),
         _check("libpython", libpython),
         _check("root readiness", root),
+        _check("dependencies", dependencies),
+        _check("import names", import_names),
         _check("port", port),
     ]
 

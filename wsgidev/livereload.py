@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
+from wsgidev.staticwatch import StaticWatcher
 
 KEEPALIVE_S = 15.0  # a comment line, well inside Apache's Timeout for the proxied read
 BROWSER_RELOAD_PING_S = 1.0  # django-browser-reload's PING_DELAY
@@ -212,50 +213,3 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(ConnectionError, OSError):
         await writer.wait_closed()
-
-
-class StaticWatcher:
-    """Static folders watched from the command (watchdog): a saved stylesheet is news for the
-    browsers at once, since Apache or the finders serve the file from disk as it is."""
-
-    def __init__(self, on_change: Any) -> None:
-        from watchdog.observers import Observer
-
-        self._on_change = on_change
-        self._observer = Observer()
-        self._observer.daemon = True
-        self._observer.start()
-        self._watched: set[str] = set()
-
-    def watch(self, folders: Iterable[tuple[str, str]]) -> None:
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-
-        watcher = self
-
-        for url, folder in folders:
-            if folder in self._watched or not os.path.isdir(folder):
-                continue
-            self._watched.add(folder)
-
-            class Handler(FileSystemEventHandler):
-                def __init__(self, url: str, folder: str) -> None:
-                    self.url, self.folder = url.rstrip("/") + "/", folder
-
-                def on_any_event(self, event: FileSystemEvent) -> None:
-                    if event.is_directory or event.event_type not in (
-                        "modified",
-                        "created",
-                        "moved",
-                    ):
-                        return
-                    path = str(getattr(event, "dest_path", "") or event.src_path)
-                    if os.path.basename(path).startswith(".") or path.endswith("~"):
-                        return  # an editor's temporary file
-                    relative = os.path.relpath(path, self.folder).replace(os.sep, "/")
-                    watcher._on_change(self.url + relative)
-
-            self._observer.schedule(Handler(url, folder), folder, recursive=True)
-
-    def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(5)

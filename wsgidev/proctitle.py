@@ -5,6 +5,8 @@ after --env. Once started, wsgidev rewrites its own command line with each value
 `***`, through setproctitle (the maintained package that knows each platform's argv memory;
 Python itself cannot write there). What the kernel showed before that rewrite, a few
 milliseconds, stays racy: --env-file keeps a secret off the command line altogether.
+setproctitle is the `hide-env` extra; without it the values stay visible and `wsgidev start`
+says so in one line.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ def redacted(argv: Sequence[str], env: Iterable[tuple[str, str]]) -> list[str] |
     return words if changed else None
 
 
-def hide_env_values(env: Iterable[tuple[str, str]]) -> None:
-    """Rewrite this process's command line without the --env values it was given."""
+def hide_env_values(env: Iterable[tuple[str, str]]) -> bool:
+    """Rewrite this process's command line without the --env values it was given; False when
+    there were values to hide and setproctitle (the `hide-env` extra) is not installed."""
     words = redacted(sys.orig_argv, env)
     if words is None:
-        return
-    import setproctitle  # only then: it is a C extension, and most starts have nothing to hide
-
+        return True
+    try:
+        # Only now: it is a C extension, and most starts have nothing to hide.
+        import setproctitle
+    except ImportError:
+        return False
     setproctitle.setproctitle(shlex.join(words))
+    return True

@@ -23,9 +23,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TextIO
 
-from wsgidev import render
+from wsgidev import render, requirements
 from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
 from wsgidev.debugbridge import DebugBridge
+from wsgidev.envfile import EnvFileError, read_env_file
 from wsgidev.errors import WsgidevError
 from wsgidev.livereload import LiveReload
 from wsgidev.logstream import LogPrinter
@@ -110,7 +111,8 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[render.Tls, str | Non
     """HTTPS's certificate (the user's, checked, or one from the local CA) and HTTP/2."""
     if options.https is None:
         return render.tls_layout(options, apache), None
-    # Imported here: cryptography costs a start without --https memory and time for nothing.
+    # Imported here: cryptography is the https extra, and costs other starts time for nothing.
+    requirements.require("https")
     from wsgidev.certs import LocalCA, check_pair
 
     if options.ssl_certificate and options.ssl_key:
@@ -127,12 +129,15 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[render.Tls, str | Non
 
 def with_env_file(options: Options) -> Options:
     """The options with --env-file's variables added under --env's (which win)."""
-    from dotenv import dotenv_values
-
     path = Path(options.env_file or "")
     if not path.is_file():
         raise WsgidevError(f"--env-file {path} is not a file", "pass a file of NAME=VALUE lines")
-    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    try:
+        values = read_env_file(path)
+    except (OSError, UnicodeDecodeError, EnvFileError) as exc:
+        raise WsgidevError(
+            f"--env-file {path} cannot be read: {exc}", "write NAME=VALUE lines in UTF-8"
+        ) from None
     bad = [k for k in values if not ENV_NAME.match(k)]
     if bad:
         raise WsgidevError(f"--env-file {path}: {bad[0]!r} is not a variable name", "fix that line")
@@ -602,7 +607,11 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
 
 def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """`wsgidev start`: serve until stopped; 0 on a requested stop."""
-    hide_env_values(options.env)
+    if not hide_env_values(options.env):
+        err.write(
+            "wsgidev: warning: the --env values stay visible to other local users in `ps`: "
+            "pip install 'wsgidev[hide-env]' to hide them, or use --env-file\n"
+        )
     prepared = prepare(options)
     options = prepared.options
     check_address(options.host, options.port)

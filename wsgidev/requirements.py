@@ -1,0 +1,178 @@
+"""What wsgidev needs from the project's venv, read from its own installed metadata.
+
+wsgidev lives in the user's venv, so every dependency is imposed on their project: the hard ones
+are what every `wsgidev start` needs (mod_wsgi, Jinja2, inotify_simple on Linux, watchdog
+elsewhere), and each feature's own library is an extra (`wsgidev[https]`, ...), imported only
+when the feature is used. require() turns a missing or too old one into one line with the
+install command; doctor lists them all and the import names two distributions claim.
+
+The requirement lines are parsed here rather than with `packaging` (which is not a dependency):
+wsgidev's own metadata uses only `NAME>=VERSION` with `extra`, `sys_platform` and
+`python_version` markers joined by `and`, and that is all this reads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import metadata
+
+from wsgidev.errors import WsgidevError
+
+# Each extra, the feature that needs it (for the one line) and the modules it brings.
+EXTRAS = {
+    "https": (
+        "--https and `wsgidev trust` (the local certificate authority)",
+        ("cryptography", "platformdirs"),
+    ),
+    "hide-env": ("hiding --env values from other users' `ps`", ("setproctitle",)),
+}
+
+_REQUIREMENT = re.compile(
+    r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*"
+    r"(?:>=\s*(?P<lowest>[0-9][0-9a-zA-Z.]*))?[^;]*(?:;\s*(?P<marker>.*))?$"
+)
+_EXTENSION = re.compile(r"^[A-Za-z]\w*\.(?:[\w-]+\.)?(?:so|pyd)$")
+_CLAUSE = re.compile(
+    r"^\s*(?P<key>extra|sys_platform|python_version)\s*(?P<op>==|!=|<|>=|<=|>)\s*['\"](?P<value>[^'\"]*)['\"]\s*$"
+)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One of wsgidev's dependencies: its distribution, lowest supported version, extra."""
+
+    name: str
+    lowest: str | None
+    extra: str | None
+
+
+def declared() -> list[Requirement]:
+    """wsgidev's dependencies that apply on this platform and Python, with their extras."""
+    try:
+        lines = metadata.requires("wsgidev") or []
+    except metadata.PackageNotFoundError:
+        return []
+    found = []
+    for line in lines:
+        match = _REQUIREMENT.match(line)
+        if match is None:
+            continue
+        applies, extra = _marker(match.group("marker") or "")
+        if applies:
+            found.append(Requirement(match.group("name"), match.group("lowest"), extra))
+    return found
+
+
+def _marker(marker: str) -> tuple[bool, str | None]:
+    """Whether the marker holds here (its extra aside), and the extra it names."""
+    extra = None
+    for clause in filter(None, (c.strip() for c in marker.split(" and "))):
+        match = _CLAUSE.match(clause)
+        if match is None:
+            continue  # a form wsgidev does not write: count it as holding
+        key, op, value = match.group("key", "op", "value")
+        if key == "extra":
+            extra = value
+            continue
+        here: object = (
+            sys.platform
+            if key == "sys_platform"
+            else _version(f"{sys.version_info[0]}.{sys.version_info[1]}")
+        )
+        wanted: object = value if key == "sys_platform" else _version(value)
+        holds = {
+            "==": here == wanted,
+            "!=": here != wanted,
+            "<": here < wanted,  # type: ignore[operator]
+            "<=": here <= wanted,  # type: ignore[operator]
+            ">": here > wanted,  # type: ignore[operator]
+            ">=": here >= wanted,  # type: ignore[operator]
+        }[op]
+        if not holds:
+            return False, extra
+    return True, extra
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """The release numbers of a version: 42.0.5 -> (42, 0, 5); 1.0rc1 -> (1, 0)."""
+    numbers = []
+    for part in text.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        numbers.append(int(digits.group()))
+        if digits.group() != part:
+            break
+    return tuple(numbers)
+
+
+def too_old(requirement: Requirement) -> str | None:
+    """The installed version when it is older than wsgidev supports, else None."""
+    try:
+        installed = metadata.version(requirement.name)
+    except metadata.PackageNotFoundError:
+        return None
+    if requirement.lowest and _version(installed) < _version(requirement.lowest):
+        return installed
+    return None
+
+
+def importable(module: str) -> bool:
+    """Whether a top-level module can be imported here (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(extra: str) -> None:
+    """Raise WsgidevError naming the install command when the extra's modules are missing or old."""
+    feature, modules = EXTRAS[extra]
+    fix = f"pip install 'wsgidev[{extra}]' (or: uv add --dev 'wsgidev[{extra}]')"
+    missing = [m for m in modules if not importable(m)]
+    if missing:
+        raise WsgidevError(
+            f"{feature} needs {' and '.join(missing)}, not installed in {sys.prefix}", fix
+        )
+    for requirement in declared():
+        if requirement.extra == extra:
+            old = too_old(requirement)
+            if old:
+                raise WsgidevError(
+                    f"{feature} needs {requirement.name}>={requirement.lowest}; "
+                    f"{sys.prefix} has {old}",
+                    fix.replace("pip install", "pip install --upgrade", 1),
+                )
+
+
+def import_owners(path: list[str] | None = None) -> dict[str, list[str]]:
+    """Top-level import names that more than one installed distribution defines (a module or a
+    package with an __init__; namespace packages such as `google` are shared by design)."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    found = metadata.distributions() if path is None else metadata.distributions(path=path)
+    for distribution in found:
+        name = distribution.metadata["Name"] or ""
+        for file in distribution.files or ():
+            top = _defined_name(file.parts)
+            if top is not None:
+                owners[top].add(_canonical(name))
+    return {name: sorted(d) for name, d in sorted(owners.items()) if len(d) > 1}
+
+
+def _defined_name(parts: tuple[str, ...]) -> str | None:
+    """The import name a file of a distribution defines at the top level, if it defines one."""
+    if len(parts) == 1 and (parts[0].endswith(".py") or _EXTENSION.match(parts[0])):
+        name = parts[0].split(".", 1)[0]
+    elif len(parts) == 2 and parts[1] == "__init__.py":
+        name = parts[0]
+    else:
+        return None
+    return None if name.startswith("_") or "-" in name else name
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()

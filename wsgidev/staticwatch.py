@@ -1,0 +1,139 @@
+"""Static folders watched from the command: a saved stylesheet is news for the browsers at once,
+since Apache or the finders serve the file from disk as it is (wsgidev/livereload.py).
+
+On Linux, one inotify descriptor (inotify_simple, as the daemons' monitor and the root watch use)
+read by one thread, a watch per folder added as folders appear; elsewhere watchdog's native
+observer (FSEvents), the hard dependency there. watchdog is not used on Linux, so it is not
+installed there: a project that pins an old watchdog, or none, keeps its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+
+READ_TIMEOUT_MS = 500
+OnChange = Callable[[str], None]  # called with the changed file's URL path
+
+
+def _is_temporary(path: str) -> bool:
+    """An editor's swap or backup file, never served."""
+    name = os.path.basename(path)
+    return name.startswith(".") or name.endswith("~")
+
+
+class StaticWatcher:
+    """Calls on_change(url_path) from a daemon thread for each file written under the folders."""
+
+    def __init__(self, on_change: OnChange) -> None:
+        self._backend: _InotifyWatcher | _WatchdogWatcher
+        if sys.platform.startswith("linux"):
+            self._backend = _InotifyWatcher(on_change)
+        else:
+            self._backend = _WatchdogWatcher(on_change)
+
+    def watch(self, folders: Iterable[tuple[str, str]]) -> None:
+        """Watch each (URL prefix, folder) and everything below it."""
+        for url, folder in folders:
+            if os.path.isdir(folder):
+                self._backend.watch(url.rstrip("/") + "/", folder)
+
+    def stop(self) -> None:
+        """Stop watching (the thread ends)."""
+        self._backend.stop()
+
+
+class _InotifyWatcher:
+    def __init__(self, on_change: OnChange) -> None:
+        from inotify_simple import INotify, flags
+
+        self._flags = flags
+        self._mask = (
+            flags.CLOSE_WRITE | flags.MOVED_TO | flags.CREATE | flags.MODIFY | flags.ONLYDIR
+        )
+        self._on_change = on_change
+        self._inotify = INotify()
+        self._where: dict[int, tuple[str, str]] = {}  # watch -> (URL of the folder, folder)
+        self._watched: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
+        threading.Thread(target=self._run, name="wsgidev-static-watch", daemon=True).start()
+
+    def watch(self, url: str, folder: str, appeared: bool = False) -> None:
+        """Watch folder and those below it; appeared: it is new, so the files already in it
+        (written before its watch was armed) are changes too."""
+        for current, _dirs, files in os.walk(folder):
+            relative = os.path.relpath(current, folder)
+            prefix = url if relative == "." else url + relative.replace(os.sep, "/") + "/"
+            self._add(prefix, current)
+            for name in files if appeared else ():
+                if not _is_temporary(name):
+                    self._on_change(prefix + name)
+
+    def _add(self, url: str, folder: str) -> None:
+        with self._lock:
+            if folder in self._watched or self._stopped:
+                return
+            try:
+                descriptor = self._inotify.add_watch(folder, self._mask)
+            except OSError:  # gone meanwhile, or out of watches: that folder goes unwatched
+                return
+            self._watched.add(folder)
+            self._where[descriptor] = (url, folder)
+
+    def _run(self) -> None:
+        flags = self._flags
+        while not self._stopped:
+            # A timeout, so that stop() is seen: the descriptor is closed here, by its reader.
+            for event in self._inotify.read(timeout=READ_TIMEOUT_MS):
+                where = self._where.get(event.wd)
+                if where is None or not event.name:
+                    continue
+                url, folder = where
+                path = os.path.join(folder, event.name)
+                if event.mask & flags.ISDIR:
+                    if event.mask & (flags.CREATE | flags.MOVED_TO):
+                        self.watch(url + event.name + "/", path, appeared=True)
+                    continue
+                if event.mask & flags.CREATE:
+                    continue  # an empty new file: its write follows
+                if not _is_temporary(path):
+                    self._on_change(url + event.name)
+        with contextlib.suppress(OSError):
+            self._inotify.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+
+
+class _WatchdogWatcher:
+    def __init__(self, on_change: OnChange) -> None:
+        from watchdog.observers import Observer
+
+        self._on_change = on_change
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.start()
+
+    def watch(self, url: str, folder: str) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+        on_change = self._on_change
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.is_directory or event.event_type not in ("modified", "created", "moved"):
+                    return
+                path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
+                if not _is_temporary(path):
+                    relative = os.path.relpath(path, folder).replace(os.sep, "/")
+                    on_change(url + relative)
+
+        self._observer.schedule(Handler(), folder, recursive=True)
+
+    def stop(self) -> None:
+        self._observer.stop()
