@@ -33,6 +33,13 @@ def ldd_libapr(httpd: str, env: dict[str, str] | None) -> str:
     return "libapr-1 not listed"
 
 
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--expect-pip-httpd", action="store_true")
@@ -48,6 +55,10 @@ def main() -> int:
         "library_path": apache.library_path,
         "mime_types": apache.mime_types,
         "os": platform.freedesktop_os_release().get("PRETTY_NAME", platform.platform()),
+        "dependencies": {
+            name: _version(name)
+            for name in ("Jinja2", "inotify_simple", "cryptography", "platformdirs", "setproctitle")
+        },
     }
     problems = []
     if args.expect_pip_httpd:

@@ -83,6 +83,37 @@ def _row(result: dict[str, object], repo: str) -> str:
     )
 
 
+def _seconds(facts: dict[str, object], key: str) -> str:
+    return f"{facts[key]} s" if key in facts else "-"
+
+
+def _projects(projects: dict[str, dict[str, object]]) -> list[str]:
+    """real-projects: one row per project, as its test saw it from the client's side."""
+    lines = [
+        "| real project | commit | imports unchanged | pip check | pages 200 | first 200 | view edit | template edit | stop |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, p in projects.items():
+        pages = p.get("pages") or []
+        assert isinstance(pages, list)
+        good = sum(1 for page in pages if page.get("ok"))
+        moved = p.get("imports_moved")
+        unchanged = (
+            f"{p.get('imports_checked')} names" + (f", **moved: {moved}**" if moved else "")
+            if "imports_checked" in p
+            else "?"
+        )
+        if p.get("versions_changed"):
+            unchanged += f", **versions changed: {p['versions_changed']}**"
+
+        lines.append(
+            f"| [{name}]({p.get('repo')}) | {p.get('commit')} | {unchanged} | {p.get('pip_check', '-')} | "
+            f"{good}/{len(pages)} | {_seconds(p, 'first_200_s')} | {_seconds(p, 'view_edit_s')} | "
+            f"{_seconds(p, 'template_edit_s')} | {p.get('stop', '-')} |"
+        )
+    return lines
+
+
 def write(args: argparse.Namespace) -> int:
     names = args.all.split()
     results = []
@@ -120,6 +151,14 @@ def write(args: argparse.Namespace) -> int:
                 f"the library path wsgidev sets; without it (system Apache and its libapr hidden): "
                 f"`{facts['libapr_without_library_path']}`.",
             ]
+        if facts.get("dependencies") and r["config"] == "lowest":
+            pins = ", ".join(f"{k} {v}" for k, v in facts["dependencies"].items())
+            lines += [
+                "",
+                f"lowest: wsgidev's own dependencies at {pins} (mod_wsgi {facts.get('mod_wsgi', '?')}).",
+            ]
+        if facts.get("projects"):
+            lines += ["", *_projects(facts["projects"])]
         if r["failures"]:
             lines += ["", f"{r['config']} failures: " + ", ".join(f"`{f}`" for f in r["failures"])]
     doc = Path(args.doc)

@@ -10,6 +10,11 @@
 #   trixie-django6  the same with Django 6.0.x
 #   pip-httpd       this machine's Python with Apache built by pip (mod_wsgi-httpd), the system
 #                   Apache hidden from the run (binary, modules, config and its libapr)
+#   lowest          this machine's Python with wsgidev's own dependencies (hard, https, hide-env)
+#                   at the lowest versions pyproject.toml declares (compat/lowest.py)
+#   real-projects   real Django projects nobody here wrote (compat/realprojects.toml), each set up
+#                   as its README says in its own venv, then wsgidev installed into it and served
+#                   (compat/real/test_real_projects.py)
 #
 # What it builds is cached under .compat/ (ignored by git) and reused by the next run:
 #   trixie/     a Debian trixie tree made with debootstrap from the mirror apt uses here, with
@@ -18,12 +23,15 @@
 #               namespace, and unshare(CLONE_NEWUSER) fails with EPERM inside a plain chroot.
 #   pip-httpd/  a venv with mod_wsgi-httpd (it compiles Apache: several minutes) and mod_wsgi
 #               built against it.
+#   lowest/     a venv with the lowest declared versions.
+#   real/       each real project's checkout (src/NAME, cloned from its repository at the pinned
+#               commit when missing) and venv (venv/NAME).
 # Each run's log is in .compat/logs/, its facts in .compat/results/. Exits 1 if any run failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 cache=$repo/.compat
-all=(host trixie-django5 trixie-django6 pip-httpd)
+all=(host trixie-django5 trixie-django6 pip-httpd lowest real-projects)
 
 configs=("$@")
 ((${#configs[@]})) || configs=("${all[@]}")
@@ -231,6 +239,25 @@ run_pip_httpd() {
     2>&1 | tee "$cache/logs/pip-httpd.log"
 }
 
+run_lowest() {
+  local venv=$cache/lowest/venv
+  rm -rf "$venv"
+  python3 -m venv "$venv" &&
+    "$venv/bin/python" -m pip install -q --upgrade pip &&
+    python3 compat/lowest.py >"$cache/lowest/constraints.txt" &&
+    "$venv/bin/python" -m pip install -q --no-cache-dir -c "$cache/lowest/constraints.txt" -e "$repo[test]" &&
+    "$venv/bin/python" compat/facts.py >"$cache/logs/lowest.facts.json" || return 1
+  "${clean_env[@]}" "$venv/bin/python" -m pytest -p no:cacheprovider 2>&1 | tee "$cache/logs/lowest.log"
+}
+
+run_real_projects() {
+  { [ -x .venv/bin/python ] || python3 -m venv .venv; } &&
+    .venv/bin/python -m pip install -q -e '.[test]' &&
+    .venv/bin/python compat/facts.py >"$cache/logs/real-projects.facts.json" || return 1
+  "${clean_env[@]}" WSGIDEV_REAL_FACTS="$cache/logs/real-projects.facts.json" \
+    .venv/bin/python -m pytest -p no:cacheprovider compat/real 2>&1 | tee "$cache/logs/real-projects.log"
+}
+
 failed=0
 for config in "${configs[@]}"; do
   echo "=== compat: $config ($(date -u +%H:%M:%S) UTC)"
@@ -241,6 +268,8 @@ for config in "${configs[@]}"; do
     trixie-django5) run_trixie "$config" 'Django>=5.2,<5.3' || status=$? ;;
     trixie-django6) run_trixie "$config" 'Django>=6.0,<6.1' || status=$? ;;
     pip-httpd) run_pip_httpd || status=$? ;;
+    lowest) run_lowest || status=$? ;;
+    real-projects) run_real_projects || status=$? ;;
   esac
   record "$config" "$status"
   ((status == 0)) || failed=1

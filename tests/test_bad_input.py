@@ -111,7 +111,7 @@ def test_doctor_passes_here(project: Path, short_tmp: Path):
     code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--port", str(free_port()))
     assert code == 0, out
     apache = find_apache()
-    assert out.count("ok  ") == 8 + bool(apache.library_path)
+    assert out.count("ok  ") == 10 + bool(apache.library_path)
     assert "mod_http2.so (--http2" in out and "mod_ssl.so (--https)" in out
     # Where each piece was found, as wsgidev will use it.
     lines = dict(line[5:].split(": ", 1) for line in out.splitlines())
@@ -124,6 +124,11 @@ def test_doctor_passes_here(project: Path, short_tmp: Path):
         lines["MIME types"].startswith(f"{apache.mime_types} (")
         and Path(apache.mime_types).is_file()
     )
+    assert lines["dependencies"].startswith(
+        "needs inotify-simple>=1.3.5, jinja2>=3.0, mod-wsgi>=5.0"
+    )
+    assert "[https] for --https" in lines["dependencies"]
+    assert lines["import names"] == "no import name is defined by two installed distributions"
     if apache.library_path:
         assert lines["library path"].startswith(f"LD_LIBRARY_PATH gets {apache.library_path} ")
 
