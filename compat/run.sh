@@ -48,9 +48,9 @@ mkdir -p "$cache/logs" "$cache/results"
 clean_env=(env -u PYTHONDONTWRITEBYTECODE -u PYTHONUNBUFFERED)
 
 # --- what the host needs ------------------------------------------------------------------------
-wants_trixie=0; wants_pip=0
+wants_trixie=0; wants_pip=0; wants_real=0
 for config in "${configs[@]}"; do
-  case $config in trixie-*) wants_trixie=1 ;; pip-httpd) wants_pip=1 ;; esac
+  case $config in trixie-*) wants_trixie=1 ;; pip-httpd) wants_pip=1 ;; real-projects) wants_real=1 ;; esac
 done
 missing=()
 if ((wants_trixie)); then
@@ -64,6 +64,11 @@ if ((wants_pip)); then
   [ -e /usr/include/expat.h ] || missing+=(libexpat1-dev)
   [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   [ -e /usr/include/nghttp2/nghttp2.h ] || missing+=(libnghttp2-dev)
+fi
+if ((wants_real)); then
+  # django-oscar's sandbox builds its CSS and JS with npm, as its README says; sources by git.
+  command -v git >/dev/null || missing+=(git)
+  command -v npm >/dev/null || missing+=(nodejs npm)
 fi
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)

@@ -125,7 +125,7 @@ def test_doctor_passes_here(project: Path, short_tmp: Path):
         and Path(apache.mime_types).is_file()
     )
     assert lines["dependencies"].startswith(
-        "needs inotify-simple>=1.3.5, jinja2>=3.0, mod-wsgi>=5.0"
+        "needs inotify-simple>=1.3.5, jinja2>=3.0, mod-wsgi>=6.0"
     )
     assert "[https] for --https" in lines["dependencies"]
     assert lines["import names"] == "no import name is defined by two installed distributions"

@@ -43,7 +43,8 @@ PROJECTS = tomllib.loads((REPO / "compat" / "realprojects.toml").read_text())["p
 FACTS: dict[str, Any] = {}
 # A user's machine: bytecode is written, output buffered (these machines set both otherwise).
 MACHINE_ONLY_ENV = ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONPATH", "VIRTUAL_ENV")
-SYSTEM_PYTHON = sys._base_executable  # the Python this venv was made from: a user's python3
+# A user's python3: the system's where there is one, else the one this venv was made from.
+SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys._base_executable
 JS_TYPES = ("text/javascript", "application/javascript")
 
 # Run in the project's venv: where every top-level name its distributions provide resolves,
