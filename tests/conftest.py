@@ -206,14 +206,21 @@ def wsgidev_command(*args: str) -> list[str]:
 class WsgidevServer:
     """`wsgidev start` as a subprocess: log to a file, deadlines on every wait, full teardown."""
 
-    def __init__(self, project: Path, log_dir: Path, args: list[str], env: dict[str, str]):
+    def __init__(
+        self,
+        project: Path,
+        log_dir: Path,
+        args: list[str],
+        env: dict[str, str],
+        tmp_prefix: str = "wsgidev-test-",
+    ):
         self.project = project
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / "wsgidev.log"
         # wsgidev's temp server root goes here, so a test can see it made and removed; short,
         # because mod_wsgi's daemon sockets live there and socket paths are limited.
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="wsgidev-test-"))
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=tmp_prefix))
         self.server_args = args
         self.args = ["start", *args, "--port", str(self.port)]
         self.env = {**os.environ, "TMPDIR": str(self.tmpdir), "NO_COLOR": "1", **env}
@@ -302,8 +309,15 @@ class ManagePyServer(WsgidevServer):
     """`python manage.py runwsgidev 127.0.0.1:PORT ...` in a Django project; output piped, with
     no NO_COLOR, so a test sees what a pipe gets."""
 
-    def __init__(self, project: Path, log_dir: Path, args: list[str], env: dict[str, str]):
-        super().__init__(project, log_dir, args, env)
+    def __init__(
+        self,
+        project: Path,
+        log_dir: Path,
+        args: list[str],
+        env: dict[str, str],
+        tmp_prefix: str = "wsgidev-test-",
+    ):
+        super().__init__(project, log_dir, args, env, tmp_prefix)
         if "NO_COLOR" not in env:
             self.env.pop("NO_COLOR", None)
 
@@ -344,11 +358,12 @@ def start_server(
         env: dict[str, str] | None = None,
         wait: bool = True,
         manage_py: bool = False,
+        tmp_prefix: str = "wsgidev-test-",
     ) -> WsgidevServer:
         log_dir = tmp_path / f"server{len(servers)}"
         log_dir.mkdir()
         server_class = ManagePyServer if manage_py else WsgidevServer
-        server = server_class(folder, log_dir, list(args), env or {})
+        server = server_class(folder, log_dir, list(args), env or {}, tmp_prefix)
         servers.append(server)
         return server.start(wait=wait)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, free_port, run_wsgidev
+from conftest import assert_one_line_error, free_port, run_wsgidev, wait_for
 
 from wsgidev.apache import apache_version, find_apache
 
@@ -32,6 +34,17 @@ CASES = {
     "exclude bad glob": (["--exclude", "gen/[ab"], ["--exclude 'gen/[ab'", "without its ']'"]),
     "exclude empty": (["--exclude", ""], ["--exclude ''", "is empty"]),
     "watch bad glob": (["--watch", "["], ["--watch", "without its ']'", "[[]"]),
+    # Accepted once, then broken at run time (every request a 500, or 1,010 daemons):
+    "poll interval nan": (["--poll-interval", "nan"], ["--poll-interval", "at most 3600"]),
+    "poll interval inf": (["--poll-interval", "inf"], ["--poll-interval", "at most 3600"]),
+    "random delay huge": (["--random-delay", "99999999999999999999"], ["--random-delay", "600000"]),
+    "proxy port out of range": (["--proxy", "/p=http://127.0.0.1:99999/"], ["--proxy URL"]),
+    "static at the root": (["--static", "/=/etc"], ["--static", "below"]),
+    "processes 500": (["--processes", "500"], ["--processes", "at most 64"]),
+    "threads 5000": (["--threads", "5000"], ["--threads", "at most 500"]),
+    "processes x threads": (["--processes", "10", "--threads", "300"], ["3000 daemon threads"]),
+    "timeout past a day": (["--shutdown-timeout", "100000"], ["--shutdown-timeout", "86400"]),
+    "server root in /proc": (["--server-root", "/proc/wsgidev-x"], ["--server-root", "drop"]),
 }
 
 
@@ -50,6 +63,58 @@ def test_port_in_use(project: Path, short_tmp: Path):
         port = holder.getsockname()[1]
         code, _, err = run_wsgidev(project, short_tmp, "start", "app.py", "--port", str(port))
     assert_one_line_error(code, err, f"port {port}", "in use", "--port")
+
+
+def test_https_port_in_use_names_the_https_option(project: Path, short_tmp: Path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, _, err = run_wsgidev(
+            project, short_tmp, "start", "app.py", "--port", str(free_port()), "--https", str(port)
+        )
+    assert_one_line_error(code, err, f"port {port}", "in use", f"--https {port + 1}")
+
+
+def test_a_folder_as_target_says_what_to_pass(project: Path, short_tmp: Path):
+    (project / "mysite").mkdir()
+    (project / "shop").mkdir()
+    (project / "shop" / "manage.py").write_text("")
+    code, _, err = run_wsgidev(project, short_tmp, "start", "mysite")
+    assert_one_line_error(code, err, "mysite is a folder", "mysite/wsgi.py")
+    code, _, err = run_wsgidev(project, short_tmp, "start", "shop")
+    assert_one_line_error(code, err, "shop is a folder", "inside shop", "manage.py")
+
+
+def test_config_into_a_read_only_folder_is_one_line(project: Path, short_tmp: Path, tmp_path: Path):
+    # Root writes anywhere a mode allows: a file in the way of the folder to create fails
+    # as a read-only folder does, with an OSError.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for kind in ("standalone", "apache"):
+        code, _, err = run_wsgidev(
+            project, short_tmp, "config", kind, "app.py", "--output", str(blocker / "out")
+        )
+        assert_one_line_error(code, err, "cannot write the entry script", "--output")
+
+
+def test_https_with_an_unwritable_data_folder_is_one_line(
+    project: Path, short_tmp: Path, tmp_path: Path
+):
+    blocker = tmp_path / "data"
+    blocker.write_text("")  # XDG_DATA_HOME is a file: the CA's folder cannot be made
+    code, _, err = run_wsgidev(
+        project,
+        short_tmp,
+        "start",
+        "app.py",
+        "--port",
+        str(free_port()),
+        "--https",
+        env={"XDG_DATA_HOME": str(blocker)},
+    )
+    assert_one_line_error(code, err, "local certificate authority", "XDG_DATA_HOME")
+    assert not any(short_tmp.iterdir())
 
 
 def test_missing_target_file(project: Path, short_tmp: Path):
@@ -217,3 +282,39 @@ def test_apache_killed_is_said_in_one_line_and_nothing_is_left(project: Path, st
     assert "killed by signal 9 (SIGKILL)" in server.log(), server.log()
     time.sleep(0.5)
     assert not any(alive(pid) for pid in server.apache_pids)
+
+
+def test_doctor_names_a_mod_wsgi_built_for_another_python(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    from wsgidev import doctor
+    from wsgidev.options import Options
+
+    other = tmp_path / "other-python" / "lib" / "libpython3.11.so.1.0"
+    monkeypatch.setattr(doctor, "linked_libpython", lambda so: str(other))
+    check = {c.name: c for c in doctor.run_checks(Options(port=1))}["libpython"]
+    assert not check.ok
+    assert f"loads {other}, not this Python's" in check.detail
+    assert "--no-binary mod_wsgi" in check.detail
+
+
+def test_no_reload_hears_a_stop_while_the_app_imports(project: Path, start_server):
+    (project / "slow.py").write_text(
+        "import time\ntime.sleep(25)\n\ndef application(e, s):\n    s('200 OK', [])\n"
+        "    return [b'late']\n"
+    )
+    server = start_server(project, "slow:application", "--no-reload", wait=False)
+    wait_for(lambda: "wsgidev serving" in server.log(), 30, f"the banner\n{server.log()}")
+    started = time.monotonic()
+    assert server.stop(signal.SIGTERM, timeout_s=15) == 0, server.log()
+    assert time.monotonic() - started < 10  # it waited for the 25 s import before
+
+
+def test_many_daemon_processes_for_the_cpus_get_a_warning():
+    from wsgidev.options import Options
+    from wsgidev.server import daemons_warning
+
+    assert daemons_warning(Options(processes=8), cpus=2) is None  # 16 with the one standby
+    warning = daemons_warning(Options(processes=9), cpus=2)
+    assert warning is not None and "18 daemon processes in 2 groups" in warning
+    assert daemons_warning(Options(processes=9, restart_mode="process"), cpus=2) is None

@@ -297,7 +297,7 @@ def _run(project: Path, command: list[str], env: dict[str, str] | None = None):
         (["127.0.0.1:70000"], "CommandError: wsgidev: --port must be between 1 and 65535"),
         (["8000", "--port", "8001"], "CommandError: wsgidev: give the address once"),
         (["8000", "--debug", "--processes", "2"], "--debug runs one process with one thread"),
-        (["8000", "--random-delay", "-5"], "--random-delay must be 0 or more milliseconds"),
+        (["8000", "--random-delay", "-5"], "--random-delay must be 0 to 600000 milliseconds"),
     ],
 )
 def test_runwsgidev_bad_input_fails_in_one_line(django_project, args, words):

@@ -9,7 +9,7 @@ from typing import TextIO
 from wsgidev import render
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
-from wsgidev.server import prepare
+from wsgidev.server import Prepared, prepare
 from wsgidev.shared import prepare_state_dir
 
 
@@ -43,6 +43,20 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
     prepared = prepare(options)
     options = prepared.options
     folder = output_dir(options)
+    try:
+        text = _render(kind, prepared, folder)
+    except OSError as exc:
+        raise WsgidevError(
+            f"cannot write the entry script into {folder}: {exc.strerror}",
+            "pass --output DIR naming a folder you can write",
+        ) from None
+    out.write(text)
+    return 0
+
+
+def _render(kind: str, prepared: Prepared, folder: Path) -> str:
+    """Write the entry script into folder; the config or command that serves it."""
+    options = prepared.options
     if kind == "standalone":
         # The config `wsgidev start` runs: the folder is its server root and holds the files
         # the daemons share for reloading (the hand-over's sockets, route and locks).
@@ -59,5 +73,4 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
             text = render.render_express(
                 options, prepared.target, prepared.run_as, entry, prepared.tls
             )
-    out.write(text)
-    return 0
+    return text

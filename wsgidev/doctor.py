@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -54,6 +56,22 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
 def _has_mpm(built_in: set[str]) -> bool:
     """Whether the binary has an MPM compiled in (then no mod_mpm_*.so is loaded)."""
     return any(name.startswith(("event.c", "worker.c", "prefork.c")) for name in built_in)
+
+
+def linked_libpython(shared_object: str) -> str | None:
+    """The libpython the dynamic loader gives shared_object (ldd), or None where ldd cannot say."""
+    try:
+        result = subprocess.run(
+            ["ldd", shared_object], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in result.stdout.splitlines():
+        name, _, where = line.strip().partition(" => ")
+        if name.startswith("libpython") and where:
+            path = where.split(" (")[0].strip()
+            return path if path.startswith("/") else f"{name} ({path})"
+    return None
 
 
 def run_checks(options: Options) -> list[Check]:
@@ -145,7 +163,17 @@ def run_checks(options: Options) -> list[Check]:
                 "use a Python built with --enable-shared (Debian's, or pyenv with "
                 'PYTHON_CONFIGURE_OPTS="--enable-shared")',
             )
-        return f"shared libpython in {sysconfig.get_config_var('LIBDIR')}"
+        ours = Path(sysconfig.get_config_var("LIBDIR") or "") / (
+            sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY") or ""
+        )
+        linked = linked_libpython(found[0].mod_wsgi_so) if found else None
+        if linked is not None and os.path.realpath(linked) != os.path.realpath(ours):
+            raise WsgidevError(
+                f"{found[0].mod_wsgi_so} loads {linked}, not this Python's {ours} (a mod_wsgi "
+                "built for another Python, e.g. a wheel cached from another venv)",
+                "pip install --force-reinstall --no-cache-dir --no-binary mod_wsgi mod_wsgi",
+            )
+        return f"shared libpython {ours}" + (", the one mod_wsgi loads" if linked else "")
 
     def root() -> str:
         if not found:

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,14 @@ DJANGO_STATIC_MODES = ("finders", "root", "off")
 ENV_PREFIX = "WSGIDEV_"
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Ceilings: values past these are typing mistakes, not development servers (--processes 500 made
+# 1,010 daemons, ~12 GB, and ran out of file descriptors; --threads 5000, 20,000 threads).
+MAX_PROCESSES = 64
+MAX_THREADS = 500
+MAX_PROCESS_THREADS = 2000
+MAX_POLL_INTERVAL_S = 3600.0
+MAX_TIMEOUT_S = 86400
+MAX_RANDOM_DELAY_MS = 600_000
 _PROXY_URL = re.compile(r"^https?://[^/\s\"]+(/[^\s\"]*)?$")
 
 
@@ -99,12 +108,18 @@ class Options:
     live_reload: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("processes", "threads"):
-            if getattr(self, name) < 1:
+        for name, most in (("processes", MAX_PROCESSES), ("threads", MAX_THREADS)):
+            if not 1 <= getattr(self, name) <= most:
                 raise WsgidevError(
-                    f"--{name} must be at least 1, got {getattr(self, name)}",
+                    f"--{name} must be at least 1 and at most {most}, got {getattr(self, name)}",
                     f"pass a whole number such as --{name} 2",
                 )
+        if self.processes * self.threads > MAX_PROCESS_THREADS:
+            raise WsgidevError(
+                f"--processes {self.processes} x --threads {self.threads} is "
+                f"{self.processes * self.threads} daemon threads, more than {MAX_PROCESS_THREADS}",
+                "a development server needs far fewer: pass e.g. --processes 2 --threads 15",
+            )
         if not 1 <= self.port <= 65535:
             raise WsgidevError(
                 f"--port must be between 1 and 65535, got {self.port}", "pass e.g. --port 8000"
@@ -135,13 +150,17 @@ class Options:
                 "pass --standbys 1 to save memory, or --restart-mode process for no standby",
             )
         for name in ("shutdown_timeout_s", "queue_timeout_s", "request_timeout_s"):
-            if getattr(self, name) < 0:
+            if not 0 <= getattr(self, name) <= MAX_TIMEOUT_S:
                 raise WsgidevError(
-                    f"--{_flag(name)} must be 0 or more seconds, got {getattr(self, name)}",
+                    f"--{_flag(name)} must be 0 to {MAX_TIMEOUT_S} seconds, got {getattr(self, name)}",
                     f"pass e.g. --{_flag(name)} 5",
                 )
-        if self.poll_interval_s <= 0:
-            raise WsgidevError("--poll-interval must be above 0 seconds", "pass e.g. 0.5")
+        if not 0 < self.poll_interval_s <= MAX_POLL_INTERVAL_S:  # also refuses nan (and inf)
+            raise WsgidevError(
+                f"--poll-interval must be above 0 and at most {MAX_POLL_INTERVAL_S:g} seconds, "
+                f"got {self.poll_interval_s:g}",
+                "pass e.g. --poll-interval 0.5",
+            )
         for key, _ in self.env:
             if not ENV_NAME.match(key):
                 raise WsgidevError(f"--env {key!r} is not a variable name", "use --env NAME=VALUE")
@@ -149,6 +168,11 @@ class Options:
             if not url.startswith("/"):
                 raise WsgidevError(
                     f"--static URL {url!r} must start with /", "use --static /url=DIR"
+                )
+            if url.rstrip("/") == "":
+                raise WsgidevError(
+                    "--static cannot serve a folder at / (the app is served there)",
+                    "pass a path below it, e.g. --static /static=DIR",
                 )
         if self.https is not None and not (
             self.https == 0 or (1 <= self.https <= 65535 and self.https != self.port)
@@ -170,7 +194,7 @@ class Options:
                     f"--proxy path {path!r} must be a path below / (the app is at /)",
                     "use --proxy /path=http://127.0.0.1:5173",
                 )
-            if not _PROXY_URL.match(url):
+            if not _PROXY_URL.match(url) or not _has_valid_port(url):
                 raise WsgidevError(
                     f"--proxy URL {url!r} is not an http:// URL of a server",
                     f"use --proxy {path}=http://127.0.0.1:5173",
@@ -185,9 +209,10 @@ class Options:
                 f"django-static {self.django_static!r} is unknown",
                 f"use one of {', '.join(DJANGO_STATIC_MODES)}",
             )
-        if self.random_delay_ms < 0:
+        if not 0 <= self.random_delay_ms <= MAX_RANDOM_DELAY_MS:
             raise WsgidevError(
-                f"--random-delay must be 0 or more milliseconds, got {self.random_delay_ms}",
+                f"--random-delay must be 0 to {MAX_RANDOM_DELAY_MS} milliseconds, "
+                f"got {self.random_delay_ms}",
                 "pass e.g. --random-delay 300",
             )
         if self.debug and (self.processes, self.threads, self.reload) != (1, 1, False):
@@ -221,6 +246,15 @@ def _check_pattern(name: str, pattern: str) -> None:
 
 def _flag(name: str) -> str:
     return name.removesuffix("_s").replace("_", "-")
+
+
+def _has_valid_port(url: str) -> bool:
+    """Whether the URL's port, if it names one, is 1 to 65535 (urllib raises past that)."""
+    try:
+        port = urllib.parse.urlsplit(url).port
+    except ValueError:
+        return False
+    return port is None or port >= 1
 
 
 def _is_host(host: str) -> bool:

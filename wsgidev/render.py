@@ -6,7 +6,6 @@ import importlib.util
 import math
 import os
 import pprint
-import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -15,8 +14,9 @@ from pathlib import Path
 
 import jinja2
 
-from wsgidev import __version__
+from wsgidev import __version__, apachequote
 from wsgidev.apache import ApacheInstall
+from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
 from wsgidev.shared import (
@@ -75,16 +75,28 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        # Every value any template writes, quoted or not (a comment naming a folder too), is
+        # refused if it holds a line end: the next line would be read as a directive.
+        finalize=_one_line,
     )
-    env.filters["q"] = _apache_quote
+    env.filters["q"] = apachequote.arg
+    env.filters["expr"] = apachequote.expr_string
+    env.filters["dirpattern"] = apachequote.directory_pattern
     env.filters["sh"] = shlex.quote
+    env.filters["rendered"] = Rendered
+    env.globals["define_dollar"] = apachequote.DEFINE_DOLLAR
     return env
 
 
-def _apache_quote(value: object) -> str:
-    """A double-quoted Apache config argument."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+class Rendered(str):
+    """Text written as it is, its values checked already: a macro's output (the `rendered`
+    filter), the entry script's spec (Python literals, repr-escaped)."""
+
+
+def _one_line(value: object) -> object:
+    if isinstance(value, str) and not isinstance(value, Rendered):
+        apachequote.check(value)
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +126,12 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
     bracketed = f"[{host}]" if ":" in host else host
     project = _project_name(target)
     python_path = tuple(dict.fromkeys((target.project_dir, *options.python_path)))
+    for folder in python_path:
+        if ":" in folder:  # mod_wsgi splits python-path= (and WSGIPythonPath) at each ':'
+            raise WsgidevError(
+                f"the folder {folder!r} holds ':', which separates mod_wsgi's python-path entries",
+                "rename it, or move the project to a folder without ':'",
+            )
     groups = process_groups(options, target)
     return Layout(
         entry_script_path=str(entry_script_path),
@@ -139,7 +157,9 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
 
 
 def _project_name(target: Target) -> str:
-    return re.sub(r"[^\w.-]", "_", Path(target.project_dir).name) or "app"
+    """The project folder's name as Apache and mod_wsgi take a word: ASCII (mod_wsgi reads a
+    process group's name back as Latin-1, so `café` was not found again by name)."""
+    return apachequote.ascii_name(Path(target.project_dir).name)
 
 
 def process_groups(options: Options, target: Target) -> tuple[str, ...]:
@@ -247,7 +267,7 @@ def cut_request_page(options: Options) -> str:
 
 def render_entry(options: Options, target: Target, state_dir: str | None = None) -> str:
     """The WSGI entry script mod_wsgi loads in every daemon process."""
-    spec = pprint.pformat(entry_spec(options, target, state_dir), indent=4, width=96)
+    spec = Rendered(pprint.pformat(entry_spec(options, target, state_dir), indent=4, width=96))
     return (
         environment()
         .get_template("entry.wsgi.j2")

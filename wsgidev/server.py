@@ -43,6 +43,9 @@ from wsgidev.shared import (
 from wsgidev.target import Target, resolve_target
 
 STARTUP_DEADLINE_S = 30.0
+STOP_CHECK_S = 0.2  # how often a wait for the app's first import looks for a stop request
+# More daemon processes than this per CPU gets a warning: each holds the whole app in memory.
+DAEMONS_PER_CORE = 8
 # Apache's parent waits for children and daemons; allow their shutdown-timeout and a margin.
 STOP_MARGIN_S = 5.0
 # mod_wsgi's daemon sockets live in the server root, and a Unix socket path has at most 107
@@ -122,7 +125,15 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[render.Tls, str | Non
     ca = LocalCA()
     host = options.host.strip("[]")
     names = [] if host in ("0.0.0.0", "::") else [host]
-    issued = ca.issue(names, ca.folder / "server")
+    try:
+        issued = ca.issue(names, ca.folder / "server")
+    except OSError as exc:
+        raise WsgidevError(
+            f"--https: the local certificate authority cannot be kept in {ca.folder}: "
+            f"{exc.strerror}",
+            "set XDG_DATA_HOME (or HOME) to a folder you can write, or pass "
+            "--ssl-certificate and --ssl-key",
+        ) from None
     pair = (str(issued.certificate), str(issued.key))
     return render.tls_layout(options, apache, pair, from_local_ca=True), str(ca.certificate_path)
 
@@ -145,7 +156,7 @@ def with_env_file(options: Options) -> Options:
     return dataclasses.replace(options, env=tuple(merged.items()))
 
 
-def check_address(host: str, port: int) -> None:
+def check_address(host: str, port: int, flag: str = "--port") -> None:
     """Fail clearly when host is not an address of this machine or port is taken."""
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
@@ -162,7 +173,7 @@ def check_address(host: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise WsgidevError(
                     f"port {port} on {host} is already in use",
-                    f"stop whatever serves it, or pass another port: --port {port + 1}",
+                    f"stop whatever serves it, or pass another port: {flag} {port + 1}",
                 ) from None
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise WsgidevError(
@@ -185,8 +196,14 @@ def server_root(options: Options) -> Iterator[Path]:
             raise WsgidevError(
                 f"--server-root {path} is a file, not a folder", "name a folder (or drop it)"
             )
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.chmod(0o700)  # it holds the --env values and the control sockets
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.chmod(0o700)  # it holds the --env values and the control sockets
+        except OSError as exc:
+            raise WsgidevError(
+                f"--server-root {path} cannot be made private (0700): {exc.strerror}",
+                "name a folder you own on a normal file system, or drop --server-root",
+            ) from None
         yield path
         return
     parent = Path(tempfile.gettempdir())
@@ -519,9 +536,26 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
+def daemons_warning(options: Options, cpus: int) -> str | None:
+    """A warning when the daemon processes (with the standby groups) are many for the CPUs."""
+    groups = 1 + (options.standbys if render.uses_standby(options, "-") else 0)
+    daemons = options.processes * groups
+    if daemons <= DAEMONS_PER_CORE * cpus:
+        return None
+    standbys = f" in {groups} groups (with the standbys)" if groups > 1 else ""
+    return (
+        f"{daemons} daemon processes{standbys} on {cpus} CPU(s), each holding the whole app in "
+        "memory: pass fewer --processes (or --standbys 1)"
+    )
+
+
 def _require_app_imports(server: Server) -> None:
-    """Without the monitor nothing would bring a broken app back: fail at once instead."""
-    server.log.first_ready.wait(STARTUP_DEADLINE_S)
+    """Without the monitor nothing would bring a broken app back: fail at once instead. A stop
+    (Ctrl-C, SIGTERM) while the app still imports is heard at once: serve() then returns."""
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while not server.log.first_ready.wait(STOP_CHECK_S):
+        if server.stop_requested.is_set() or time.monotonic() > deadline:
+            return
     if server.log.import_error:
         raise WsgidevError(
             f"the app failed to import: {server.log.import_error}",
@@ -616,7 +650,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     options = prepared.options
     check_address(options.host, options.port)
     if prepared.tls.port is not None:
-        check_address(options.host, prepared.tls.port)
+        check_address(options.host, prepared.tls.port, flag="--https")
     low = [p for p in (options.port, prepared.tls.port) if p is not None and p < 1024]
     if low and prepared.run_as.mode == "userns":
         raise WsgidevError(
@@ -624,6 +658,9 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
             "user namespace",
             "pass a port above 1023 (e.g. --port 8000), or --user NAME for a classic root start",
         )
+    too_many = daemons_warning(options, os.cpu_count() or 1)
+    if too_many:
+        err.write(f"wsgidev: warning: {too_many}\n")
     if options.host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
         err.write(
             f"wsgidev: warning: listening on {options.host}: other machines can reach this "

@@ -37,6 +37,14 @@ def resolve_target(options: Options) -> Target:
     spec = options.target
     if spec is None:
         return _django_project(options, project, search)
+    folder = project / spec
+    if folder.is_dir():
+        inside = (
+            f"run wsgidev start inside {spec} (it has manage.py), or pass --working-dir {spec}"
+            if (folder / "manage.py").is_file()
+            else f"pass its WSGI file (e.g. {spec.rstrip('/')}/wsgi.py) or module:callable"
+        )
+        raise WsgidevError(f"TARGET {spec} is a folder, not a WSGI file or module", inside)
     if _looks_like_file(spec, project):
         path = (project / spec).resolve()
         if not path.is_file():
