@@ -151,8 +151,8 @@ def test_config_reads_static_root_from_settings_in_a_subprocess(django_project):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert f'Alias /static "{django_project / "collected"}"' in result.stdout
-    assert f'Alias /media "{django_project / "media"}"' in result.stdout
+    assert f'Alias "/static" "{django_project / "collected"}"' in result.stdout
+    assert f'Alias "/media" "{django_project / "media"}"' in result.stdout
     entry = (django_project / ".wsgidev" / "entry.wsgi").read_text()
     assert "django_static='root'" in entry
 
