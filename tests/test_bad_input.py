@@ -84,6 +84,11 @@ def test_a_folder_as_target_says_what_to_pass(project: Path, short_tmp: Path):
     assert_one_line_error(code, err, "mysite is a folder", "mysite/wsgi.py")
     code, _, err = run_wsgidev(project, short_tmp, "start", "shop")
     assert_one_line_error(code, err, "shop is a folder", "inside shop", "manage.py")
+    # A package is a module: its application is served, as the README says.
+    (project / "pkgapp").mkdir()
+    (project / "pkgapp" / "__init__.py").write_text("application = None\n")
+    code, _, err = run_wsgidev(project, short_tmp, "config", "apache", "pkgapp")
+    assert code == 0, err
 
 
 def test_config_into_a_read_only_folder_is_one_line(project: Path, short_tmp: Path, tmp_path: Path):

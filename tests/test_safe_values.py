@@ -10,6 +10,7 @@ plain name gives (no extra line); and `wsgidev start` serves, reloads and hands 
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -192,3 +193,22 @@ def test_hostile_project_and_tmp_folders_serve_reload_and_hand_over(
     wait_for(lambda: len(reload_lines(server)) == 1, 20, f"the reload line\n{server.log()}")
     assert "hand-over unavailable" not in server.log()
     assert "Reloaded in" in reload_lines(server)[0]
+
+
+def test_a_folder_name_that_is_not_utf8_is_one_line(tmp_path: Path, short_tmp: Path):
+    project = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9"))
+    project.mkdir()
+    (project / "app.py").write_text(APP)
+    code, _, err = run_wsgidev(
+        project, short_tmp, "config", "standalone", "app.py", "--output", str(tmp_path / "out")
+    )
+    assert_one_line_error(code, err, "is not UTF-8", "rename it")
+
+
+def test_an_ipv6_scope_is_an_interface_name_only():
+    from wsgidev.errors import WsgidevError
+    from wsgidev.options import Options
+
+    assert Options(host="fe80::1%eth0").host == "fe80::1%eth0"
+    with pytest.raises(WsgidevError, match="--host"):
+        Options(host="fe80::1%${HOME} x")

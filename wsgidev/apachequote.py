@@ -38,6 +38,13 @@ class UnsafeValue(WsgidevError):
 def check(value: object, what: str = "a value") -> str:
     """The value as text, or UnsafeValue when it holds a line end or another control character."""
     text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (os.fsdecode's surrogates)
+        raise UnsafeValue(
+            f"{what} {text.encode('utf-8', 'surrogateescape')!r} is not UTF-8, which the config is written in",
+            "rename it with UTF-8 characters",
+        ) from None
     bad = _CONTROL.search(text)
     if bad is not None:
         name = {"\n": "a line break", "\r": "a carriage return", "\x00": "a NUL"}.get(

@@ -70,7 +70,8 @@ def linked_libpython(shared_object: str) -> str | None:
         name, _, where = line.strip().partition(" => ")
         if name.startswith("libpython") and where:
             path = where.split(" (")[0].strip()
-            return path if path.startswith("/") else f"{name} ({path})"
+            # "not found": Apache's LoadFile of this Python's libpython comes first and serves.
+            return path if path.startswith("/") else None
     return None
 
 
@@ -190,9 +191,11 @@ def run_checks(options: Options) -> list[Check]:
             old = requirements.too_old(requirement)
             if old:
                 extra = f"[{requirement.extra}]" if requirement.extra else ""
+                what = "is not installed" if old == "not installed" else f"{old} is older than"
                 raise WsgidevError(
-                    f"{requirement.name} {old} is older than wsgidev supports "
-                    f"(>={requirement.lowest})",
+                    f"{requirement.name} {what} wsgidev supports (>={requirement.lowest})"
+                    if old != "not installed"
+                    else f"{requirement.name}, which wsgidev needs, is not installed",
                     f"pip install --upgrade 'wsgidev{extra}' '{requirement.name}>={requirement.lowest}'",
                 )
             (extras if requirement.extra else hard).append(requirement)

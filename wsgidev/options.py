@@ -262,7 +262,8 @@ def _is_host(host: str) -> bool:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return bool(_HOSTNAME.match(host))
-    return True
+    # An IPv6 scope (fe80::1%eth0) is an interface name: nothing Apache would read otherwise.
+    return bool(re.fullmatch(r"[^%]*(%[A-Za-z0-9_.-]+)?", host.strip("[]")))
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Options))

@@ -19,6 +19,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from wsgidev.errors import WsgidevError
 
@@ -107,15 +108,18 @@ def _version(text: str) -> tuple[int, ...]:
         numbers.append(int(digits.group()))
         if digits.group() != part:
             break
+    while numbers and numbers[-1] == 0:  # 6 == 6.0 == 6.0.0
+        numbers.pop()
     return tuple(numbers)
 
 
 def too_old(requirement: Requirement) -> str | None:
-    """The installed version when it is older than wsgidev supports, else None."""
+    """The installed version when it is older than wsgidev supports ("not installed" for a hard
+    dependency that is missing), else None."""
     try:
         installed = metadata.version(requirement.name)
     except metadata.PackageNotFoundError:
-        return None
+        return None if requirement.extra else "not installed"
     if requirement.lowest and _version(installed) < _version(requirement.lowest):
         return installed
     return None
@@ -151,16 +155,34 @@ def require(extra: str) -> None:
 
 def import_owners(path: list[str] | None = None) -> dict[str, list[str]]:
     """Top-level import names that more than one installed distribution defines (a module or a
-    package with an __init__; namespace packages such as `google` are shared by design)."""
-    owners: dict[str, set[str]] = defaultdict(set)
+    package with an __init__). Namespace packages are shared by design: those without an
+    __init__ (`google`), and pkgutil/pkg_resources-style ones whose __init__ only extends the
+    package's path (`backports`)."""
+    owners: dict[str, dict[str, Path]] = defaultdict(dict)
     found = metadata.distributions() if path is None else metadata.distributions(path=path)
     for distribution in found:
-        name = distribution.metadata["Name"] or ""
+        name = _canonical(distribution.metadata["Name"] or "")
         for file in distribution.files or ():
             top = _defined_name(file.parts)
             if top is not None:
-                owners[top].add(_canonical(name))
-    return {name: sorted(d) for name, d in sorted(owners.items()) if len(d) > 1}
+                owners[top][name] = Path(str(distribution.locate_file(file)))
+    clashes = {}
+    for top, files in sorted(owners.items()):
+        defining = sorted(d for d, f in files.items() if not _extends_path(f))
+        if len(defining) > 1:
+            clashes[top] = defining
+    return clashes
+
+
+def _extends_path(init: Path) -> bool:
+    """Whether a package's __init__ declares a namespace package (pkgutil or pkg_resources)."""
+    if init.name != "__init__.py":
+        return False
+    try:
+        text = init.read_text(errors="replace")
+    except OSError:
+        return False
+    return "extend_path" in text or "declare_namespace" in text
 
 
 def _defined_name(parts: tuple[str, ...]) -> str | None:

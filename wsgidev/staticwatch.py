@@ -64,25 +64,31 @@ class _InotifyWatcher:
 
     def watch(self, url: str, folder: str, appeared: bool = False) -> None:
         """Watch folder and those below it; appeared: it is new, so the files already in it
-        (written before its watch was armed) are changes too."""
-        for current, _dirs, files in os.walk(folder):
-            relative = os.path.relpath(current, folder)
-            prefix = url if relative == "." else url + relative.replace(os.sep, "/") + "/"
-            self._add(prefix, current)
-            for name in files if appeared else ():
-                if not _is_temporary(name):
-                    self._on_change(prefix + name)
+        (written before its watch was armed) are changes too. Each folder's watch is armed
+        before it is listed, so that nothing created meanwhile goes unseen."""
+        if not self._add(url, folder):
+            return
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                self.watch(url + entry.name + "/", entry.path, appeared)
+            elif appeared and not _is_temporary(entry.name):
+                self._on_change(url + entry.name)
 
-    def _add(self, url: str, folder: str) -> None:
+    def _add(self, url: str, folder: str) -> bool:
         with self._lock:
             if folder in self._watched or self._stopped:
-                return
+                return False
             try:
                 descriptor = self._inotify.add_watch(folder, self._mask)
             except OSError:  # gone meanwhile, or out of watches: that folder goes unwatched
-                return
+                return False
             self._watched.add(folder)
             self._where[descriptor] = (url, folder)
+            return True
 
     def _run(self) -> None:
         flags = self._flags
@@ -90,7 +96,15 @@ class _InotifyWatcher:
             # A timeout, so that stop() is seen: the descriptor is closed here, by its reader.
             for event in self._inotify.read(timeout=READ_TIMEOUT_MS):
                 where = self._where.get(event.wd)
-                if where is None or not event.name:
+                if where is None:
+                    continue
+                if event.mask & flags.IGNORED:
+                    # The folder went away (rm -rf static/css): one made again is new.
+                    with self._lock:
+                        self._where.pop(event.wd, None)
+                        self._watched.discard(where[1])
+                    continue
+                if not event.name:
                     continue
                 url, folder = where
                 path = os.path.join(folder, event.name)

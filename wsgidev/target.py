@@ -38,7 +38,7 @@ def resolve_target(options: Options) -> Target:
     if spec is None:
         return _django_project(options, project, search)
     folder = project / spec
-    if folder.is_dir():
+    if folder.is_dir() and not (folder / "__init__.py").is_file():
         inside = (
             f"run wsgidev start inside {spec} (it has manage.py), or pass --working-dir {spec}"
             if (folder / "manage.py").is_file()

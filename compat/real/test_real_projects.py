@@ -19,6 +19,7 @@ named by $WSGIDEV_REAL_FACTS, which compat/report.py turns into docs/compat.md's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -119,6 +120,9 @@ def _checkout(project: dict[str, Any]) -> Path:
             ["git", "clone", "-q", project["repo"], str(source)], check=True, timeout=900
         )
     # Tracked files as committed; what the set-up made (the database, .env) stays.
+    known = ["git", "-C", str(source), "cat-file", "-e", project["commit"] + "^{commit}"]
+    if subprocess.run(known, check=False, capture_output=True).returncode:
+        subprocess.run(["git", "-C", str(source), "fetch", "-q", "origin"], check=True, timeout=900)
     subprocess.run(
         ["git", "-C", str(source), "checkout", "-q", "--force", project["commit"]], check=True
     )
@@ -130,11 +134,14 @@ def _set_up(project: dict[str, Any], source: Path) -> Path:
     venv = CACHE / "venv" / project["name"]
     stamp = venv / ".compat-setup"
     wanted = json.dumps([project["commit"], project["setup"]])
-    if stamp.exists() and stamp.read_text() == wanted:
-        # Reused: take wsgidev out again, so the install below is a first install.
-        subprocess.run(
-            [str(venv / "bin/python"), "-m", "pip", "uninstall", "-q", "-y", "wsgidev"], check=False
-        )
+    frozen = venv / ".compat-freeze"
+    if stamp.exists() and stamp.read_text() == wanted and frozen.exists():
+        # Reused: take out wsgidev and what it brought, so that the install below is a first one.
+        extra = sorted(_installed(venv) - {_name(line) for line in frozen.read_text().splitlines()})
+        if extra:
+            subprocess.run(
+                [str(venv / "bin/python"), "-m", "pip", "uninstall", "-q", "-y", *extra], check=True
+            )
         return venv
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
@@ -142,13 +149,37 @@ def _set_up(project: dict[str, Any], source: Path) -> Path:
     _sh("python -m pip install -q --upgrade pip", source, env)
     for command in project["setup"]:
         _sh(command, source, env)
+    (venv / ".compat-freeze").write_text("\n".join(sorted(_installed(venv))) + "\n")
     stamp.write_text(wanted)
     return venv
 
 
+def _installed(venv: Path) -> set[str]:
+    """The distributions installed in venv, by name."""
+    freeze = subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "freeze", "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {_name(line) for line in freeze.stdout.splitlines() if line.strip()}
+
+
+def _name(line: str) -> str:
+    return line.split("==")[0].split(" @ ")[0].strip().lower().replace("_", "-")
+
+
 def _snapshot(venv: Path, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
-    out = _sh(f"{venv}/bin/python -c {json.dumps(SNAPSHOT)}", cwd, env)
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(
+        [str(venv / "bin/python"), "-c", SNAPSHOT],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _free_port() -> int:
@@ -273,33 +304,34 @@ def test_real_project(project: dict[str, Any], wheel: Path) -> None:
     views, urls, template = (
         source / project[k] for k in ("views_file", "urls_file", "template_file")
     )
-    views.write_text(views.read_text() + PROBE_VIEW)
-    urls.write_text(urls.read_text() + PROBE_URL.format(module=project["views_module"]))
     tmp = Path(tempfile.mkdtemp(prefix="wr-", dir="/tmp"))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = (CACHE / f"{project['name']}.wsgidev.log").open("w")
-    start = time.monotonic()
-    process = subprocess.Popen(
-        [
-            str(venv / "bin/wsgidev"),
-            "start",
-            "--processes",
-            "2",
-            "--threads",
-            "15",
-            "--port",
-            str(port),
-        ],
-        cwd=site,
-        env={**env, "TMPDIR": str(tmp)},
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process: subprocess.Popen[bytes] | None = None
     pids: set[int] = set()
     try:
+        views.write_text(views.read_text() + PROBE_VIEW)
+        urls.write_text(urls.read_text() + PROBE_URL.format(module=project["views_module"]))
+        start = time.monotonic()
+        process = subprocess.Popen(
+            [
+                str(venv / "bin/wsgidev"),
+                "start",
+                "--processes",
+                "2",
+                "--threads",
+                "15",
+                "--port",
+                str(port),
+            ],
+            cwd=site,
+            env={**env, "TMPDIR": str(tmp)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         _wait(lambda: _get(base + "/wsgidev-probe/")[0] == 200, 120, "the first 200")
         facts["first_200_s"] = round(time.monotonic() - start, 2)
         pids = {process.pid, *_descendants(process.pid)}
@@ -356,9 +388,14 @@ def test_real_project(project: dict[str, Any], wheel: Path) -> None:
         _wait(lambda: not any(tmp.iterdir()), 5, "the server root removed")
         facts["stop"] = f"exit {code}, {len(pids)} processes gone, server root removed"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None and process.poll() is None:
+            pids |= {process.pid, *_descendants(process.pid)}
+            process.send_signal(signal.SIGINT)  # wsgidev stops Apache (in its own session) too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(30)
+        for pid in pids:  # what is still alive of what this test started, by pid
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
         log.close()
         subprocess.run(
             [
