@@ -296,7 +296,9 @@ def test_doctor_names_a_mod_wsgi_built_for_another_python(
     from wsgidev.options import Options
 
     other = tmp_path / "other-python" / "lib" / "libpython3.11.so.1.0"
-    monkeypatch.setattr(doctor, "linked_libpython", lambda so: str(other))
+    from wsgidev import apache
+
+    monkeypatch.setattr(apache, "linked_libpython", lambda so: str(other))
     check = {c.name: c for c in doctor.run_checks(Options(port=1))}["libpython"]
     assert not check.ok
     assert f"loads {other}, not this Python's" in check.detail

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import import_module
@@ -212,3 +213,40 @@ def python_library_readable(install: ApacheInstall) -> list[Path]:
     if install.python_dylib:
         paths.append(Path(install.python_dylib))
     return paths
+
+
+def linked_libpython(shared_object: str) -> str | None:
+    """The libpython the dynamic loader gives shared_object (ldd), or None where ldd cannot say."""
+    try:
+        result = subprocess.run(
+            ["ldd", shared_object], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in result.stdout.splitlines():
+        name, _, where = line.strip().partition(" => ")
+        if name.startswith("libpython") and where:
+            path = where.split(" (")[0].strip()
+            # "not found": Apache's LoadFile of this Python's libpython comes first and serves.
+            return path if path.startswith("/") else None
+    return None
+
+
+def own_libpython() -> Path:
+    """The shared libpython of the Python wsgidev runs in."""
+    return Path(sysconfig.get_config_var("LIBDIR") or "") / (
+        sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY") or ""
+    )
+
+
+def require_own_libpython(install: ApacheInstall) -> None:
+    """WsgidevError when mod_wsgi loads another Python's libpython (a wheel pip cached for
+    another Python of the same version): its daemons would fail at `import math`."""
+    linked = linked_libpython(install.mod_wsgi_so)
+    ours = own_libpython()
+    if linked is not None and os.path.realpath(linked) != os.path.realpath(ours):
+        raise WsgidevError(
+            f"{install.mod_wsgi_so} loads {linked}, not this Python's {ours} (a mod_wsgi "
+            "built for another Python, e.g. a wheel pip cached from another venv)",
+            "pip install --force-reinstall --no-cache-dir --no-binary mod_wsgi mod_wsgi",
+        )

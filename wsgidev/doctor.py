@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -19,7 +17,10 @@ from wsgidev.apache import (
     apache_version,
     compiled_modules,
     find_apache,
+    linked_libpython,
+    own_libpython,
     python_library_readable,
+    require_own_libpython,
 )
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
@@ -56,23 +57,6 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
 def _has_mpm(built_in: set[str]) -> bool:
     """Whether the binary has an MPM compiled in (then no mod_mpm_*.so is loaded)."""
     return any(name.startswith(("event.c", "worker.c", "prefork.c")) for name in built_in)
-
-
-def linked_libpython(shared_object: str) -> str | None:
-    """The libpython the dynamic loader gives shared_object (ldd), or None where ldd cannot say."""
-    try:
-        result = subprocess.run(
-            ["ldd", shared_object], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for line in result.stdout.splitlines():
-        name, _, where = line.strip().partition(" => ")
-        if name.startswith("libpython") and where:
-            path = where.split(" (")[0].strip()
-            # "not found": Apache's LoadFile of this Python's libpython comes first and serves.
-            return path if path.startswith("/") else None
-    return None
 
 
 def run_checks(options: Options) -> list[Check]:
@@ -164,16 +148,10 @@ def run_checks(options: Options) -> list[Check]:
                 "use a Python built with --enable-shared (Debian's, or pyenv with "
                 'PYTHON_CONFIGURE_OPTS="--enable-shared")',
             )
-        ours = Path(sysconfig.get_config_var("LIBDIR") or "") / (
-            sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY") or ""
-        )
+        ours = own_libpython()
         linked = linked_libpython(found[0].mod_wsgi_so) if found else None
-        if linked is not None and os.path.realpath(linked) != os.path.realpath(ours):
-            raise WsgidevError(
-                f"{found[0].mod_wsgi_so} loads {linked}, not this Python's {ours} (a mod_wsgi "
-                "built for another Python, e.g. a wheel cached from another venv)",
-                "pip install --force-reinstall --no-cache-dir --no-binary mod_wsgi mod_wsgi",
-            )
+        if found:
+            require_own_libpython(found[0])
         return f"shared libpython {ours}" + (", the one mod_wsgi loads" if linked else "")
 
     def root() -> str:

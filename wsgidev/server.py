@@ -24,7 +24,12 @@ from types import FrameType
 from typing import IO, TextIO
 
 from wsgidev import render, requirements
-from wsgidev.apache import ApacheInstall, find_apache, python_library_readable
+from wsgidev.apache import (
+    ApacheInstall,
+    find_apache,
+    python_library_readable,
+    require_own_libpython,
+)
 from wsgidev.debugbridge import DebugBridge
 from wsgidev.envfile import EnvFileError, read_env_file
 from wsgidev.errors import WsgidevError
@@ -97,6 +102,7 @@ def prepare(options: Options) -> Prepared:
                 f"--include {include} is not a file", "pass the path of a file of Apache directives"
             )
     apache = find_apache(options.httpd)
+    require_own_libpython(apache)
     must_read = [*python_library_readable(apache), Path(target.project_dir)]
     run_as = plan_run_as(options.user, options.group, must_read)
     tls, ca_certificate = _tls(options, apache)

@@ -73,6 +73,10 @@ def _env(venv: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in MACHINE_ONLY_ENV}
     env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
     env["VIRTUAL_ENV"] = str(venv)
+    # pip's wheel cache is per user, not per Python: a mod_wsgi built for this checkout's own
+    # Python (pyenv 3.11.7) was reused by the system's 3.11.2 and failed at `import math`. The
+    # projects' venvs, all of the system's Python, share a cache of their own.
+    env["PIP_CACHE_DIR"] = str(CACHE / "pip-cache")
     return {**env, **(extra or {})}
 
 
