@@ -206,6 +206,8 @@ def wsgidev_command(*args: str) -> list[str]:
 class WsgidevServer:
     """`wsgidev start` as a subprocess: log to a file, deadlines on every wait, full teardown."""
 
+    pipe_colours = False  # NO_COLOR is set, unless a subclass shows what a pipe gets
+
     def __init__(
         self,
         project: Path,
@@ -223,7 +225,10 @@ class WsgidevServer:
         self.tmpdir = Path(tempfile.mkdtemp(prefix=tmp_prefix))
         self.server_args = args
         self.args = ["start", *args, "--port", str(self.port)]
-        self.env = {**os.environ, "TMPDIR": str(self.tmpdir), "NO_COLOR": "1", **env}
+        # NO_COLOR unless the class shows what a pipe gets (then only if the test sets it).
+        base = {k: v for k, v in os.environ.items() if k != "NO_COLOR" or not self.pipe_colours}
+        colours = {} if self.pipe_colours else {"NO_COLOR": "1"}
+        self.env = {**base, "TMPDIR": str(self.tmpdir), **colours, **env}
         self.process: subprocess.Popen[bytes] | None = None
         self.apache_pids: set[int] = set()
 
@@ -309,17 +314,7 @@ class ManagePyServer(WsgidevServer):
     """`python manage.py runwsgidev 127.0.0.1:PORT ...` in a Django project; output piped, with
     no NO_COLOR, so a test sees what a pipe gets."""
 
-    def __init__(
-        self,
-        project: Path,
-        log_dir: Path,
-        args: list[str],
-        env: dict[str, str],
-        tmp_prefix: str = "wsgidev-test-",
-    ):
-        super().__init__(project, log_dir, args, env, tmp_prefix)
-        if "NO_COLOR" not in env:
-            self.env.pop("NO_COLOR", None)
+    pipe_colours = True
 
     def command(self) -> list[str]:
         """manage.py runwsgidev with the free port as its addrport."""

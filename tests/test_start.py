@@ -136,7 +136,7 @@ def test_named_server_root_is_kept_and_ipv6_loopback_serves(
     assert json.loads(http_get(url)[1])["pid"] > 0
     assert server.stop() == 0
     assert (root / "httpd.conf").is_file() and (root / "entry.wsgi").is_file()
-    assert "Listen [::1]:" in (root / "httpd.conf").read_text()
+    assert 'Listen "[::1]:' in (root / "httpd.conf").read_text()
 
 
 def _can_bind_ipv6_loopback() -> bool:

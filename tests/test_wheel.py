@@ -75,7 +75,7 @@ def test_wheel_installs_templates_and_renders(tmp_path: Path):
         [str(python), "-c", RENDER], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert "WSGIDaemonProcess wsgidev-p" in result.stdout
+    assert 'WSGIDaemonProcess "wsgidev-p' in result.stdout
     assert "processes=3 threads=4" in result.stdout
     assert "start-server /srv/p/.wsgidev/entry.wsgi" in result.stdout
     assert "wsgidev.daemon.entry.load(" in result.stdout

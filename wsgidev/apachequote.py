@@ -13,6 +13,7 @@ What Apache does to a value, and what this does about it:
 - inside an expression's single-quoted string (`SetEnvIfExpr "-f '...'"`), `%{NAME}` and `$1`
   are variables and `\\` escapes: those are backslash-escaped (expr_string), then the whole
   expression is quoted as an argument;
+- `<Directory>` and `Include` read `*`, `?` and `[` as wildcards (literal_pattern);
 - names mod_wsgi takes as words (process groups) are made of ASCII letters, digits, `_.-` alone
   (ascii_name): a group named from a folder called `café` was not found again by name.
 """
@@ -71,10 +72,11 @@ def expr_string(value: object, what: str = "a value") -> str:
 _WILDCARD = re.compile(r"[*?\[]")
 
 
-def directory_pattern(path: str) -> str:
-    """A path for <Directory>: Apache matches it as a wildcard pattern (apr_fnmatch) when it
-    holds `*`, `?` or `[`. Each of those is then a one-character class (`[*]`, `[?]`, `[[]`;
-    a backslash before `[` did not match, tried on Apache 2.4) and a backslash is escaped."""
+def literal_pattern(path: str) -> str:
+    """A path for <Directory> or Include, which Apache matches as a wildcard pattern
+    (apr_fnmatch) when it holds `*`, `?` or `[`. Each of those is then a one-character class
+    (`[*]`, `[?]`, `[[]`; a backslash before `[` did not match, tried on Apache 2.4) and a
+    backslash is escaped, so the path matches itself alone."""
     if not _WILDCARD.search(path):
         return path
     special = {"*": "[*]", "?": "[?]", "[": "[[]", "\\": "\\\\"}

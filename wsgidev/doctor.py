@@ -162,21 +162,21 @@ def run_checks(options: Options) -> list[Check]:
 
     def dependencies() -> str:
         hard: list[requirements.Requirement] = []
-        extras: list[requirements.Requirement] = []
         for requirement in requirements.declared():
             if requirement.extra not in (None, *requirements.EXTRAS):
                 continue  # django, test, bench: not wsgidev's own
             old = requirements.too_old(requirement)
             if old:
                 extra = f"[{requirement.extra}]" if requirement.extra else ""
-                what = "is not installed" if old == "not installed" else f"{old} is older than"
                 raise WsgidevError(
-                    f"{requirement.name} {what} wsgidev supports (>={requirement.lowest})"
-                    if old != "not installed"
-                    else f"{requirement.name}, which wsgidev needs, is not installed",
+                    f"{requirement.name}, which wsgidev needs, is not installed"
+                    if old == "not installed"
+                    else f"{requirement.name} {old} is older than wsgidev supports "
+                    f"(>={requirement.lowest})",
                     f"pip install --upgrade 'wsgidev{extra}' '{requirement.name}>={requirement.lowest}'",
                 )
-            (extras if requirement.extra else hard).append(requirement)
+            if not requirement.extra:
+                hard.append(requirement)
         detail = "needs " + ", ".join(f"{r.name}>={r.lowest}" for r in hard)
         for extra, (feature, modules) in requirements.EXTRAS.items():
             have = all(requirements.importable(m) for m in modules)

@@ -81,7 +81,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["q"] = apachequote.arg
     env.filters["expr"] = apachequote.expr_string
-    env.filters["dirpattern"] = apachequote.directory_pattern
+    env.filters["literal"] = apachequote.literal_pattern
     env.filters["sh"] = shlex.quote
     env.filters["rendered"] = Rendered
     env.globals["define_dollar"] = apachequote.DEFINE_DOLLAR

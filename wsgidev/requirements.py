@@ -57,15 +57,17 @@ def declared() -> list[Requirement]:
         lines = metadata.requires("wsgidev") or []
     except metadata.PackageNotFoundError:
         return []
-    found = []
-    for line in lines:
-        match = _REQUIREMENT.match(line)
-        if match is None:
-            continue
-        applies, extra = _marker(match.group("marker") or "")
-        if applies:
-            found.append(Requirement(match.group("name"), match.group("lowest"), extra))
-    return found
+    return [r for r in map(parse, lines) if r is not None]
+
+
+def parse(line: str) -> Requirement | None:
+    """One requirement line (`NAME>=VERSION; markers`); None where its markers do not hold
+    here or it is of a form wsgidev does not write."""
+    match = _REQUIREMENT.match(line)
+    if match is None:
+        return None
+    applies, extra = _marker(match.group("marker") or "")
+    return Requirement(match.group("name"), match.group("lowest"), extra) if applies else None
 
 
 def _marker(marker: str) -> tuple[bool, str | None]:

@@ -129,6 +129,7 @@ class _WatchdogWatcher:
         from watchdog.observers import Observer
 
         self._on_change = on_change
+        self._watched: set[str] = set()  # each daemon announces the folders again: once each
         self._observer = Observer()
         self._observer.daemon = True
         self._observer.start()
@@ -136,6 +137,9 @@ class _WatchdogWatcher:
     def watch(self, url: str, folder: str) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
+        if folder in self._watched:
+            return
+        self._watched.add(folder)
         on_change = self._on_change
 
         class Handler(FileSystemEventHandler):

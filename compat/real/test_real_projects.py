@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,9 @@ import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import alive, descendants, free_port, wait_for  # noqa: E402  (the suite's helpers)
+
 CACHE = REPO / ".compat" / "real"
 PROJECTS = tomllib.loads((REPO / "compat" / "realprojects.toml").read_text())["project"]
 FACTS: dict[str, Any] = {}
@@ -186,12 +188,6 @@ def _snapshot(venv: Path, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, timeout_s: float = 30) -> tuple[int, str, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
@@ -201,40 +197,17 @@ def _get(url: str, timeout_s: float = 30) -> tuple[int, str, bytes]:
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
+    """wait_for, counting a refused connection as not yet; the seconds it took."""
+
+    def holds() -> bool:
         try:
-            if predicate():
-                return time.monotonic() - start
+            return predicate()
         except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
+            return False
 
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    start = time.monotonic()
+    wait_for(holds, timeout_s, what)
+    return time.monotonic() - start
 
 
 PROBE_VIEW = """
@@ -309,7 +282,7 @@ def test_real_project(project: dict[str, Any], wheel: Path) -> None:
         source / project[k] for k in ("views_file", "urls_file", "template_file")
     )
     tmp = Path(tempfile.mkdtemp(prefix="wr-", dir="/tmp"))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = (CACHE / f"{project['name']}.wsgidev.log").open("w")
     process: subprocess.Popen[bytes] | None = None
@@ -338,7 +311,7 @@ def test_real_project(project: dict[str, Any], wheel: Path) -> None:
         )
         _wait(lambda: _get(base + "/wsgidev-probe/")[0] == 200, 120, "the first 200")
         facts["first_200_s"] = round(time.monotonic() - start, 2)
-        pids = {process.pid, *_descendants(process.pid)}
+        pids = {process.pid, *descendants(process.pid)}
         pages = []
         for page in project["pages"]:
             status, ctype, body = _get(base + page["path"])
@@ -381,24 +354,24 @@ def test_real_project(project: dict[str, Any], wheel: Path) -> None:
             ),
             2,
         )
-        pids |= _descendants(process.pid)
+        pids |= descendants(process.pid)
 
         # Ctrl-C: everything stops, nothing is left.
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=30)
         facts["stop"] = f"exit {code}"
         assert code == 0
-        _wait(lambda: not any(_alive(p) for p in pids), 10, "every process gone")
+        _wait(lambda: not any(alive(p) for p in pids), 10, "every process gone")
         _wait(lambda: not any(tmp.iterdir()), 5, "the server root removed")
         facts["stop"] = f"exit {code}, {len(pids)} processes gone, server root removed"
     finally:
         if process is not None and process.poll() is None:
-            pids |= {process.pid, *_descendants(process.pid)}
+            pids |= {process.pid, *descendants(process.pid)}
             process.send_signal(signal.SIGINT)  # wsgidev stops Apache (in its own session) too
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(30)
         for pid in pids:  # what is still alive of what this test started, by pid
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         log.close()
         subprocess.run(
