@@ -21,6 +21,8 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
 PY
 # The browser tests drive Debian's chromium (through Playwright's Python package).
 if [ "$what" != demo ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
+# A real FUSE mount for the folders that send no change notifications (tests/test_mounts.py).
+if [ "$what" != demo ] && ! command -v bindfs >/dev/null; then missing+=(bindfs); fi
 if ((${#missing[@]})); then
   if ! command -v apt-get >/dev/null; then
     echo "dev.sh: please install: ${missing[*]} (or your system's equivalents), then rerun" >&2

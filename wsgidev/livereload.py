@@ -42,8 +42,9 @@ STATIC_SETTLE_S = 0.03
 class LiveReload:
     """The stream server (a thread running an asyncio loop) and the news it sends."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, poll_interval_s: float = 1.0) -> None:
         self.path = path
+        self.poll_interval_s = poll_interval_s  # for static folders that send no events
         self.generation = 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -89,7 +90,7 @@ class LiveReload:
     def watch_static(self, folders: Iterable[tuple[str, str]]) -> None:
         """Watch static folders (URL prefix, folder) for changes."""
         if self._static is None:
-            self._static = StaticWatcher(self.static_changed)
+            self._static = StaticWatcher(self.static_changed, self.poll_interval_s)
         self._static.watch(folders)
 
     # -- the server ---------------------------------------------------------------------------

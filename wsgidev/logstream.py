@@ -120,6 +120,8 @@ class LogPrinter:
         # Set once wsgidev has said why it stops: the stop's chatter would bury that line.
         self.muted = False
         self._last_once = ""
+        # Mounts said to send no events (the banner names those it could foresee).
+        self.silent_mounts: set[str] = set()
         self._listed = ""  # the watch listing last printed (listing_key)
         # While a debugger session has the terminal: the lines held back, and how wsgidev's own
         # short lines are shown (above the prompt).
@@ -273,6 +275,8 @@ class LogPrinter:
         elif kind == "standby-refresh" and self.verbose:
             names = ", ".join(short_path(str(f)) for f in event.get("files", []))
             self.write(f"Standby process {pid} refreshing: it had loaded {names}, which changed")
+        elif kind == "silent-mount":
+            self._silent_mount(event)
         elif kind == "watching" and self.verbose:
             self.write(
                 f"Process {pid} watches {event.get('file_count')} files in {event.get('dir_count')} "
@@ -403,6 +407,17 @@ class LogPrinter:
         with self.lock:
             exited = set(self._exited)
         return faultlines.gone_note(event, takers, exited)
+
+    def _silent_mount(self, event: dict[str, Any]) -> None:
+        point = str(event.get("mount"))
+        with self.lock:
+            if point in self.silent_mounts:
+                return
+            self.silent_mounts.add(point)
+        self.write(
+            f"Polling the watched files under {point} every {float(event.get('interval', 1)):g} s: "
+            f"a {event.get('fstype')} mount sends no notification of changes made beneath it"
+        )
 
     def _once(self, key: str, text: str) -> None:
         # Each daemon process reports the same thing; say it once.

@@ -35,6 +35,7 @@ from wsgidev.envfile import EnvFileError, read_env_file
 from wsgidev.errors import WsgidevError
 from wsgidev.livereload import LiveReload
 from wsgidev.logstream import LogPrinter
+from wsgidev.mounts import Mount, MountTable
 from wsgidev.options import ENV_NAME, Options
 from wsgidev.privileges import RunAs, child_setup, plan_run_as
 from wsgidev.proctitle import hide_env_values
@@ -341,6 +342,8 @@ class Server:
             verbose=prepared.options.log_level in ("info", "debug"),
             reload=prepared.options.reload,
         )
+        # The banner names these: the daemons' line for each would say it again.
+        self.log.silent_mounts.update(m.point for m in silent_mounts(prepared))
         self.process: subprocess.Popen[bytes] | None = None
         self.readers: list[threading.Thread] = []
         self.bridge: DebugBridge | None = None
@@ -351,7 +354,7 @@ class Server:
         paths = render.live_stream_paths(self.prepared.options, self.prepared.target)
         if not paths:
             return
-        self.live = LiveReload(root / LIVE_SOCKET)
+        self.live = LiveReload(root / LIVE_SOCKET, self.prepared.options.poll_interval_s)
         self.live.start(daemon_ids(self.prepared.run_as))
         self.log.listener = self.live
         if self.prepared.options.live_reload:
@@ -600,6 +603,21 @@ def _trusted() -> bool:
     return is_trusted(LocalCA())
 
 
+def silent_mounts(prepared: Prepared) -> list[Mount]:
+    """The mounts under the project, --python-path and the venv that send no notification of
+    changes made beneath them, where the daemons poll (wsgidev/mounts.py)."""
+    options = prepared.options
+    if not options.reload or options.debug or options.reload_backend == "poll":
+        return []
+    table = MountTable()
+    found: dict[str, Mount] = {}
+    for folder in (prepared.target.project_dir, *options.python_path, sys.prefix):
+        mount = table.silent(str(folder))
+        if mount is not None:
+            found.setdefault(mount.point, mount)
+    return list(found.values())
+
+
 def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
     """The lines printed once Apache listens; debugger: sessions come to this terminal."""
     options = prepared.options
@@ -641,6 +659,11 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
     if BROWSER_RELOAD_EVENTS_PATH in live:
         lines.append(
             f"  django-browser-reload's events ({BROWSER_RELOAD_EVENTS_PATH}) served by wsgidev"
+        )
+    for mount in silent_mounts(prepared):
+        lines.append(
+            f"  files under {mount.point} polled every {options.poll_interval_s:g} s: "
+            f"a {mount.fstype} mount sends no notification of changes made beneath it"
         )
     lines.append(f"  {reload}; quit with CONTROL-C.")
     return "\n".join(lines)

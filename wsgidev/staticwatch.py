@@ -4,7 +4,9 @@ since Apache or the finders serve the file from disk as it is (wsgidev/livereloa
 On Linux, one inotify descriptor (inotify_simple, as the daemons' monitor and the root watch use)
 read by one thread, a watch per folder added as folders appear; elsewhere watchdog's native
 observer (FSEvents), the hard dependency there. watchdog is not used on Linux, so it is not
-installed there: a project that pins an old watchdog, or none, keeps its own.
+installed there: a project that pins an old watchdog, or none, keeps its own. A folder on a mount
+that sends no notification of changes made beneath it (wsgidev/mounts.py) is walked every
+--poll-interval instead, by one more thread.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
+
+from wsgidev.mounts import MountTable
 
 READ_TIMEOUT_MS = 500
 OnChange = Callable[[str], None]  # called with the changed file's URL path
@@ -28,22 +32,87 @@ def _is_temporary(path: str) -> bool:
 class StaticWatcher:
     """Calls on_change(url_path) from a daemon thread for each file written under the folders."""
 
-    def __init__(self, on_change: OnChange) -> None:
+    def __init__(self, on_change: OnChange, poll_interval_s: float = 1.0) -> None:
+        self._on_change = on_change
+        self._poll_interval_s = poll_interval_s
         self._backend: _InotifyWatcher | _WatchdogWatcher
         if sys.platform.startswith("linux"):
             self._backend = _InotifyWatcher(on_change)
         else:
             self._backend = _WatchdogWatcher(on_change)
+        self._poller: _PollingWatcher | None = None
 
     def watch(self, folders: Iterable[tuple[str, str]]) -> None:
         """Watch each (URL prefix, folder) and everything below it."""
+        table = MountTable()
         for url, folder in folders:
-            if os.path.isdir(folder):
-                self._backend.watch(url.rstrip("/") + "/", folder)
+            if not os.path.isdir(folder):
+                continue
+            url = url.rstrip("/") + "/"
+            if table.silent(folder) is not None:
+                if self._poller is None:
+                    self._poller = _PollingWatcher(self._on_change, self._poll_interval_s)
+                self._poller.watch(url, folder)
+            else:
+                self._backend.watch(url, folder)
 
     def stop(self) -> None:
-        """Stop watching (the thread ends)."""
+        """Stop watching (the threads end)."""
         self._backend.stop()
+        if self._poller is not None:
+            self._poller.stop()
+
+
+class _PollingWatcher:
+    """Walks its folders every interval and reports each file whose mtime or size moved."""
+
+    def __init__(self, on_change: OnChange, interval_s: float) -> None:
+        self._on_change = on_change
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._folders: dict[str, str] = {}  # folder -> URL prefix
+        self._seen: dict[str, tuple[int, int]] = {}  # file -> (mtime_ns, size)
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, name="wsgidev-static-poll", daemon=True).start()
+
+    def watch(self, url: str, folder: str) -> None:
+        with self._lock:
+            if folder in self._folders:
+                return
+            self._folders[folder] = url
+        self._walk(folder, url, report=False)  # what is there now is the baseline
+
+    def _walk(self, folder: str, url: str, report: bool) -> None:
+        stack = [(folder, url)]
+        while stack:
+            here, prefix = stack.pop()
+            try:
+                entries = list(os.scandir(here))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, prefix + entry.name + "/"))
+                        continue
+                    info = entry.stat()
+                except OSError:
+                    continue
+                state = (info.st_mtime_ns, info.st_size)
+                if self._seen.get(entry.path) != state:
+                    self._seen[entry.path] = state
+                    if report and not _is_temporary(entry.name):
+                        self._on_change(prefix + entry.name)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            with self._lock:
+                folders = list(self._folders.items())
+            for folder, url in folders:
+                self._walk(folder, url, report=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 class _InotifyWatcher:

@@ -25,6 +25,7 @@ from wsgidev.daemon.monitor.listing import watch_list
 from wsgidev.daemon.monitor.opened import OpenedFiles
 from wsgidev.daemon.monitor.state import STALE, FileState, file_state, touched_after
 from wsgidev.daemon.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
+from wsgidev.mounts import MountTable
 
 if TYPE_CHECKING:
     from wsgidev.daemon.monitor.django_signals import DjangoSignals
@@ -95,6 +96,11 @@ class Monitor:
         self._armed = False
         self._polling = False  # a notification backend that ran out of watches polls instead
         self._counted_dirs = 0  # the folder count last reported
+        # Watched folders on mounts whose changes made elsewhere send no event (wsgidev/mounts.py):
+        # their files are compared every poll_interval_s as well.
+        self._silent_dirs: set[str] = set()
+        self._silent_mounts: set[str] = set()
+        self._next_poll = 0.0
         self._restarting = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,6 +142,8 @@ class Monitor:
         if self._polling:
             return self.poll_interval_s  # a notification backend out of watches
         remaining = max(0.0, next_full_check - time.monotonic())
+        if self._silent_dirs:
+            remaining = min(remaining, max(0.0, self._next_poll - time.monotonic()))
         if self._files.has_unchecked():
             return 0.0
         if self._recorder.recent() or self._files.modules_pending():
@@ -286,6 +294,9 @@ class Monitor:
                 self._scan_requested = True
             if hint is None:
                 next_full_check = time.monotonic() + self.safety_interval_s
+            elif self._silent_dirs and time.monotonic() >= self._next_poll:
+                self._next_poll = time.monotonic() + self.poll_interval_s
+                hint = hint | self._files.in_dirs(self._silent_dirs)
             try:
                 self.check_once(hint)
             except Exception:
@@ -388,7 +399,30 @@ class Monitor:
     def _hand_over_dirs(self) -> None:
         new = self._files.take_new_dirs()
         if new:
+            self._note_silent(new)
             self._watch_dirs(new)
+
+    def _note_silent(self, dirs: set[str]) -> None:
+        """Poll the folders among dirs whose mount sends no event for changes made elsewhere
+        (an edit on the host beneath a container's bind mount); say so once per mount."""
+        if self.name == "poll":
+            return  # every file is compared each interval already
+        table = MountTable()
+        for directory in dirs:
+            mount = table.silent(directory)
+            if mount is None:
+                continue
+            if not self._silent_dirs:
+                self._next_poll = time.monotonic() + self.poll_interval_s
+            self._silent_dirs.add(directory)
+            if mount.point not in self._silent_mounts:
+                self._silent_mounts.add(mount.point)
+                events.emit(
+                    "silent-mount",
+                    mount=mount.point,
+                    fstype=mount.fstype,
+                    interval=self.poll_interval_s,
+                )
 
     def _import_recorded(self) -> None:
         if self._armed:

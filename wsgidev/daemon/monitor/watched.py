@@ -112,6 +112,14 @@ class WatchedFiles:
             self._globs_dirty = self._globs_dirty or any(d in self._glob_dirs for d in new)
         return new
 
+    def in_dirs(self, dirs: set[str]) -> set[str]:
+        """The watched files directly in these directories, to compare now (a poll of folders
+        that send no events), and files new to a glob whose folders are among them."""
+        files = {p for p in self._baselines if os.path.dirname(p) in dirs}
+        if any(d in self._glob_dirs for d in dirs):
+            files.update(self._new_glob_files())  # a walk only where a folder's mtime moved
+        return files
+
     def changed(self, hint: set[str] | None) -> dict[str, FileState | None]:
         """The candidate files whose state differs from their baseline, with their state now."""
         if hint is None:
