@@ -14,14 +14,18 @@ What Apache does to a value, and what this does about it:
   are variables and `\\` escapes: those are backslash-escaped (expr_string), then the whole
   expression is quoted as an argument;
 - `<Directory>` and `Include` read `*`, `?` and `[` as wildcards (literal_pattern);
+- allowed Host names become one regular expression (host_regex) built only from checked names
+  (letters, digits, `-_` and dots), dots written `[.]`: nothing in it is escaped;
 - names mod_wsgi takes as words (process groups) are made of ASCII letters, digits, `_.-` alone
   (ascii_name): a group named from a folder called `café` was not found again by name.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from wsgidev.errors import WsgidevError
 
@@ -88,3 +92,41 @@ def ascii_name(value: str, fallback: str = "app") -> str:
     (accents dropped, anything else an underscore)."""
     plain = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
     return re.sub(r"[^A-Za-z0-9_.-]", "_", plain).strip("._") or fallback
+
+
+# A name the Host check answers (--allow-host, Django's ALLOWED_HOSTS): DNS labels, with a
+# leading dot for the name and every name below it (Django's ".example.com").
+HOST_NAME = re.compile(r"\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+# Always answered: localhost and the names below it (browsers resolve them to loopback
+# themselves), and any IP address (an address cannot be rebound to another machine).
+ALWAYS_NAMES = (".localhost",)
+_ADDRESSES = ("[0-9]+([.][0-9]+){3}", "[[][0-9A-Fa-f:.]+[]]")
+
+
+def answered_anyway(name: str) -> bool:
+    """Whether the Host check answers this name without being told: localhost or an address."""
+    plain = name.strip(".").lower()
+    if plain == "localhost" or plain.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def host_regex(names: Iterable[str]) -> str:
+    """An ap_expr regex (m#...#i) that a Host header (with its port) matches when it names
+    localhost, an IP address or one of names; names are checked (HOST_NAME), never escaped."""
+    parts = []
+    for name in [*ALWAYS_NAMES, *names]:
+        if not HOST_NAME.fullmatch(name):
+            raise UnsafeValue(
+                f"{name!r} is not a host name",
+                "pass a name such as myapp.test (.myapp.test: and below)",
+            )
+        below = name.startswith(".")
+        plain = name.strip(".").lower().replace(".", "[.]")
+        parts.append(f"([a-z0-9_-]+[.])*{plain}" if below else plain)
+    alternatives = "|".join(dict.fromkeys([*parts, *_ADDRESSES]))
+    return f"m#^({alternatives})[.]?(:[0-9]+)?$#i"

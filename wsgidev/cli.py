@@ -35,6 +35,14 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         "for code that is not thread-safe: one request per process at a time",
     )
     add("--host", help="address to listen on (default 127.0.0.1)")
+    add(
+        "--allow-host",
+        metavar="NAME",
+        action="append",
+        help="also answer requests for this Host name (repeatable; .example.test: it and the names "
+        "below it; '*': any). Answered already: localhost, IP addresses, --host, Django's "
+        "ALLOWED_HOSTS; other names get a 400 (DNS rebinding)",
+    )
     add("--port", metavar="PORT", help="port to listen on (default 8000)")
     add("--working-dir", metavar="DIR", help="project folder (default: the current one)")
     add("--python-path", metavar="DIR", action="append", help="add to sys.path (repeatable)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wsgidev.apachequote import HOST_NAME
 from wsgidev.errors import WsgidevError
 from wsgidev.globpattern import GlobError, escape, exclude_text, has_magic
 from wsgidev.globpattern import check as check_glob
@@ -106,6 +107,10 @@ class Options:
     pdb: bool = False
     # HTML pages get a script that refreshes them once new code serves (wsgidev/livereload.py).
     live_reload: bool = False
+    # Host names answered besides localhost, IP addresses and --host (DNS rebinding: the rest
+    # get a 400); ".example.test" also allows the names below it, "*" any. wsgidev start adds
+    # the Django project's ALLOWED_HOSTS.
+    allow_host: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, most in (("processes", MAX_PROCESSES), ("threads", MAX_THREADS)):
@@ -129,6 +134,13 @@ class Options:
                 f"--host {self.host!r} is not an IP address or host name",
                 "pass e.g. --host 127.0.0.1",
             )
+        for name in self.allow_host:
+            if name != "*" and not HOST_NAME.fullmatch(name):
+                raise WsgidevError(
+                    f"--allow-host {name!r} is not a host name",
+                    "pass a name such as myapp.test, .myapp.test for it and the names below it, "
+                    "or '*' for any",
+                )
         if self.log_level not in LOG_LEVELS:
             raise WsgidevError(
                 f"--log-level {self.log_level!r} is not an Apache log level",

@@ -365,8 +365,31 @@ def render_standalone(
             live_paths=live_stream_paths(options, target),
             live_socket=str(server_root / LIVE_SOCKET),
             tls=tls or tls_layout(options, apache),
+            host_regex=host_regex(options),
+            host_page=HOST_PAGE,
         )
     )
+
+
+# The 400 page of the Host check (an ErrorDocument: no "%{" or "$", which Apache would expand).
+HOST_PAGE = (
+    "<!DOCTYPE html><title>400 Host not allowed</title><h1>400 Host not allowed</h1>"
+    "<p>wsgidev answers requests for localhost, IP addresses, --host and the names it was "
+    "given, so that a web page cannot read this server through a name of its own (DNS "
+    "rebinding). To serve this name, restart with <code>wsgidev start --allow-host NAME</code> "
+    "(Django: or add it to ALLOWED_HOSTS).</p>"
+)
+
+
+def host_regex(options: Options) -> str | None:
+    """The Host names the server answers, as an ap_expr regex; None answers any (--allow-host '*')."""
+    if "*" in options.allow_host:
+        return None
+    names = [*options.allow_host]
+    host = options.host.strip("[]")
+    if host not in ("0.0.0.0", "::") and apachequote.HOST_NAME.fullmatch(host):
+        names.append(host)  # a name passed as --host (an address is answered anyway)
+    return apachequote.host_regex(names)
 
 
 def render_apache(

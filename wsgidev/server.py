@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TextIO
 
-from wsgidev import render, requirements
+from wsgidev import apachequote, render, requirements
 from wsgidev.apache import (
     ApacheInstall,
     find_apache,
@@ -71,16 +71,21 @@ class Prepared:
     run_as: RunAs
     tls: render.Tls
     ca_certificate: str | None = None  # the local CA's certificate, where it signed ours
+    # Django's ALLOWED_HOSTS held "*", which the Host check does not take as any name.
+    django_any_host: bool = False
 
 
 def prepare(options: Options) -> Prepared:
     """Resolve the target, find Apache, and decide who it runs as; raise WsgidevError on problems.
     With --static-root the returned options carry the Aliases read from the Django settings."""
     target = resolve_target(options)
+    hosts_later = None
     if target.kind == "django":
-        from wsgidev.django.settings_reader import require_django
+        from wsgidev.django.settings_reader import allowed_hosts_later, require_django
 
         require_django()
+        if "*" not in options.allow_host:
+            hosts_later = allowed_hosts_later(options, target)
     if options.env_file:
         options = with_env_file(options)
     if options.django_static == "root":
@@ -107,13 +112,30 @@ def prepare(options: Options) -> Prepared:
     must_read = [*python_library_readable(apache), Path(target.project_dir)]
     run_as = plan_run_as(options.user, options.group, must_read)
     tls, ca_certificate = _tls(options, apache)
+    django_hosts = hosts_later() if hosts_later is not None else None
+    if django_hosts:
+        options = with_django_hosts(options, django_hosts)
     return Prepared(
+        django_any_host="*" in (django_hosts or ()),
         options=options,
         target=target,
         apache=apache,
         run_as=run_as,
         tls=tls,
         ca_certificate=ca_certificate,
+    )
+
+
+def with_django_hosts(options: Options, allowed_hosts: list[str]) -> Options:
+    """Options whose Host check answers the names in Django's ALLOWED_HOSTS too; not "*" (a
+    common dev setting, which would turn the check off), nor what is no host name."""
+    names = [
+        name
+        for name in allowed_hosts
+        if apachequote.HOST_NAME.fullmatch(name) and not apachequote.answered_anyway(name)
+    ]
+    return dataclasses.replace(
+        options, allow_host=tuple(dict.fromkeys([*options.allow_host, *names]))
     )
 
 
@@ -618,6 +640,23 @@ def silent_mounts(prepared: Prepared) -> list[Mount]:
     return list(found.values())
 
 
+def host_lines(prepared: Prepared) -> list[str]:
+    """What the Host check answers beyond localhost and IP addresses, for the banner."""
+    options = prepared.options
+    if "*" in options.allow_host:
+        return ["  any Host name is answered (--allow-host '*'): other sites' pages can read it"]
+    lines = []
+    if options.allow_host:
+        names = ", ".join(options.allow_host)
+        lines.append(f"  also answers Host names {names} (others but localhost and IPs: 400)")
+    if prepared.django_any_host:
+        lines.append(
+            "  ALLOWED_HOSTS '*' is not taken for any Host here (DNS rebinding): "
+            "pass --allow-host NAME for a name other than localhost or an IP address"
+        )
+    return lines
+
+
 def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
     """The lines printed once Apache listens; debugger: sessions come to this terminal."""
     options = prepared.options
@@ -660,6 +699,7 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
         lines.append(
             f"  django-browser-reload's events ({BROWSER_RELOAD_EVENTS_PATH}) served by wsgidev"
         )
+    lines += host_lines(prepared)
     for mount in silent_mounts(prepared):
         lines.append(
             f"  files under {mount.point} polled every {options.poll_interval_s:g} s: "

@@ -9,7 +9,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from wsgidev.errors import WsgidevError
@@ -26,7 +27,9 @@ from django.conf import settings
 values = {}
 for name in sys.argv[1:]:
     value = getattr(settings, name, None)
-    values[name] = value if value is None or isinstance(value, (bool, int, dict)) else str(value)
+    if isinstance(value, (list, tuple)):
+        value = [str(v) for v in value]
+    values[name] = value if value is None or isinstance(value, (bool, int, dict, list)) else str(value)
 print(json.dumps(values, default=str))
 """
 
@@ -63,7 +66,33 @@ def _loaded_settings(module: str) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
     return value if value is None or isinstance(value, bool | int | dict) else str(value)
+
+
+def allowed_hosts_later(options: Options, target: Target) -> Callable[[], list[str] | None]:
+    """Start reading the project's ALLOWED_HOSTS (a subprocess, beside wsgidev's other start
+    steps); the returned call waits for it: None where the settings could not be read (the
+    daemons will show why; the Host check then answers the names it knows)."""
+    result: list[list[str] | None] = [None]
+
+    def read() -> None:
+        try:
+            value = read_settings(["ALLOWED_HOSTS"], options, target).get("ALLOWED_HOSTS")
+        except WsgidevError:
+            return
+        if isinstance(value, list):
+            result[0] = [str(v) for v in value]
+
+    thread = threading.Thread(target=read, name="wsgidev-allowed-hosts", daemon=True)
+    thread.start()
+
+    def wait() -> list[str] | None:
+        thread.join()
+        return result[0]
+
+    return wait
 
 
 def _read_in_subprocess(
