@@ -20,6 +20,7 @@ from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
 from wsgidev.shared import (
+    APP_ENV_VAR,
     BROWSER_RELOAD_EVENTS_PATH,
     DEBUG_SOCKET,
     LIVE_EVENTS_PATH,
@@ -182,11 +183,16 @@ def uses_standby(options: Options, state_dir: str | None) -> bool:
     )
 
 
-def entry_spec(options: Options, target: Target, state_dir: str | None) -> EntrySpec:
-    """What the daemon needs to know, written into the entry script as a literal."""
-    environ = dict(options.env)
-    if target.django_settings:
-        environ.setdefault("DJANGO_SETTINGS_MODULE", target.django_settings)
+def entry_spec(
+    options: Options, target: Target, state_dir: str | None, env_in_process: bool = False
+) -> EntrySpec:
+    """What the daemon needs to know, written into the entry script as a literal.
+    env_in_process: the --env values reach the daemons in Apache's environment (APP_ENV_VAR),
+    not through this file (wsgidev start)."""
+    given = dict(options.env)
+    environ = {} if env_in_process else dict(given)
+    if target.django_settings and "DJANGO_SETTINGS_MODULE" not in given:
+        environ["DJANGO_SETTINGS_MODULE"] = target.django_settings
     monitor = None
     if options.reload:
         # wsgidev start owns this Apache (state_dir is its server root): a hand-over between
@@ -212,6 +218,8 @@ def entry_spec(options: Options, target: Target, state_dir: str | None) -> Entry
         module=target.module,
         callable=target.callable_name,
         environ=tuple(environ.items()),
+        environ_var=APP_ENV_VAR if env_in_process else None,
+        environ_names=tuple(given) if env_in_process else (),
         monitor=monitor,
         django_static=options.django_static,
         live_reload=options.live_reload and state_dir is not None and not options.debug,
@@ -265,9 +273,12 @@ def cut_request_page(options: Options) -> str:
     )
 
 
-def render_entry(options: Options, target: Target, state_dir: str | None = None) -> str:
+def render_entry(
+    options: Options, target: Target, state_dir: str | None = None, env_in_process: bool = False
+) -> str:
     """The WSGI entry script mod_wsgi loads in every daemon process."""
-    spec = Rendered(pprint.pformat(entry_spec(options, target, state_dir), indent=4, width=96))
+    entry = entry_spec(options, target, state_dir, env_in_process)
+    spec = Rendered(pprint.pformat(entry, indent=4, width=96))
     return (
         environment()
         .get_template("entry.wsgi.j2")
@@ -438,11 +449,17 @@ def render_express(
     )
 
 
-def write_entry(directory: Path, options: Options, target: Target, state_dir: str | None) -> Path:
+def write_entry(
+    directory: Path,
+    options: Options,
+    target: Target,
+    state_dir: str | None,
+    env_in_process: bool = False,
+) -> Path:
     """Write the entry script into directory (created 0700 if missing); return its path."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / ENTRY_SCRIPT_NAME
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(render_entry(options, target, state_dir), encoding="utf-8")
+    tmp.write_text(render_entry(options, target, state_dir, env_in_process), encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import grp
+import json
 import os
 import pwd
 import re
@@ -41,6 +42,7 @@ from wsgidev.privileges import RunAs, child_setup, plan_run_as
 from wsgidev.proctitle import hide_env_values
 from wsgidev.rootwatch import watch_root
 from wsgidev.shared import (
+    APP_ENV_VAR,
     BROWSER_RELOAD_EVENTS_PATH,
     DEBUG_SOCKET,
     LIVE_SOCKET,
@@ -266,7 +268,8 @@ def write_config(prepared: Prepared, root: Path) -> Path:
     options, target = prepared.options, prepared.target
     previous = os.umask(0o077)  # files only their user may read: the --env values are in them
     try:
-        render.write_entry(root, options, target, state_dir=str(root))
+        # The --env values go to Apache's environment instead (app_environ).
+        render.write_entry(root, options, target, state_dir=str(root), env_in_process=True)
         prepare_state_dir(root)
         conf = root / "httpd.conf"
         conf.write_text(
@@ -282,6 +285,13 @@ def write_config(prepared: Prepared, root: Path) -> Path:
         # and restart files. The server root stays private to that user (and root).
         hand_to(root, prepared.run_as)
     return conf
+
+
+def app_environ(prepared: Prepared) -> dict[str, str]:
+    """Apache's environment: the --env values ride in it to the daemons (APP_ENV_VAR), which
+    inherit it; the entry script, which the daemon user can read, does not hold them."""
+    values = json.dumps(dict(prepared.options.env))
+    return {**prepared.apache.environ(), APP_ENV_VAR: values}
 
 
 def daemon_ids(run_as: RunAs) -> tuple[int, int] | None:
@@ -406,7 +416,7 @@ class Server:
             start_new_session=not options.debug,
             # The daemons' home= is the working dir; in --debug the app runs in Apache itself.
             cwd=options.working_dir if options.debug else None,
-            env=self.prepared.apache.environ(),
+            env=app_environ(self.prepared),
             preexec_fn=child_setup(self.prepared.run_as),
         )
         assert self.process.stderr is not None

@@ -32,6 +32,12 @@ PRELOAD_NAME = "preload.json"  # the serving process's library modules, for the 
 DEBUG_SOCKET = "debug.sock"  # wsgidev start's terminal, for debugger sessions (only with a tty)
 LIVE_SOCKET = "live.sock"  # wsgidev start's event stream for browsers (--live-reload)
 # Served by wsgidev (Apache proxies them to LIVE_SOCKET), so no tab holds a daemon thread:
+# The app's --env/--env-file values under wsgidev start: a JSON object in Apache's environment,
+# which the daemons inherit and take out of os.environ before the app runs. Not in the entry
+# script: where the daemons run as www-data (a root start without user namespaces), every
+# www-data process could read that file; a process's environment is readable by root alone
+# once it has switched users (the kernel marks it not dumpable).
+APP_ENV_VAR = "WSGIDEV_APP_ENV"
 LIVE_EVENTS_PATH = "/__wsgidev__/events"  # --live-reload's own stream
 BROWSER_RELOAD_EVENTS_PATH = "/__reload__/events/"  # django-browser-reload's, at its usual mount
 HELD_PREFIX = "held"  # ctl/held.<group index>.<pid>: a retiring process a debugger session holds
@@ -82,6 +88,11 @@ class EntrySpec:
     module: str | None = None
     callable: str = "application"
     environ: tuple[tuple[str, str], ...] = ()
+    # wsgidev start: the --env/--env-file values are not in this file but in Apache's
+    # environment, under this name as one JSON object (see APP_ENV_VAR).
+    environ_var: str | None = None
+    # Their names, for what the daemon decides from them (Django or not).
+    environ_names: tuple[str, ...] = ()
     monitor: MonitorSpec | None = None
     django_static: str = "none"  # "finders", "root" or "none"
     random_delay_ms: int = 0
@@ -93,7 +104,8 @@ class EntrySpec:
 
     def __post_init__(self) -> None:
         is_django = self.kind == "django" or any(
-            name == "DJANGO_SETTINGS_MODULE" for name, _ in self.environ
+            name == "DJANGO_SETTINGS_MODULE"
+            for name in (*(n for n, _ in self.environ), *self.environ_names)
         )
         object.__setattr__(self, "django", is_django)
 
