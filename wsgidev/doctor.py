@@ -22,11 +22,13 @@ from wsgidev.apache import (
     python_library_readable,
     require_own_libpython,
 )
+from wsgidev.django import datapaths
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
-from wsgidev.privileges import plan_run_as
+from wsgidev.privileges import RunAs, plan_run_as
 from wsgidev.render import MODULES
 from wsgidev.server import check_address
+from wsgidev.target import resolve_target
 
 # Modules some options need, and those options.
 OPTIONAL_MODULES = (
@@ -154,11 +156,34 @@ def run_checks(options: Options) -> list[Check]:
             require_own_libpython(found[0])
         return f"shared libpython {ours}" + (", the one mod_wsgi loads" if linked else "")
 
+    plans: list[RunAs] = []
+
     def root() -> str:
         if not found:
             raise WsgidevError("skipped: Apache not found", "fix the check above")
         plan = plan_run_as(options.user, options.group, python_library_readable(found[0]))
+        plans.append(plan)
         return plan.describe()
+
+    def data() -> str:
+        try:
+            target = resolve_target(options)
+        except WsgidevError:
+            return "no project found here: nothing to check"
+        if target.kind != "django":
+            return "not a Django project: nothing to check"
+        if not plans:
+            raise WsgidevError("skipped: who the daemons run as is not known", "fix root readiness")
+        from wsgidev.django.settings_reader import read_settings
+
+        paths = datapaths.data_paths(
+            read_settings(datapaths.SETTINGS, options, target), target.project_dir
+        )
+        lines = datapaths.unwritable(paths, plans[0])
+        if lines:
+            raise WsgidevError(lines[0], datapaths.FIX.format(user=plans[0].user))
+        names = ", ".join(str(path) for path, _ in paths) or "no SQLite database or MEDIA_ROOT"
+        return f"the daemons can write {names}"
 
     def dependencies() -> str:
         hard: list[requirements.Requirement] = []
@@ -216,6 +241,7 @@ def run_checks(options: Options) -> list[Check]:
         _check("MIME types", mime_types),
         _check("libpython", libpython),
         _check("root readiness", root),
+        _check("Django data", data),
         _check("dependencies", dependencies),
         _check("import names", import_names),
         _check("port", port),

@@ -86,12 +86,33 @@ def plan_run_as(user: str | None, group: str | None, must_read: Iterable[Path]) 
         return RunAs(mode="userns", inner_uid=inner.pw_uid, inner_gid=inner.pw_gid)
     if unreadable_by(paths, inner, inner.pw_gid) is None:
         return RunAs(mode="apache-user", user=inner.pw_name, group=_group_name(inner.pw_gid))
+    blocked = unreadable_by(paths, inner, inner.pw_gid)
     raise WsgidevError(
         f"running as root, and user namespaces are unavailable ({problem}) while "
-        f"{inner.pw_name} cannot read {unreadable_by(paths, inner, inner.pw_gid)}",
-        "run wsgidev as a non-root user, or pass --user NAME for a user who can read the venv "
-        "and the project, or allow user namespaces (sysctl user.max_user_namespaces=10000; "
-        "in Docker: --security-opt seccomp=unconfined)",
+        f"{inner.pw_name} cannot read {blocked}",
+        _no_userns_fix(inner.pw_name, blocked),
+    )
+
+
+def in_container() -> bool:
+    """Whether this looks like a Docker or Podman container (their marker files)."""
+    return os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+
+
+def _no_userns_fix(user: str, blocked: Path | None) -> str:
+    """What helps a root start without user namespaces: in a container, the image's layout."""
+    readable = (
+        f"put Python, the venv and the project where {user} can read them "
+        "(a venv outside /root: python3 -m venv /opt/venv)"
+    )
+    if in_container():
+        return (
+            f"{readable}, or run the container as a non-root user (USER in the Dockerfile, "
+            "user: in compose), or start it with --security-opt seccomp=unconfined"
+        )
+    return (
+        f"{readable}, or run wsgidev as a non-root user, or pass --user NAME for a user who can "
+        "read them, or allow user namespaces (sysctl user.max_user_namespaces=10000)"
     )
 
 
@@ -157,14 +178,41 @@ def unreadable_by(paths: Iterable[Path], entry: pwd.struct_passwd, gid: int) -> 
             last = index == len(chain) - 1
             # Folders on the way need search (x); the path itself read (r), plus x for a folder.
             need = 1 if not last else (5 if stat.S_ISDIR(info.st_mode) else 4)
-            if info.st_uid == entry.pw_uid:
-                granted = (info.st_mode >> 6) & 7
-            elif info.st_gid in groups:
-                granted = (info.st_mode >> 3) & 7
-            else:
-                granted = info.st_mode & 7
-            if granted & need != need:
+            if _granted(info, entry, groups) & need != need:
                 return part
+    return None
+
+
+def _granted(info: os.stat_result, entry: pwd.struct_passwd, groups: set[int]) -> int:
+    """The rwx bits (as 0-7) this user has on a file with this stat, by its mode alone."""
+    if info.st_uid == entry.pw_uid:
+        return (info.st_mode >> 6) & 7
+    if info.st_gid in groups:
+        return (info.st_mode >> 3) & 7
+    return info.st_mode & 7
+
+
+def unwritable_by(
+    path: Path, entry: pwd.struct_passwd, gid: int, folder: bool = False
+) -> Path | None:
+    """Where this user cannot write what a program writes at path, or None: a file (an SQLite
+    database: the file and, for its journal, its folder) or, with folder, a folder's entries.
+    What does not exist yet is made in the nearest folder that does."""
+    import grp
+
+    groups = {gid} | {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
+    targets = [path] if folder else [path, path.parent]
+    for target in targets:
+        existing = target
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        try:
+            info = existing.stat()
+        except OSError:
+            return existing
+        need = 3 if stat.S_ISDIR(info.st_mode) else 2  # a folder: write and search
+        if _granted(info, entry, groups) & need != need:
+            return existing
     return None
 
 

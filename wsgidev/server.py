@@ -32,6 +32,7 @@ from wsgidev.apache import (
     require_own_libpython,
 )
 from wsgidev.debugbridge import DebugBridge
+from wsgidev.django import datapaths
 from wsgidev.envfile import EnvFileError, read_env_file
 from wsgidev.errors import WsgidevError
 from wsgidev.livereload import LiveReload
@@ -75,19 +76,20 @@ class Prepared:
     ca_certificate: str | None = None  # the local CA's certificate, where it signed ours
     # Django's ALLOWED_HOSTS held "*", which the Host check does not take as any name.
     django_any_host: bool = False
+    # What the Django project writes (SQLite, MEDIA_ROOT) that the daemon user cannot.
+    read_only: tuple[str, ...] = ()
 
 
 def prepare(options: Options) -> Prepared:
     """Resolve the target, find Apache, and decide who it runs as; raise WsgidevError on problems.
     With --static-root the returned options carry the Aliases read from the Django settings."""
     target = resolve_target(options)
-    hosts_later = None
+    settings_later = None
     if target.kind == "django":
-        from wsgidev.django.settings_reader import allowed_hosts_later, require_django
+        from wsgidev.django.settings_reader import read_later, require_django
 
         require_django()
-        if "*" not in options.allow_host:
-            hosts_later = allowed_hosts_later(options, target)
+        settings_later = read_later(("ALLOWED_HOSTS", *datapaths.SETTINGS), options, target)
     if options.env_file:
         options = with_env_file(options)
     if options.django_static == "root":
@@ -114,11 +116,18 @@ def prepare(options: Options) -> Prepared:
     must_read = [*python_library_readable(apache), Path(target.project_dir)]
     run_as = plan_run_as(options.user, options.group, must_read)
     tls, ca_certificate = _tls(options, apache)
-    django_hosts = hosts_later() if hosts_later is not None else None
-    if django_hosts:
+    settings = (settings_later() if settings_later is not None else None) or {}
+    django_hosts = settings.get("ALLOWED_HOSTS")
+    django_hosts = [str(h) for h in django_hosts] if isinstance(django_hosts, list) else []
+    if "*" not in options.allow_host:
         options = with_django_hosts(options, django_hosts)
+    read_only: list[str] = []
+    if settings:
+        paths = datapaths.data_paths(settings, target.project_dir)
+        read_only = datapaths.unwritable(paths, run_as)
     return Prepared(
-        django_any_host="*" in (django_hosts or ()),
+        read_only=tuple(read_only),
+        django_any_host="*" in django_hosts and "*" not in options.allow_host,
         options=options,
         target=target,
         apache=apache,
@@ -710,6 +719,8 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
             f"  django-browser-reload's events ({BROWSER_RELOAD_EVENTS_PATH}) served by wsgidev"
         )
     lines += host_lines(prepared)
+    for line in prepared.read_only:
+        lines.append(f"  warning: {line}: {datapaths.FIX.format(user=prepared.run_as.user)}")
     for mount in silent_mounts(prepared):
         lines.append(
             f"  files under {mount.point} polled every {options.poll_interval_s:g} s: "

@@ -71,24 +71,24 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | dict) else str(value)
 
 
-def allowed_hosts_later(options: Options, target: Target) -> Callable[[], list[str] | None]:
-    """Start reading the project's ALLOWED_HOSTS (a subprocess, beside wsgidev's other start
-    steps); the returned call waits for it: None where the settings could not be read (the
-    daemons will show why; the Host check then answers the names it knows)."""
-    result: list[list[str] | None] = [None]
+def read_later(
+    names: Sequence[str], options: Options, target: Target
+) -> Callable[[], dict[str, Any] | None]:
+    """Start reading these settings (a subprocess, beside wsgidev's other start steps); the
+    returned call waits for them: None where the settings could not be read (the daemons will
+    show why, and wsgidev goes on with what it knows)."""
+    result: list[dict[str, Any] | None] = [None]
 
     def read() -> None:
         try:
-            value = read_settings(["ALLOWED_HOSTS"], options, target).get("ALLOWED_HOSTS")
+            result[0] = read_settings(names, options, target)
         except WsgidevError:
             return
-        if isinstance(value, list):
-            result[0] = [str(v) for v in value]
 
-    thread = threading.Thread(target=read, name="wsgidev-allowed-hosts", daemon=True)
+    thread = threading.Thread(target=read, name="wsgidev-settings", daemon=True)
     thread.start()
 
-    def wait() -> list[str] | None:
+    def wait() -> dict[str, Any] | None:
         thread.join()
         return result[0]
 

@@ -28,6 +28,20 @@ def db(request):
     return index(request)
 
 
+def write(request):
+    """Write to the database (a container's daemon user must be able to); the count so far,
+    the view's mark and the value of a named environment variable."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS hits (n INTEGER)")
+        cursor.execute("INSERT INTO hits VALUES (1)")
+        cursor.execute("SELECT COUNT(*) FROM hits")
+        (count,) = cursor.fetchone()
+    name = request.GET.get("env", "")
+    return JsonResponse(
+        {"count": count, "view_mark": VIEW_MARK, "env": os.environ.get(name) if name else None}
+    )
+
+
 def sleep(request):
     time.sleep(float(request.GET.get("s", "0.5")))
     return index(request)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.index),
     path("log", views.log),
     path("db", views.db),
+    path("write", views.write),
     path("sleep", views.sleep),
     path("pause", views.pause),
     path("page", views.page),
