@@ -23,6 +23,16 @@ PY
 if [ "$what" != demo ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
 # A real FUSE mount for the folders that send no change notifications (tests/test_mounts.py).
 if [ "$what" != demo ] && ! command -v bindfs >/dev/null; then missing+=(bindfs); fi
+# The container test (tests/test_container.py) builds a venv of Debian's own Python, outside
+# /root, and mod_wsgi against it: that Python, its venv module and its headers.
+if [ "$what" != demo ] && command -v apt-get >/dev/null; then
+  if [ ! -x /usr/bin/python3 ]; then
+    missing+=(python3 python3-venv python3-dev)
+  else
+    /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+    /usr/bin/python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || missing+=(python3-dev)
+  fi
+fi
 if ((${#missing[@]})); then
   if ! command -v apt-get >/dev/null; then
     echo "dev.sh: please install: ${missing[*]} (or your system's equivalents), then rerun" >&2
