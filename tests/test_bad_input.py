@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, free_port, run_wsgidev, wait_for
+from conftest import REPO, assert_one_line_error, free_port, run_wsgidev, wait_for
 
 from wsgidev.apache import apache_version, find_apache
 
@@ -48,6 +52,7 @@ CASES = {
 }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("case", CASES)
 def test_bad_option(case: str, project: Path, short_tmp: Path):
     args, words = CASES[case]
@@ -56,6 +61,7 @@ def test_bad_option(case: str, project: Path, short_tmp: Path):
     assert not any(short_tmp.iterdir())
 
 
+@pytest.mark.bad_input
 def test_port_in_use(project: Path, short_tmp: Path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -65,6 +71,7 @@ def test_port_in_use(project: Path, short_tmp: Path):
     assert_one_line_error(code, err, f"port {port}", "in use", "--port")
 
 
+@pytest.mark.bad_input
 def test_https_port_in_use_names_the_https_option(project: Path, short_tmp: Path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -76,6 +83,7 @@ def test_https_port_in_use_names_the_https_option(project: Path, short_tmp: Path
     assert_one_line_error(code, err, f"port {port}", "in use", f"--https {port + 1}")
 
 
+@pytest.mark.bad_input
 def test_a_folder_as_target_says_what_to_pass(project: Path, short_tmp: Path):
     (project / "mysite").mkdir()
     (project / "shop").mkdir()
@@ -91,6 +99,7 @@ def test_a_folder_as_target_says_what_to_pass(project: Path, short_tmp: Path):
     assert code == 0, err
 
 
+@pytest.mark.bad_input
 def test_config_into_a_read_only_folder_is_one_line(project: Path, short_tmp: Path, tmp_path: Path):
     # Root writes anywhere a mode allows: a file in the way of the folder to create fails
     # as a read-only folder does, with an OSError.
@@ -103,6 +112,7 @@ def test_config_into_a_read_only_folder_is_one_line(project: Path, short_tmp: Pa
         assert_one_line_error(code, err, "cannot write the entry script", "--output")
 
 
+@pytest.mark.bad_input
 def test_https_with_an_unwritable_data_folder_is_one_line(
     project: Path, short_tmp: Path, tmp_path: Path
 ):
@@ -122,21 +132,25 @@ def test_https_with_an_unwritable_data_folder_is_one_line(
     assert not any(short_tmp.iterdir())
 
 
+@pytest.mark.bad_input
 def test_missing_target_file(project: Path, short_tmp: Path):
     code, _, err = run_wsgidev(project, short_tmp, "start", "nothere/wsgi.py")
     assert_one_line_error(code, err, "nothere/wsgi.py", "not found")
 
 
+@pytest.mark.bad_input
 def test_missing_target_module(project: Path, short_tmp: Path):
     code, _, err = run_wsgidev(project, short_tmp, "start", "nosuchmodule.wsgi:application")
     assert_one_line_error(code, err, "nosuchmodule.wsgi", "--python-path")
 
 
+@pytest.mark.bad_input
 def test_no_manage_py_and_no_target(project: Path, short_tmp: Path):
     code, _, err = run_wsgidev(project, short_tmp, "start")
     assert_one_line_error(code, err, "manage.py", "mysite/wsgi.py")
 
 
+@pytest.mark.bad_input
 def test_manage_py_naming_missing_settings(project: Path, short_tmp: Path):
     (project / "manage.py").write_text(
         "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'gone.settings')\n"
@@ -145,6 +159,7 @@ def test_manage_py_naming_missing_settings(project: Path, short_tmp: Path):
     assert_one_line_error(code, err, "gone.settings")
 
 
+@pytest.mark.bad_input
 def test_mod_wsgi_missing(project: Path, short_tmp: Path, tmp_path: Path):
     shadow = tmp_path / "shadow" / "mod_wsgi"
     shadow.mkdir(parents=True)
@@ -155,6 +170,7 @@ def test_mod_wsgi_missing(project: Path, short_tmp: Path, tmp_path: Path):
     assert_one_line_error(code, err, "mod_wsgi is not installed", "pip install mod_wsgi")
 
 
+@pytest.mark.bad_input
 def test_broken_app_without_reload_fails_and_cleans_up(project: Path, short_tmp: Path):
     (project / "broken.py").write_text("import nosuchthing_xyz\napplication = None\n")
     port = free_port()
@@ -169,6 +185,7 @@ def test_broken_app_without_reload_fails_and_cleans_up(project: Path, short_tmp:
     assert not any(short_tmp.iterdir())
 
 
+@pytest.mark.bad_input
 def test_doctor_reports_missing_apache_with_fix(project: Path, short_tmp: Path):
     code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--httpd", "/nonexistent/httpd")
     assert code == 1
@@ -181,7 +198,7 @@ def test_doctor_passes_here(project: Path, short_tmp: Path):
     code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--port", str(free_port()))
     assert code == 0, out
     apache = find_apache()
-    assert out.count("ok  ") == 10 + bool(apache.library_path)
+    assert out.count("ok  ") == 11 + bool(apache.library_path)
     assert "mod_http2.so (--http2" in out and "mod_ssl.so (--https)" in out
     # Where each piece was found, as wsgidev will use it.
     lines = dict(line[5:].split(": ", 1) for line in out.splitlines())
@@ -199,10 +216,12 @@ def test_doctor_passes_here(project: Path, short_tmp: Path):
     )
     assert "[https] for --https" in lines["dependencies"]
     assert lines["import names"] == "no import name is defined by two installed distributions"
+    assert lines["Django data"] == "no project found here: nothing to check"
     if apache.library_path:
         assert lines["library path"].startswith(f"LD_LIBRARY_PATH gets {apache.library_path} ")
 
 
+@pytest.mark.bad_input
 def test_doctor_names_a_missing_mime_types_file(project: Path, short_tmp: Path, tmp_path: Path):
     # An Apache with no mime.types of its own, on a system with none where mod_wsgi looks:
     # a wrapper httpd answers -V with an empty HTTPD_ROOT, and mimetypes.knownfiles is empty.
@@ -232,6 +251,7 @@ def test_doctor_names_a_missing_mime_types_file(project: Path, short_tmp: Path, 
     assert f"{tmp_path}/none/conf/mime.types" in line and "apt-get install media-types" in line
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["apache", "express"])
 def test_config_without_a_terminal_refuses_pdb(kind: str, project: Path, short_tmp: Path):
     code, out, err = run_wsgidev(project, short_tmp, "config", kind, "app.py", "--pdb")
@@ -239,6 +259,7 @@ def test_config_without_a_terminal_refuses_pdb(kind: str, project: Path, short_t
     assert out == ""
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["apache", "express"])
 def test_config_without_wsgidev_start_refuses_live_reload(
     kind: str, project: Path, short_tmp: Path
@@ -258,6 +279,7 @@ def test_config_express_in_debug_mode_takes_pdb(project: Path, short_tmp: Path):
     assert "post_mortem=True" in entry and "local=True" in entry, entry
 
 
+@pytest.mark.bad_input
 def test_server_root_naming_a_file(project: Path, short_tmp: Path, tmp_path: Path):
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("")
@@ -289,6 +311,7 @@ def test_apache_killed_is_said_in_one_line_and_nothing_is_left(project: Path, st
     assert not any(alive(pid) for pid in server.apache_pids)
 
 
+@pytest.mark.bad_input
 def test_doctor_names_a_mod_wsgi_built_for_another_python(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
@@ -325,3 +348,23 @@ def test_many_daemon_processes_for_the_cpus_get_a_warning():
     warning = daemons_warning(Options(processes=9), cpus=2)
     assert warning is not None and "18 daemon processes in 2 groups" in warning
     assert daemons_warning(Options(processes=9, restart_mode="process"), cpus=2) is None
+
+
+def test_the_readme_counts_every_bad_input():
+    # The README's table of bad inputs is this suite's: each test marked bad_input, by file.
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "bad_input"]
+        + ["-p", "no:cacheprovider", "tests"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    counted = Counter(line.split("::")[0] for line in result.stdout.splitlines() if "::" in line)
+    assert counted, result.stdout + result.stderr
+    readme = (REPO / "README.md").read_text()
+    table = re.findall(r"^\| `(tests/test_\w+\.py)` \| (\d+) \|", readme, re.MULTILINE)
+    assert {path: int(count) for path, count in table} == dict(counted)
+    total = re.search(r"^\| total \| (\d+) \|", readme, re.MULTILINE)
+    assert total is not None and int(total.group(1)) == sum(counted.values())

@@ -30,6 +30,10 @@ SECRET = "container-secret-4711"
 PINNED = ("mod_wsgi", "Django", "Jinja2", "inotify_simple")
 
 
+# The first test builds the venv (pip, and a compile of mod_wsgi): minutes on a cold machine.
+pytestmark = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def image() -> Iterator[Path]:
     """A folder holding venv/ (system Python, wsgidev installed) and app/ (the test project),
@@ -205,6 +209,7 @@ def test_doctor_and_the_banner_say_when_the_daemon_user_cannot_write_the_databas
     assert f"ok   Django data: the daemons can write {database}" in doctor.stdout, doctor.stdout
 
 
+@pytest.mark.bad_input
 def test_a_venv_under_root_gets_the_fixes_that_apply_without_user_namespaces(
     image: Path,
 ) -> None:

@@ -57,12 +57,14 @@ def test_which_hosts_are_answered(host: str, answered: bool) -> None:
     assert bool(_python_regex(["myapp.test", ".wild.test"]).match(host)) is answered
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("name", ["a b", "evil.test)|(.*", "x#y", "a${HOME}", "a\nInclude /x"])
 def test_a_name_that_is_no_host_name_never_reaches_the_config(name: str) -> None:
     with pytest.raises(WsgidevError):
         apachequote.host_regex([name])
 
 
+@pytest.mark.bad_input
 def test_allow_host_refuses_what_is_no_host_name(project: Path, tmp_path: Path) -> None:
     code, _, err = run_wsgidev(project, tmp_path, "start", "app:application", "--allow-host", "a b")
     assert_one_line_error(code, err, "--allow-host 'a b' is not a host name", "myapp.test")

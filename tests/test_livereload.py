@@ -180,7 +180,7 @@ def test_fifty_open_streams_hold_no_daemon_thread(site: Path, start_server):
     try:
         for _ in range(50):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-            sock.sendall(f"GET {LIVE_EVENTS_PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.sendall(f"GET {LIVE_EVENTS_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             streams.append(sock)
         for sock in streams:
             assert b"text/event-stream" in sock.recv(4096)

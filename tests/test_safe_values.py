@@ -104,6 +104,7 @@ def test_arguments_and_expression_strings_round_trip_through_apache(tmp_path: Pa
         assert _header(port, "X-Missing") == "(null)"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("value", ["a\nInclude /tmp/evil.conf\n#", "cr\rx", "nul\x00", "bell\x07"])
 def test_control_characters_are_refused_naming_the_value(value: str):
     with pytest.raises(UnsafeValue) as raised:
@@ -161,6 +162,7 @@ def test_hostile_folder_names_render_exactly_the_plain_directives(tmp_path: Path
         )  # ${HOME} never expanded by us
 
 
+@pytest.mark.bad_input
 def test_a_line_break_in_a_folder_name_is_one_line(tmp_path: Path, short_tmp: Path):
     project = tmp_path / "nl\nInclude evil.conf\n#"
     project.mkdir()
@@ -195,6 +197,7 @@ def test_hostile_project_and_tmp_folders_serve_reload_and_hand_over(
     assert "Reloaded in" in reload_lines(server)[0]
 
 
+@pytest.mark.bad_input
 def test_a_folder_name_that_is_not_utf8_is_one_line(tmp_path: Path, short_tmp: Path):
     project = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9"))
     project.mkdir()
