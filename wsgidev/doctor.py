@@ -181,7 +181,7 @@ def run_checks(options: Options) -> list[Check]:
         )
         lines = datapaths.unwritable(paths, plans[0])
         if lines:
-            raise WsgidevError(lines[0], datapaths.FIX.format(user=plans[0].user))
+            raise WsgidevError(lines[0], datapaths.fix_for(plans[0]))
         names = ", ".join(str(path) for path, _ in paths) or "no SQLite database or MEDIA_ROOT"
         return f"the daemons can write {names}"
 

@@ -84,14 +84,14 @@ def prepare(options: Options) -> Prepared:
     """Resolve the target, find Apache, and decide who it runs as; raise WsgidevError on problems.
     With --static-root the returned options carry the Aliases read from the Django settings."""
     target = resolve_target(options)
+    if options.env_file:
+        options = with_env_file(options)  # before the settings are read: they may use its values
     settings_later = None
     if target.kind == "django":
         from wsgidev.django.settings_reader import read_later, require_django
 
         require_django()
         settings_later = read_later(("ALLOWED_HOSTS", *datapaths.SETTINGS), options, target)
-    if options.env_file:
-        options = with_env_file(options)
     if options.django_static == "root":
         from wsgidev.django.static import with_static_root
 
@@ -123,7 +123,7 @@ def prepare(options: Options) -> Prepared:
         options = with_django_hosts(options, django_hosts)
     read_only: list[str] = []
     if settings:
-        paths = datapaths.data_paths(settings, target.project_dir)
+        paths = datapaths.data_paths(settings, str(options.working_dir))
         read_only = datapaths.unwritable(paths, run_as)
     return Prepared(
         read_only=tuple(read_only),
@@ -720,7 +720,7 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
         )
     lines += host_lines(prepared)
     for line in prepared.read_only:
-        lines.append(f"  warning: {line}: {datapaths.FIX.format(user=prepared.run_as.user)}")
+        lines.append(f"  warning: {line}: {datapaths.fix_for(prepared.run_as)}")
     for mount in silent_mounts(prepared):
         lines.append(
             f"  files under {mount.point} polled every {options.poll_interval_s:g} s: "

@@ -41,9 +41,15 @@ class StaticWatcher:
         else:
             self._backend = _WatchdogWatcher(on_change)
         self._poller: _PollingWatcher | None = None
+        # The command's thread and the log reader (each daemon announces its folders) call watch().
+        self._lock = threading.Lock()
 
     def watch(self, folders: Iterable[tuple[str, str]]) -> None:
         """Watch each (URL prefix, folder) and everything below it."""
+        with self._lock:
+            self._watch(folders)
+
+    def _watch(self, folders: Iterable[tuple[str, str]]) -> None:
         table = MountTable()
         for url, folder in folders:
             if not os.path.isdir(folder):
@@ -79,10 +85,16 @@ class _PollingWatcher:
         with self._lock:
             if folder in self._folders:
                 return
+        baseline: dict[str, tuple[int, int]] = {}
+        self._walk(folder, url, report=False, seen=baseline)  # what is there now
+        with self._lock:  # polled only from now on: nothing in the baseline is news
+            self._seen.update(baseline)
             self._folders[folder] = url
-        self._walk(folder, url, report=False)  # what is there now is the baseline
 
-    def _walk(self, folder: str, url: str, report: bool) -> None:
+    def _walk(
+        self, folder: str, url: str, report: bool, seen: dict[str, tuple[int, int]] | None = None
+    ) -> None:
+        seen = self._seen if seen is None else seen
         stack = [(folder, url)]
         while stack:
             here, prefix = stack.pop()
@@ -99,8 +111,8 @@ class _PollingWatcher:
                 except OSError:
                     continue
                 state = (info.st_mtime_ns, info.st_size)
-                if self._seen.get(entry.path) != state:
-                    self._seen[entry.path] = state
+                if seen.get(entry.path) != state:
+                    seen[entry.path] = state
                     if report and not _is_temporary(entry.name):
                         self._on_change(prefix + entry.name)
 

@@ -41,8 +41,9 @@ def require_django() -> None:
 
 
 def read_settings(names: Sequence[str], options: Options, target: Target) -> dict[str, Any]:
-    """The named settings of the target's Django project, as JSON-friendly values."""
-    module = target.django_settings
+    """The named settings of the target's Django project, as JSON-friendly values (the module
+    the daemons will use: --env DJANGO_SETTINGS_MODULE over the target's)."""
+    module = dict(options.env).get("DJANGO_SETTINGS_MODULE") or target.django_settings
     if not module:
         raise WsgidevError(
             f"{target.label} has no Django settings module",
@@ -82,8 +83,8 @@ def read_later(
     def read() -> None:
         try:
             result[0] = read_settings(names, options, target)
-        except WsgidevError:
-            return
+        except (WsgidevError, ValueError, IndexError, OSError):
+            return  # unreadable (a settings module that prints, say): go on without them
 
     thread = threading.Thread(target=read, name="wsgidev-settings", daemon=True)
     thread.start()

@@ -350,7 +350,11 @@ class Monitor:
             now = time.monotonic()
             if now >= quiet_until or now - started >= self.max_settle_s:
                 return
-            more = self._changed(self._wait(quiet_until - now))
+            hint = self._wait(quiet_until - now)
+            if hint is not None and self._silent_dirs:
+                # A burst on the far side of a mount (a git checkout on the host) sends no hints.
+                hint = hint | self._files.in_dirs(self._silent_dirs)
+            more = self._changed(hint)
             new = {path: state for path, state in more.items() if changed.get(path, STALE) != state}
             if new:
                 changed.update(new)

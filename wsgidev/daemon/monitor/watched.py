@@ -41,6 +41,9 @@ class WatchedFiles:
         self._glob_dirs: dict[str, int | None] = {}  # directory -> settled mtime at the last walk
         self._globs_dirty = False
         self._watched_dirs: set[str] = set()
+        # directory -> the files added there (forgotten ones too: in_dirs() filters them), so a
+        # poll of a few folders costs what is in them, not every baseline.
+        self._by_dir: dict[str, set[str]] = {}
         self._wanted_dirs: set[str] = set()
         # Baselines taken before their directory was watched: an edit in between sent no event,
         # so each is compared once more after its directory is watched.
@@ -74,6 +77,7 @@ class WatchedFiles:
         if reason:
             self.reasons[path] = reason
         self._baselines[path] = state
+        self._by_dir.setdefault(os.path.dirname(path), set()).add(path)
         self._wanted_dirs.add(os.path.dirname(path))
         self._unchecked.add(path)
 
@@ -115,7 +119,8 @@ class WatchedFiles:
     def in_dirs(self, dirs: set[str]) -> set[str]:
         """The watched files directly in these directories, to compare now (a poll of folders
         that send no events), and files new to a glob whose folders are among them."""
-        files = {p for p in self._baselines if os.path.dirname(p) in dirs}
+        # Sets only the monitor thread adds to; forget() (any thread) leaves them alone.
+        files = {p for d in dirs for p in self._by_dir.get(d, ()) if p in self._baselines}
         if any(d in self._glob_dirs for d in dirs):
             files.update(self._new_glob_files())  # a walk only where a folder's mtime moved
         return files
