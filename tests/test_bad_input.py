@@ -368,3 +368,19 @@ def test_the_readme_counts_every_bad_input():
     assert {path: int(count) for path, count in table} == dict(counted)
     total = re.search(r"^\| total \| (\d+) \|", readme, re.MULTILINE)
     assert total is not None and int(total.group(1)) == sum(counted.values())
+
+
+def test_a_module_beside_the_wsgi_file_but_not_on_the_path_is_named(project: Path, start_server):
+    # `wsgidev start sandbox/wsgi.py` from a repository's root: the WSGI file's folder is not
+    # on sys.path, so its `import settings` fails; the line says which option puts it there.
+    sandbox = project / "sandbox"
+    sandbox.mkdir()
+    (sandbox / "settings.py").write_text("NAME = 'sandbox'\n")
+    (sandbox / "wsgi.py").write_text(
+        "import settings\n\n\ndef application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n    return [settings.NAME.encode()]\n"
+    )
+    server = start_server(project, "sandbox/wsgi.py", wait=False)
+    hint = "settings.py is beside wsgi.py in sandbox, which is not on sys.path: pass --working-dir sandbox (or --python-path sandbox)"
+    wait_for(lambda: hint in server.log(), 30, f"the hint\n{server.log()}")
+    assert "No module named 'settings'" in server.log()

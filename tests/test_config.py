@@ -161,6 +161,8 @@ def test_apache_snippet_included_from_a_minimal_main_config_serves(project: Path
     assert "WSGIDaemonProcess" in snippet and "processes=2 threads=4" in snippet
     assert "LoadModule wsgi_module" in snippet
     assert f'<Directory "{project / ".wsgidev"}">' in snippet
+    # For a system Apache: no trace of wsgidev's own dev port in the daemons' ps names.
+    assert f'display-name="(wsgidev:{project.name})"' in snippet and ":8000" not in snippet
     include = tmp_path / "wsgidev.conf"
     include.write_text(snippet)
     port = free_port()
@@ -246,3 +248,15 @@ def test_entry_script_goes_to_the_output_folder(project: Path, kind: str):
     assert entry.is_file()
     assert str(entry) in text
     assert "wsgidev.daemon.entry.load" in entry.read_text()
+    # The folder wsgidev made in the project keeps itself out of git status.
+    assert (project / ".wsgidev" / ".gitignore").read_text() == "*\n"
+    subprocess.run(["git", "init", "-q", str(project)], check=True, timeout=30)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "app.py" in status.stdout and ".wsgidev" not in status.stdout, status.stdout

@@ -175,3 +175,15 @@ def test_apaches_line_for_each_crashed_daemon_shows_once_and_stuck_imports_once(
     assert out.count("Segmentation fault") == 1 and out.count("Aborted") == 1, out
     assert out.count("The app is still importing after 10 s, at app.py:3;") == 1, out
     assert out.count("The app has imported, in 12.3 s; requests get it now") == 1, out
+
+
+def test_a_reload_of_many_files_counts_the_ones_it_does_not_name():
+    # An event names at most 20 files and counts the rest; the line names 3 and counts the rest.
+    term = Terminal()
+    files = [f"/site/app/m{number:02}.py" for number in range(20)]
+    for pid in (11, 12):
+        term.event("change", pid, SAVED + 0.3, files=files, count=31, saved_at=SAVED)
+    for pid in (21, 22):
+        term.event("ready", pid, SAVED + 1.0, started_at=SAVED + 0.6)
+    names = ", ".join(files[:3])
+    assert term.lines() == [f"Reloaded in 1.00 s: {names} and 28 more changed"]

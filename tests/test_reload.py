@@ -296,6 +296,13 @@ def test_django_template_edit_shows_without_a_restart(tmp_path: Path, start_serv
     (site / "testapp" / "templates" / "testapp" / "edited.html").write_text("<p>template two</p>\n")
     wait_for(lambda: b"template two" in server.get("/edited")[1], 10, f"the edit\n{server.log()}")
     assert {json.loads(server.get("/")[1])["pid"] for _ in range(3)} == pids_before
+    # Each save is said once, the later ones too.
+    template = site / "testapp" / "templates" / "testapp" / "edited.html"
+    picked_up = f"Picked up {template} without a restart"
+    wait_for(lambda: server.log().count(picked_up) == 1, 10, f"one line\n{server.log()}")
+    template.write_text("<p>template three</p>\n")
+    wait_for(lambda: b"template three" in server.get("/edited")[1], 10, f"again\n{server.log()}")
+    wait_for(lambda: server.log().count(picked_up) == 2, 10, f"two lines\n{server.log()}")
     assert "Reloaded in" not in server.log()
 
 
@@ -527,6 +534,8 @@ def test_standby_group_takes_over_and_the_old_one_waits_empty(project: Path, sta
         first = pid
     lines = [line for line in server.log().splitlines() if line.startswith("Reloaded in")]
     assert len(lines) == 2, server.log()
+    # wsgidev's info, not Apache's: no line per daemon start from mod_wsgi.
+    assert "Starting daemon process" not in server.log(), server.log()
 
 
 @pytest.mark.parametrize("standbys", ["1", "2"])

@@ -454,3 +454,26 @@ def test_django_settings_reading_a_json_file_reloads_through_a_stale_standby(
     wait_for(lambda: reload_lines(server), 10, f"the reload line\n{server.log()}")
     assert reload_lines(server)[0].endswith("motto.json changed"), server.log()
     assert "Standbys stale" in server.log(), server.log()
+
+
+def test_the_listing_counts_editable_installs_as_such(
+    tmp_path: Path, opened_monitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # django-oscar's sandbox: the project is sandbox/, the code being worked on is ../src,
+    # installed with pip install -e (its direct_url.json says editable): not "other".
+    checkout = tmp_path / "checkout"
+    (checkout / "src" / "shop").mkdir(parents=True)
+    module = checkout / "src" / "shop" / "models.py"
+    module.write_text("")
+    info = tmp_path / "site" / "shop-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shop\nVersion: 1.0\n")
+    direct = {"url": checkout.as_uri(), "dir_info": {"editable": True}}
+    (info / "direct_url.json").write_text(json.dumps(direct))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    m, _ = opened_monitor(watch=[str(module)])
+    m.arm()
+    listing = watch_list(m._files, str(checkout / "sandbox"))
+    groups = {label: (count, subs) for label, count, subs in listing["folders"]}
+    assert ["shop", 1] in groups["editable installs"][1], groups
+    assert not any(label == "other" for label in groups), groups

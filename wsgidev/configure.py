@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -50,8 +51,20 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
             f"cannot write the entry script into {folder}: {exc.strerror}",
             "pass --output DIR naming a folder you can write",
         ) from None
+    if not options.output_dir:
+        _ignore_in_git(folder)
     out.write(text)
     return 0
+
+
+def _ignore_in_git(folder: Path) -> None:
+    """The .wsgidev folder wsgidev made in the project keeps itself out of `git status` (as
+    .venv and .pytest_cache do), without touching the project's own .gitignore."""
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        # A read-only folder: the entry script could not be written either, and said so.
+        with contextlib.suppress(OSError):
+            ignore.write_text("*\n", encoding="utf-8")
 
 
 def _render(kind: str, prepared: Prepared, folder: Path) -> str:

@@ -46,7 +46,8 @@ class _Reload:
     """A change reported by the daemons, until its new code serves."""
 
     saved_at: float  # when the earliest file was saved (the daemons' estimate, see saved_at_s)
-    files: list[str]
+    files: list[str]  # those named (an event names at most MAX_EVENT_FILES)
+    count: int = 0  # how many changed, named or not
     # When the latest write of this save landed (an in-place save truncates, then writes): a
     # process whose import began before it may hold the old or half-written code.
     last_saved_at: float = 0.0
@@ -120,6 +121,8 @@ class LogPrinter:
         # Set once wsgidev has said why it stops: the stop's chatter would bury that line.
         self.muted = False
         self._last_once = ""
+        # Files Django took in place -> the processes that said so for the latest save.
+        self._picked_up: dict[str, set[int]] = {}
         # Mounts said to send no events (the banner names those it could foresee).
         self.silent_mounts: set[str] = set()
         self._listed = ""  # the watch listing last printed (listing_key)
@@ -244,7 +247,8 @@ class LogPrinter:
             self._app_trouble(kind, event)
         elif kind == "change":
             files = [str(f) for f in event.get("files", [])]
-            self._change(float(event.get("saved_at", when)), files)
+            count = int(event.get("count", len(files)))
+            self._change(float(event.get("saved_at", when)), files, count)
         elif kind in ("handover", "restart-in-place"):
             self._retiring(event)
             said = {**(event.get("passed") or {}), **(event.get("answers") or {})}
@@ -268,7 +272,16 @@ class LogPrinter:
             self._reloaded(when, self._all_imported_since)
         elif kind == "handled":
             names = ", ".join(str(f) for f in event.get("files", []))
-            self._once(f"handled:{names}", f"Picked up {names} without a restart")
+            # Every process says it for one save: said once per save. A process that said it
+            # already is telling of the next save.
+            with self.lock:
+                sayers = self._picked_up.setdefault(names, set())
+                new_save = not sayers or pid in sayers
+                if new_save:
+                    sayers.clear()
+                sayers.add(pid)
+            if new_save:
+                self.write(f"Picked up {names} without a restart")
             self._handled_by(pid, tuple(str(f) for f in event.get("files", [])))
         elif kind == "static-dirs" and self.listener is not None:
             self.listener.watch_static((str(u), str(d)) for u, d in event.get("folders", []))
@@ -427,7 +440,7 @@ class LogPrinter:
             self._last_once = key
         self.write(text)
 
-    def _change(self, saved_at: float, files: list[str]) -> None:
+    def _change(self, saved_at: float, files: list[str], count: int = 0) -> None:
         with self.lock:
             if any(done.same_save(saved_at, files, LATE_REPORT_S) for done in self._done):
                 return
@@ -436,8 +449,9 @@ class LogPrinter:
                     reload.saved_at = min(reload.saved_at, saved_at)
                     reload.last_saved_at = max(reload.last_saved_at, saved_at)
                     reload.files.extend(f for f in files if f not in reload.files)
+                    reload.count = max(reload.count, count)
                     return
-            self.pending.append(_Reload(saved_at=saved_at, files=files))
+            self.pending.append(_Reload(saved_at=saved_at, files=files, count=count))
         self._reloaded(time.time(), self._all_imported_since)  # a process may be ahead
 
     def _ready(
@@ -520,7 +534,8 @@ class LogPrinter:
             self.listener.new_code()
         for reload in finished:
             names = [short_path(f) for f in reload.files]
-            changed = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+            total = max(reload.count, len(names))
+            changed = ", ".join(names[:3]) + (f" and {total - 3} more" if total > 3 else "")
             seconds = max(0.0, when - reload.saved_at)
             notes = f" ({'; '.join(reload.notes)})" if reload.notes else ""
             self.say(f"Reloaded in {seconds:.2f} s: {changed} changed{notes}")

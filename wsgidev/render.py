@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -407,6 +408,9 @@ def render_apache(
     options: Options, target: Target, apache: ApacheInstall, entry_script_path: Path
 ) -> str:
     """A snippet a system Apache can Include."""
+    conf = layout(options, target, entry_script_path)
+    # The system Apache listens where it listens: wsgidev's dev port means nothing in ps there.
+    conf = dataclasses.replace(conf, display_name=f"(wsgidev:{_project_name(target)})")
     return (
         environment()
         .get_template("apache.conf.j2")
@@ -415,7 +419,7 @@ def render_apache(
             options=options,
             target=target,
             apache=apache,
-            conf=layout(options, target, entry_script_path),
+            conf=conf,
             standby=False,
             timeouts=daemon_timeouts(options, owned=False),
             cut_page=None,

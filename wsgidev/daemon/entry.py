@@ -173,7 +173,12 @@ def _import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
 def failed_app(spec: EntrySpec, monitor: Any, exc: BaseException) -> WSGIApp:
     """Say the import failed (terminal, error page) and watch the files the traceback names."""
     text = app_traceback(exc)
-    events.emit("import-error", error=_one_line(exc), traceback=text)
+    error = _one_line(exc)
+    hint = missing_module_hint(spec, exc)
+    if hint:
+        error += f" ({hint})"
+        text = f"{text.rstrip()}\n\n{hint}\n"
+    events.emit("import-error", error=error, traceback=text)
     if monitor is not None:
         monitor.watch_exception(exc)
         monitor.import_done()  # what the error page opens is not the app's
@@ -405,6 +410,27 @@ def _is_plumbing(filename: str) -> bool:
         or filename == importlib.__file__
         or filename.startswith("<frozen importlib")
     )
+
+
+def missing_module_hint(spec: EntrySpec, exc: BaseException) -> str:
+    """What to pass when a WSGI file imports a module that sits beside it, in a folder that is
+    not on sys.path (`wsgidev start sandbox/wsgi.py` run from the repository's root); ''."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name or not spec.script_path:
+        return ""
+    folder = os.path.dirname(os.path.abspath(spec.script_path))
+    if folder in (os.path.abspath(p) for p in sys.path if p):
+        return ""
+    top = exc.name.partition(".")[0]
+    for found in (f"{top}.py", os.path.join(top, "__init__.py")):
+        if os.path.exists(os.path.join(folder, found)):
+            where = (
+                os.path.relpath(folder) if not os.path.relpath(folder).startswith("..") else folder
+            )
+            return (
+                f"{found} is beside {os.path.basename(spec.script_path)} in {where}, which is "
+                f"not on sys.path: pass --working-dir {where} (or --python-path {where})"
+            )
+    return ""
 
 
 def _one_line(exc: BaseException) -> str:

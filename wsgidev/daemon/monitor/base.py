@@ -319,15 +319,18 @@ class Monitor:
 
     def _refresh(self) -> None:
         """Take in what appeared since the last look, and watch the directories it is in."""
+        # Read once, before the intake: app_loaded() (a request thread) may set it meanwhile,
+        # and the listing must not be taken before what the app's import added is in.
+        app_loaded = self._app_loaded
         self._intake()
         if self._scan_requested or self._files.scan_due():
             self._scan_requested = False
             self._files.scan_modules()
-        if self._app_loaded:
+        if app_loaded:
             self._refresh_django()
         self._hand_over_dirs()
         files, dirs = self._files.counts
-        if self._app_loaded and self._armed and dirs > self._counted_dirs * 1.1:
+        if app_loaded and self._armed and dirs > self._counted_dirs * 1.1:
             # When the app is in, and again as request-time imports add a tenth more folders.
             self._counted_dirs = dirs
             events.emit("watching", file_count=files, dir_count=dirs, backend=self.name)

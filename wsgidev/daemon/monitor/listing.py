@@ -9,10 +9,12 @@ out. Built once, when the app is in; the command prints it (wsgidev/logstream.py
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import site
 import sysconfig
+import urllib.parse
 from collections import Counter
 from typing import Any
 
@@ -35,6 +37,7 @@ def watch_list(
     paths = files.paths()
     project = os.path.join(os.path.abspath(project_dir), "")
     stdlib, packages = _library_prefixes()
+    editable = editable_roots()
     # wsgidev's own modules (an editable install is outside site-packages) and its entry script.
     own = tuple(os.path.join(d, "") for d in (WSGIDEV_DIR, server_root) if d)
     groups: dict[str, Counter[str]] = {}
@@ -48,6 +51,8 @@ def watch_list(
             label, sub = "site-packages", ""
         elif path.startswith(stdlib):
             label, sub = "standard library", ""
+        elif (root := next((r for r in editable if path.startswith(r)), None)) is not None:
+            label, sub = "editable installs", editable[root]  # pip install -e: code being worked on
         else:
             label, sub = "other", os.sep.join(path.split(os.sep)[: OTHER_DEPTH + 1])
         groups.setdefault(label, Counter())[sub] += 1
@@ -98,6 +103,26 @@ def _fitted(listing: dict[str, Any], extra: list[list[str]]) -> dict[str, Any]:
         for group in listing["folders"]:
             group[2] = group[2][:3]
     return listing
+
+
+def editable_roots() -> dict[str, str]:
+    """The folders of the distributions installed in editable mode (pip install -e: their
+    direct_url.json says so), each ending in a separator, to the distribution's name."""
+    roots: dict[str, str] = {}
+    for distribution in importlib.metadata.distributions():
+        try:
+            text = distribution.read_text("direct_url.json")
+            direct = json.loads(text) if text else {}
+        except (OSError, ValueError):
+            continue
+        url = str(direct.get("url", "")) if isinstance(direct, dict) else ""
+        info = direct.get("dir_info") if isinstance(direct, dict) else None
+        if url.startswith("file://") and isinstance(info, dict) and info.get("editable"):
+            folder = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+            name = str(distribution.metadata["Name"] or folder)
+            roots[os.path.join(os.path.abspath(folder), "")] = name
+    # The deepest first: a package inside another's folder is its own.
+    return dict(sorted(roots.items(), key=lambda item: -len(item[0])))
 
 
 def _library_prefixes() -> tuple[tuple[str, ...], tuple[str, ...]]:
