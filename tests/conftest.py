@@ -126,13 +126,17 @@ def alive(pid: int) -> bool:
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll predicate until it holds, failing the test with `what` at the deadline."""
+    """Poll predicate until it holds, failing the test with `what` at the deadline. It is
+    looked at once more past the deadline: a machine that stalled (a loaded CI host, a paused
+    VM) for the whole wait must not fail a condition that holds without being asked."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
+        expired = time.monotonic() >= deadline
         if predicate():
             return
+        if expired:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def holds_for(predicate: Callable[[], bool], duration_s: float, what: str) -> None:
