@@ -82,6 +82,42 @@ def test_a_change_has_the_standby_import_then_routes_to_it_and_retires_the_old(
     assert active.retired.is_set() and not waiting.retired.is_set()
 
 
+def test_the_leader_tells_its_siblings_to_retire_before_itself(
+    state: Path, handovers, restarts, monkeypatch: pytest.MonkeyPatch
+):
+    # Its own retire ends the leader within milliseconds: a sibling told after that never was
+    # (seen under load: it served on, and its reload's line waited, until IMPORT_TIMEOUT_S).
+    sent: list[tuple[int, str]] = []
+    send = Handover._send
+
+    def spy(self: Handover, index: int, pid: int, message: dict) -> bool:
+        sent.append((pid, message["op"]))
+        return send(self, index, pid, message)
+
+    monkeypatch.setattr(Handover, "_send", spy)
+    active = serving(state, handovers, loads=[])
+    waiting = handovers(state, GROUPS[1])
+    waiting.listen(lambda: None, list)
+    siblings = {}
+    for pid in (1, 4_194_303):  # below and above any pid of this process
+        sibling = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sibling.bind(str(state / CONTROL_DIR / f"0.{pid}"))
+        siblings[pid] = sibling
+    try:
+        active.on_change(["app.py"])
+        retired = [pid for pid, op in sent if op == "retire"]
+        assert sorted(retired) == sorted([1, 4_194_303, os.getpid()])
+        assert retired[-1] == os.getpid(), retired
+        for sibling in siblings.values():
+            sibling.settimeout(5)
+            ops = set()
+            while "retire" not in ops:  # the new group's "warm" may come first
+                ops.add(json.loads(sibling.recv(4096))["op"])
+    finally:
+        for sibling in siblings.values():
+            sibling.close()
+
+
 def test_the_next_change_hands_back_to_the_first_group(state: Path, handovers, restarts):
     loads: list[str] = []
     old = serving(state, handovers, loads=loads)

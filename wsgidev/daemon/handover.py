@@ -313,7 +313,9 @@ class Handover:
                 seconds=round(time.time() - started, 4),
             )
             time.sleep(RETIRE_DELAY_S)
-        for pid in retiring:
+        # This process last: its retire ends it within milliseconds (mod_wsgi's shutdown, then the
+        # quick exit), and a sibling not told by then would serve on until IMPORT_TIMEOUT_S.
+        for pid in sorted(retiring, key=lambda pid: pid == os.getpid()):
             self._send(self.index, pid, {"op": "retire"})
 
     def _ask(
