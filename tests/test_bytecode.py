@@ -99,3 +99,81 @@ def test_a_wsgi_script_target_is_run_from_its_source_when_the_cache_is_racily_cl
         assert _exec_script(str(script)).VALUE == "v2"
     finally:
         sys.modules.pop(SCRIPT_MODULE_NAME, None)
+
+
+def restored_edit(path: Path, text: str) -> None:
+    """Rewrite path with text of the same size, and its mtime put back (as cp -p or rsync -t do)."""
+    before = path.stat()
+    path.write_text(text)
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+class SavedWhileCompiling(FreshSourceFileLoader):
+    """A loader during whose compile of v1 the file is saved as v2 (another process's edit)."""
+
+    def source_to_code(self, data, path, *, _optimize=-1):  # type: ignore[no-untyped-def, override]
+        code = super().source_to_code(data, path)
+        restored_edit(Path(path), "VALUE = 'v2'\n")
+        return code
+
+
+@pytest.mark.usefixtures("write_bytecode")
+@pytest.mark.parametrize("when", ["compiling", "caching"])
+def test_no_cache_is_left_of_a_source_saved_while_it_was_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+):
+    # The monitor's invalidate() for the save may run before the cache of the old content is
+    # written: every later process would trust that cache (same size, the mtime put back), and
+    # run v1 for good while watching v2 (seen in test_reload's same-size edits, under load).
+    module = tmp_path / "racing.py"
+    module.write_text("VALUE = 'v1'\n")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns - 5_000_000_000))  # not racily clean
+    loader: type[FreshSourceFileLoader] = SavedWhileCompiling
+    if when == "caching":  # saved just after importlib wrote the cache of v1
+        write = SourceFileLoader.set_data
+
+        def write_then_save(self, path, data, *, _mode=0o666):  # type: ignore[no-untyped-def]
+            write(self, path, data, _mode=_mode)
+            restored_edit(module, "VALUE = 'v2'\n")
+
+        monkeypatch.setattr(SourceFileLoader, "set_data", write_then_save)
+        loader = FreshSourceFileLoader
+    assert load(module, loader) == "v1"  # what was read before the save
+    assert not Path(importlib.util.cache_from_source(str(module))).exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    assert load(module, FreshSourceFileLoader) == "v2"
+    # ...and the cache of a source left alone is written, and used, as ever.
+    assert Path(importlib.util.cache_from_source(str(module))).exists()
+    assert load(module, FreshSourceFileLoader) == "v2"
+
+
+@pytest.mark.usefixtures("write_bytecode")
+def test_a_cache_older_than_its_sources_restored_mtime_save_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # A process that starts between such a save and the monitor's invalidate() (tens of ms)
+    # would take the old content's cache for good (seen under load: one process served e1
+    # while it watched e2, in test_reload's same-size edits).
+    module = tmp_path / "restored_save.py"
+    module.write_text("VALUE = 'v1'\n")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns - 5_000_000_000))  # not racily clean
+    assert load(module, FreshSourceFileLoader) == "v1"
+    cache = Path(importlib.util.cache_from_source(str(module)))
+    restored_edit(module, "VALUE = 'v2'\n")
+    # The cache was written before the save (the kernel's file clock may give both one tick).
+    written = module.stat().st_ctime_ns - 1_000_000
+    os.utime(cache, ns=(written, written))
+    assert load(module, SourceFileLoader) == "v1"  # importlib's own check is fooled
+    assert load(module, FreshSourceFileLoader) == "v2"
+
+    # A library (under the venv or the Python installation) is judged by its mtime only: a
+    # chown -R of a venv moves every ctime, and a read-only one would compile every import.
+    restored_edit(module, "VALUE = 'v3'\n")
+    written = module.stat().st_ctime_ns - 1_000_000
+    os.utime(cache, ns=(written, written))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert not racily_clean(str(cache), str(module))

@@ -4,16 +4,23 @@ Python takes ``__pycache__/x.cpython-311.pyc`` as valid when the whole-second mt
 stamped in it match the source's. An edit that keeps the size and lands in the same second as
 the content the cache was compiled from (a quick fix of one character, a version string) is then
 served stale by every new process, while the monitor, which compares nanoseconds, rightly saw a
-change. Two measures, both cheap:
+change. Three measures, all cheap:
 
 - FreshSourceFileLoader, which the import recorder hands out in place of importlib's
   SourceFileLoader, refuses a cache written before the second after its source's mtime was over
   ("racily clean", as git calls the same ambiguity): such a cache cannot tell that content from
   a later one of the same size and second. The source is compiled instead, and Python writes a
-  fresh cache. Only files saved moments before their cache was written pay, once.
+  fresh cache. Only files saved moments before their cache was written pay, once. Outside the
+  Python installation and the venv (the user's own files), it also refuses a cache written
+  before the source's ctime: a save that put an older mtime back (cp -p, rsync -t, a test's
+  utime) moves the ctime, and a process starting between that save and the monitor's
+  invalidate() would otherwise take the old content's cache for good. (Libraries are left out:
+  a chown -R of a venv would move every ctime, and a read-only venv would compile each import.)
 - invalidate() removes the cache of every changed file the monitor reports, before any new
-  process imports it (a restored mtime, as git checkout and cp -p leave, can match an old stamp
-  at any distance).
+  process imports it (a restored mtime can match an old stamp at any distance).
+- The loader writes no cache for a source that changed while it was read and compiled, and
+  removes the one it wrote when the source changed meanwhile: a process compiling the old
+  content would otherwise leave its cache after the monitor's invalidate() for the new one.
 
 Hash-checked caches (PEP 552) would do the same at the cost of hashing every source on every
 import; invalidation by checking hashes stays a per-cache choice of whoever compiled it.
@@ -24,14 +31,20 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
 from importlib.machinery import BYTECODE_SUFFIXES, ModuleSpec, SourceFileLoader
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 NS_PER_S = 1_000_000_000
 
 
 class FreshSourceFileLoader(SourceFileLoader):
-    """importlib's SourceFileLoader, except that it does not read a racily clean bytecode cache."""
+    """importlib's SourceFileLoader, except that it does not read a racily clean bytecode cache,
+    nor leave one of a source that changed while it was compiled."""
 
     def get_data(self, path: str) -> bytes:
         """The file's bytes; an OSError for a cache that may hold older code (importlib then compiles)."""
@@ -39,16 +52,54 @@ class FreshSourceFileLoader(SourceFileLoader):
             raise OSError(f"{path} was written in the second of its source's mtime")
         return super().get_data(path)
 
+    def path_stats(self, path: str) -> Mapping[str, Any]:
+        """importlib's stats of the source, which it takes before reading it; noted for the cache."""
+        st = os.stat(path)
+        self._read_stamp = _stamp(st)
+        return {"mtime": st.st_mtime, "size": st.st_size}
+
+    def set_data(self, path: str, data: ReadableBuffer, *, _mode: int = 0o666) -> None:
+        """Write the bytecode cache only while the source is what was compiled; once written,
+        remove it again if the source changed meanwhile (its invalidate() may have run)."""
+        read = getattr(self, "_read_stamp", None)
+        if not path.endswith(tuple(BYTECODE_SUFFIXES)):
+            super().set_data(path, data, _mode=_mode)
+        elif read is not None and _current_stamp(self.path) == read:
+            super().set_data(path, data, _mode=_mode)
+            if _current_stamp(self.path) != read:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    # ctime as well: a save that restores an older mtime (and keeps the size) still moves it.
+    return (st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
+
+
+def _current_stamp(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        return _stamp(os.stat(path))
+    except OSError:
+        return None
+
 
 def racily_clean(cache_path: str, source_path: str) -> bool:
-    """Whether the cache was written before the second of its source's mtime had passed."""
+    """Whether the cache was written before the second of its source's mtime had passed, or, for
+    a file outside the Python installation and the venv, before the source's last change."""
     try:
         cache_mtime_ns = os.stat(cache_path).st_mtime_ns
-        source_mtime_ns = os.stat(source_path).st_mtime_ns
+        source = os.stat(source_path)
     except OSError:
         return False  # no cache (or no source): nothing to distrust
-    next_second_ns = (source_mtime_ns // NS_PER_S + 1) * NS_PER_S
-    return cache_mtime_ns < next_second_ns
+    next_second_ns = (source.st_mtime_ns // NS_PER_S + 1) * NS_PER_S
+    if cache_mtime_ns < next_second_ns:
+        return True
+    return cache_mtime_ns < source.st_ctime_ns and not _in_python_trees(source_path)
+
+
+def _in_python_trees(path: str) -> bool:
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    return any(path.startswith(os.path.join(prefix, "")) for prefix in prefixes)
 
 
 def fresh_loader(spec: ModuleSpec) -> None:
