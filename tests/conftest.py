@@ -203,8 +203,20 @@ def http_get(url: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
 
 
 def wsgidev_command(*args: str) -> list[str]:
-    """The real wsgidev entry point, from this interpreter."""
+    """The real wsgidev entry point, from this interpreter; a `start` without --port gets a
+    free one (the default, 8000, is often another server's: a test must not depend on it)."""
+    if args[:1] == ("start",) and not any(a == "--port" or a.startswith("--port=") for a in args):
+        args = (*args, "--port", str(free_port()))
     return [sys.executable, "-m", "wsgidev", *args]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port another program listens on, for the test's length."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
 
 
 class WsgidevServer:

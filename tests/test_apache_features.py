@@ -61,7 +61,7 @@ def test_proxy_values_are_checked(project: Path, short_tmp: Path):
 
 
 def test_include_adds_directives_and_a_broken_line_is_quoted(
-    project: Path, tmp_path: Path, short_tmp: Path, start_server
+    project: Path, tmp_path: Path, short_tmp: Path, start_server, busy_port: int
 ):
     extra = tmp_path / "extra.conf"
     extra.write_text('Header always set X-From-Include "yes"\n')
@@ -70,10 +70,16 @@ def test_include_adds_directives_and_a_broken_line_is_quoted(
         assert response.headers["X-From-Include"] == "yes"
     broken = tmp_path / "broken.conf"
     broken.write_text("# a comment\nBogusDirective on\n")
-    code, _, err = run_wsgidev(project, short_tmp, "start", "app.py", "--include", str(broken))
+    # Named even while the port is busy: the include's lines are the user's input.
+    busy = str(busy_port)
+    code, _, err = run_wsgidev(
+        project, short_tmp, "start", "app.py", "--include", str(broken), "--port", busy
+    )
     assert_one_line_error(code, err, "line 2", str(broken), "'BogusDirective on'")
     assert not any(short_tmp.iterdir())
-    code, _, err = run_wsgidev(project, short_tmp, "start", "app.py", "--include", "nothere.conf")
+    code, _, err = run_wsgidev(
+        project, short_tmp, "start", "app.py", "--include", "nothere.conf", "--port", busy
+    )
     assert_one_line_error(code, err, "--include", "nothere.conf", "not a file")
 
 

@@ -280,10 +280,20 @@ def test_config_express_in_debug_mode_takes_pdb(project: Path, short_tmp: Path):
 
 
 @pytest.mark.bad_input
-def test_server_root_naming_a_file(project: Path, short_tmp: Path, tmp_path: Path):
+def test_server_root_naming_a_file(project: Path, short_tmp: Path, tmp_path: Path, busy_port):
+    # Named even while the port is busy: what the user typed comes before what the machine has.
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("")
-    code, _, err = run_wsgidev(project, short_tmp, "start", "app.py", "--server-root", str(a_file))
+    code, _, err = run_wsgidev(
+        project,
+        short_tmp,
+        "start",
+        "app.py",
+        "--server-root",
+        str(a_file),
+        "--port",
+        str(busy_port),
+    )
     assert_one_line_error(code, err, "--server-root", "is a file")
 
 

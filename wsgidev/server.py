@@ -111,6 +111,15 @@ def prepare(options: Options) -> Prepared:
             raise WsgidevError(
                 f"--include {include} is not a file", "pass the path of a file of Apache directives"
             )
+    if (
+        options.server_root
+        and Path(options.server_root).exists()
+        and not Path(options.server_root).is_dir()
+    ):
+        raise WsgidevError(
+            f"--server-root {options.server_root} is a file, not a folder",
+            "name a folder (or drop it)",
+        )
     apache = find_apache(options.httpd)
     require_own_libpython(apache)
     must_read = [*python_library_readable(apache), Path(target.project_dir)]
@@ -232,10 +241,6 @@ def server_root(options: Options) -> Iterator[Path]:
     """A private (0700) server root, removed afterwards unless the user named one."""
     if options.server_root:
         path = Path(options.server_root)
-        if path.exists() and not path.is_dir():
-            raise WsgidevError(
-                f"--server-root {path} is a file, not a folder", "name a folder (or drop it)"
-            )
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             path.chmod(0o700)  # it holds the --env values and the control sockets
@@ -739,9 +744,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
         )
     prepared = prepare(options)
     options = prepared.options
-    check_address(options.host, options.port)
-    if prepared.tls.port is not None:
-        check_address(options.host, prepared.tls.port, flag="--https")
+    check_address(options.host, 0)  # --host is an address of this machine (port 0: any free)
     low = [p for p in (options.port, prepared.tls.port) if p is not None and p < 1024]
     if low and prepared.run_as.mode == "userns":
         raise WsgidevError(
@@ -759,7 +762,12 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
         )
     with server_root(options) as root:
         conf = write_config(prepared, root)
-        check_config(prepared, conf)
+        check_config(prepared, conf)  # the --include files' lines are the user's input too
+        # What the machine has, after what the user typed: a bad value is named even while
+        # the port is busy (a user's 8000 often is).
+        check_address(options.host, options.port)
+        if prepared.tls.port is not None:
+            check_address(options.host, prepared.tls.port, flag="--https")
         server = Server(prepared, conf, err)
         with _stop_signals(server):
             try:
