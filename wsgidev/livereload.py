@@ -24,8 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ class LiveReload:
         self.path = path
         self.poll_interval_s = poll_interval_s  # for static folders that send no events
         self.generation = 1
+        self._reload_at = 0.0  # when the last reload news went out (time.time())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[tuple[str, asyncio.Queue[dict[str, Any] | None]]] = set()
@@ -138,6 +142,8 @@ class LiveReload:
             self._server.close()
 
     def _send(self, live: dict[str, Any] | None, browser_reload: dict[str, Any] | None) -> None:
+        if live is not None and live.get("type") == "reload":
+            self._reload_at = time.time()
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -160,7 +166,7 @@ class LiveReload:
             writer.close()
             return
         target = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         if path == LIVE_EVENTS_PATH:
             kind, every_s = "live", KEEPALIVE_S
         elif path == BROWSER_RELOAD_EVENTS_PATH:
@@ -182,6 +188,10 @@ class LiveReload:
             if kind == "live":
                 writer.write(b"retry: 500\n\n")
                 writer.write(_event({"type": "hello", "generation": self.generation}))
+                if _since_s(query) < self._reload_at:
+                    # The page was asked for before that news, and missed it: it may show the
+                    # old code (or template). It reloads now, once: its next request is newer.
+                    writer.write(_event({"type": "reload"}))
             else:
                 writer.write(self._ping())
             await writer.drain()
@@ -204,6 +214,15 @@ class LiveReload:
 
     def _ping(self) -> bytes:
         return _event({"type": "ping", "versionId": f"wsgidev-{self.generation}"})
+
+
+def _since_s(query: str) -> float:
+    """The page's ``since`` (ms) in seconds; infinity when absent (a page of another origin)."""
+    values = urllib.parse.parse_qs(query).get("since", [])
+    try:
+        return int(values[0]) / 1000 if values else math.inf
+    except ValueError:
+        return math.inf
 
 
 def _event(message: dict[str, Any]) -> bytes:

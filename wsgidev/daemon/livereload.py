@@ -3,7 +3,9 @@
 HTML responses get one small script before their last ``</body>``; it listens to the event
 stream wsgidev serves (shared.LIVE_EVENTS_PATH, see wsgidev/livereload.py): ``reload`` refreshes
 the page, ``css`` swaps the stylesheets whose path matches in place, ``hello`` with a newer
-generation (the tab reconnected after new code came) refreshes once. Only complete bodies are
+generation (the tab reconnected after new code came) refreshes once. The stream's URL carries
+when the page's request began: a reload wsgidev announced after that and before the stream
+connected (a slow browser, a busy machine) is sent at the connect. Only complete bodies are
 touched: ``text/html``, a Content-Length (not a stream), no Content-Encoding, not HEAD; a page
 that already carries django-browser-reload's script is left to it (its stream is wsgidev's too).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,9 +26,11 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
 _BROWSER_RELOAD_MARK = b"django-browser-reload"
 
+# %(since)d: when the page's request began (ms since the epoch, the server's clock): news of new
+# code after that, sent before the tab's stream connected, is answered at its connect.
 SCRIPT = (
     "<script>(() => {"
-    f"const source = new EventSource({LIVE_EVENTS_PATH!r});"
+    f"const source = new EventSource({LIVE_EVENTS_PATH!r} + '?since=%(since)d');"
     "let generation = null;"
     "source.onmessage = (event) => {"
     "const news = JSON.parse(event.data);"
@@ -43,13 +48,14 @@ SCRIPT = (
     "fresh.onload = () => link.remove(); link.after(fresh);"
     "}}};"
     "})();</script>"
-).encode()
+)
 
 
 def with_live_reload(application: WSGIApp) -> WSGIApp:
     """The app, with the refresh script in its complete HTML pages."""
 
     def live(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        since_ms = int(time.time() * 1000)  # before the app runs: the code it runs is no older
         held: list[Any] = []
 
         def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -68,7 +74,7 @@ def with_live_reload(application: WSGIApp) -> WSGIApp:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-        body = _inserted(b"".join(chunks))
+        body = _inserted(b"".join(chunks), since_ms)
         status, headers, exc_info = held
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(body))))
@@ -89,7 +95,7 @@ def _injectable(headers: list[tuple[str, str]]) -> bool:
     )
 
 
-def _inserted(body: bytes) -> bytes:
+def _inserted(body: bytes, since_ms: int) -> bytes:
     if _BROWSER_RELOAD_MARK in body:
         return body
     last = None
@@ -97,7 +103,8 @@ def _inserted(body: bytes) -> bytes:
         pass
     if last is None:
         return body  # a fragment (htmx, a partial): no place for a script
-    return body[: last.start()] + SCRIPT + body[last.start() :]
+    script = (SCRIPT % {"since": since_ms}).encode()
+    return body[: last.start()] + script + body[last.start() :]
 
 
 def announce_static_folders() -> None:
