@@ -4,11 +4,12 @@
 #   bash dev.sh demo   serve the bundled Django demo with 2 processes x 15 threads
 #   bash dev.sh test   run the linters and the test suite
 #   bash dev.sh compat the test suite on every platform of docs/compat.md (compat/run.sh)
+#   bash dev.sh flakes the timing-sensitive tests, several rounds under load (compat/flakes.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 what="${1:-}"
-case "$what" in demo|test|compat) ;; *) echo "usage: bash dev.sh demo|test|compat" >&2; exit 2 ;; esac
+case "$what" in demo|test|compat|flakes) ;; *) echo "usage: bash dev.sh demo|test|compat|flakes" >&2; exit 2 ;; esac
 
 missing=()
 command -v apache2 >/dev/null || command -v httpd >/dev/null || missing+=(apache2)
@@ -57,6 +58,7 @@ if [ "$what" = demo ]; then
 fi
 
 .venv/bin/python -m pip install -q -e '.[test]'
+if [ "$what" = flakes ]; then exec bash compat/flakes.sh "${@:2}"; fi
 .venv/bin/ruff format --check wsgidev tests
 .venv/bin/ruff check wsgidev tests
 .venv/bin/mypy

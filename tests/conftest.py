@@ -210,6 +210,22 @@ def wsgidev_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "wsgidev", *args]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_port_taken() -> Iterator[None]:
+    """Another listener holds 127.0.0.1:8000, wsgidev's default, for the whole run (a user's
+    often does): a test that needs it free fails on every run, not on some machines only."""
+    holder: socket.socket | None = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 8000))
+        holder.listen()
+    except OSError:  # taken already: as good
+        holder.close()
+        holder = None
+    yield
+    if holder is not None:
+        holder.close()
+
+
 @pytest.fixture
 def busy_port() -> Iterator[int]:
     """A loopback port another program listens on, for the test's length."""
