@@ -120,6 +120,11 @@ class LogPrinter:
         self.apache_errors: list[str] = []
         # Set once wsgidev has said why it stops: the stop's chatter would bury that line.
         self.muted = False
+        # Set when the server stops: a debugger session's process is not keeping old code then.
+        self.stopping = False
+        # Set when the stop ended paused requests: Apache logs the page each one still renders,
+        # which its client, cut off as Apache stops, never gets.
+        self.access_muted = False
         self._last_once = ""
         # Files Django took in place -> the processes that said so for the latest save.
         self._picked_up: dict[str, set[int]] = {}
@@ -224,6 +229,8 @@ class LogPrinter:
             self.write(raw)
             return
         when, request, status, size, micros = parts
+        if self.access_muted:
+            return
         if request.split(" ")[1:2] and request.split(" ")[1].startswith(STREAM_PATHS):
             return  # the browsers' event stream: wsgidev's plumbing, not the app's traffic
         ms = int(micros) / 1000 if micros.isdigit() else 0.0
@@ -376,6 +383,8 @@ class LogPrinter:
         group = event.get("group")
         with self.lock:
             self._debug_held[pid] = str(group) if group else None
+        if self.stopping:
+            return  # the server stops: nothing is kept, and no reload waits
         reason = str(event.get("reason", ""))
         if reason in ("", "shutdown_signal", "graceful_signal"):
             self.say(f"Process {pid} keeps the old code until the debugger session ends")

@@ -471,6 +471,7 @@ class Server:
 
     def request_stop(self) -> None:
         """Make serve() return (from a signal handler)."""
+        self.log.stopping = True
         self.stop_requested.set()
         self._wake.set()
 
@@ -534,8 +535,11 @@ class Server:
     def stop(self) -> None:
         """SIGTERM Apache (it stops its children and daemons), then SIGKILL what is left."""
         process = self.process
-        if self.bridge is not None:
-            self.bridge.close()  # a request paused in pdb reads the end of input and goes on
+        self.log.stopping = True
+        if self.bridge is not None and self.bridge.close():
+            # A request paused in pdb reads the end of input and goes on, but Apache stops
+            # before its client gets an answer: no access line says it got one.
+            self.log.access_muted = True
         if self.live is not None:
             self.live.close()
         if process is None:
