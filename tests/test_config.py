@@ -210,7 +210,9 @@ def test_standalone_config_reloads_by_hand_over(project: Path, tmp_path: Path):
     with running([find_apache().httpd, "-f", str(conf), "-DFOREGROUND"], port, log):
         # Both serving processes have imported v1: a process still importing when the edit
         # lands imports v2 itself, and the new code shows with no hand-over at all.
-        wait_for(lambda: log.read_text().count("wsgidev-event ready:") >= 2, 30, "both processes")
+        # (No wsgidev command reads this log: each daemon says so in a plain line, at info.)
+        ready = "imported the app in"
+        wait_for(lambda: log.read_text().count(ready) >= 2, 30, "both processes")
         first = json.loads(http_get(url)[1])
         app = project / "app.py"
         app.write_text(app.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))

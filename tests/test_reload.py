@@ -453,12 +453,25 @@ def test_monitor_in_the_apache_snippet(project: Path, tmp_path: Path):
     from conftest import free_port
 
     port = free_port()
-    main = minimal_main_config(tmp_path / "root", port, include)
+    root = tmp_path / "root"
+    main = minimal_main_config(root, port, include)
     url = f"http://127.0.0.1:{port}/"
+    error_log = root / "logs" / "error.log"
     with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, tmp_path / "s.log"):
         assert json.loads(http_get(url)[1])["version"] == "v1"
         set_version(project / "app.py", "v2")
         wait_for(lambda: json.loads(http_get(url)[1])["version"] == "v2", 20, "v2 served")
+        # A person reads this log: plain lines at info, what changed and when it serves.
+        wait_for(lambda: error_log.read_text().count("imported the app in") >= 2, 10, "2 lines")
+    lines = [line for line in error_log.read_text().splitlines() if "wsgidev" in line]
+    assert any(
+        "[wsgi:info]" in line
+        and f"{project / 'app.py'} changed: process" in line
+        and "restarts to load the new code" in line
+        for line in lines
+    ), lines
+    assert any("[wsgi:info]" in line and "watches" in line for line in lines), lines
+    assert not any("wsgidev-event" in line or ":error]" in line for line in lines), lines
 
 
 def test_git_checkout_of_many_files_reloads_once(project: Path, start_server, tmp_path: Path):

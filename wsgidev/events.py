@@ -4,12 +4,20 @@ The daemon cannot talk to the wsgidev process directly: its stderr goes through 
 error log, which wsgidev streams. A line carrying MARKER and a base64 JSON object is an event,
 not text: Apache escapes backslashes and control characters in error-log messages, which would
 mangle plain JSON.
+
+Where no wsgidev command reads the log (a system Apache with `wsgidev config apache`'s snippet,
+mod_wsgi-express, `wsgidev config standalone`, a hand-written script calling the monitor), a
+person does: there each event is one plain line instead, through mod_wsgi's LogHandler at the
+level its news deserves (info for a reload or a restart, warning or error for trouble), never
+an encoded payload and never error for a normal event. `LogLevel wsgi:info` shows the info ones
+(the snippet sets it).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import sys
 import time
@@ -18,14 +26,94 @@ from typing import Any
 MARKER = "wsgidev-event "
 SUMMARY_CHARS = 200
 
+# Whether wsgidev start reads the events (its entry script says so); None: not said, which
+# inside a mod_wsgi daemon means a person reads them, and elsewhere (tests, tools) a program.
+_command_reads: bool | None = None
+_handler: logging.Handler | None = None
+
+
+def read_by_command(reads: bool) -> None:
+    """Say whether wsgidev start reads this process's events (else a person reads the log)."""
+    global _command_reads
+    _command_reads = reads
+
 
 def emit(kind: str, **fields: Any) -> None:
-    """Write one event line to stderr (the error log, inside a mod_wsgi daemon)."""
+    """Write one event to the error log: a line wsgidev start reads, or a person's line."""
+    if not _for_command():
+        said = for_a_person(kind, fields)
+        if said is not None:
+            _log(*said)
+        return
     record = {"event": kind, "pid": os.getpid(), "t": time.time(), **fields}
     payload = base64.b64encode(json.dumps(record, separators=(",", ":")).encode()).decode()
-    # Readable for a person reading a staging Apache's error log; the payload is for wsgidev.
     sys.stderr.write(f"{MARKER}{kind}: {_summary(fields)} |{payload}\n")
     sys.stderr.flush()
+
+
+def for_a_person(kind: str, fields: dict[str, Any]) -> tuple[int, str] | None:
+    """The level and the line an event is for a person reading the error log; None: unsaid."""
+    pid = os.getpid()
+    files = [str(f) for f in fields.get("files", [])]
+    count = int(fields.get("count", len(files)) or 0)
+    named = ", ".join(files[:3]) + (f" and {count - 3} more" if count > 3 else "")
+    if kind == "change":
+        return logging.INFO, f"{named} changed: process {pid} restarts to load the new code"
+    if kind == "ready":
+        seconds = float(fields.get("import_s", 0))
+        return logging.INFO, f"process {pid} imported the app in {seconds:.2f} s and serves it"
+    if kind == "handled":
+        return logging.INFO, f"process {pid} took {named} without a restart (Django)"
+    if kind == "watching":
+        return logging.INFO, (
+            f"process {pid} watches {fields.get('file_count')} files in "
+            f"{fields.get('dir_count')} folders ({fields.get('backend')}) and restarts on a change"
+        )
+    if kind == "silent-mount":
+        return logging.INFO, (
+            f"process {pid} polls the watched files under {fields.get('mount')} every "
+            f"{float(fields.get('interval', 1)):g} s: a {fields.get('fstype')} mount sends no "
+            "notification of changes made beneath it"
+        )
+    if kind == "refused":
+        return logging.WARNING, f"monitor: {fields.get('reason', 'refused')}"
+    if kind in ("import-error", "request-exit"):
+        what = "the app failed to import" if kind == "import-error" else "a request raised"
+        text = str(fields.get("traceback", "")).rstrip()
+        return logging.ERROR, f"{what}: {fields.get('error', '')}" + (f"\n{text}" if text else "")
+    if kind == "import-slow":
+        return logging.WARNING, f"the app is {fields.get('error', 'slow to import')}"
+    return None  # wsgidev start's own plumbing (hand-overs, listings, exits): nobody else's news
+
+
+def _for_command() -> bool:
+    if _command_reads is None:
+        return _apache_handler() is None
+    return _command_reads
+
+
+def _apache_handler() -> logging.Handler | None:
+    """mod_wsgi's logging handler inside an Apache daemon (it keeps the record's level)."""
+    global _handler
+    if _handler is None:
+        try:
+            import mod_wsgi  # the one Apache embeds; the pip package of the name has no handler
+        except ImportError:
+            return None
+        handler_class = getattr(mod_wsgi, "LogHandler", None)
+        if handler_class is None or getattr(mod_wsgi, "process_group", None) is None:
+            return None
+        _handler = handler_class()
+    return _handler
+
+
+def _log(level: int, text: str) -> None:
+    handler = _apache_handler()
+    if handler is None:  # not in an Apache daemon (a test): the error stream, as the line reads
+        sys.stderr.write(f"wsgidev: {text}\n")
+        sys.stderr.flush()
+        return
+    handler.handle(logging.LogRecord("wsgidev", level, __file__, 0, "wsgidev: %s", (text,), None))
 
 
 def parse(message: str) -> dict[str, Any] | None:

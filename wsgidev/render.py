@@ -185,11 +185,16 @@ def uses_standby(options: Options, state_dir: str | None) -> bool:
 
 
 def entry_spec(
-    options: Options, target: Target, state_dir: str | None, env_in_process: bool = False
+    options: Options,
+    target: Target,
+    state_dir: str | None,
+    env_in_process: bool = False,
+    events_read: bool = False,
 ) -> EntrySpec:
     """What the daemon needs to know, written into the entry script as a literal.
     env_in_process: the --env values reach the daemons in Apache's environment (APP_ENV_VAR),
-    not through this file (wsgidev start)."""
+    not through this file (wsgidev start). events_read: wsgidev start reads the daemons' events
+    from the error log (elsewhere a person does: wsgidev.events)."""
     given = dict(options.env)
     environ = {} if env_in_process else dict(given)
     if target.django_settings and "DJANGO_SETTINGS_MODULE" not in given:
@@ -226,6 +231,7 @@ def entry_spec(
         live_reload=options.live_reload and state_dir is not None and not options.debug,
         random_delay_ms=options.random_delay_ms,
         state_dir=None if options.debug else state_dir,
+        events_read=events_read,
     )
 
 
@@ -275,10 +281,14 @@ def cut_request_page(options: Options) -> str:
 
 
 def render_entry(
-    options: Options, target: Target, state_dir: str | None = None, env_in_process: bool = False
+    options: Options,
+    target: Target,
+    state_dir: str | None = None,
+    env_in_process: bool = False,
+    events_read: bool = False,
 ) -> str:
     """The WSGI entry script mod_wsgi loads in every daemon process."""
-    entry = entry_spec(options, target, state_dir, env_in_process)
+    entry = entry_spec(options, target, state_dir, env_in_process, events_read)
     spec = Rendered(pprint.pformat(entry, indent=4, width=96))
     return (
         environment()
@@ -355,8 +365,10 @@ def render_standalone(
     run_as: RunAs,
     server_root: Path,
     tls: Tls | None = None,
+    events_read: bool = False,
 ) -> str:
-    """The complete httpd.conf `wsgidev start` runs, with everything under server_root."""
+    """The complete httpd.conf `wsgidev start` runs (events_read: it reads the daemons' events
+    from the error log), or `config standalone` writes, with everything under server_root."""
     return (
         environment()
         .get_template("standalone.conf.j2")
@@ -379,6 +391,7 @@ def render_standalone(
             tls=tls or tls_layout(options, apache),
             host_regex=host_regex(options),
             host_page=HOST_PAGE,
+            events_read=events_read,
         )
     )
 
@@ -459,11 +472,13 @@ def write_entry(
     target: Target,
     state_dir: str | None,
     env_in_process: bool = False,
+    events_read: bool = False,
 ) -> Path:
     """Write the entry script into directory (created 0700 if missing); return its path."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / ENTRY_SCRIPT_NAME
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(render_entry(options, target, state_dir, env_in_process), encoding="utf-8")
+    text = render_entry(options, target, state_dir, env_in_process, events_read)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path

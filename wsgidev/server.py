@@ -283,12 +283,20 @@ def write_config(prepared: Prepared, root: Path) -> Path:
     previous = os.umask(0o077)  # files only their user may read: the --env values are in them
     try:
         # The --env values go to Apache's environment instead (app_environ).
-        render.write_entry(root, options, target, state_dir=str(root), env_in_process=True)
+        render.write_entry(
+            root, options, target, state_dir=str(root), env_in_process=True, events_read=True
+        )
         prepare_state_dir(root)
         conf = root / "httpd.conf"
         conf.write_text(
             render.render_standalone(
-                options, target, prepared.apache, prepared.run_as, root, prepared.tls
+                options,
+                target,
+                prepared.apache,
+                prepared.run_as,
+                root,
+                prepared.tls,
+                events_read=True,
             ),
             encoding="utf-8",
         )

@@ -100,6 +100,9 @@ class EntrySpec:
     live_reload: bool = False  # inject the refresh script into HTML pages
     # wsgidev start's server root, where a daemon marks that it imports the app; None elsewhere.
     state_dir: str | None = None
+    # wsgidev start reads the daemons' events from the error log; elsewhere a person reads it,
+    # and each event is one plain line there (wsgidev.events).
+    events_read: bool = False
     django: bool = field(init=False, repr=False, default=False)  # from kind and environ
 
     def __post_init__(self) -> None:

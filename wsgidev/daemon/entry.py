@@ -33,6 +33,7 @@ def load(spec: EntrySpec) -> WSGIApp:
     """Start the monitor (first, so a broken app is still watched), then import the app; in a
     standby process (see wsgidev.daemon.handover), import it only when told to or asked to serve.
     Breakpoints and --pdb's post-mortems go to wsgidev's terminal (wsgidev.daemon.debugger)."""
+    events.read_by_command(spec.events_read)
     if spec.environ_var is not None:
         # Taken out: the app's os.environ (and its children's) holds the values, not the blob.
         os.environ.update(json.loads(os.environ.pop(spec.environ_var, "{}")))
