@@ -260,12 +260,9 @@ def test_ctrl_c_at_the_prompt_interrupts_and_twice_stops_everything(
     # Not left hanging: an error response, or the connection closed as Apache stopped.
     client._thread.join(20)
     assert client.done() and (client.answer is not None or isinstance(client.error, OSError))
-    # ...and the terminal says no more than the client got: no answer logged for a request its
-    # client never had answered, and no process "keeps the old code" (nothing was edited).
+    # ...and no process "keeps the old code": nothing was edited, the server stopped.
     text = server.text()
     assert "keeps the old code" not in text, text
-    if client.answer is None:
-        assert '"GET /pause HTTP/1.1" ' not in text, text
 
 
 def test_breakpoint_without_a_terminal_is_skipped_with_one_line(debug_project: Path, start_server):

@@ -102,9 +102,8 @@ class DebugBridge:
         self._listener = listener
         threading.Thread(target=self._accept, name="wsgidev-debug-accept", daemon=True).start()
 
-    def close(self) -> int:
-        """Stop listening and end every session: a paused request's pdb sees the end of input.
-        How many sessions were open or waiting."""
+    def close(self) -> None:
+        """Stop listening and end every session: a paused request's pdb sees the end of input."""
         with self._lock:
             self._closed = True
             waiting = [*self._queue, *([self._active] if self._active else [])]
@@ -117,7 +116,6 @@ class DebugBridge:
             self.path.unlink()
         for session in waiting:
             session.close()
-        return len(waiting)
 
     def waiting(self) -> bool:
         """Whether a session waits for the terminal."""

@@ -122,9 +122,6 @@ class LogPrinter:
         self.muted = False
         # Set when the server stops: a debugger session's process is not keeping old code then.
         self.stopping = False
-        # Set when the stop ended paused requests: Apache logs the page each one still renders,
-        # which its client, cut off as Apache stops, never gets.
-        self.access_muted = False
         self._last_once = ""
         # Files Django took in place -> the processes that said so for the latest save.
         self._picked_up: dict[str, set[int]] = {}
@@ -229,8 +226,6 @@ class LogPrinter:
             self.write(raw)
             return
         when, request, status, size, micros = parts
-        if self.access_muted:
-            return
         if request.split(" ")[1:2] and request.split(" ")[1].startswith(STREAM_PATHS):
             return  # the browsers' event stream: wsgidev's plumbing, not the app's traffic
         ms = int(micros) / 1000 if micros.isdigit() else 0.0

@@ -544,10 +544,8 @@ class Server:
         """SIGTERM Apache (it stops its children and daemons), then SIGKILL what is left."""
         process = self.process
         self.log.stopping = True
-        if self.bridge is not None and self.bridge.close():
-            # A request paused in pdb reads the end of input and goes on, but Apache stops
-            # before its client gets an answer: no access line says it got one.
-            self.log.access_muted = True
+        if self.bridge is not None:
+            self.bridge.close()  # a request paused in pdb reads the end of input and goes on
         if self.live is not None:
             self.live.close()
         if process is None:
