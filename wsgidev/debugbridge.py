@@ -80,6 +80,9 @@ class DebugBridge:
         self._last_interrupt = 0.0
         self._interrupts = 0
         self._stop = False
+        # The log's access-line count when a stop ended the session on the terminal (its request
+        # goes on to an error page); None: no stop ended one.
+        self.cut_at: int | None = None
 
     @staticmethod
     def has_terminal(out: TextIO) -> bool:
@@ -102,8 +105,9 @@ class DebugBridge:
         self._listener = listener
         threading.Thread(target=self._accept, name="wsgidev-debug-accept", daemon=True).start()
 
-    def close(self) -> None:
-        """Stop listening and end every session: a paused request's pdb sees the end of input."""
+    def close(self) -> int:
+        """Stop listening and end every session: a paused request's pdb sees the end of input.
+        How many sessions this ended."""
         with self._lock:
             self._closed = True
             waiting = [*self._queue, *([self._active] if self._active else [])]
@@ -116,6 +120,7 @@ class DebugBridge:
             self.path.unlink()
         for session in waiting:
             session.close()
+        return len(waiting)
 
     def waiting(self) -> bool:
         """Whether a session waits for the terminal."""
@@ -206,6 +211,8 @@ class DebugBridge:
         except OSError:
             pass
         finally:
+            if self._stop and self.cut_at is None:
+                self.cut_at = self.log.access_count
             session.close()
             _restore_terminal(saved)
             self.log.release()

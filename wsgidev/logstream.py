@@ -122,6 +122,8 @@ class LogPrinter:
         self.muted = False
         # Set when the server stops: a debugger session's process is not keeping old code then.
         self.stopping = False
+        self.access_count = 0  # access lines so far (a stop waits for a paused request's)
+        self._access_seen = threading.Condition(self.lock)
         self._last_once = ""
         # Files Django took in place -> the processes that said so for the latest save.
         self._picked_up: dict[str, set[int]] = {}
@@ -233,6 +235,14 @@ class LogPrinter:
         if self.colour:
             line = f"{_STATUS_COLOURS.get(status[:1], '')}{line}{_RESET}"
         self.write(line)
+        with self._access_seen:
+            self.access_count += 1
+            self._access_seen.notify_all()
+
+    def wait_access(self, count: int, timeout_s: float) -> bool:
+        """Wait until count access lines came (or timeout_s passed); whether they did."""
+        with self._access_seen:
+            return self._access_seen.wait_for(lambda: self.access_count >= count, timeout_s)
 
     def _event(self, event: dict[str, Any]) -> None:
         kind = event["event"]

@@ -62,6 +62,8 @@ STOP_MARGIN_S = 5.0
 MAX_ROOT_PARENT_CHARS = 50
 # --debug: how long Apache's single process gets to stop before SIGKILL.
 DEBUG_STOP_S = 3.0
+# How long a stop waits for the requests it ended in pdb to be answered (their error page).
+PAUSED_ANSWER_S = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -545,7 +547,13 @@ class Server:
         process = self.process
         self.log.stopping = True
         if self.bridge is not None:
-            self.bridge.close()  # a request paused in pdb reads the end of input and goes on
+            cut_at = self.bridge.cut_at  # a double Ctrl-C ended the session on the terminal
+            before = self.log.access_count if cut_at is None else cut_at
+            # A request paused in pdb reads the end of input and goes on to its error page:
+            # Apache answers it before it stops, so that its client gets what the log says.
+            ended = self.bridge.close() + (cut_at is not None)
+            if ended:
+                self.log.wait_access(before + ended, PAUSED_ANSWER_S)
         if self.live is not None:
             self.live.close()
         if process is None:
