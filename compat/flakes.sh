@@ -5,13 +5,14 @@
 # conftest holds it when free). One line per round; logs in .compat/logs/flakes-N.log.
 #
 #   bash dev.sh flakes [ROUNDS] [pytest arguments...]     e.g. bash dev.sh flakes 20 -k hand_over
+#                                                         (or bash dev.sh flakes -k hand_over: 5)
 #
 # Exits 1 if any round failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-5}
-[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "flakes: ROUNDS must be a whole number above 0, got '$rounds'" >&2; exit 2; }
-(($# == 0)) || shift
+rounds=5
+if [[ ${1:-} =~ ^[0-9]+$ ]]; then rounds=$1; shift; fi  # else the arguments are pytest's
+((rounds > 0)) || { echo "flakes: ROUNDS must be a whole number above 0, got '$rounds'" >&2; exit 2; }
 timing=(
   tests/test_reload.py tests/test_standby.py tests/test_bytecode.py tests/test_livereload.py
   tests/test_faults.py tests/test_fault_battery.py tests/test_debugger.py
@@ -20,6 +21,7 @@ mkdir -p .compat/logs
 hog=""
 stop_hog() { if [ -n "$hog" ]; then kill "$hog" 2>/dev/null || true; wait "$hog" 2>/dev/null || true; hog=""; fi; }
 trap stop_hog EXIT
+trap 'stop_hog; echo "flakes: interrupted" >&2; exit 130' INT TERM
 failed=0
 for ((round = 1; round <= rounds; round++)); do
   timeout 3600 python3 -c 'while True: pass' &  # bounded: it ends by itself, whatever happens here

@@ -60,6 +60,16 @@ def test_the_script_goes_before_the_last_body_end_and_the_length_follows():
     assert headers["Content-Length"] == str(len(out))
 
 
+def test_a_page_with_the_script_carries_no_validators():
+    # A 304 for a reload would show the cached copy, whose script predates the news it
+    # reloaded for: it would reload for that news again and again.
+    page = b"<html><body>x</body></html>"
+    validators = {"ETag": '"abc"', "Last-Modified": "Wed, 02 Dec 2026 10:00:00 GMT"}
+    headers, out = _serve(page, [*_html(page), *validators.items()])
+    assert b"EventSource" in out
+    assert "ETag" not in headers and "Last-Modified" not in headers, headers
+
+
 @pytest.mark.parametrize(
     ("case", "headers", "method"),
     [

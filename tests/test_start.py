@@ -12,7 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import alive, descendants, holds_for, http_get, port_is_free, wait_for
+from conftest import (
+    alive,
+    assert_one_line_error,
+    descendants,
+    holds_for,
+    http_get,
+    port_is_free,
+    run_wsgidev,
+    set_version,
+    versions,
+    wait_for,
+)
 
 
 def _parallel_get(url: str, count: int, timeout_s: float = 60.0) -> list[tuple[int, bytes]]:
@@ -187,3 +198,23 @@ def test_env_file_reaches_the_app_and_stays_off_every_command_line(
         assert secret.encode() not in cmdline, pid
     roots = [p for p in server.tmpdir.iterdir() if p.name.startswith("wsgidev-")]
     assert roots and all(stat.S_IMODE(root.stat().st_mode) == 0o700 for root in roots)
+
+
+def test_a_second_start_into_a_running_servers_root_leaves_it_alone(
+    project: Path, tmp_path: Path, short_tmp: Path, start_server
+):
+    # Started twice by mistake (server-root in pyproject.toml): the second start finds the port
+    # busy before it rewrites the first one's files and hand-over locks.
+    root = tmp_path / "root"
+    server = start_server(project, "app:application", "--server-root", str(root))
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file()}
+    code, _, err = run_wsgidev(
+        project, short_tmp, "start", "app:application", "--server-root", str(root),
+        "--port", str(server.port),
+    )  # fmt: skip
+    assert_one_line_error(code, err, f"port {server.port}", "in use")
+    assert {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file()
+    } == files
+    set_version(project / "app.py", "v2")
+    wait_for(lambda: versions(server) == {"v2"}, 20, f"v2 served\n{server.log()}")

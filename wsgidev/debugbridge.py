@@ -80,9 +80,10 @@ class DebugBridge:
         self._last_interrupt = 0.0
         self._interrupts = 0
         self._stop = False
-        # The log's access-line count when a stop ended the session on the terminal (its request
-        # goes on to an error page); None: no stop ended one.
+        # The log's access-line count when a stop ended the session on the terminal, and its
+        # request (it goes on to an error page, which a stop lets Apache send).
         self.cut_at: int | None = None
+        self.cut_requests: list[str] = []
 
     @staticmethod
     def has_terminal(out: TextIO) -> bool:
@@ -105,9 +106,9 @@ class DebugBridge:
         self._listener = listener
         threading.Thread(target=self._accept, name="wsgidev-debug-accept", daemon=True).start()
 
-    def close(self) -> int:
+    def close(self) -> list[str]:
         """Stop listening and end every session: a paused request's pdb sees the end of input.
-        How many sessions this ended."""
+        The requests ("GET /path") of the sessions this ended."""
         with self._lock:
             self._closed = True
             waiting = [*self._queue, *([self._active] if self._active else [])]
@@ -120,7 +121,7 @@ class DebugBridge:
             self.path.unlink()
         for session in waiting:
             session.close()
-        return len(waiting)
+        return [session.request() for session in waiting if session.hello.get("method")]
 
     def waiting(self) -> bool:
         """Whether a session waits for the terminal."""
@@ -211,8 +212,10 @@ class DebugBridge:
         except OSError:
             pass
         finally:
-            if self._stop and self.cut_at is None:
-                self.cut_at = self.log.access_count
+            if self._stop and session.hello.get("method"):
+                if self.cut_at is None:
+                    self.cut_at = self.log.access_count
+                self.cut_requests.append(session.request())
             session.close()
             _restore_terminal(saved)
             self.log.release()

@@ -144,6 +144,7 @@ class LiveReload:
     def _send(self, live: dict[str, Any] | None, browser_reload: dict[str, Any] | None) -> None:
         if live is not None and live.get("type") == "reload":
             self._reload_at = time.time()
+            live = {**live, "at": f"{self._reload_at:.6f}"}  # the page acts on each news once
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -191,7 +192,7 @@ class LiveReload:
                 if _since_s(query) < self._reload_at:
                     # The page was asked for before that news, and missed it: it may show the
                     # old code (or template). It reloads now, once: its next request is newer.
-                    writer.write(_event({"type": "reload"}))
+                    writer.write(_event({"type": "reload", "at": f"{self._reload_at:.6f}"}))
             else:
                 writer.write(self._ping())
             await writer.drain()

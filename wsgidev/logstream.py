@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -122,7 +123,9 @@ class LogPrinter:
         self.muted = False
         # Set when the server stops: a debugger session's process is not keeping old code then.
         self.stopping = False
-        self.access_count = 0  # access lines so far (a stop waits for a paused request's)
+        # The requests of the access lines so far ("GET /path"): a stop waits for the answer
+        # to a request it ended in pdb.
+        self._answered: list[str] = []
         self._access_seen = threading.Condition(self.lock)
         self._last_once = ""
         # Files Django took in place -> the processes that said so for the latest save.
@@ -235,14 +238,33 @@ class LogPrinter:
         if self.colour:
             line = f"{_STATUS_COLOURS.get(status[:1], '')}{line}{_RESET}"
         self.write(line)
+        method, _, rest = request.partition(" ")
+        target = rest.rsplit(" ", 1)[0].split("?", 1)[0]
         with self._access_seen:
-            self.access_count += 1
+            self._answered.append(f"{method} {urllib.parse.unquote(target)}")
             self._access_seen.notify_all()
 
-    def wait_access(self, count: int, timeout_s: float) -> bool:
-        """Wait until count access lines came (or timeout_s passed); whether they did."""
+    @property
+    def access_count(self) -> int:
+        """How many access lines came so far."""
+        with self.lock:
+            return len(self._answered)
+
+    def wait_answered(self, requests: list[str], since: int, timeout_s: float) -> bool:
+        """Wait until an access line after the first `since` answered each of these requests
+        ("GET /path?query" as the debugger names them), or timeout_s passed; whether they were."""
+        wanted = [request.split("?", 1)[0] for request in requests]
+
+        def answered() -> bool:
+            left = list(self._answered[since:])
+            for request in wanted:
+                if request not in left:
+                    return False
+                left.remove(request)
+            return True
+
         with self._access_seen:
-            return self._access_seen.wait_for(lambda: self.access_count >= count, timeout_s)
+            return self._access_seen.wait_for(answered, timeout_s)
 
     def _event(self, event: dict[str, Any]) -> None:
         kind = event["event"]

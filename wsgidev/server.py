@@ -547,13 +547,13 @@ class Server:
         process = self.process
         self.log.stopping = True
         if self.bridge is not None:
-            cut_at = self.bridge.cut_at  # a double Ctrl-C ended the session on the terminal
-            before = self.log.access_count if cut_at is None else cut_at
+            cut_at = self.bridge.cut_at  # a double Ctrl-C ended a session on the terminal
+            since = self.log.access_count if cut_at is None else cut_at
             # A request paused in pdb reads the end of input and goes on to its error page:
             # Apache answers it before it stops, so that its client gets what the log says.
-            ended = self.bridge.close() + (cut_at is not None)
+            ended = [*self.bridge.cut_requests, *self.bridge.close()]
             if ended:
-                self.log.wait_access(before + ended, PAUSED_ANSWER_S)
+                self.log.wait_answered(ended, since, PAUSED_ANSWER_S)
         if self.live is not None:
             self.live.close()
         if process is None:
@@ -778,14 +778,23 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
             f"wsgidev: warning: listening on {options.host}: other machines can reach this "
             "development server (and its debugger pages); use --host 127.0.0.1 to keep it local\n"
         )
-    with server_root(options) as root:
-        conf = write_config(prepared, root)
-        check_config(prepared, conf)  # the --include files' lines are the user's input too
-        # What the machine has, after what the user typed: a bad value is named even while
-        # the port is busy (a user's 8000 often is).
+
+    def check_ports() -> None:
         check_address(options.host, options.port)
         if prepared.tls.port is not None:
             check_address(options.host, prepared.tls.port, flag="--https")
+
+    if options.server_root:
+        # A folder the user named may be a running server's (started twice by mistake): its
+        # files and locks are not rewritten before the busy port is found.
+        check_ports()
+    with server_root(options) as root:
+        conf = write_config(prepared, root)
+        check_config(prepared, conf)  # the --include files' lines are the user's input too
+        if not options.server_root:
+            # What the machine has, after what the user typed: a bad value is named even
+            # while the port is busy (a user's 8000 often is).
+            check_ports()
         server = Server(prepared, conf, err)
         with _stop_signals(server):
             try:

@@ -5,7 +5,9 @@ stream wsgidev serves (shared.LIVE_EVENTS_PATH, see wsgidev/livereload.py): ``re
 the page, ``css`` swaps the stylesheets whose path matches in place, ``hello`` with a newer
 generation (the tab reconnected after new code came) refreshes once. The stream's URL carries
 when the page's request began: a reload wsgidev announced after that and before the stream
-connected (a slow browser, a busy machine) is sent at the connect. Only complete bodies are
+connected (a slow browser, a busy machine) is sent at the connect. A reload names its news
+(``at``); a tab acts on each once (sessionStorage), and pages with the script carry no ETag or
+Last-Modified, so no cached copy can reload for the same news again and again. Only complete bodies are
 touched: ``text/html``, a Content-Length (not a stream), no Content-Encoding, not HEAD; a page
 that already carries django-browser-reload's script is left to it (its stream is wsgidev's too).
 """
@@ -38,6 +40,9 @@ SCRIPT = (
     "if (generation !== null && generation !== news.generation) location.reload();"
     "generation = news.generation;"
     "} else if (news.type === 'reload') {"
+    "const seen = 'wsgidev-reload-' + news.at;"
+    "if (news.at && sessionStorage.getItem(seen)) return;"
+    "if (news.at) sessionStorage.setItem(seen, '1');"
     "source.close(); location.reload();"
     "} else if (news.type === 'css') {"
     "for (const link of document.querySelectorAll('link[rel~=\"stylesheet\"]')) {"
@@ -76,7 +81,10 @@ def with_live_reload(application: WSGIApp) -> WSGIApp:
                 close()
         body = _inserted(b"".join(chunks), since_ms)
         status, headers, exc_info = held
-        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        # No validators: a conditional request answered 304 would show the cached page, its
+        # script's `since` older than the news it reloaded for, and it would reload again.
+        dropped = ("content-length", "etag", "last-modified")
+        headers = [(k, v) for k, v in headers if k.lower() not in dropped]
         headers.append(("Content-Length", str(len(body))))
         start_response(status, headers, exc_info)
         return [body]

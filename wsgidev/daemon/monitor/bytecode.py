@@ -94,7 +94,14 @@ def racily_clean(cache_path: str, source_path: str) -> bool:
     next_second_ns = (source.st_mtime_ns // NS_PER_S + 1) * NS_PER_S
     if cache_mtime_ns < next_second_ns:
         return True
-    return cache_mtime_ns < source.st_ctime_ns and not _in_python_trees(source_path)
+    # <=: the kernel's coarse file clock may stamp a save and a cache written just after it
+    # alike (one compile more). A cache this process cannot rewrite (www-data under a system
+    # Apache, the developer's __pycache__) is trusted as Python does: else every start compiles.
+    return (
+        cache_mtime_ns <= source.st_ctime_ns
+        and not _in_python_trees(source_path)
+        and os.access(os.path.dirname(cache_path), os.W_OK)
+    )
 
 
 def _in_python_trees(path: str) -> bool:
