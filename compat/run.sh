@@ -79,7 +79,7 @@ fi
 
 # --- the Debian trixie tree ---------------------------------------------------------------------
 trixie=$cache/trixie
-trixie_packages="python3 python3-venv python3-dev apache2 apache2-dev chromium gcc libc6-dev curl git procps ca-certificates"
+trixie_packages="python3 python3-venv python3-dev apache2 apache2-dev chromium gcc libc6-dev curl git procps ca-certificates bindfs fuse3"
 
 # The mirror apt uses here: the first Debian URI in sources.list or a deb822 .sources file.
 debian_mirror() {
@@ -91,12 +91,14 @@ debian_mirror() {
 }
 
 # Run a command in the trixie tree, in folder $1: its own root (pivot_root by bwrap), /proc, /dev
-# with a pty multiplexer, /dev/shm, a fresh /tmp; the host's network; a clean environment.
+# with a pty multiplexer and the host's /dev/fuse (the bindfs tests), /dev/shm, a fresh /tmp; the
+# host's network; a clean environment.
 in_trixie() {
   local folder=$1; shift
   env -i HOME=/root LANG=C.UTF-8 TERM=xterm PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     DEBIAN_FRONTEND=noninteractive \
-    bwrap --bind "$trixie" / --proc /proc --dev /dev --perms 1777 --tmpfs /dev/shm \
+    bwrap --bind "$trixie" / --proc /proc --dev /dev --dev-bind-try /dev/fuse /dev/fuse \
+      --perms 1777 --tmpfs /dev/shm \
       --perms 1777 --tmpfs /tmp --ro-bind /sys /sys --ro-bind /etc/resolv.conf /etc/resolv.conf \
       --cap-add ALL --die-with-parent --chdir "$folder" "$@"
 }
