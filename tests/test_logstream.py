@@ -102,6 +102,9 @@ def test_a_late_report_of_a_finished_reload_is_not_a_new_one():
     term.event("ready", 21, SAVED + 0.4, started_at=SAVED + 0.1)
     term.event("ready", 22, SAVED + 0.5, started_at=SAVED + 0.1)
     term.event("change", 12, SAVED + 0.9, files=[APP], saved_at=SAVED)  # a slow sibling
+    # ...one that dated it by the in-place save's truncate, 30 ms before its write (a writer
+    # descheduled between the two on a busy machine: a third line for two saves, seen).
+    term.event("change", 13, SAVED + 0.9, files=[APP], saved_at=SAVED - 0.03)
     term.event("ready", 23, SAVED + 3.0, started_at=SAVED + 2.0)
     term.event("ready", 24, SAVED + 3.1, started_at=SAVED + 2.0)
     assert len(term.lines()) == 1
