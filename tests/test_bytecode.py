@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from wsgidev.daemon.monitor import bytecode
 from wsgidev.daemon.monitor.bytecode import FreshSourceFileLoader, invalidate, racily_clean
 
 
@@ -175,5 +176,5 @@ def test_a_cache_older_than_its_sources_restored_mtime_save_is_not_used(
     restored_edit(module, "VALUE = 'v3'\n")
     written = module.stat().st_ctime_ns - 1_000_000
     os.utime(cache, ns=(written, written))
-    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(bytecode, "_PYTHON_TREES", (os.path.join(tmp_path, ""),))  # the venv
     assert not racily_clean(str(cache), str(module))

@@ -35,14 +35,14 @@ STREAM_PATHS = (LIVE_EVENTS_PATH, BROWSER_RELOAD_EVENTS_PATH)
 
 # Change events from sibling processes saved within this of each other, naming a file in
 # common, are one reload (each process of a group sees the same save and says so, dated by the
-# same ctime). A save of the same file a moment later is a reload of its own.
-SAME_SAVE_S = 0.05
-# A sibling may report a save after its reload has completed (it saw it later): the daemons
-# date a save by the file's ctime, so the same save carries nearly the same stamp. Nearly: an
-# in-place save truncates, then writes, and a writer descheduled between the two (a busy
+# same ctime). A save of the same file a moment later is a reload of its own. A sibling may
+# also report a save after its reload has completed (it saw it later): the same window applies,
+# as an in-place save truncates, then writes, and a writer descheduled between the two (a busy
 # machine) leaves tens of ms between the stamps two daemons saw (a third "Reloaded" line for
-# two saves, seen under load). The same window as siblings' reports while pending.
-LATE_REPORT_S = SAME_SAVE_S
+# two saves, seen under load with 10 ms).
+SAME_SAVE_S = 0.05
+# Access lines remembered for a stop that waits for a paused request's answer.
+ANSWERED_KEPT = 256
 
 
 @dataclass
@@ -126,9 +126,10 @@ class LogPrinter:
         self.muted = False
         # Set when the server stops: a debugger session's process is not keeping old code then.
         self.stopping = False
-        # The requests of the access lines so far ("GET /path"): a stop waits for the answer
-        # to a request it ended in pdb.
-        self._answered: list[str] = []
+        # How many access lines came, and the latest ones' requests ("GET /path") with their
+        # number: a stop waits for the answer to a request it ended in pdb.
+        self.access_count = 0
+        self._answered: deque[tuple[int, str]] = deque(maxlen=ANSWERED_KEPT)
         self._access_seen = threading.Condition(self.lock)
         self._last_once = ""
         # Files Django took in place -> the processes that said so for the latest save.
@@ -244,14 +245,9 @@ class LogPrinter:
         method, _, rest = request.partition(" ")
         target = rest.rsplit(" ", 1)[0].split("?", 1)[0]
         with self._access_seen:
-            self._answered.append(f"{method} {urllib.parse.unquote(target)}")
+            self._answered.append((self.access_count, f"{method} {urllib.parse.unquote(target)}"))
+            self.access_count += 1
             self._access_seen.notify_all()
-
-    @property
-    def access_count(self) -> int:
-        """How many access lines came so far."""
-        with self.lock:
-            return len(self._answered)
 
     def wait_answered(self, requests: list[str], since: int, timeout_s: float) -> bool:
         """Wait until an access line after the first `since` answered each of these requests
@@ -259,7 +255,7 @@ class LogPrinter:
         wanted = [request.split("?", 1)[0] for request in requests]
 
         def answered() -> bool:
-            left = list(self._answered[since:])
+            left = [request for number, request in self._answered if number >= since]
             for request in wanted:
                 if request not in left:
                     return False
@@ -481,7 +477,7 @@ class LogPrinter:
 
     def _change(self, saved_at: float, files: list[str], count: int = 0) -> None:
         with self.lock:
-            if any(done.same_save(saved_at, files, LATE_REPORT_S) for done in self._done):
+            if any(done.same_save(saved_at, files) for done in self._done):
                 return
             for reload in self.pending:
                 if reload.same_save(saved_at, files):

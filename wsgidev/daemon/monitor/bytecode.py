@@ -104,9 +104,17 @@ def racily_clean(cache_path: str, source_path: str) -> bool:
     )
 
 
+# The Python installation and the venv: libraries, whose caches are judged by mtime only.
+_PYTHON_TREES = tuple(
+    {
+        os.path.join(p, "")
+        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
+    }
+)
+
+
 def _in_python_trees(path: str) -> bool:
-    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    return any(path.startswith(os.path.join(prefix, "")) for prefix in prefixes)
+    return path.startswith(_PYTHON_TREES)
 
 
 def fresh_loader(spec: ModuleSpec) -> None:
