@@ -41,6 +41,8 @@ CASES = {
     # Accepted once, then broken at run time (every request a 500, or 1,010 daemons):
     "poll interval nan": (["--poll-interval", "nan"], ["--poll-interval", "at most 3600"]),
     "poll interval inf": (["--poll-interval", "inf"], ["--poll-interval", "at most 3600"]),
+    "reload settle negative": (["--reload-settle", "-1"], ["--reload-settle", "0 to 60"]),
+    "reload settle nan": (["--reload-settle", "nan"], ["--reload-settle", "0 to 60"]),
     "random delay huge": (["--random-delay", "99999999999999999999"], ["--random-delay", "600000"]),
     "proxy port out of range": (["--proxy", "/p=http://127.0.0.1:99999/"], ["--proxy URL"]),
     "static at the root": (["--static", "/=/etc"], ["--static", "below"]),

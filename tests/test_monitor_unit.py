@@ -348,6 +348,42 @@ def test_burst_of_50_changes_is_one_restart(
     holds_for(lambda: len(restarts.calls) == 1, 0.3, "one restart")  # no second one coming
 
 
+def test_a_deploy_restarts_once_the_tree_is_quiet_its_new_modules_included(
+    modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    # A deploy changes a module, then writes new ones (imported by nobody yet, so not watched)
+    # beside it: the restart waits for them, or the new process would import half a tree.
+    path = modules.write("deployed", "X = 1\n")
+    modules.load("deployed")
+    m, restarts = make_monitor("inotify", settle_s=1.0, safety_interval_s=600)
+    m.start()
+    path.write_text("X = 2\n")
+    for index in range(12):  # about 0.6 s of new files, each well within the settle time
+        modules.write(f"arriving{index}", "Y = 1\n")
+        assert not restarts.calls, f"a restart before the tree was quiet ({index} written)"
+        time.sleep(0.05)
+    assert restarts.wait() == [str(path)]
+
+
+def test_files_that_are_not_code_do_not_hold_a_restart_back(
+    modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    # A log or a SQLite journal written beside the code all the time is no deploy.
+    path = modules.write("busy", "X = 1\n")
+    modules.load("busy")
+    m, restarts = make_monitor("inotify", settle_s=0.2, safety_interval_s=600)
+    m.start()
+    path.write_text("X = 2\n")
+    log_file = modules.root / "app.log"
+    deadline = time.monotonic() + DEADLINE_S
+    while not restarts.calls and time.monotonic() < deadline:
+        with log_file.open("a") as handle:
+            handle.write("a line\n")
+        time.sleep(0.02)
+    assert restarts.wait(0) == [str(path)]
+    assert m.max_settle_s == 6.0  # 30 settle times, and a burst never holds it back past that
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_thread_new_file_in_watched_glob(
     backend: str, tmp_path: Path, make_monitor: MakeMonitor

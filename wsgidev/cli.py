@@ -87,6 +87,13 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         "for a group's memory more)",
     )
     add("--poll-interval", dest="poll_interval_s", metavar="S", help="poll backend interval")
+    add(
+        "--reload-settle",
+        dest="reload_settle_s",
+        metavar="S",
+        help="reload once the code has not changed for S seconds, so a burst of saves (a git "
+        "pull, a deploy) gives one reload (default 0.05 under start, 1 in rendered configs)",
+    )
     add("--static", metavar="URL=DIR", action="append", help="serve DIR at URL from Apache")
     add(
         "--proxy",
@@ -193,7 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     doctor = commands.add_parser("doctor", help="check this machine can run wsgidev")
+    doctor.add_argument(
+        "kind",
+        nargs="?",
+        choices=("apache",),
+        help="apache: check for the `config apache` snippet under the system Apache (who its "
+        "daemons run as and what they can read) instead of for `wsgidev start`",
+    )
     doctor.add_argument("--port", metavar="PORT", help="port to check (default 8000)")
+    doctor.add_argument("--user", help="the user the daemons run as (default: as planned)")
+    doctor.add_argument("--group", help="their group")
     doctor.add_argument("--host", help="address to check (default 127.0.0.1)")
     doctor.add_argument("--httpd", metavar="PATH", help="the Apache binary to check")
     return parser
@@ -227,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_config(args.kind, options)
         from wsgidev.doctor import run_doctor
 
-        return run_doctor(options)
+        return run_doctor(options, system_apache=args.kind == "apache")
     except WsgidevError as exc:
         print(f"wsgidev: {exc}", file=sys.stderr)
         return 1

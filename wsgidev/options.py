@@ -38,6 +38,7 @@ MAX_PROCESSES = 64
 MAX_THREADS = 500
 MAX_PROCESS_THREADS = 2000
 MAX_POLL_INTERVAL_S = 3600.0
+MAX_SETTLE_S = 60.0
 MAX_TIMEOUT_S = 86400
 MAX_RANDOM_DELAY_MS = 600_000
 _PROXY_URL = re.compile(r"^https?://[^/\s\"]+(/[^\s\"]*)?$")
@@ -84,6 +85,10 @@ class Options:
     # (README: Reloading, the trade-off measured).
     standbys: int = 1
     poll_interval_s: float = 1.0
+    # A reload starts once no watched file (nor a .py file beside one) changed for this long, so
+    # a save, a git checkout or a deploy's burst ends in one. None: DEV_SETTLE_S under wsgidev
+    # start, STAGING_SETTLE_S in a rendered config (shared.py).
+    reload_settle_s: float | None = None
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()
     # Other local servers mounted under a path of the site (a Vite dev server): (path, URL).
@@ -172,6 +177,12 @@ class Options:
                 f"--poll-interval must be above 0 and at most {MAX_POLL_INTERVAL_S:g} seconds, "
                 f"got {self.poll_interval_s:g}",
                 "pass e.g. --poll-interval 0.5",
+            )
+        if self.reload_settle_s is not None and not 0 <= self.reload_settle_s <= MAX_SETTLE_S:
+            raise WsgidevError(
+                f"--reload-settle must be 0 to {MAX_SETTLE_S:g} seconds, "
+                f"got {self.reload_settle_s:g}",
+                "pass e.g. --reload-settle 1 (how long a deploy may pause between files)",
             )
         for key, _ in self.env:
             if not ENV_NAME.match(key):

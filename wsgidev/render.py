@@ -24,8 +24,10 @@ from wsgidev.shared import (
     APP_ENV_VAR,
     BROWSER_RELOAD_EVENTS_PATH,
     DEBUG_SOCKET,
+    DEV_SETTLE_S,
     LIVE_EVENTS_PATH,
     LIVE_SOCKET,
+    STAGING_SETTLE_S,
     DebuggerSpec,
     EntrySpec,
     MonitorSpec,
@@ -184,6 +186,14 @@ def uses_standby(options: Options, state_dir: str | None) -> bool:
     )
 
 
+def settle_s(options: Options, state_dir: str | None) -> float:
+    """How long the code must stay unchanged before a reload: --reload-settle, else an editor's
+    pace under wsgidev start (state_dir is its server root) and a deploy's elsewhere."""
+    if options.reload_settle_s is not None:
+        return options.reload_settle_s
+    return DEV_SETTLE_S if state_dir is not None else STAGING_SETTLE_S
+
+
 def entry_spec(
     options: Options,
     target: Target,
@@ -210,6 +220,7 @@ def entry_spec(
             watch=tuple(str(Path(options.working_dir, w)) for w in options.watch),
             backend=options.reload_backend,
             poll_interval_s=options.poll_interval_s,
+            settle_s=settle_s(options, state_dir),
             restart=mode,
             state_dir=state_dir,
             groups=process_groups(options, target) if mode == "standby" else (),

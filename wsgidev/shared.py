@@ -23,6 +23,13 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # How new code comes in (see wsgidev/daemon/restart.py, which holds the table of strategies).
 RESTART_MODES = ("standby", "process", "server")
 
+# How long the watched tree must stay quiet before a reload (--reload-settle): under wsgidev
+# start an editor's save is over within milliseconds; where code arrives by a deploy (a system
+# Apache, a hand-written script) a git pull or rsync writes hundreds of files over seconds, and
+# a restart in the middle would import a half-copied tree.
+DEV_SETTLE_S = 0.05
+STAGING_SETTLE_S = 1.0
+
 # Files in the server root (wsgidev start's private folder) that the daemons share.
 CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
 IMPORT_MARKS = "importing"  # <pid> while a daemon imports the app (wsgidev/daemon/importguard.py)
@@ -61,6 +68,7 @@ class MonitorSpec:
     exclude: tuple[str, ...] = ()  # glob patterns of files that never reload
     project_dir: str | None = None  # relative exclude patterns are anchored here
     watch_opened: bool = True  # non-Python files opened while the app imports are watched
+    settle_s: float = STAGING_SETTLE_S  # quiet time before a reload (--reload-settle)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -340,6 +340,7 @@ def _start_monitor(spec: EntrySpec, handover: Handover | None, *, deferred: bool
             options.watch,
             options.backend,
             options.poll_interval_s,
+            settle_s=options.settle_s,
             state_dir=options.state_dir,
             on_change=restart.on_change_for(mode, options.state_dir, handover),
             deferred=deferred,

@@ -37,6 +37,7 @@ from typing import Any
 from wsgidev import events
 from wsgidev.daemon.monitor.base import Monitor, OnChange, log
 from wsgidev.daemon.monitor.polling import PollingMonitor
+from wsgidev.shared import STAGING_SETTLE_S
 
 __all__ = [
     "BACKENDS",
@@ -55,7 +56,7 @@ def start(
     backend: str = "auto",
     poll_interval_s: float = 1.0,
     *,
-    settle_s: float = 0.05,
+    settle_s: float = STAGING_SETTLE_S,
     safety_interval_s: float = 60.0,
     restart: str = "process",
     state_dir: str | None = None,
@@ -69,6 +70,9 @@ def start(
     """Start watching from a daemon thread; None (after one log line) where restarting is impossible.
 
     restart: "process" (the default) or "server" (wsgidev/daemon/restart.py); on_change replaces it.
+
+    settle_s: a reload waits until the code has not changed for this long (a deploy's pace by
+    default: a git pull or rsync of hundreds of files over seconds ends in one restart).
 
     deferred: only record imports for now (a standby process, see standby.py); resume() starts it.
 

@@ -26,6 +26,7 @@ from wsgidev.daemon.monitor.opened import OpenedFiles
 from wsgidev.daemon.monitor.state import STALE, FileState, file_state, touched_after
 from wsgidev.daemon.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
 from wsgidev.mounts import MountTable
+from wsgidev.shared import STAGING_SETTLE_S
 
 if TYPE_CHECKING:
     from wsgidev.daemon.monitor.django_signals import DjangoSignals
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 OnChange = Callable[[list[str]], None]
 # An event line must fit Apache's error-log line limit: list this many files, count the rest.
 MAX_EVENT_FILES = 20
+# The longest a burst holds a reload back: this many settle times, and never less than this.
+SETTLE_LIMIT_FACTOR = 30
+MIN_SETTLE_LIMIT_S = 2.0
 
 
 def log(message: str) -> None:
@@ -52,8 +56,8 @@ class Monitor:
         on_change: OnChange,
         watch: Iterable[str] = (),
         poll_interval_s: float = 1.0,
-        settle_s: float = 0.05,
-        max_settle_s: float = 2.0,
+        settle_s: float = STAGING_SETTLE_S,
+        max_settle_s: float | None = None,
         safety_interval_s: float = 60.0,
         process_started_ns: int | None = None,
         exclude: Iterable[str] = (),
@@ -69,14 +73,21 @@ class Monitor:
         self.on_change = on_change
         self.poll_interval_s = poll_interval_s
         self.settle_s = settle_s
-        self.max_settle_s = max_settle_s
+        # A file written without a pause (a log beside the code) must not hold a reload back
+        # for ever; a deploy that pauses less than settle_s for this long gets a reload midway.
+        self.max_settle_s = (
+            max(MIN_SETTLE_LIMIT_S, SETTLE_LIMIT_FACTOR * settle_s)
+            if max_settle_s is None
+            else max_settle_s
+        )
         self.safety_interval_s = safety_interval_s
         self._watch_specs = list(watch)
         self._script = script
         self._started_ns = process_started_ns
         self.project_dir = os.path.abspath(project_dir or os.getcwd())
         self._recorder = ImportRecorder(self._import_recorded)
-        self._files = WatchedFiles(self._recorder, Exclusions(exclude, self.project_dir))
+        self._exclusions = Exclusions(exclude, self.project_dir)
+        self._files = WatchedFiles(self._recorder, self._exclusions)
         self._server_root = server_root
         self._opened = (
             OpenedFiles(
@@ -346,7 +357,11 @@ class Monitor:
         return changed
 
     def _settle(self, changed: dict[str, FileState | None]) -> None:
-        """Collect further changes until settle_s passes quietly, so a burst ends in one restart."""
+        """Collect further changes until the tree is quiet for settle_s, so a burst (an editor's
+        save, a git checkout, a deploy) ends in one restart, and the new process imports the
+        whole of it. Quiet means no watched file changed and no Python file or folder appeared,
+        changed or went in a watched folder: a deploy's new module (not imported yet, so not
+        watched) is written beside the ones that will import it."""
         started = time.monotonic()
         quiet_until = started + self.settle_s
         while not self._stopping.is_set():
@@ -361,7 +376,17 @@ class Monitor:
             new = {path: state for path, state in more.items() if changed.get(path, STALE) != state}
             if new:
                 changed.update(new)
+            if new or (hint and any(map(self._code_activity, hint))):
                 quiet_until = time.monotonic() + self.settle_s
+
+    def _code_activity(self, path: str) -> bool:
+        """Whether a hint in a watched folder is part of code arriving: a Python file or a folder
+        (a new package), not one the exclude option names or wsgidev's own."""
+        if self._server_root and path.startswith(self._server_root + os.sep):
+            return False
+        if not (path.endswith(".py") or os.path.isdir(path)):
+            return False
+        return self._exclusions.rule_for(path) is None
 
     def _dispatch(self, changed: dict[str, FileState | None], seen_s: float) -> None:
         files = sorted(changed)
