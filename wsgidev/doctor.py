@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -25,7 +28,14 @@ from wsgidev.apache import (
 from wsgidev.django import datapaths
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
-from wsgidev.privileges import RunAs, plan_run_as
+from wsgidev.privileges import (
+    RunAs,
+    group_name,
+    lookup_group,
+    lookup_user,
+    plan_run_as,
+    unreadable_by,
+)
 from wsgidev.render import MODULES
 from wsgidev.server import check_address
 from wsgidev.target import resolve_target
@@ -61,8 +71,10 @@ def _has_mpm(built_in: set[str]) -> bool:
     return any(name.startswith(("event.c", "worker.c", "prefork.c")) for name in built_in)
 
 
-def run_checks(options: Options) -> list[Check]:
-    """Every check, in the order a fix would be made."""
+def run_checks(options: Options, system_apache: bool = False) -> list[Check]:
+    """Every check, in the order a fix would be made. system_apache: for the `config apache`
+    snippet under the system's Apache, whose daemons run as its User (or --user), not for
+    `wsgidev start` (no run-as plan, no port)."""
     found: list[ApacheInstall] = []
 
     def apache() -> str:
@@ -165,6 +177,29 @@ def run_checks(options: Options) -> list[Check]:
         plans.append(plan)
         return plan.describe()
 
+    def daemon_user() -> str:
+        if not found:
+            raise WsgidevError("skipped: Apache not found", "fix the check above")
+        if options.user:
+            user, group, source = options.user, options.group, "--user"
+        else:
+            user, group = system_apache_user()
+            source = "the system Apache's User"
+        entry = lookup_user(user)
+        gid = lookup_group(group) if group else entry.pw_gid
+        blocked = unreadable_by(
+            [*python_library_readable(found[0]), options.working_path.resolve()], entry, gid
+        )
+        if blocked is not None:
+            raise WsgidevError(
+                f"the daemons run as {entry.pw_name} ({source}), who cannot read {blocked}",
+                f"put Python, the venv and the project where {entry.pw_name} can read them "
+                "(e.g. /srv/mysite with python3 -m venv /srv/mysite/.venv), or run the daemons "
+                "as a user who can: wsgidev config apache --user NAME",
+            )
+        plans.append(RunAs(mode="apache-user", user=entry.pw_name, group=group_name(gid)))
+        return f"daemons run as {entry.pw_name} ({source}), who can read Python, the venv and the project"
+
     def data() -> str:
         try:
             target = resolve_target(options)
@@ -173,7 +208,10 @@ def run_checks(options: Options) -> list[Check]:
         if target.kind != "django":
             return "not a Django project: nothing to check"
         if not plans:
-            raise WsgidevError("skipped: who the daemons run as is not known", "fix root readiness")
+            raise WsgidevError(
+                "skipped: who the daemons run as is not known",
+                "fix daemon user" if system_apache else "fix root readiness",
+            )
         from wsgidev.django.settings_reader import read_settings
 
         paths = datapaths.data_paths(
@@ -240,17 +278,49 @@ def run_checks(options: Options) -> list[Check]:
         _check("mod_wsgi", mod_wsgi),
         _check("MIME types", mime_types),
         _check("libpython", libpython),
-        _check("root readiness", root),
+        _check("daemon user", daemon_user) if system_apache else _check("root readiness", root),
         _check("Django data", data),
         _check("dependencies", dependencies),
         _check("import names", import_names),
-        _check("port", port),
+        # The system Apache listens where its own config says.
+        *([] if system_apache else [_check("port", port)]),
     ]
 
 
-def run_doctor(options: Options, out: TextIO = sys.stdout) -> int:
+def system_apache_user() -> tuple[str, str]:
+    """The User and Group the system Apache runs as, from its own config (`apachectl -t -D
+    DUMP_RUN_CFG`, which reads Debian's envvars and honours APACHE_CONFDIR)."""
+    command = next(filter(None, map(shutil.which, ("apache2ctl", "apachectl"))), None)
+    if command is None:
+        raise WsgidevError(
+            "cannot tell which user the system Apache runs as: no apachectl",
+            "pass the User of its config: wsgidev doctor apache --user NAME",
+        )
+    try:
+        result = subprocess.run(
+            [command, "-t", "-D", "DUMP_RUN_CFG"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WsgidevError(
+            f"cannot run {command}: {exc}", "pass the User of its config: --user NAME"
+        ) from None
+    ids = dict(re.findall(r'^(User|Group): name="[^"]*" id=(\d+)', result.stdout, re.M))
+    if "User" not in ids:
+        problem = (result.stderr.strip().splitlines() or ["no User line"])[-1]
+        raise WsgidevError(
+            f"cannot tell which user the system Apache runs as ({command}: {problem})",
+            "pass the User of its config: wsgidev doctor apache --user NAME",
+        )
+    return f"#{ids['User']}", f"#{ids.get('Group', ids['User'])}"
+
+
+def run_doctor(options: Options, out: TextIO = sys.stdout, system_apache: bool = False) -> int:
     """Print every check; 1 if any failed."""
-    checks = run_checks(options)
+    checks = run_checks(options, system_apache)
     for check in checks:
         out.write(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}\n")
     return 0 if all(check.ok for check in checks) else 1

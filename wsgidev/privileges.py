@@ -72,20 +72,20 @@ def plan_run_as(user: str | None, group: str | None, must_read: Iterable[Path]) 
     if os.geteuid() != 0:
         return RunAs(mode="self")
     if user:
-        entry = _lookup_user(user)
+        entry = lookup_user(user)
         if entry.pw_uid == 0:
             raise WsgidevError(
                 "--user root is refused by Apache and mod_wsgi", "name an unprivileged user"
             )
-        gid = _lookup_group(group) if group else entry.pw_gid
+        gid = lookup_group(group) if group else entry.pw_gid
         _require_readable(paths, entry, gid, f"--user {user}")
-        return RunAs(mode="apache-user", user=user, group=group or _group_name(gid))
+        return RunAs(mode="apache-user", user=user, group=group or group_name(gid))
     inner = _userns_identity()
     problem = userns_problem(inner)
     if problem is None:
         return RunAs(mode="userns", inner_uid=inner.pw_uid, inner_gid=inner.pw_gid)
     if unreadable_by(paths, inner, inner.pw_gid) is None:
-        return RunAs(mode="apache-user", user=inner.pw_name, group=_group_name(inner.pw_gid))
+        return RunAs(mode="apache-user", user=inner.pw_name, group=group_name(inner.pw_gid))
     blocked = unreadable_by(paths, inner, inner.pw_gid)
     raise WsgidevError(
         f"running as root, and user namespaces are unavailable ({problem}) while "
@@ -116,14 +116,14 @@ def _no_userns_fix(user: str, blocked: Path | None) -> str:
     )
 
 
-def _lookup_user(name: str) -> pwd.struct_passwd:
+def lookup_user(name: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name) if not name.startswith("#") else pwd.getpwuid(int(name[1:]))
     except (KeyError, ValueError):
         raise WsgidevError(f"--user {name}: no such user", "name an existing user") from None
 
 
-def _lookup_group(name: str) -> int:
+def lookup_group(name: str) -> int:
     import grp
 
     try:
@@ -132,7 +132,7 @@ def _lookup_group(name: str) -> int:
         raise WsgidevError(f"--group {name}: no such group", "name an existing group") from None
 
 
-def _group_name(gid: int) -> str:
+def group_name(gid: int) -> str:
     import grp
 
     try:
