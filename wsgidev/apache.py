@@ -250,3 +250,34 @@ def require_own_libpython(install: ApacheInstall) -> None:
             "built for another Python, e.g. a wheel pip cached from another venv)",
             "pip install --force-reinstall --no-cache-dir --no-binary mod_wsgi mod_wsgi",
         )
+
+
+def system_apache_user() -> tuple[str, str]:
+    """The User and Group the system Apache runs as, from its own config (`apachectl -t -D
+    DUMP_RUN_CFG`, which reads Debian's envvars and honours APACHE_CONFDIR)."""
+    command = next(filter(None, map(shutil.which, ("apache2ctl", "apachectl"))), None)
+    if command is None:
+        raise WsgidevError(
+            "cannot tell which user the system Apache runs as: no apachectl",
+            "pass the User of its config: wsgidev doctor apache --user NAME",
+        )
+    try:
+        result = subprocess.run(
+            [command, "-t", "-D", "DUMP_RUN_CFG"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WsgidevError(
+            f"cannot run {command}: {exc}", "pass the User of its config: --user NAME"
+        ) from None
+    ids = dict(re.findall(r'^(User|Group): name="[^"]*" id=(\d+)', result.stdout, re.M))
+    if "User" not in ids:
+        problem = (result.stderr.strip().splitlines() or ["no User line"])[-1]
+        raise WsgidevError(
+            f"cannot tell which user the system Apache runs as ({command}: {problem})",
+            "pass the User of its config: wsgidev doctor apache --user NAME",
+        )
+    return f"#{ids['User']}", f"#{ids.get('Group', ids['User'])}"

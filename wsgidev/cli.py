@@ -92,7 +92,7 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         dest="reload_settle_s",
         metavar="S",
         help="reload once the code has not changed for S seconds, so a burst of saves (a git "
-        "pull, a deploy) gives one reload (default 0.05 under start, 1 in rendered configs)",
+        "pull, a deploy) gives one reload (default 0.05 under start and config standalone, 1 for a system Apache)",
     )
     add("--static", metavar="URL=DIR", action="append", help="serve DIR at URL from Apache")
     add(
@@ -241,6 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from wsgidev.configure import print_config
 
             return print_config(args.kind, options)
+        if args.kind == "apache" and (args.port or args.host):
+            raise WsgidevError(
+                "doctor apache checks no port: the system Apache listens where its config says",
+                "drop --port and --host (they are for wsgidev start's check)",
+            )
         from wsgidev.doctor import run_doctor
 
         return run_doctor(options, system_apache=args.kind == "apache")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from wsgidev import render
+from wsgidev.apache import system_apache_user
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
+from wsgidev.privileges import lookup_group, lookup_user
 from wsgidev.server import Prepared, prepare
 from wsgidev.shared import prepare_state_dir
 
@@ -81,9 +84,35 @@ def _render(kind: str, prepared: Prepared, folder: Path) -> str:
     else:
         entry = render.write_entry(folder, options, prepared.target, state_dir=None)
         if kind == "apache":
+            _share_with_daemons(folder, entry, options)
             text = render.render_apache(options, prepared.target, prepared.apache, entry)
         else:
             text = render.render_express(
                 options, prepared.target, prepared.run_as, entry, prepared.tls
             )
     return text
+
+
+def _share_with_daemons(folder: Path, entry: Path, options: Options) -> None:
+    """Run as root, the entry script is root's in a 0700 folder, which the system Apache's
+    daemons (its User, www-data, or --user) cannot read: give both to the daemons' group (0750,
+    the script 0640), never to everyone (the script holds the --env values)."""
+    if os.geteuid() != 0:
+        return  # the daemons of an Apache a user runs are that user
+    try:
+        if options.group:
+            gid = lookup_group(options.group)
+        elif options.user:
+            gid = lookup_user(options.user).pw_gid
+        else:
+            gid = lookup_group(system_apache_user()[1])
+    except WsgidevError as exc:
+        print(
+            f"wsgidev: {folder} stays readable by root alone ({exc}): pass --user NAME "
+            "(the User of the system Apache) so that its daemons can read the entry script",
+            file=sys.stderr,
+        )
+        return
+    for path, mode in ((folder, 0o750), (entry, 0o640)):
+        os.chown(path, -1, gid)
+        os.chmod(path, mode)

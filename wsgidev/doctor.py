@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -24,7 +21,9 @@ from wsgidev.apache import (
     own_libpython,
     python_library_readable,
     require_own_libpython,
+    system_apache_user,
 )
+from wsgidev.configure import output_dir
 from wsgidev.django import datapaths
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
@@ -36,7 +35,7 @@ from wsgidev.privileges import (
     plan_run_as,
     unreadable_by,
 )
-from wsgidev.render import MODULES
+from wsgidev.render import ENTRY_SCRIPT_NAME, MODULES
 from wsgidev.server import check_address
 from wsgidev.target import resolve_target
 
@@ -187,8 +186,10 @@ def run_checks(options: Options, system_apache: bool = False) -> list[Check]:
             source = "the system Apache's User"
         entry = lookup_user(user)
         gid = lookup_group(group) if group else entry.pw_gid
+        entry_script = output_dir(options) / ENTRY_SCRIPT_NAME
+        paths = [*python_library_readable(found[0]), options.working_path.resolve()]
         blocked = unreadable_by(
-            [*python_library_readable(found[0]), options.working_path.resolve()], entry, gid
+            [*paths, *([entry_script] if entry_script.exists() else [])], entry, gid
         )
         if blocked is not None:
             raise WsgidevError(
@@ -198,7 +199,10 @@ def run_checks(options: Options, system_apache: bool = False) -> list[Check]:
                 "as a user who can: wsgidev config apache --user NAME",
             )
         plans.append(RunAs(mode="apache-user", user=entry.pw_name, group=group_name(gid)))
-        return f"daemons run as {entry.pw_name} ({source}), who can read Python, the venv and the project"
+        return (
+            f"daemons run as {entry.pw_name} ({source}), who can read Python, the venv, "
+            "the project and the entry script"
+        )
 
     def data() -> str:
         try:
@@ -285,37 +289,6 @@ def run_checks(options: Options, system_apache: bool = False) -> list[Check]:
         # The system Apache listens where its own config says.
         *([] if system_apache else [_check("port", port)]),
     ]
-
-
-def system_apache_user() -> tuple[str, str]:
-    """The User and Group the system Apache runs as, from its own config (`apachectl -t -D
-    DUMP_RUN_CFG`, which reads Debian's envvars and honours APACHE_CONFDIR)."""
-    command = next(filter(None, map(shutil.which, ("apache2ctl", "apachectl"))), None)
-    if command is None:
-        raise WsgidevError(
-            "cannot tell which user the system Apache runs as: no apachectl",
-            "pass the User of its config: wsgidev doctor apache --user NAME",
-        )
-    try:
-        result = subprocess.run(
-            [command, "-t", "-D", "DUMP_RUN_CFG"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WsgidevError(
-            f"cannot run {command}: {exc}", "pass the User of its config: --user NAME"
-        ) from None
-    ids = dict(re.findall(r'^(User|Group): name="[^"]*" id=(\d+)', result.stdout, re.M))
-    if "User" not in ids:
-        problem = (result.stderr.strip().splitlines() or ["no User line"])[-1]
-        raise WsgidevError(
-            f"cannot tell which user the system Apache runs as ({command}: {problem})",
-            "pass the User of its config: wsgidev doctor apache --user NAME",
-        )
-    return f"#{ids['User']}", f"#{ids.get('Group', ids['User'])}"
 
 
 def run_doctor(options: Options, out: TextIO = sys.stdout, system_apache: bool = False) -> int:

@@ -17,6 +17,7 @@ from wsgidev.apachequote import HOST_NAME
 from wsgidev.errors import WsgidevError
 from wsgidev.globpattern import GlobError, escape, exclude_text, has_magic
 from wsgidev.globpattern import check as check_glob
+from wsgidev.shared import MAX_SETTLE_S
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,7 +39,6 @@ MAX_PROCESSES = 64
 MAX_THREADS = 500
 MAX_PROCESS_THREADS = 2000
 MAX_POLL_INTERVAL_S = 3600.0
-MAX_SETTLE_S = 60.0
 MAX_TIMEOUT_S = 86400
 MAX_RANDOM_DELAY_MS = 600_000
 _PROXY_URL = re.compile(r"^https?://[^/\s\"]+(/[^\s\"]*)?$")
@@ -86,8 +86,8 @@ class Options:
     standbys: int = 1
     poll_interval_s: float = 1.0
     # A reload starts once no watched file (nor a .py file beside one) changed for this long, so
-    # a save, a git checkout or a deploy's burst ends in one. None: DEV_SETTLE_S under wsgidev
-    # start, STAGING_SETTLE_S in a rendered config (shared.py).
+    # a save, a git checkout or a deploy's burst ends in one. None: DEV_SETTLE_S where wsgidev
+    # owns the server (start, config standalone), STAGING_SETTLE_S elsewhere (shared.py).
     reload_settle_s: float | None = None
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()

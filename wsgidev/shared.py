@@ -29,6 +29,7 @@ RESTART_MODES = ("standby", "process", "server")
 # a restart in the middle would import a half-copied tree.
 DEV_SETTLE_S = 0.05
 STAGING_SETTLE_S = 1.0
+MAX_SETTLE_S = 60.0
 
 # Files in the server root (wsgidev start's private folder) that the daemons share.
 CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>

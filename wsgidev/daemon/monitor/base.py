@@ -26,7 +26,7 @@ from wsgidev.daemon.monitor.opened import OpenedFiles
 from wsgidev.daemon.monitor.state import STALE, FileState, file_state, touched_after
 from wsgidev.daemon.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
 from wsgidev.mounts import MountTable
-from wsgidev.shared import STAGING_SETTLE_S
+from wsgidev.shared import MAX_SETTLE_S, STAGING_SETTLE_S
 
 if TYPE_CHECKING:
     from wsgidev.daemon.monitor.django_signals import DjangoSignals
@@ -72,6 +72,8 @@ class Monitor:
         script: the WSGI script file, which is run without an import."""
         self.on_change = on_change
         self.poll_interval_s = poll_interval_s
+        if not 0 <= settle_s <= MAX_SETTLE_S:  # also nan
+            raise ValueError(f"settle_s must be 0 to {MAX_SETTLE_S:g} seconds, got {settle_s}")
         self.settle_s = settle_s
         # A file written without a pause (a log beside the code) must not hold a reload back
         # for ever; a deploy that pauses less than settle_s for this long gets a reload midway.
@@ -369,6 +371,9 @@ class Monitor:
             if now >= quiet_until or now - started >= self.max_settle_s:
                 return
             hint = self._wait(quiet_until - now)
+            # Judged on what the backend named, before the polled files of silent folders join
+            # it: those are named on every pass, changed or not.
+            arriving = bool(hint) and any(map(self._code_activity, hint))
             if hint is not None and self._silent_dirs:
                 # A burst on the far side of a mount (a git checkout on the host) sends no hints.
                 hint = hint | self._files.in_dirs(self._silent_dirs)
@@ -376,17 +381,19 @@ class Monitor:
             new = {path: state for path, state in more.items() if changed.get(path, STALE) != state}
             if new:
                 changed.update(new)
-            if new or (hint and any(map(self._code_activity, hint))):
+            if new or arriving:
                 quiet_until = time.monotonic() + self.settle_s
 
     def _code_activity(self, path: str) -> bool:
         """Whether a hint in a watched folder is part of code arriving: a Python file or a folder
         (a new package), not one the exclude option names or wsgidev's own."""
+        if path in self._files:
+            return False  # a watched file counts when its state changes, not on every event
         if self._server_root and path.startswith(self._server_root + os.sep):
             return False
-        if not (path.endswith(".py") or os.path.isdir(path)):
+        if self._exclusions.rule_for(path) is not None:
             return False
-        return self._exclusions.rule_for(path) is None
+        return path.endswith(".py") or os.path.isdir(path)
 
     def _dispatch(self, changed: dict[str, FileState | None], seen_s: float) -> None:
         files = sorted(changed)
