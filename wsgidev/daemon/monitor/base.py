@@ -373,7 +373,7 @@ class Monitor:
             hint = self._wait(quiet_until - now)
             # Judged on what the backend named, before the polled files of silent folders join
             # it: those are named on every pass, changed or not.
-            arriving = bool(hint) and any(map(self._code_activity, hint))
+            arriving = hint is not None and any(map(self._code_activity, hint))
             if hint is not None and self._silent_dirs:
                 # A burst on the far side of a mount (a git checkout on the host) sends no hints.
                 hint = hint | self._files.in_dirs(self._silent_dirs)
