@@ -196,6 +196,20 @@ def test_doctor_reports_missing_apache_with_fix(project: Path, short_tmp: Path):
         assert fix in out
 
 
+@pytest.mark.bad_input
+def test_doctor_apache_names_what_the_daemon_user_cannot_read(project: Path, short_tmp: Path):
+    # pytest's folders are root's 0700 ones: what a system Apache's www-data could not read.
+    code, out, _ = run_wsgidev(project, short_tmp, "doctor", "apache", "--user", "nobody")
+    assert code == 1, out
+    (line,) = [line for line in out.splitlines() if line.startswith("FAIL daemon user")]
+    assert "the daemons run as nobody (--user), who cannot read /" in line
+    assert "wsgidev config apache --user NAME" in line
+    names = {line[5:].split(":", 1)[0] for line in out.splitlines()}
+    assert "daemon user" in names and not names & {"port", "root readiness"}, out
+    code, _, err = run_wsgidev(project, short_tmp, "doctor", "apache", "--port", "8001")
+    assert_one_line_error(code, err, "doctor apache checks no port", "drop --port")
+
+
 def test_doctor_passes_here(project: Path, short_tmp: Path):
     code, out, _ = run_wsgidev(project, short_tmp, "doctor", "--port", str(free_port()))
     assert code == 0, out

@@ -184,8 +184,16 @@ def run_checks(options: Options, system_apache: bool = False) -> list[Check]:
         else:
             user, group = system_apache_user()
             source = "the system Apache's User"
-        entry = lookup_user(user)
-        gid = lookup_group(group) if group else entry.pw_gid
+        try:
+            entry = lookup_user(user)
+            gid = lookup_group(group) if group else entry.pw_gid
+        except WsgidevError:
+            if source == "--user":
+                raise
+            raise WsgidevError(
+                f"the system Apache runs as {user}/{group}, which this machine has no name for",
+                "pass the user its daemons run as: wsgidev doctor apache --user NAME",
+            ) from None
         entry_script = output_dir(options) / ENTRY_SCRIPT_NAME
         paths = [*python_library_readable(found[0]), options.working_path.resolve()]
         blocked = unreadable_by(
