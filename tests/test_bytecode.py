@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
@@ -178,3 +179,29 @@ def test_a_cache_older_than_its_sources_restored_mtime_save_is_not_used(
     os.utime(cache, ns=(written, written))
     monkeypatch.setattr(bytecode, "_PYTHON_TREES", (os.path.join(tmp_path, ""),))  # the venv
     assert not racily_clean(str(cache), str(module))
+
+
+def test_an_installed_librarys_cache_written_in_its_seconds_is_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # pip writes a file and its cache in one second: refused, every start would compile every
+    # library again where caches cannot be rewritten. A library saved since the start is not.
+    monkeypatch.setattr(bytecode, "_PYTHON_TREES", (str(tmp_path) + os.sep,))
+    library = tmp_path / "library.py"
+    library.write_text("VALUE = 1\n")
+    cache = Path(importlib.util.cache_from_source(str(library)))
+    cache.parent.mkdir()
+    cache.write_bytes(b"")
+    installed_ns = (time.time_ns() // 1_000_000_000 - 3600) * 1_000_000_000
+    os.utime(library, ns=(installed_ns, installed_ns + 100_000_000))
+    os.utime(cache, ns=(installed_ns, installed_ns + 600_000_000))
+    assert not racily_clean(str(cache), str(library))
+    saved_ns = (time.time_ns() // 1_000_000_000) * 1_000_000_000
+    os.utime(library, ns=(saved_ns, saved_ns))
+    os.utime(cache, ns=(saved_ns, saved_ns + 1))
+    assert racily_clean(str(cache), str(library))
+    # The project's own files are judged by the second rule whenever they were saved.
+    monkeypatch.setattr(bytecode, "_PYTHON_TREES", ("/nonexistent-tree/",))
+    os.utime(library, ns=(installed_ns, installed_ns + 100_000_000))
+    os.utime(cache, ns=(installed_ns, installed_ns + 600_000_000))
+    assert racily_clean(str(cache), str(library))

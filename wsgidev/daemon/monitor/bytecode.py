@@ -10,7 +10,9 @@ change. Three measures, all cheap:
   SourceFileLoader, refuses a cache written before the second after its source's mtime was over
   ("racily clean", as git calls the same ambiguity): such a cache cannot tell that content from
   a later one of the same size and second. The source is compiled instead, and Python writes a
-  fresh cache. Only files saved moments before their cache was written pay, once. Outside the
+  fresh cache. Only files saved moments before their cache was written pay, once; libraries
+  (the Python installation and the venv) saved before the process started are trusted, since
+  pip writes every file and its cache in one second. Outside the
   Python installation and the venv (the user's own files), it also refuses a cache written
   before the source's ctime: a save that put an older mtime back (cp -p, rsync -t, a test's
   utime) moves the ctime, and a process starting between that save and the monitor's
@@ -32,6 +34,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from importlib.machinery import BYTECODE_SUFFIXES, ModuleSpec, SourceFileLoader
 from typing import TYPE_CHECKING, Any
@@ -93,7 +96,12 @@ def racily_clean(cache_path: str, source_path: str) -> bool:
         return False  # no cache (or no source): nothing to distrust
     next_second_ns = (source.st_mtime_ns // NS_PER_S + 1) * NS_PER_S
     if cache_mtime_ns < next_second_ns:
-        return True
+        # A library saved before this process began: pip writes each file, then compiles it,
+        # all in one second, so nearly every installed cache is racily clean; refused, each
+        # start would compile them all where caches cannot be rewritten (a read-only venv,
+        # PYTHONDONTWRITEBYTECODE). Its content cannot have changed unseen since: the monitor
+        # invalidates the cache of a watched file that changes.
+        return not (_in_python_trees(source_path) and source.st_mtime_ns < _TRUSTED_BEFORE_NS)
     # <=: the kernel's coarse file clock may stamp a save and a cache written just after it
     # alike (one compile more). A cache this process cannot rewrite (www-data under a system
     # Apache, the developer's __pycache__) is trusted as Python does: else every start compiles.
@@ -111,6 +119,10 @@ _PYTHON_TREES = tuple(
         for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
     }
 )
+
+
+# Libraries saved a second or more before this module was imported (the daemon's start).
+_TRUSTED_BEFORE_NS = time.time_ns() - NS_PER_S
 
 
 def _in_python_trees(path: str) -> bool:
