@@ -17,7 +17,7 @@ from wsgidev.apachequote import HOST_NAME
 from wsgidev.errors import WsgidevError
 from wsgidev.globpattern import GlobError, escape, exclude_text, has_magic
 from wsgidev.globpattern import check as check_glob
-from wsgidev.shared import MAX_SETTLE_S
+from wsgidev.shared import MAX_SETTLE_S, RESTART_MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,7 +26,6 @@ else:  # the back-port, the same parser
 
 LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug")
 RELOAD_BACKENDS = ("auto", "inotify", "poll")
-RESTART_MODES = ("standby", "process", "server")
 # Django static files: "finders" serves STATIC_URL from the finders in the app (runserver's way,
 # with DEBUG on); "root" lets Apache serve STATIC_ROOT and MEDIA_ROOT (production's way); "off".
 DJANGO_STATIC_MODES = ("finders", "root", "off")
@@ -243,6 +242,11 @@ class Options:
                 "--debug runs one process with one thread and no reloading",
                 "drop --processes, --threads and --reload when passing --debug",
             )
+
+    @property
+    def bare_host(self) -> str:
+        """The host without an IPv6 literal's brackets ([::1] -> ::1), as sockets take it."""
+        return self.host.strip("[]")
 
     @property
     def https_port(self) -> int | None:

@@ -126,7 +126,7 @@ class Layout:
 
 def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
     """Decide the names, paths and addresses every output shares."""
-    host = options.host.strip("[]")
+    host = options.bare_host
     bracketed = f"[{host}]" if ":" in host else host
     project = _project_name(target)
     python_path = tuple(dict.fromkeys((target.project_dir, *options.python_path)))
@@ -354,7 +354,7 @@ def tls_layout(
     h2 = port is not None and (options.http2 is True or (options.http2 is None and have_http2))
     if port is None or certificate is None:
         return Tls(h2c=h2c, load_http2=h2c)
-    host = options.host.strip("[]")
+    host = options.bare_host
     bracketed = f"[{host}]" if ":" in host else host
     return Tls(
         port=port,
@@ -422,7 +422,7 @@ def host_regex(options: Options) -> str | None:
     if "*" in options.allow_host:
         return None
     names = [*options.allow_host]
-    host = options.host.strip("[]")
+    host = options.bare_host
     if host not in ("0.0.0.0", "::") and apachequote.HOST_NAME.fullmatch(host):
         names.append(host)  # a name passed as --host (an address is answered anyway)
     return apachequote.host_regex(names)

@@ -174,7 +174,7 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[render.Tls, str | Non
         pair = (options.ssl_certificate, options.ssl_key)
         return render.tls_layout(options, apache, pair), None
     ca = LocalCA()
-    host = options.host.strip("[]")
+    host = options.bare_host
     names = [] if host in ("0.0.0.0", "::") else [host]
     try:
         issued = ca.issue(names, ca.folder / "server")
@@ -469,7 +469,7 @@ class Server:
             if self.exited():
                 return False
             try:
-                with socket.create_connection((options.host.strip("[]"), options.port), 0.2):
+                with socket.create_connection((options.bare_host, options.port), 0.2):
                     return True
             except OSError:
                 time.sleep(0.05)
@@ -773,7 +773,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     too_many = daemons_warning(options, os.cpu_count() or 1)
     if too_many:
         err.write(f"wsgidev: warning: {too_many}\n")
-    if options.host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+    if options.bare_host not in ("127.0.0.1", "::1", "localhost"):
         err.write(
             f"wsgidev: warning: listening on {options.host}: other machines can reach this "
             "development server (and its debugger pages); use --host 127.0.0.1 to keep it local\n"

@@ -228,7 +228,7 @@ class _Reaper:
         if sessions_open():
             # The terminal says so; the process exits once the session and its request end.
             events.emit(
-                "debug-held", reason=str(event.get("shutdown_reason", "")), group=_process_group()
+                "debug-held", reason=str(event.get("shutdown_reason", "")), group=process_group()
             )
         if self.timeout_s:
             threading.Thread(target=self._run, name="wsgidev-reaper", daemon=True).start()
@@ -280,9 +280,10 @@ def _open_session(kind: str, frame: FrameType, exception: str = "") -> Session |
     return Session.open(kind, frame, _spec.socket_path, request, exception)
 
 
-def _process_group() -> str | None:
+def process_group() -> str | None:
+    """This daemon's mod_wsgi process group (None outside a daemon)."""
     try:
-        import mod_wsgi
+        import mod_wsgi  # built into Apache's Python (the pip package has no process_group)
 
         return getattr(mod_wsgi, "process_group", None) or None
     except ImportError:

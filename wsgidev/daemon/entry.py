@@ -166,7 +166,7 @@ def _import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
         "ready",
         import_s=round(time.perf_counter() - started, 4),
         started_at=started_at,
-        group=_process_group(),
+        group=debugger.process_group(),
     )
     return with_exit_page(application, spec.label, monitor)
 
@@ -305,22 +305,12 @@ def with_random_delay(application: WSGIApp, max_ms: int) -> WSGIApp:
     return delayed
 
 
-def _process_group() -> str | None:
-    """This daemon's mod_wsgi process group (None outside a daemon)."""
-    try:
-        import mod_wsgi  # built into Apache's Python (the pip package has no process_group)
-
-        return getattr(mod_wsgi, "process_group", None) or None
-    except ImportError:
-        return None
-
-
 def _handover(spec: EntrySpec) -> Handover | None:
     """This process's part in hand-overs between daemon groups, where the spec asks for them."""
     if spec.monitor is None or spec.monitor.restart != "standby" or not spec.monitor.state_dir:
         return None
     try:
-        return Handover(spec.monitor.state_dir, spec.monitor.groups, _process_group() or "")
+        return Handover(spec.monitor.state_dir, spec.monitor.groups, debugger.process_group() or "")
     except Exception as exc:
         events.emit("refused", reason=f"standby hand-over unavailable: {_one_line(exc)}")
         return None

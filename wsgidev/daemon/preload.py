@@ -9,7 +9,7 @@ while it waits, imports them in that order and, for Django, runs ``django.setup(
 
 Nothing here decides whether code is current. The monitor records these imports like any other,
 and a standby whose files changed before its turn (settings.py, a models.py) is stale: it
-restarts instead of serving (standby.py). A module that cannot be imported this early (a Django
+restarts instead of serving (handover.py). A module that cannot be imported this early (a Django
 model before the app registry is ready) ends the preload there, so that every module kept was
 imported completely, in the serving process's order.
 """
