@@ -379,6 +379,23 @@ def test_a_polled_folder_does_not_hold_a_restart_back(
     assert restarts.wait() == [str(path)]
 
 
+def test_a_process_that_imported_code_being_replaced_waits_and_knows_it(
+    modules: Modules, make_monitor: MakeMonitor
+) -> None:
+    m, _ = make_monitor("inotify", settle_s=0.3, safety_interval_s=600)
+    m.start()
+    settled = modules.write("settled", "X = 1\n")
+    old_ns = time.time_ns() - 10 * 1_000_000_000
+    os.utime(settled, ns=(old_ns, old_ns))
+    modules.load("settled")
+    assert m.settle_imported(5.0)[0] == []  # quiet: what it imported is current
+    path = modules.write("arriving", "X = 1\n")  # saved just now: a deploy may be under way
+    modules.load("arriving")
+    path.write_text("X = 22\n")  # ... and it was: replaced after the import
+    changed, waited_s = m.settle_imported(5.0)
+    assert changed == [str(path)] and waited_s < 5.0
+
+
 def test_files_that_are_not_code_do_not_hold_a_restart_back(
     modules: Modules, make_monitor: MakeMonitor
 ) -> None:

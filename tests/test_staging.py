@@ -189,6 +189,42 @@ def test_a_deploy_of_many_files_restarts_each_daemon_once_and_fails_no_request(
     assert not any(":error]" in line or "wsgidev-event" in line for line in lines), lines
 
 
+def test_daemons_started_during_a_deploy_serve_only_the_whole_new_code(
+    project: Path, tmp_path: Path
+):
+    # Apache (re)started while a deploy copies the tree: its daemons import half of it. Each
+    # waits for the code to be quiet before serving; one whose imports changed meanwhile has
+    # its requests sent again, and restarts.
+    package = _site(project)
+    include = tmp_path / "wsgidev.conf"
+    include.write_text(render(project, "apache", "app:application", "--processes", "2"))
+    port = free_port()
+    root = tmp_path / "root"
+    main = minimal_main_config(root, port, include)
+    url = f"http://127.0.0.1:{port}/"
+    error_log = root / "logs" / "error.log"
+    deploy = threading.Thread(target=_deploy, args=(package, "v2"))
+    deploy.start()
+    try:
+        wait_for(lambda: (package / "m040.py").read_text().startswith("VERSION = 'v2'"), 10, "")
+        with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, root / "a.log"):
+            first = http_get(url)
+            with Clients(url) as clients:
+                deploy.join(30)
+                wait_for(lambda: all(_version(url) == "v2" for _ in range(8)), 30, "v2 served")
+            assert first[0] == 200 and first[1].startswith(b"v2 "), first
+            assert not clients.failures, (clients.failures[:10], error_log.read_text()[-4000:])
+            assert set(clients.answers) <= {"v2"}, clients.answers
+    finally:
+        deploy.join(30)
+    log = error_log.read_text()
+    assert "for the code to stop changing" in log, log[-4000:]
+
+
+def _version(url: str) -> str:
+    return http_get(url)[1].decode().split()[0]
+
+
 RECIPE_MARK = "<!-- staging recipe: tests/test_staging.py runs the commands of the next block -->"
 
 

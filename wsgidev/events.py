@@ -75,6 +75,14 @@ def for_a_person(kind: str, fields: dict[str, Any]) -> tuple[int, str] | None:
             f"{float(fields.get('interval', 1)):g} s: a {fields.get('fstype')} mount sends no "
             "notification of changes made beneath it"
         )
+    if kind == "settled":
+        waited = f"waited {float(fields.get('waited_s', 0)):.2f} s for the code to stop changing"
+        if not count:
+            return logging.INFO, f"process {pid} {waited} before serving"
+        return logging.INFO, (
+            f"process {pid} {waited}: {named} changed since it imported them, so it restarts "
+            "before serving (its requests are sent again)"
+        )
     if kind == "refused":
         return logging.WARNING, f"monitor: {fields.get('reason', 'refused')}"
     if kind in ("import-error", "request-exit"):

@@ -22,6 +22,7 @@ from wsgidev.daemon import debugger, restart
 from wsgidev.daemon.handover import Handover
 from wsgidev.daemon.importguard import Failure, ImportGuard
 from wsgidev.daemon.livereload import announce_static_folders, with_live_reload
+from wsgidev.daemon.monitor.base import MAX_EVENT_FILES
 from wsgidev.daemon.monitor.bytecode import FreshSourceFileLoader
 from wsgidev.shared import EntrySpec, WSGIApp
 
@@ -55,7 +56,8 @@ def _load(spec: EntrySpec) -> WSGIApp:
     if handover is None or handover.serving():
         monitor = _start_monitor(spec, handover)
         if guard is None and handover is None:
-            return import_app(spec, monitor)  # a system Apache: mod_wsgi's preload, as it is
+            # A system Apache: mod_wsgi's preload, before the request threads start.
+            return import_app(spec, monitor, settle=True)
         if guard is not None:
             guard.monitor = monitor
 
@@ -125,17 +127,59 @@ def _nothing() -> None:
     pass
 
 
+# A process started while a deploy was replacing the code (a crash's replacement, a graceful
+# restart of Apache, a deploy right after another) imports what is there at that moment. Before
+# it serves, it waits for the code it imported to be quiet (requests wait in the daemon
+# group's queue meanwhile), at most this long: under mod_wsgi's queue-timeout (45 s).
+SETTLE_BEFORE_SERVING_S = 20.0
+# Set when this process imported a tree that changed since: mod_wsgi asks reload_required()
+# before each request, and True makes it hand the request back to Apache (which sends it again,
+# to a process with the whole new code) and restart this one.
+_imported_stale = False
+
+
+def _settle_before_serving(monitor: Any) -> bool:
+    """Whether the code this process imported is current, once it has been quiet."""
+    global _imported_stale
+    try:
+        changed, waited_s = monitor.settle_imported(SETTLE_BEFORE_SERVING_S)
+    except Exception as exc:  # serving matters more than this check
+        events.emit("refused", reason=f"settling before serving failed: {_one_line(exc)}")
+        return True
+    if changed or waited_s >= 0.1:
+        events.emit(
+            "settled",
+            waited_s=round(waited_s, 2),
+            files=changed[:MAX_EVENT_FILES],
+            count=len(changed),
+        )
+    if changed:
+        # The monitor sees the same files changed and restarts this process once they are
+        # quiet; a request that comes first is sent again.
+        _imported_stale = True
+    return not changed
+
+
+def reload_required(resource: str) -> bool:
+    """mod_wsgi's per-request question of the WSGI script (WSGIScriptReloading): whether this
+    process must restart before serving; the request is then sent again by Apache, not failed."""
+    return _imported_stale
+
+
 def import_app(
     spec: EntrySpec,
     monitor: Any,
     guard: ImportGuard | None = None,
     on_slow: Callable[[Failure], None] | None = None,
+    *,
+    settle: bool = False,
 ) -> WSGIApp:
     """Import and wrap the app; on failure, an app that shows the traceback (and watch its files).
     With a guard, a process that died importing the same code before is not followed: its
-    death is shown instead (wsgidev.daemon.importguard)."""
+    death is shown instead (wsgidev.daemon.importguard). settle: wait for the code to be quiet
+    before serving (_settle_before_serving)."""
     if guard is None:
-        return _import_app(spec, monitor)
+        return _import_app(spec, monitor, settle)
     failure = guard.failure()
     if failure is not None:
         return died_app(spec, monitor, failure)
@@ -146,7 +190,7 @@ def import_app(
         guard.end()
 
 
-def _import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
+def _import_app(spec: EntrySpec, monitor: Any, settle: bool = False) -> WSGIApp:
     started = time.perf_counter()
     started_at = time.time()  # code saved before this is what the process serves
     try:
@@ -160,11 +204,14 @@ def _import_app(spec: EntrySpec, monitor: Any) -> WSGIApp:
         return failed_app(spec, monitor, exc)
     if spec.live_reload and spec.django and spec.django_static == "finders":
         announce_static_folders()
+    import_s = round(time.perf_counter() - started, 4)
     if monitor is not None:
         monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
+        if settle and not _settle_before_serving(monitor):
+            return application  # its requests are sent again: it restarts, never serving
     events.emit(
         "ready",
-        import_s=round(time.perf_counter() - started, 4),
+        import_s=import_s,
         started_at=started_at,
         group=debugger.process_group(),
     )

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wsgidev import events
-from wsgidev.daemon.monitor.bytecode import invalidate
+from wsgidev.daemon.monitor.bytecode import NS_PER_S, invalidate
 from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.globs import WatchGlob
 from wsgidev.daemon.monitor.imports import ImportRecorder, process_start_ns, traceback_files
@@ -243,6 +243,31 @@ class Monitor:
         self._scan_requested = True
         if self._armed:
             self._wake()
+
+    def settle_imported(self, limit_s: float) -> tuple[list[str], float]:
+        """From the thread that just imported the app, before it serves: while the files it
+        imported were saved within settle_s (a deploy under way when this process started),
+        wait until they have been quiet that long, up to limit_s. The files that changed since
+        their import (this process holds a tree half replaced), and how long it waited."""
+        started = time.monotonic()
+        while True:
+            # Import-time states: the recorder's records, taken by the monitor thread or not.
+            imported = {
+                path: state
+                for path, state in (
+                    *self._files.baselines().items(),
+                    *self._recorder.pending_states(),
+                )
+                if state is not None and state != STALE
+            }
+            now = {path: file_state(path) for path in imported}
+            changed = sorted(path for path, state in now.items() if state != imported[path])
+            newest_ns = max((state.mtime_ns for state in now.values() if state), default=0)
+            quiet_in_s = newest_ns / NS_PER_S + self.settle_s - time.time()
+            waited_s = time.monotonic() - started
+            if quiet_in_s <= 0 or waited_s + quiet_in_s > limit_s or self._stopping.is_set():
+                return changed, waited_s
+            self._stopping.wait(quiet_in_s)
 
     def import_done(self) -> None:
         """The app's import is over (or failed): files opened from now on are not watched."""

@@ -89,6 +89,11 @@ class ImportRecorder:
         with self._lock:
             return name in self._found
 
+    def pending_states(self) -> list[tuple[str, FileState]]:
+        """The records not taken yet (a copy, safe from any thread)."""
+        with self._lock:
+            return [(path, state) for path, state, _ in self._found.values()]
+
     def state_of(self, path: str) -> FileState | None:
         """The state recorded when this file was found, if a record is still waiting."""
         with self._lock:

@@ -198,6 +198,10 @@ class WatchedFiles:
         """Every watched file (a copy, safe from any thread)."""
         return list(self._baselines)
 
+    def baselines(self) -> dict[str, FileState | None]:
+        """Every watched file's baseline (a copy, safe from any thread)."""
+        return dict(self._baselines)
+
     def forget(self, path: str) -> None:
         """Stop watching a file (safe from any thread): the app writes it, it is no setting."""
         self._forgotten.add(path)
