@@ -221,6 +221,50 @@ def test_daemons_started_during_a_deploy_serve_only_the_whole_new_code(
     assert "for the code to stop changing" in log, log[-4000:]
 
 
+def test_a_daemon_that_imports_a_file_being_written_never_serves_its_error(
+    project: Path, tmp_path: Path
+):
+    # A deploy that writes a file in place, slowly: a daemon starting meanwhile fails to import
+    # it (an unclosed bracket). It waits for the file to be quiet and restarts; no client sees
+    # the error page.
+    package = _site(project)
+    include = tmp_path / "wsgidev.conf"
+    include.write_text(render(project, "apache", "app:application", "--processes", "2"))
+    port = free_port()
+    root = tmp_path / "root"
+    main = minimal_main_config(root, port, include)
+    url = f"http://127.0.0.1:{port}/"
+    slow = package / "m199.py"
+    written = threading.Event()
+
+    def write_slowly() -> None:
+        with slow.open("w") as handle:
+            handle.write("PARTS = (\n")
+            for part in range(25):  # about 3 s with the bracket open
+                handle.write(f"    {part},\n")
+                handle.flush()
+                if part == 2:
+                    written.set()
+                time.sleep(0.12)
+            handle.write(")\nVERSION = 'v1'\nNAME = 'm199'\n")
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    try:
+        written.wait(10)
+        with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, root / "a.log"):
+            first = http_get(url)
+            with Clients(url) as clients:
+                writer.join(30)
+                wait_for(lambda: all(_version(url) == "v1" for _ in range(8)), 30, "v1 served")
+            assert first[0] == 200 and first[1].startswith(b"v1 "), first
+            assert not clients.failures, clients.failures[:10]
+    finally:
+        writer.join(30)
+    log = (root / "logs" / "error.log").read_text()
+    assert "the app failed to import" in log and "for the code to stop changing" in log, log
+
+
 def _version(url: str) -> str:
     return http_get(url)[1].decode().split()[0]
 

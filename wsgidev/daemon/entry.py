@@ -201,7 +201,10 @@ def _import_app(spec: EntrySpec, monitor: Any, settle: bool = False) -> WSGIApp:
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return failed_app(spec, monitor, exc)
+        failed = failed_app(spec, monitor, exc)
+        if settle and monitor is not None:
+            _settle_before_serving(monitor)  # a file half written in place fails to import too
+        return failed
     if spec.live_reload and spec.django and spec.django_static == "finders":
         announce_static_folders()
     import_s = round(time.perf_counter() - started, 4)

@@ -251,14 +251,17 @@ class Monitor:
         their import (this process holds a tree half replaced), and how long it waited."""
         started = time.monotonic()
         while True:
-            # Import-time states: the recorder's records, taken by the monitor thread or not.
+            # Import-time states: the recorder's records, taken by the monitor thread or not,
+            # and the files a failed import's traceback names.
+            with self._lock:
+                queued = list(self._queued)
+            recorded = [
+                *self._files.baselines().items(),
+                *self._recorder.pending_states(),
+                *queued,
+            ]
             imported = {
-                path: state
-                for path, state in (
-                    *self._files.baselines().items(),
-                    *self._recorder.pending_states(),
-                )
-                if state is not None and state != STALE
+                path: state for path, state in recorded if state is not None and state != STALE
             }
             now = {path: file_state(path) for path in imported}
             changed = sorted(path for path, state in now.items() if state != imported[path])
