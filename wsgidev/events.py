@@ -76,12 +76,18 @@ def for_a_person(kind: str, fields: dict[str, Any]) -> tuple[int, str] | None:
             "notification of changes made beneath it"
         )
     if kind == "settled":
-        waited = f"waited {float(fields.get('waited_s', 0)):.2f} s for the code to stop changing"
+        seconds = float(fields.get("waited_s", 0))
+        if not fields.get("quiet", True):
+            return logging.WARNING, (
+                f"process {pid} serves after waiting {seconds:.2f} s: its code kept changing "
+                f"({named or 'files it imported'}); it restarts once they are quiet"
+            )
+        waited = f"waited {seconds:.2f} s for the code to stop changing"
         if not count:
-            return logging.INFO, f"process {pid} {waited} before serving"
+            return logging.INFO, f"process {pid} {waited}"
         return logging.INFO, (
-            f"process {pid} {waited}: {named} changed since it imported them, so it restarts "
-            "before serving (its requests are sent again)"
+            f"process {pid} {waited}: {named} changed after its import, so it restarts "
+            "instead of serving (its requests are sent again)"
         )
     if kind == "refused":
         return logging.WARNING, f"monitor: {fields.get('reason', 'refused')}"

@@ -221,6 +221,7 @@ def entry_spec(
             backend=options.reload_backend,
             poll_interval_s=options.poll_interval_s,
             settle_s=settle_s(options, state_dir),
+            serve_wait_s=min(20.0, options.queue_timeout_s / 2 or 20.0),
             restart=mode,
             state_dir=state_dir,
             groups=process_groups(options, target) if mode == "standby" else (),

@@ -70,6 +70,9 @@ class MonitorSpec:
     project_dir: str | None = None  # relative exclude patterns are anchored here
     watch_opened: bool = True  # non-Python files opened while the app imports are watched
     settle_s: float = STAGING_SETTLE_S  # quiet time before a reload (--reload-settle)
+    # Under a system Apache, how long a process started during a deploy may wait for the code
+    # to be quiet before serving: half of mod_wsgi's queue-timeout, which its requests share.
+    serve_wait_s: float = 20.0
 
 
 @dataclass(frozen=True, kw_only=True)

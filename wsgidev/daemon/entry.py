@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib
 import importlib.machinery
@@ -57,7 +58,8 @@ def _load(spec: EntrySpec) -> WSGIApp:
         monitor = _start_monitor(spec, handover)
         if guard is None and handover is None:
             # A system Apache: mod_wsgi's preload, before the request threads start.
-            return import_app(spec, monitor, settle=True)
+            settle = spec.monitor.serve_wait_s if spec.monitor is not None else 0.0
+            return import_app(spec, monitor, settle=settle)
         if guard is not None:
             guard.monitor = monitor
 
@@ -129,35 +131,54 @@ def _nothing() -> None:
 
 # A process started while a deploy was replacing the code (a crash's replacement, a graceful
 # restart of Apache, a deploy right after another) imports what is there at that moment. Before
-# it serves, it waits for the code it imported to be quiet (requests wait in the daemon
-# group's queue meanwhile), at most this long: under mod_wsgi's queue-timeout (45 s).
-SETTLE_BEFORE_SERVING_S = 20.0
+# it serves, it waits for the code it imported to be quiet (requests wait in the daemon group's
+# queue meanwhile), at most half of mod_wsgi's queue-timeout (MonitorSpec.serve_wait_s).
 # Set when this process imported a tree that changed since: mod_wsgi asks reload_required()
 # before each request, and True makes it hand the request back to Apache (which sends it again,
 # to a process with the whole new code) and restart this one.
 _imported_stale = False
 
 
-def _settle_before_serving(monitor: Any) -> bool:
-    """Whether the code this process imported is current, once it has been quiet."""
+def _settle_before_serving(monitor: Any, limit_s: float, exc: BaseException | None = None) -> bool:
+    """Whether the code this process imported is current, once it has been quiet; exc: the
+    import's failure (a module the deploy had not copied yet is there now: not current)."""
     global _imported_stale
     try:
-        changed, waited_s = monitor.settle_imported(SETTLE_BEFORE_SERVING_S)
-    except Exception as exc:  # serving matters more than this check
-        events.emit("refused", reason=f"settling before serving failed: {_one_line(exc)}")
+        changed, waited_s, quiet = monitor.settle_imported(limit_s)
+    except Exception as error:  # serving matters more than this check
+        events.emit("refused", reason=f"settling before serving failed: {_one_line(error)}")
         return True
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if quiet and missing and not changed:
+        importlib.invalidate_caches()  # the finders' listings are from before the copy
+        with contextlib.suppress(Exception):
+            if importlib.util.find_spec(missing) is not None:
+                changed = [missing]
     if changed or waited_s >= 0.1:
         events.emit(
             "settled",
             waited_s=round(waited_s, 2),
             files=changed[:MAX_EVENT_FILES],
             count=len(changed),
+            quiet=quiet,
         )
-    if changed:
-        # The monitor sees the same files changed and restarts this process once they are
-        # quiet; a request that comes first is sent again.
+    # Only once the code is quiet: a file rewritten all the time would otherwise restart every
+    # new process (the monitor judges it as it always does).
+    if changed and quiet:
         _imported_stale = True
-    return not changed
+        return False
+    return True
+
+
+def _arriving_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """What a stale process answers where mod_wsgi does not ask reload_required() (an entry
+    script of an older wsgidev, WSGIScriptReloading Off): never the half-replaced code."""
+    body = b"New code is arriving; this process restarts to load it. Retry in a moment.\n"
+    start_response(
+        "503 Service Unavailable",
+        [("Content-Type", "text/plain"), ("Retry-After", "1"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 def reload_required(resource: str) -> bool:
@@ -172,12 +193,12 @@ def import_app(
     guard: ImportGuard | None = None,
     on_slow: Callable[[Failure], None] | None = None,
     *,
-    settle: bool = False,
+    settle: float = 0.0,
 ) -> WSGIApp:
     """Import and wrap the app; on failure, an app that shows the traceback (and watch its files).
     With a guard, a process that died importing the same code before is not followed: its
-    death is shown instead (wsgidev.daemon.importguard). settle: wait for the code to be quiet
-    before serving (_settle_before_serving)."""
+    death is shown instead (wsgidev.daemon.importguard). settle: wait up to this long for the
+    code to be quiet before serving (_settle_before_serving); 0: do not."""
     if guard is None:
         return _import_app(spec, monitor, settle)
     failure = guard.failure()
@@ -190,7 +211,7 @@ def import_app(
         guard.end()
 
 
-def _import_app(spec: EntrySpec, monitor: Any, settle: bool = False) -> WSGIApp:
+def _import_app(spec: EntrySpec, monitor: Any, settle: float = 0.0) -> WSGIApp:
     started = time.perf_counter()
     started_at = time.time()  # code saved before this is what the process serves
     try:
@@ -202,16 +223,17 @@ def _import_app(spec: EntrySpec, monitor: Any, settle: bool = False) -> WSGIApp:
         if isinstance(exc, KeyboardInterrupt):
             raise
         failed = failed_app(spec, monitor, exc)
-        if settle and monitor is not None:
-            _settle_before_serving(monitor)  # a file half written in place fails to import too
+        # A file half written in place, or a module not copied yet, fails the import too.
+        if settle and monitor is not None and not _settle_before_serving(monitor, settle, exc):
+            return _arriving_app
         return failed
     if spec.live_reload and spec.django and spec.django_static == "finders":
         announce_static_folders()
     import_s = round(time.perf_counter() - started, 4)
     if monitor is not None:
         monitor.app_loaded()  # catch up on the app's modules; join Django's autoreload signals
-        if settle and not _settle_before_serving(monitor):
-            return application  # its requests are sent again: it restarts, never serving
+        if settle and not _settle_before_serving(monitor, settle):
+            return _arriving_app  # its requests are sent again: it restarts, never serving
     events.emit(
         "ready",
         import_s=import_s,

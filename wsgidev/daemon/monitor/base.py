@@ -244,32 +244,36 @@ class Monitor:
         if self._armed:
             self._wake()
 
-    def settle_imported(self, limit_s: float) -> tuple[list[str], float]:
-        """From the thread that just imported the app, before it serves: while the files it
-        imported were saved within settle_s (a deploy under way when this process started),
-        wait until they have been quiet that long, up to limit_s. The files that changed since
-        their import (this process holds a tree half replaced), and how long it waited."""
+    def settle_imported(self, limit_s: float) -> tuple[list[str], float, bool]:
+        """From the thread that just imported the app, before it serves: while the code it
+        imported (modules, and the files a failed import's traceback names) was saved within
+        settle_s (a deploy under way when this process started), wait until it has been quiet
+        that long, up to limit_s. The files that changed since their import (this process holds
+        a tree half replaced), how long it waited, and whether the code went quiet."""
         started = time.monotonic()
         while True:
-            # Import-time states: the recorder's records, taken by the monitor thread or not,
-            # and the files a failed import's traceback names.
-            with self._lock:
-                queued = list(self._queued)
-            recorded = [
-                *self._files.baselines().items(),
-                *self._recorder.pending_states(),
-                *queued,
-            ]
-            imported = {
-                path: state for path, state in recorded if state is not None and state != STALE
-            }
+            with self._lock:  # the monitor thread moves records from the recorder to baselines
+                recorded = [
+                    *self._files.baselines().items(),
+                    *self._recorder.pending_states(),
+                    *self._queued,
+                ]
+            # Code only: a data file rewritten all the time must not hold every start back.
+            imported = {path: state for path, state in recorded if path.endswith(".py")}
             now = {path: file_state(path) for path in imported}
+            # STALE: touched after this process started; None: did not exist when imported.
             changed = sorted(path for path, state in now.items() if state != imported[path])
-            newest_ns = max((state.mtime_ns for state in now.values() if state), default=0)
-            quiet_in_s = newest_ns / NS_PER_S + self.settle_s - time.time()
+            now_ns = time.time_ns()
+            newest_ns = max(
+                (s.mtime_ns for s in now.values() if s and s.mtime_ns <= now_ns + NS_PER_S),
+                default=0,
+            )  # a clock ahead (an NFS server's) would hold every start back
+            quiet_in_s = (newest_ns - now_ns) / NS_PER_S + self.settle_s
             waited_s = time.monotonic() - started
-            if quiet_in_s <= 0 or waited_s + quiet_in_s > limit_s or self._stopping.is_set():
-                return changed, waited_s
+            if quiet_in_s <= 0 or self._stopping.is_set():
+                return changed, waited_s, True
+            if waited_s + quiet_in_s > limit_s:
+                return changed, waited_s, False
             self._stopping.wait(quiet_in_s)
 
     def import_done(self) -> None:
@@ -346,12 +350,12 @@ class Monitor:
 
     def _intake(self) -> None:
         """Take in the files of failed imports and of modules imported since the last look."""
-        with self._lock:
+        with self._lock:  # one move, as settle_imported() reads them
             queued, self._queued = self._queued, []
-        for path, state in queued:
-            self._files.add(path, state, restart=True)
-        for path, state in self._recorder.loaded():
-            self._files.add(path, state, restart=True)
+            for path, state in queued:
+                self._files.add(path, state, restart=True)
+            for path, state in self._recorder.loaded():
+                self._files.add(path, state, restart=True)
         if self._opened is not None:
             # Not marked restart: Django may claim one (a .mo of a locale folder); any other
             # restarts the process, as a module does.

@@ -12,7 +12,9 @@ change. Three measures, all cheap:
   a later one of the same size and second. The source is compiled instead, and Python writes a
   fresh cache. Only files saved moments before their cache was written pay, once; libraries
   (the Python installation and the venv) saved before the process started are trusted, since
-  pip writes every file and its cache in one second. Outside the
+  pip writes every file and its cache in one second (left: two same-size edits of a library
+  file within one second, compiled in between by a process without the monitor, before the
+  server starts). Outside the
   Python installation and the venv (the user's own files), it also refuses a cache written
   before the source's ctime: a save that put an older mtime back (cp -p, rsync -t, a test's
   utime) moves the ctime, and a process starting between that save and the monitor's
