@@ -19,6 +19,8 @@ import time
 import urllib.error
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,34 @@ def _deploy(package: Path, version: str, midway: Callable[[], object] = lambda: 
     return longest
 
 
+@dataclass(frozen=True)
+class SystemApache:
+    """A minimal system Apache that Includes a project's `config apache` snippet (2 daemons)."""
+
+    main: Path
+    port: int
+    root: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def error_log(self) -> Path:
+        return self.root / "logs" / "error.log"
+
+    def running(self) -> AbstractContextManager[None]:
+        command = [find_apache().httpd, "-f", str(self.main), "-DFOREGROUND"]
+        return running(command, self.port, self.root / "apache.log")
+
+
+def _system_apache(project: Path, tmp_path: Path) -> SystemApache:
+    include = tmp_path / "wsgidev.conf"
+    include.write_text(render(project, "apache", "app:application", "--processes", "2"))
+    port, root = free_port(), tmp_path / "root"
+    return SystemApache(minimal_main_config(root, port, include), port, root)
+
+
 def _pids(url: str) -> set[str]:
     """The daemon processes that answer a few requests."""
     return {http_get(url)[1].decode().split()[1] for _ in range(8)}
@@ -136,13 +166,8 @@ def test_a_deploy_of_many_files_restarts_each_daemon_once_and_fails_no_request(
     project: Path, tmp_path: Path
 ):
     package = _site(project)
-    include = tmp_path / "wsgidev.conf"
-    include.write_text(render(project, "apache", "app:application", "--processes", "2"))
-    port = free_port()
-    root = tmp_path / "root"
-    main = minimal_main_config(root, port, include)
-    url = f"http://127.0.0.1:{port}/"
-    error_log = root / "logs" / "error.log"
+    apache = _system_apache(project, tmp_path)
+    url, error_log = apache.url, apache.error_log
 
     def restarts() -> Counter[str]:
         found = re.findall(r"process (\d+) restarts to load the new code", error_log.read_text())
@@ -154,7 +179,7 @@ def test_a_deploy_of_many_files_restarts_each_daemon_once_and_fails_no_request(
     def served_everywhere(version: str) -> bool:
         return all(http_get(url)[1].startswith(f"{version} ".encode()) for _ in range(8))
 
-    with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, tmp_path / "a.log"):
+    with apache.running():
         wait_for(lambda: imports() == 2, 30, "both daemons' imports")
         wait_for(lambda: served_everywhere("v1"), 30, "v1 from both daemons")
         summary, judged = [], 0
@@ -205,12 +230,8 @@ def test_daemons_started_during_a_deploy_serve_only_the_whole_new_code(
     # before serving, and, as its imports changed meanwhile, has its requests sent again and
     # restarts.
     package = _site(project)
-    include = tmp_path / "wsgidev.conf"
-    include.write_text(render(project, "apache", "app:application", "--processes", "2"))
-    port = free_port()
-    root = tmp_path / "root"
-    main = minimal_main_config(root, port, include)
-    url = f"http://127.0.0.1:{port}/"
+    apache = _system_apache(project, tmp_path)
+    url, error_log = apache.url, apache.error_log
 
     def imported() -> bool:
         return len(list(project.glob(".imported-*"))) >= 2
@@ -225,7 +246,7 @@ def test_daemons_started_during_a_deploy_serve_only_the_whole_new_code(
     deploy.start()
     try:
         halfway.wait(30)
-        with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, root / "a.log"):
+        with apache.running():
             first = http_get(url)
             with Clients(url) as clients:
                 deploy.join(30)
@@ -235,7 +256,7 @@ def test_daemons_started_during_a_deploy_serve_only_the_whole_new_code(
             assert set(clients.answers) <= {"v2"}, clients.answers
     finally:
         deploy.join(60)
-    log = (root / "logs" / "error.log").read_text()
+    log = error_log.read_text()
     assert log.count("changed after its import, so it restarts instead of serving") == 2, log
     assert "restarts to load the new code" in log  # the monitor's own restart
 
@@ -247,13 +268,8 @@ def test_a_daemon_that_imports_a_file_being_written_never_serves_its_error(
     # (an unclosed bracket; the writer goes on until both have failed). Each waits for the
     # file to be quiet and restarts; no client sees the error page.
     package = _site(project)
-    include = tmp_path / "wsgidev.conf"
-    include.write_text(render(project, "apache", "app:application", "--processes", "2"))
-    port = free_port()
-    root = tmp_path / "root"
-    main = minimal_main_config(root, port, include)
-    url = f"http://127.0.0.1:{port}/"
-    error_log = root / "logs" / "error.log"
+    apache = _system_apache(project, tmp_path)
+    url, error_log = apache.url, apache.error_log
     slow = package / "m199.py"
     started = threading.Event()
 
@@ -278,7 +294,7 @@ def test_a_daemon_that_imports_a_file_being_written_never_serves_its_error(
     writer.start()
     try:
         started.wait(10)
-        with running([find_apache().httpd, "-f", str(main), "-DFOREGROUND"], port, root / "a.log"):
+        with apache.running():
             first = http_get(url)
             with Clients(url) as clients:
                 writer.join(60)

@@ -30,6 +30,7 @@ RESTART_MODES = ("standby", "process", "server")
 DEV_SETTLE_S = 0.05
 STAGING_SETTLE_S = 1.0
 MAX_SETTLE_S = 60.0
+MAX_SERVE_WAIT_S = 20.0  # see MonitorSpec.serve_wait_s
 
 # Files in the server root (wsgidev start's private folder) that the daemons share.
 CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
@@ -72,7 +73,7 @@ class MonitorSpec:
     settle_s: float = STAGING_SETTLE_S  # quiet time before a reload (--reload-settle)
     # Under a system Apache, how long a process started during a deploy may wait for the code
     # to be quiet before serving: half of mod_wsgi's queue-timeout, which its requests share.
-    serve_wait_s: float = 20.0
+    serve_wait_s: float = MAX_SERVE_WAIT_S
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -74,7 +74,8 @@ def start(
     settle_s: a reload waits until the code has not changed for this long (a deploy's pace by
     default: a git pull or rsync of hundreds of files over seconds ends in one restart).
 
-    deferred: only record imports for now (a standby process, see wsgidev/daemon/handover.py); resume() starts it.
+    deferred: only record imports for now (a standby process, see wsgidev/daemon/handover.py);
+    resume() starts it.
 
     exclude: glob patterns of files that never reload (exclude.py); watch_opened: also watch the
     non-Python files opened for reading until monitor.import_done() or app_loaded() (opened.py);

@@ -393,9 +393,9 @@ class Monitor:
     def _settle(self, changed: dict[str, FileState | None]) -> None:
         """Collect further changes until the tree is quiet for settle_s, so a burst (an editor's
         save, a git checkout, a deploy) ends in one restart, and the new process imports the
-        whole of it. Quiet means no watched file changed and no Python file or folder appeared,
-        changed or went in a watched folder: a deploy's new module (not imported yet, so not
-        watched) is written beside the ones that will import it."""
+        whole of it. Quiet means no watched file changed and, where the backend names files (not
+        polling), no Python file or folder appeared or changed in a watched folder: a deploy's
+        new module (not imported yet, so not watched) is written beside the ones that import it."""
         started = time.monotonic()
         quiet_until = started + self.settle_s
         while not self._stopping.is_set():

@@ -14,11 +14,10 @@ change. Three measures, all cheap:
   (the Python installation and the venv) saved before the process started are trusted, since
   pip writes every file and its cache in one second (left: two same-size edits of a library
   file within one second, compiled in between by a process without the monitor, before the
-  server starts). Outside the
-  Python installation and the venv (the user's own files), it also refuses a cache written
-  before the source's ctime: a save that put an older mtime back (cp -p, rsync -t, a test's
-  utime) moves the ctime, and a process starting between that save and the monitor's
-  invalidate() would otherwise take the old content's cache for good. (Libraries are left out:
+  server starts). Outside the Python installation and the venv (the user's own files), it
+  also refuses a cache written before the source's ctime: a save that put an older mtime back
+  (cp -p, rsync -t, a test's utime) moves the ctime, and a process starting between that save
+  and the monitor's invalidate() would otherwise take the old content's cache for good. (Libraries are left out:
   a chown -R of a venv would move every ctime, and a read-only venv would compile each import.)
 - invalidate() removes the cache of every changed file the monitor reports, before any new
   process imports it (a restored mtime can match an old stamp at any distance).
