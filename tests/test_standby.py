@@ -276,3 +276,44 @@ def test_a_standby_that_does_not_answer_is_passed_over_quickly(
         hung.close()
     assert serving_group(state, GROUPS) == GROUPS[0]  # never flipped to the silent group
     assert restarts == [[]]  # the serving group restarted in place instead
+
+
+def test_a_group_whose_processes_imported_for_a_stray_request_still_leads_the_next_change(
+    state: Path, handovers, restarts
+):
+    # Requests queued on a retired group's socket are taken by the processes Apache starts in
+    # its place, standbys now: such a process imports the app and notes the generation then.
+    # Once its group takes over (the generation counted up since), the next change must still
+    # be led by one of them (seen on django-oscar's sandbox: no process of the serving group
+    # led, and an edit waited IMPORT_TIMEOUT_S + 5 s, then came in as "Reloaded in 67.94 s").
+    loads: list[str] = []
+    active = serving(state, handovers, loads=loads)
+    taker = handovers(state, GROUPS[1])
+    taker.listen(lambda: loads.append("b"), list)
+    taker.mark_loading()  # a stray request: it imported the app while a standby
+    active.on_change(["app.py"])
+    assert serving_group(state, GROUPS) == GROUPS[1]
+    active.close()  # it retired; its group comes back as a standby process
+    first = handovers(state, GROUPS[0])
+    first.listen(lambda: loads.append("a again"), list)
+
+    started = time.monotonic()
+    taker.on_change(["app.py"])
+
+    assert serving_group(state, GROUPS) == GROUPS[0]
+    assert "a again" in loads
+    assert time.monotonic() - started < standby.IMPORT_TIMEOUT_S
+
+
+def test_a_standby_that_imported_for_a_stray_request_restarts_once_new_code_serves(
+    state: Path, handovers, restarts
+):
+    # It holds the app's old code (settings.py changed): left as it is, the next hand-over
+    # finds it stale and restarts the serving group in place instead (seen after branch
+    # switches on django-oscar's sandbox: "Standbys stale", 3.6 s instead of ~0.2 s).
+    active = serving(state, handovers, loads=[])
+    waiting = handovers(state, GROUPS[1])
+    waiting.listen(lambda: None, lambda: ["/site/settings.py"])
+    waiting.mark_loading()  # a stray request: it imported the app while a standby
+    active.record_modules(tell_standby=True)  # the serving group's new processes serve
+    wait_for(lambda: ["/site/settings.py"] in restarts, 5, "the stale standby's restart")

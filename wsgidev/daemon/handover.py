@@ -484,7 +484,9 @@ class Handover:
                 self._warm_wanted.set()  # the warm-up thread ends too
                 return
             if op == "warm":
-                if self.generation is None and self._refresh_if_stale():
+                # Also a standby that imported the app for a request queued on its socket
+                # before a flip: it is no less stale for having served it.
+                if not self.serving() and not self.retired.is_set() and self._refresh_if_stale():
                     return
                 self._warm_wanted.set()
             elif op == "go":
@@ -519,7 +521,11 @@ class Handover:
             return  # the leader stopped waiting (this process was stopped past GO_TIMEOUT_S)
         if stale:
             return
-        self.mark_loading()  # a hand-over from here on is one this process leads
+        # A hand-over from here on is one this process leads: noted now, even where a request
+        # queued on this group's socket before an earlier flip had it import the app (and note
+        # the generation then); a stale note would have no process of the group lead the next
+        # change, and the edit wait IMPORT_TIMEOUT_S.
+        self.generation = self._lock.generation()
         # The rest in a thread of its own: this one must go on answering (a retire, should the
         # import hang and a fix be saved).
         threading.Thread(target=self._take_over, name="wsgidev-take-over", daemon=True).start()
