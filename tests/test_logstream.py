@@ -5,13 +5,14 @@ Events go through their real encoding (events.emit into an error-log line), as f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 from typing import Any
 
 import pytest
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.logstream import LogPrinter
 
 
@@ -24,15 +25,18 @@ class Terminal:
 
     def event(self, kind: str, pid: int, t: float, **fields: Any) -> None:
         """An event as a daemon process emits it, read from the error log."""
+        made = protocol.decode({"event": kind, **fields})  # lists as JSON has them
+        assert not isinstance(made, protocol.Unreadable), made
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
-            events.emit(kind, **fields)
+            events.emit(made)
         message = stderr.getvalue().strip()
         # The event's own pid and time are what a daemon would have put there.
-        record = events.parse(message)
-        assert record is not None
-        record.update(pid=pid, t=t)
-        self.printer._event(record)  # the parsing above is error_line's
+        parsed = events.parse(message)
+        assert parsed is not None and parsed == dataclasses.replace(
+            made, pid=parsed.pid, t=parsed.t
+        )
+        self.printer._event(dataclasses.replace(parsed, pid=pid, t=t))  # as error_line does
 
     def lines(self) -> list[str]:
         return [line for line in self.out.getvalue().splitlines() if line.startswith("Reloaded")]

@@ -100,10 +100,10 @@ def make_monitor() -> Iterator[MakeMonitor]:
         created.stop()
 
 
-def emitted(text: str, kind: str) -> list[dict[str, Any]]:
+def emitted(text: str, kind: str) -> list[Any]:
     """The events of one kind in captured stderr."""
     found = (events.parse(line) for line in text.splitlines())
-    return [record for record in found if record is not None and record["event"] == kind]
+    return [event for event in found if event is not None and kind == event.KIND]
 
 
 def same_size_rewrite(path: Path, old: str, new: str) -> None:
@@ -130,7 +130,7 @@ def test_in_place_write_restarts_once_with_an_event(
     assert restarts.calls == [[str(path)]]
     assert m.check_once() == []  # a restart was asked for: nothing more happens
     (change,) = emitted(capsys.readouterr().err, "change")
-    assert change["files"] == [str(path)] and change["backend"] == backend
+    assert change.files == (str(path),) and change.backend == backend
 
 
 def test_temp_then_rename_with_same_size_and_mtime(
@@ -498,7 +498,7 @@ def test_django_file_changed_handled_means_no_restart(
     assert m.check_once() == [str(page)]
     assert restarts.calls == [] and offered == [page]
     (handled,) = emitted(capsys.readouterr().err, "handled")
-    assert handled["files"] == [str(page)]
+    assert handled.files == (str(page),)
     assert m.check_once() == []  # handled: the new state is the baseline
 
     code = templates / "templatetag.py"
@@ -626,7 +626,7 @@ def test_real_django_template_edit_reloads_without_restart(tmp_path: Path, backe
     assert report["first"] == "one" and report["second"] == "two"
     assert report["restarts"] == []
     (handled,) = emitted(result.stderr, "handled")
-    assert handled["files"] == [str(tmp_path / "templates" / "page.html")]
+    assert handled.files == (str(tmp_path / "templates" / "page.html"),)
     if backend == "inotify":
         assert report["visible_s"] < 0.5, report  # about 50 ms: the settle time it was given
 
@@ -652,7 +652,7 @@ def test_embedded_mode_is_refused(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
     (refused,) = emitted(err, "refused")
-    assert "embedded" in refused["reason"]
+    assert "embedded" in refused.reason
 
 
 def test_outside_mod_wsgi_needs_an_explicit_on_change(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
+from wsgidev import protocol
 from wsgidev.daemon import handover as standby
 from wsgidev.daemon.handover import Handover, serving_group
 from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, LeaderLock, prepare_state_dir, route_name
@@ -90,8 +91,8 @@ def test_the_leader_tells_its_siblings_to_retire_before_itself(
     sent: list[tuple[int, str]] = []
     send = Handover._send
 
-    def spy(self: Handover, index: int, pid: int, message: dict) -> bool:
-        sent.append((pid, message["op"]))
+    def spy(self: Handover, index: int, pid: int, message: protocol.Control) -> bool:
+        sent.append((pid, message.OP))
         return send(self, index, pid, message)
 
     monkeypatch.setattr(Handover, "_send", spy)
@@ -111,8 +112,8 @@ def test_the_leader_tells_its_siblings_to_retire_before_itself(
         for sibling in siblings.values():
             sibling.settimeout(5)
             ops = set()
-            while "retire" not in ops:  # the new group's "warm" may come first
-                ops.add(json.loads(sibling.recv(4096))["op"])
+            while "Retire" not in ops:  # the new group's Warm may come first
+                ops.add(type(protocol.unpack(sibling.recv(4096))).__name__)
     finally:
         for sibling in siblings.values():
             sibling.close()

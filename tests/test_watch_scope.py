@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import holds_for, reload_lines, wait_for
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.daemon import monitor
 from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.listing import watch_list
@@ -264,9 +264,11 @@ def test_a_long_listing_still_fits_one_error_log_line(tmp_path: Path, opened_mon
     # Apache cuts an error-log message at 8 KB: the event line (base64 JSON) stays well below.
     line = io.StringIO()
     with contextlib.redirect_stderr(line):
-        events.emit("watch-list", **listing)
+        events.emit(protocol.WatchList(**listing))
     assert len(line.getvalue()) < 7000
-    assert events.parse(line.getvalue())["extra_more"] == listing["extra_more"]
+    parsed = events.parse(line.getvalue())
+    assert isinstance(parsed, protocol.WatchList)
+    assert parsed.extra_more == listing["extra_more"] and len(parsed.extra) == len(listing["extra"])
 
 
 # -- real Apache -------------------------------------------------------------------------------

@@ -16,12 +16,15 @@ an encoded payload and never error for a normal event. `LogLevel wsgi:info` show
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
 from typing import Any
+
+from wsgidev import protocol
 
 MARKER = "wsgidev-event "
 SUMMARY_CHARS = 200
@@ -38,66 +41,76 @@ def read_by_command(reads: bool) -> None:
     _command_reads = reads
 
 
-def emit(kind: str, **fields: Any) -> None:
+def emit(event: protocol.Event) -> None:
     """Write one event to the error log: a line wsgidev start reads, or a person's line."""
     if not _for_command():
-        said = for_a_person(kind, fields)
+        said = for_a_person(event)
         if said is not None:
             _log(*said)
         return
-    record = {"event": kind, "pid": os.getpid(), "t": time.time(), **fields}
+    event = dataclasses.replace(event, pid=os.getpid(), t=time.time())
+    record = protocol.encode(event)
     payload = base64.b64encode(json.dumps(record, separators=(",", ":")).encode()).decode()
-    sys.stderr.write(f"{MARKER}{kind}: {_summary(fields)} |{payload}\n")
+    sys.stderr.write(f"{MARKER}{event.KIND}: {_summary(protocol.fields(event))} |{payload}\n")
     sys.stderr.flush()
 
 
-def for_a_person(kind: str, fields: dict[str, Any]) -> tuple[int, str] | None:
+def for_a_person(event: protocol.Event) -> tuple[int, str] | None:
     """The level and the line an event is for a person reading the error log; None: unsaid."""
     pid = os.getpid()
-    files = [str(f) for f in fields.get("files", [])]
-    count = int(fields.get("count", len(files)) or 0)
+    files = [str(f) for f in getattr(event, "files", ())]
+    count = int(getattr(event, "count", 0) or len(files))
     named = ", ".join(files[:3]) + (f" and {count - 3} more" if count > 3 else "")
-    if kind == "change":
-        return logging.INFO, f"{named} changed: process {pid} restarts to load the new code"
-    if kind == "ready":
-        seconds = float(fields.get("import_s", 0))
-        return logging.INFO, f"process {pid} imported the app in {seconds:.2f} s and serves it"
-    if kind == "handled":
-        return logging.INFO, f"process {pid} took {named} without a restart (Django)"
-    if kind == "watching":
-        return logging.INFO, (
-            f"process {pid} watches {fields.get('file_count')} files in "
-            f"{fields.get('dir_count')} folders ({fields.get('backend')}) and restarts on a change"
-        )
-    if kind == "silent-mount":
-        return logging.INFO, (
-            f"process {pid} polls the watched files under {fields.get('mount')} every "
-            f"{float(fields.get('interval', 1)):g} s: a {fields.get('fstype')} mount sends no "
-            "notification of changes made beneath it"
-        )
-    if kind == "settled":
-        seconds = float(fields.get("waited_s", 0))
-        if not fields.get("quiet", True):
-            return logging.WARNING, (
-                f"process {pid} serves after waiting {seconds:.2f} s: its code kept changing "
-                f"({named or 'files it imported'}); it restarts once they are quiet"
+    match event:
+        case protocol.Change():
+            return logging.INFO, f"{named} changed: process {pid} restarts to load the new code"
+        case protocol.Ready():
+            return logging.INFO, (
+                f"process {pid} imported the app in {event.import_s:.2f} s and serves it"
             )
-        waited = f"waited {seconds:.2f} s for the code to stop changing"
-        if not count:
-            return logging.INFO, f"process {pid} {waited}"
-        return logging.INFO, (
-            f"process {pid} {waited}: {named} changed after its import, so it restarts "
-            "instead of serving (its requests are sent again)"
-        )
-    if kind == "refused":
-        return logging.WARNING, f"monitor: {fields.get('reason', 'refused')}"
-    if kind in ("import-error", "request-exit"):
-        what = "the app failed to import" if kind == "import-error" else "a request raised"
-        text = str(fields.get("traceback", "")).rstrip()
-        return logging.ERROR, f"{what}: {fields.get('error', '')}" + (f"\n{text}" if text else "")
-    if kind == "import-slow":
-        return logging.WARNING, f"the app is {fields.get('error', 'slow to import')}"
+        case protocol.Handled():
+            return logging.INFO, f"process {pid} took {named} without a restart (Django)"
+        case protocol.Watching():
+            return logging.INFO, (
+                f"process {pid} watches {event.file_count} files in {event.dir_count} folders "
+                f"({event.backend}) and restarts on a change"
+            )
+        case protocol.SilentMount():
+            return logging.INFO, (
+                f"process {pid} polls the watched files under {event.mount} every "
+                f"{event.interval:g} s: a {event.fstype} mount sends no notification of changes "
+                "made beneath it"
+            )
+        case protocol.Settled():
+            return _settled(pid, event, named)
+        case protocol.Refused():
+            return logging.WARNING, f"monitor: {event.reason or 'refused'}"
+        case protocol.ImportFailed() | protocol.RequestExit():
+            what = (
+                "the app failed to import"
+                if isinstance(event, protocol.ImportFailed)
+                else "a request raised"
+            )
+            text = event.traceback.rstrip()
+            return logging.ERROR, f"{what}: {event.error}" + (f"\n{text}" if text else "")
+        case protocol.ImportSlow():
+            return logging.WARNING, f"the app is {event.error or 'slow to import'}"
     return None  # wsgidev start's own plumbing (hand-overs, listings, exits): nobody else's news
+
+
+def _settled(pid: int, event: protocol.Settled, named: str) -> tuple[int, str]:
+    if not event.quiet:
+        return logging.WARNING, (
+            f"process {pid} serves after waiting {event.waited_s:.2f} s: its code kept changing "
+            f"({named or 'files it imported'}); it restarts once they are quiet"
+        )
+    waited = f"waited {event.waited_s:.2f} s for the code to stop changing"
+    if not event.count and not event.files:
+        return logging.INFO, f"process {pid} {waited}"
+    return logging.INFO, (
+        f"process {pid} {waited}: {named} changed after its import, so it restarts "
+        "instead of serving (its requests are sent again)"
+    )
 
 
 def _for_command() -> bool:
@@ -130,8 +143,9 @@ def _log(level: int, text: str) -> None:
     handler.handle(logging.LogRecord("wsgidev", level, __file__, 0, "wsgidev: %s", (text,), None))
 
 
-def parse(message: str) -> dict[str, Any] | None:
-    """The event in one error-log message, or None when the message is ordinary text."""
+def parse(message: str) -> protocol.Event | None:
+    """The event in one error-log message, or None when the message is ordinary text (a line
+    that carries the marker but does not decode is protocol.Unreadable)."""
     start = message.find(MARKER)
     if start < 0:
         return None
@@ -139,8 +153,8 @@ def parse(message: str) -> dict[str, Any] | None:
         payload = message[start + len(MARKER) :].rsplit("|", 1)[-1].strip()
         record = json.loads(base64.b64decode(payload, validate=True))
     except ValueError:
-        return None
-    return record if isinstance(record, dict) and "event" in record else None
+        return protocol.Unreadable(problem="not base64 JSON")
+    return protocol.decode(record)
 
 
 def _summary(fields: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ Only the words; wsgidev/logstream.py decides when to say them."""
 
 from __future__ import annotations
 
-from typing import Any
+from wsgidev import protocol
 
 # mod_wsgi's shutdown reasons for a stop a reload asked (SIGINT from the monitor or hand-over).
 RELOAD_REASONS = ("shutdown_signal", "graceful_signal")
@@ -15,11 +15,11 @@ DAEMON_GONE = "from daemon process"
 CUT_ERRORS_S = 5.0
 
 
-def cut_line(pid: int, event: dict[str, Any]) -> tuple[str, int]:
-    """The line for a "cut" event, and how many of mod_wsgi's errors it stands for."""
-    requests = [str(r) for r in event.get("requests", [])]
-    timeout_s = event.get("timeout_s")
-    why = " for a reload" if event.get("shutdown_reason") in RELOAD_REASONS else ""
+def cut_line(event: protocol.Cut) -> tuple[str, int]:
+    """The line for a Cut event, and how many of mod_wsgi's errors it stands for."""
+    requests = list(event.requests)
+    timeout_s, pid = f"{event.timeout_s:g}", event.pid
+    why = " for a reload" if event.shutdown_reason in RELOAD_REASONS else ""
     what = ", ".join(requests[:3]) + (" ..." if len(requests) > 3 else "")
     line = (
         f"wsgidev: {what or 'a request'} cut: still running {timeout_s} s after process "
@@ -29,10 +29,12 @@ def cut_line(pid: int, event: dict[str, Any]) -> tuple[str, int]:
     return line, max(1, len(requests))
 
 
-def gone_note(event: dict[str, Any], takers: set[int] | None, exited: set[int]) -> str:
+def gone_note(
+    event: protocol.Handover | protocol.RestartInPlace, takers: set[int] | None, exited: set[int]
+) -> str:
     """What a hand-over (or restart in place) did about standby processes that had died when
     asked; '' when none had. One that said it exits (it retired) is no news."""
-    said = {**(event.get("passed") or {}), **(event.get("answers") or {})}
+    said = {**event.passed, **event.answers}
     if not said and takers is None:
         return (
             "no standby process was there to take over (none had started): the serving "

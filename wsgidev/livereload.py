@@ -4,9 +4,10 @@ Apache proxies the stream paths (shared.LIVE_EVENTS_PATH for --live-reload's scr
 django-browser-reload's usual path where that package is installed) to a Unix socket in the
 server root, where this module answers: an open tab holds one Apache thread and one coroutine
 here, never a daemon thread, so tabs neither take the app's threads nor keep a retiring daemon
-group alive through a hand-over. The news comes from the log printer, which knows when new code
-serves (the reload line), when Django took a template edit in place (every serving process said
-so), and from a watcher on the static folders (a stylesheet is swapped in place).
+group alive through a hand-over. The news comes from the reload tracker (wsgidev.reloads), which
+knows when new code serves (the reload line), when Django took a template edit in place (every
+serving process said so) and which static folders the app serves, and from a watcher on those
+folders (a stylesheet is swapped in place).
 
 Two dialects on one stream:
 - wsgidev's own: ``hello`` with a generation (a tab that reconnects to a newer one reloads),
@@ -33,6 +34,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from wsgidev import protocol
+from wsgidev.reloads import Subscriber
 from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
 from wsgidev.staticwatch import StaticWatcher
 
@@ -42,8 +45,9 @@ HEAD_TIMEOUT_S = 5.0
 STATIC_SETTLE_S = 0.03
 
 
-class LiveReload:
-    """The stream server (a thread running an asyncio loop) and the news it sends."""
+class LiveReload(Subscriber):
+    """The stream server (a thread running an asyncio loop) and the news it sends; it
+    subscribes to the reload tracker."""
 
     def __init__(self, path: Path, poll_interval_s: float = 1.0) -> None:
         self.path = path
@@ -66,9 +70,16 @@ class LiveReload:
         self.generation += 1
         self._send({"type": "reload", "generation": self.generation}, browser_reload=None)
 
-    def refreshed(self) -> None:
-        """Django took a template or translation edit in place: every tab reloads."""
-        self._send({"type": "reload"}, browser_reload={"type": "reload"})
+    def taken_in_place(self, files: tuple[str, ...], first: bool) -> None:
+        """Django took a template or translation edit in place (every serving process):
+        every tab reloads."""
+        if not first:
+            self._send({"type": "reload"}, browser_reload={"type": "reload"})
+
+    def heard(self, event: protocol.Event) -> None:
+        """The static folders a daemon serves (Django's finders) are watched too."""
+        if isinstance(event, protocol.StaticDirs):
+            self.watch_static(event.folders)
 
     def static_changed(self, url_path: str) -> None:
         """A file under a served static folder changed: stylesheets swap, anything else reloads.

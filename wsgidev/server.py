@@ -412,7 +412,7 @@ class Server:
             return
         self.live = LiveReload(root / LIVE_SOCKET, self.prepared.options.poll_interval_s)
         self.live.start(daemon_ids(self.prepared.run_as))
-        self.log.listener = self.live
+        self.log.tracker.subscribe(self.live)
         if self.prepared.options.live_reload:
             self.live.watch_static(self.prepared.options.static)
 

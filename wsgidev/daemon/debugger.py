@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.daemon.debugsession import (
     Session,
     current,
@@ -228,7 +228,9 @@ class _Reaper:
         if sessions_open():
             # The terminal says so; the process exits once the session and its request end.
             events.emit(
-                "debug-held", reason=str(event.get("shutdown_reason", "")), group=process_group()
+                protocol.DebugHeld(
+                    reason=str(event.get("shutdown_reason", "")), group=process_group()
+                )
             )
         if self.timeout_s:
             threading.Thread(target=self._run, name="wsgidev-reaper", daemon=True).start()
@@ -244,12 +246,13 @@ class _Reaper:
             wait_closed(left)
         # wsgidev says which requests are cut (their clients get the 502 page that says why).
         events.emit(
-            "cut",
-            requests=running_requests(),
-            timeout_s=self.timeout_s,
-            shutdown_reason=self.reason,
-            reason=f"requests still running {self.timeout_s} s after this process was told "
-            "to stop (--shutdown-timeout); ending it",
+            protocol.Cut(
+                requests=tuple(running_requests()),
+                timeout_s=self.timeout_s,
+                shutdown_reason=self.reason,
+                reason=f"requests still running {self.timeout_s} s after this process was told "
+                "to stop (--shutdown-timeout); ending it",
+            )
         )
         os._exit(1)
 

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.daemon import debugger, restart
 from wsgidev.daemon.handover import Handover
 from wsgidev.daemon.importguard import Failure, ImportGuard
 from wsgidev.daemon.livereload import announce_static_folders, with_live_reload
-from wsgidev.daemon.monitor.base import MAX_EVENT_FILES
 from wsgidev.daemon.monitor.bytecode import FreshSourceFileLoader
+from wsgidev.protocol import MAX_EVENT_FILES
 from wsgidev.shared import EntrySpec, WSGIApp
 
 SCRIPT_MODULE_NAME = "_wsgidev_target"
@@ -146,7 +146,7 @@ def _settle_before_serving(monitor: Any, limit_s: float, exc: BaseException | No
     try:
         changed, waited_s, quiet = monitor.settle_imported(limit_s)
     except Exception as error:  # serving matters more than this check
-        events.emit("refused", reason=f"settling before serving failed: {_one_line(error)}")
+        events.emit(protocol.Refused(reason=f"settling before serving failed: {_one_line(error)}"))
         return True
     missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
     if quiet and missing and not changed:
@@ -156,11 +156,12 @@ def _settle_before_serving(monitor: Any, limit_s: float, exc: BaseException | No
                 changed = [missing]
     if changed or waited_s >= 0.1:
         events.emit(
-            "settled",
-            waited_s=round(waited_s, 2),
-            files=changed[:MAX_EVENT_FILES],
-            count=len(changed),
-            quiet=quiet,
+            protocol.Settled(
+                waited_s=round(waited_s, 2),
+                files=tuple(changed[:MAX_EVENT_FILES]),
+                count=len(changed),
+                quiet=quiet,
+            )
         )
     # Only once the code is quiet: a file rewritten all the time would otherwise restart every
     # new process (the monitor judges it as it always does).
@@ -235,10 +236,7 @@ def _import_app(spec: EntrySpec, monitor: Any, settle: float = 0.0) -> WSGIApp:
         if settle and not _settle_before_serving(monitor, settle):
             return _arriving_app  # its requests are sent again: it restarts, never serving
     events.emit(
-        "ready",
-        import_s=import_s,
-        started_at=started_at,
-        group=debugger.process_group(),
+        protocol.Ready(import_s=import_s, started_at=started_at, group=debugger.process_group())
     )
     return with_exit_page(application, spec.label, monitor)
 
@@ -251,7 +249,7 @@ def failed_app(spec: EntrySpec, monitor: Any, exc: BaseException) -> WSGIApp:
     if hint:
         error += f" ({hint})"
         text = f"{text.rstrip()}\n\n{hint}\n"
-    events.emit("import-error", error=error, traceback=text)
+    events.emit(protocol.ImportFailed(error=error, traceback=text))
     if monitor is not None:
         monitor.watch_exception(exc)
         monitor.import_done()  # what the error page opens is not the app's
@@ -262,7 +260,7 @@ def died_app(spec: EntrySpec, monitor: Any, failure: Failure) -> WSGIApp:
     """Say how an earlier process died importing the app (terminal, error page), and watch the
     files it had imported, so that a saved fix imports it again."""
     text = failure.text()
-    events.emit("import-error", error=failure.summary, traceback=text)
+    events.emit(protocol.ImportFailed(error=failure.summary, traceback=text))
     if monitor is not None:
         monitor.watch_files(failure.files, failure.since_ns)
     return error_application(spec.label, text)
@@ -325,7 +323,7 @@ class LazyApplication:
     def slow(self, spec: EntrySpec, monitor: Any, failure: Failure) -> None:
         """The import is stuck: say where (terminal), watch its files, and answer requests so."""
         text = failure.text()
-        events.emit("import-slow", error=failure.summary, traceback=text)
+        events.emit(protocol.ImportSlow(error=failure.summary, traceback=text))
         if monitor is not None:
             monitor.watch_files(failure.files, failure.since_ns)
         self._slow_page = error_application(
@@ -384,7 +382,7 @@ def _handover(spec: EntrySpec) -> Handover | None:
     try:
         return Handover(spec.monitor.state_dir, spec.monitor.groups, debugger.process_group() or "")
     except Exception as exc:
-        events.emit("refused", reason=f"standby hand-over unavailable: {_one_line(exc)}")
+        events.emit(protocol.Refused(reason=f"standby hand-over unavailable: {_one_line(exc)}"))
         return None
 
 
@@ -416,7 +414,7 @@ def _start_monitor(spec: EntrySpec, handover: Handover | None, *, deferred: bool
         )
     except Exception as exc:
         # Serving the app matters more than reloading it: say so once and carry on.
-        events.emit("refused", reason=f"reload monitor failed to start: {_one_line(exc)}")
+        events.emit(protocol.Refused(reason=f"reload monitor failed to start: {_one_line(exc)}"))
         return None
 
 
@@ -538,7 +536,7 @@ def with_exit_page(application: WSGIApp, label: str, monitor: Any) -> WSGIApp:
             return application(environ, start_response)
         except SystemExit as exc:
             text = app_traceback(exc)
-            events.emit("request-exit", error=_one_line(exc), traceback=text)
+            events.emit(protocol.RequestExit(error=_one_line(exc), traceback=text))
             if monitor is not None:
                 monitor.watch_exception(exc)
             page = error_application(label, text, what="raised SystemExit in a request")

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
+import dataclasses
 import os
 import socket
 import threading
@@ -50,12 +50,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.daemon import preload
 from wsgidev.daemon.debugsession import sessions_open
 from wsgidev.daemon.importguard import ImportGuard
 from wsgidev.daemon.monitor.base import log
 from wsgidev.daemon.restart import restart_process
+from wsgidev.protocol import MAX_EVENT_FILES
 from wsgidev.shared import (
     CONTROL_DIR,
     HANDOVER_LOCK,
@@ -131,6 +132,7 @@ class Handover:
         self._lock = LeaderLock(self.state_dir / HANDOVER_LOCK)
         # The lock's generation when this process began importing the app (None: not yet).
         self.generation: int | None = None
+        self._stray = False  # a standby that imported the app for a stray request (mark_loading)
         self.retired = threading.Event()
         self._load: Callable[[], object] | None = None
         self._stale: Callable[[], list[str]] = list
@@ -159,6 +161,9 @@ class Handover:
         """Note that the app is being imported now (a later hand-over covers this process)."""
         if self.generation is None:
             self.generation = self._lock.generation()
+            # A standby that was not told to take over: a request queued on its group's
+            # socket before a flip reached it. It holds the app's code from now on.
+            self._stray = not self.serving()
 
     def listen(
         self,
@@ -200,7 +205,7 @@ class Handover:
             return  # closed already
         if self._thread is not None:
             with contextlib.suppress(OSError):
-                self._socket.sendto(b'{"op": "close"}', str(self.address))
+                self._socket.sendto(protocol.pack(protocol.Close()), str(self.address))
             self._thread.join(timeout=5)
         self._socket.close()
         self._remove_address()
@@ -253,7 +258,7 @@ class Handover:
         with contextlib.suppress(FileNotFoundError):
             reply_path.unlink()
         reply.bind(str(reply_path))
-        go = {"op": "go", "reply": str(reply_path)}
+        go = protocol.Go(reply=str(reply_path))
         answers: dict[str, str] = {}
         passed: dict[str, str] = {}  # the answers of the groups passed over
         taker = None
@@ -293,33 +298,35 @@ class Handover:
             # once its new processes serve, they tell every standby to look, and the stale ones
             # restart then, off the new code's way.
             events.emit(
-                "restart-in-place",
-                group=self.groups[self.index],
-                files=files[:20],
-                answers=answers,
-                passed=passed,
-                retiring=retiring,
-                seconds=round(time.time() - started, 4),
+                protocol.RestartInPlace(
+                    group=self.groups[self.index],
+                    files=tuple(files[:MAX_EVENT_FILES]),
+                    answers=answers,
+                    passed=passed,
+                    retiring=tuple(retiring),
+                    seconds=round(time.time() - started, 4),
+                )
             )
         else:
             route_to(self.state_dir, taker, len(self.groups))
             events.emit(
-                "handover",
-                to=self.groups[taker],
-                files=files[:20],
-                answers=answers,
-                passed=passed,
-                retiring=retiring,
-                seconds=round(time.time() - started, 4),
+                protocol.Handover(
+                    to=self.groups[taker],
+                    files=tuple(files[:MAX_EVENT_FILES]),
+                    answers=answers,
+                    passed=passed,
+                    retiring=tuple(retiring),
+                    seconds=round(time.time() - started, 4),
+                )
             )
             time.sleep(RETIRE_DELAY_S)
         # This process last: its retire ends it within milliseconds (mod_wsgi's shutdown, then the
         # quick exit), and a sibling not told by then would serve on until IMPORT_TIMEOUT_S.
         for pid in sorted(retiring, key=lambda pid: pid == os.getpid()):
-            self._send(self.index, pid, {"op": "retire"})
+            self._send(self.index, pid, protocol.Retire())
 
     def _ask(
-        self, index: int, members: set[int], go: dict[str, Any], reply: socket.socket
+        self, index: int, members: set[int], go: protocol.Go, reply: socket.socket
     ) -> dict[str, str]:
         """Each member's answer to go by pid ("gone": it had died, killed or just retired). A
         group whose processes had all died gets the ones Apache starts in their place, asked
@@ -336,7 +343,7 @@ class Handover:
             gone = {int(pid) for pid in answers}
             members = self._wait_for_members(index, REPLACEMENT_WAIT_S, exclude=gone)
             # Answered once warm: until then the old code is served at once.
-            go, timeout_s = {**go, "warm_first": True}, REPLACEMENT_WARM_S
+            go, timeout_s = dataclasses.replace(go, warm_first=True), REPLACEMENT_WARM_S
         return answers
 
     def _members(self, index: int) -> set[int]:
@@ -367,10 +374,10 @@ class Handover:
                 return members
             time.sleep(POLL_S)
 
-    def _send(self, index: int, pid: int, message: dict[str, Any]) -> bool:
+    def _send(self, index: int, pid: int, message: protocol.Control) -> bool:
         path = self.control_dir / f"{index}.{pid}"
         try:
-            self._socket.sendto(json.dumps(message).encode(), str(path))
+            self._socket.sendto(protocol.pack(message), str(path))
             return True
         except (ConnectionRefusedError, FileNotFoundError):
             # The process is gone (an exit skips clean-up): its socket file is litter.
@@ -391,18 +398,15 @@ class Handover:
         reply.settimeout(0.1)
         while waiting and time.monotonic() < deadline:
             try:
-                message = json.loads(reply.recv(4096))
+                message = protocol.unpack(reply.recv(4096))
             except TimeoutError:
                 for pid in [pid for pid in waiting if not pid_alive(pid)]:
                     waiting.discard(pid)
                     answers[str(pid)] = "gone"
                 continue
-            except ValueError:
-                continue
-            pid = int(message.get("pid", 0))
-            if pid in waiting:
-                waiting.discard(pid)
-                answers[str(pid)] = str(message.get("op"))
+            if isinstance(message, protocol.Answer) and message.pid in waiting:
+                waiting.discard(message.pid)
+                answers[str(message.pid)] = message.answer
         answers.update((str(pid), "timeout") for pid in waiting)
         return answers
 
@@ -419,7 +423,7 @@ class Handover:
             for index in range(len(self.groups)):
                 if index != self.index:
                     for pid in self._members(index):
-                        self._send(index, pid, {"op": "warm"})
+                        self._send(index, pid, protocol.Warm())
 
     def is_next(self) -> bool:
         """Whether this process's group is the one the next hand-over goes to."""
@@ -452,13 +456,14 @@ class Handover:
         if warmed.django_error is not None and self._warm_failed is not None:
             self._warm_failed(warmed.django_error)
         events.emit(
-            "preloaded",
-            imported=warmed.imported,
-            seconds=round(warmed.seconds, 3),
-            stopped_at=warmed.stopped_at,
-            full=level == FULL,
-            django=self._django,
-            django_error=repr(warmed.django_error) if warmed.django_error else None,
+            protocol.Preloaded(
+                imported=warmed.imported,
+                seconds=round(warmed.seconds, 3),
+                stopped_at=warmed.stopped_at,
+                full=level == FULL,
+                django=self._django,
+                django_error=repr(warmed.django_error) if warmed.django_error else None,
+            )
         )
 
     def _warm_loop(self) -> None:
@@ -474,27 +479,25 @@ class Handover:
     def _listen(self) -> None:
         while True:
             try:
-                message = json.loads(self._socket.recv(4096))
-            except ValueError:
-                continue
+                message = protocol.unpack(self._socket.recv(4096))
             except OSError:
                 return  # closed
-            op = message.get("op")
-            if op == "close":
+            if isinstance(message, protocol.Close):
                 self._warm_wanted.set()  # the warm-up thread ends too
                 return
-            if op == "warm":
+            if isinstance(message, protocol.Warm):
                 # Also a standby that imported the app for a request queued on its socket
                 # before a flip: it is no less stale for having served it.
-                if not self.serving() and not self.retired.is_set() and self._refresh_if_stale():
+                standby = self.generation is None or self._stray
+                if standby and self._refresh_if_stale():
                     return
                 self._warm_wanted.set()
-            elif op == "go":
-                if message.get("warm_first"):
+            elif isinstance(message, protocol.Go):
+                if message.warm_first:
                     self._warm_wanted.set()
                     self._warmed.wait(REPLACEMENT_WARM_S)
-                self._go(str(message.get("reply", "")))
-            elif op == "retire" and self.generation is not None:
+                self._go(message.reply)
+            elif isinstance(message, protocol.Retire) and self.generation is not None:
                 restart_process([])  # mod_wsgi finishes the requests in flight, then exits
                 self.retired.set()
 
@@ -502,7 +505,9 @@ class Handover:
         """Restart this standby if a file it imported changed since; whether it does."""
         stale = self._stale()
         if stale:
-            events.emit("standby-refresh", files=stale[:20], count=len(stale))
+            events.emit(
+                protocol.StandbyRefresh(files=tuple(stale[:MAX_EVENT_FILES]), count=len(stale))
+            )
             restart_process(stale)
         return bool(stale)
 
@@ -516,7 +521,9 @@ class Handover:
         # the serving group's new processes say they serve (op warm), not now, beside them.
         answer = "stale" if stale else "ready"
         try:
-            self._socket.sendto(json.dumps({"op": answer, "pid": os.getpid()}).encode(), reply_path)
+            self._socket.sendto(
+                protocol.pack(protocol.Answer(answer=answer, pid=os.getpid())), reply_path
+            )
         except OSError:
             return  # the leader stopped waiting (this process was stopped past GO_TIMEOUT_S)
         if stale:
@@ -525,7 +532,7 @@ class Handover:
         # queued on this group's socket before an earlier flip had it import the app (and note
         # the generation then); a stale note would have no process of the group lead the next
         # change, and the edit wait IMPORT_TIMEOUT_S.
-        self.generation = self._lock.generation()
+        self.generation, self._stray = self._lock.generation(), False
         # The rest in a thread of its own: this one must go on answering (a retire, should the
         # import hang and a fix be saved).
         threading.Thread(target=self._take_over, name="wsgidev-take-over", daemon=True).start()

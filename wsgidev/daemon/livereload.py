@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.shared import LIVE_EVENTS_PATH, WSGIApp
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -139,7 +139,7 @@ def announce_static_folders() -> None:
     except Exception:  # no staticfiles, or settings without it: nothing to watch
         return
     if folders:
-        events.emit("static-dirs", folders=folders)
+        events.emit(protocol.StaticDirs(folders=tuple(folders)))
 
 
 def _installed(folder: str) -> bool:

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.daemon.monitor.base import OnChange, log
 from wsgidev.shared import RESTART_LOCK, LeaderLock
 
@@ -118,7 +118,7 @@ def exit_without_teardown() -> None:
         # Requests in flight have finished (mod_wsgi runs atexit after them); what is left is
         # freeing memory the process is about to give back anyway. The event tells wsgidev
         # that no request can get this process's (old) code any more.
-        events.emit("exit")
+        events.emit(protocol.Exit())
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):

@@ -34,7 +34,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.daemon.monitor.base import Monitor, OnChange, log
 from wsgidev.daemon.monitor.polling import PollingMonitor
 from wsgidev.shared import STAGING_SETTLE_S
@@ -92,7 +92,7 @@ def start(
         on_change = restarts.on_change_for(restart, state_dir)  # ValueError for a bad name
     reason = _refusal(explicit_on_change=explicit_on_change)
     if reason is not None:
-        events.emit("refused", reason=reason)
+        events.emit(protocol.Refused(reason=reason))
         return None
     options: dict[str, Any] = {
         "watch": list(watch),

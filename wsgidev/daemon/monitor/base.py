@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from wsgidev import events
+from wsgidev import events, protocol
 from wsgidev.daemon.monitor.bytecode import NS_PER_S, invalidate
 from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.globs import WatchGlob
@@ -26,14 +26,13 @@ from wsgidev.daemon.monitor.opened import OpenedFiles
 from wsgidev.daemon.monitor.state import STALE, FileState, file_state, touched_after
 from wsgidev.daemon.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
 from wsgidev.mounts import MountTable
+from wsgidev.protocol import MAX_EVENT_FILES
 from wsgidev.shared import MAX_SETTLE_S, STAGING_SETTLE_S
 
 if TYPE_CHECKING:
     from wsgidev.daemon.monitor.django_signals import DjangoSignals
 
 OnChange = Callable[[list[str]], None]
-# An event line must fit Apache's error-log line limit: list this many files, count the rest.
-MAX_EVENT_FILES = 20
 # The longest a burst holds a reload back: this many settle times, and never less than this.
 SETTLE_LIMIT_FACTOR = 30
 MIN_SETTLE_LIMIT_S = 2.0
@@ -378,11 +377,13 @@ class Monitor:
         if app_loaded and self._armed and dirs > self._counted_dirs * 1.1:
             # When the app is in, and again as request-time imports add a tenth more folders.
             self._counted_dirs = dirs
-            events.emit("watching", file_count=files, dir_count=dirs, backend=self.name)
+            events.emit(protocol.Watching(file_count=files, dir_count=dirs, backend=self.name))
             if not self._listed:
                 self._listed = True
                 events.emit(
-                    "watch-list", **watch_list(self._files, self.project_dir, self._server_root)
+                    protocol.WatchList(
+                        **watch_list(self._files, self.project_dir, self._server_root)
+                    )
                 )
 
     def _changed(self, hint: set[str] | None) -> dict[str, FileState | None]:
@@ -439,17 +440,20 @@ class Monitor:
             # Handled in place (templates, translations): these states are the new baselines.
             self._files.accept(changed)
             events.emit(
-                "handled", files=files[:MAX_EVENT_FILES], count=len(files), saved_at=saved_at
+                protocol.Handled(
+                    files=tuple(files[:MAX_EVENT_FILES]), count=len(files), saved_at=saved_at
+                )
             )
             return
         self._restarting = True
         invalidate(files)  # before any new process imports them
         events.emit(
-            "change",
-            files=files[:MAX_EVENT_FILES],
-            count=len(files),
-            backend=self.name,
-            saved_at=saved_at,
+            protocol.Change(
+                files=tuple(files[:MAX_EVENT_FILES]),
+                count=len(files),
+                backend=self.name,
+                saved_at=saved_at,
+            )
         )
         self.on_change(files)
 
@@ -489,10 +493,9 @@ class Monitor:
             if mount.point not in self._silent_mounts:
                 self._silent_mounts.add(mount.point)
                 events.emit(
-                    "silent-mount",
-                    mount=mount.point,
-                    fstype=mount.fstype,
-                    interval=self.poll_interval_s,
+                    protocol.SilentMount(
+                        mount=mount.point, fstype=mount.fstype, interval=self.poll_interval_s
+                    )
                 )
 
     def _import_recorded(self) -> None:

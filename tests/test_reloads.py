@@ -1,0 +1,254 @@
+"""The reload tracker (wsgidev/reloads.py) fed typed events, with a clock, live pids and timers of
+its own: no Apache, no threads. And the protocol's encoding (wsgidev/protocol.py)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+from collections.abc import Callable
+
+import pytest
+
+from wsgidev import events, protocol
+from wsgidev.logstream import LogPrinter
+from wsgidev.reloads import ReloadDone, ReloadTracker, Subscriber
+
+SAVED = 1000.0
+APP = "/site/app.py"
+
+
+class Recorder(Subscriber):
+    """A subscriber that writes down what it hears: a new subscriber is a class like this one
+    and one line, tracker.subscribe(...)."""
+
+    def __init__(self) -> None:
+        self.heard_kinds: list[str] = []
+        self.said: list[tuple[str, object]] = []
+
+    def heard(self, event: protocol.Event) -> None:
+        self.heard_kinds.append(event.KIND)
+
+    def reload_started(self, reload: object) -> None:
+        self.said.append(("started", reload))
+
+    def new_code(self) -> None:
+        self.said.append(("new code", None))
+
+    def reload_done(self, done: ReloadDone) -> None:
+        self.said.append(("done", done))
+
+    def taken_in_place(self, files: tuple[str, ...], first: bool) -> None:
+        self.said.append(("taken", (files, first)))
+
+    def import_failed(self, event: protocol.ImportFailed, repeated: bool) -> None:
+        self.said.append(("failed", repeated))
+
+    def held_by_debugger(self, event: protocol.DebugHeld) -> None:
+        self.said.append(("held", event.pid))
+
+    def done(self) -> list[ReloadDone]:
+        return [what for name, what in self.said if name == "done"]  # type: ignore[misc]
+
+
+class Machine:
+    """A tracker for 2 processes per group, on a clock and a pid table the test moves."""
+
+    def __init__(self) -> None:
+        self.now = SAVED
+        self.live: set[int] = set()
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+        self.tracker = ReloadTracker(
+            2, clock=lambda: self.now, alive=self.live.__contains__, schedule=self._schedule
+        )
+        self.heard = Recorder()
+        self.tracker.subscribe(self.heard)
+
+    def _schedule(self, delay_s: float, callback: Callable[[], None]) -> None:
+        self.timers.append((self.now + delay_s, callback))
+
+    def at(self, t: float, event: protocol.Event) -> None:
+        self.now = t
+        self.tracker.feed(dataclasses.replace(event, t=t))
+
+    def run_timers(self, until: float) -> None:
+        self.now = until
+        due, self.timers = (
+            [c for at, c in self.timers if at <= until],
+            [(at, c) for at, c in self.timers if at > until],
+        )
+        for callback in due:
+            callback()
+
+
+def test_a_subscriber_hears_a_hand_over_from_the_change_to_the_done_line():
+    m = Machine()
+    m.live |= {11, 12}
+    for pid in (11, 12):
+        m.at(SAVED + 0.05, protocol.Change(pid=pid, files=(APP,), count=1, saved_at=SAVED))
+    m.at(
+        SAVED + 0.08,
+        protocol.Handover(
+            pid=11,
+            to="g-b",
+            files=(APP,),
+            answers={"21": "ready", "22": "ready"},
+            retiring=(11, 12),
+        ),
+    )
+    m.at(SAVED + 0.3, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
+    m.at(SAVED + 0.4, protocol.Ready(pid=22, started_at=SAVED + 0.1, group="g-b"))
+    m.live.discard(11)
+    m.at(SAVED + 0.45, protocol.Exit(pid=11))
+    assert m.heard.done() == []  # process 12 still serves the old code
+    m.live.discard(12)
+    m.at(SAVED + 0.5, protocol.Exit(pid=12))
+    names = [name for name, _ in m.heard.said]
+    assert names == ["started", "new code", "done"]  # the browsers hear at the flip
+    (done,) = m.heard.done()
+    assert done.files == (APP,) and done.seconds == pytest.approx(0.5)
+    assert m.heard.heard_kinds == ["change"] * 2 + ["handover", "ready", "ready", "exit", "exit"]
+
+
+def test_a_retiring_process_that_ends_silently_is_looked_at_again():
+    m = Machine()
+    m.live |= {11}
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), saved_at=SAVED))
+    m.at(
+        SAVED + 0.06,
+        protocol.RestartInPlace(pid=11, group="g", files=(APP,), retiring=(11,)),
+    )
+    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.2, group="g"))
+    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.2, group="g"))
+    assert m.heard.done() == []
+    m.live.discard(11)  # killed past --shutdown-timeout: no exit event comes
+    m.run_timers(SAVED + 1.0)
+    assert len(m.heard.done()) == 1
+
+
+def test_a_taker_that_had_imported_the_app_already_serves_the_new_code_at_the_flip():
+    # A standby process took a request queued on its socket before an earlier flip, and
+    # imported the app then. Asked to take over, it answered ready (nothing it imported had
+    # changed) and imports nothing more: its ready event came before the save. Seen end to end
+    # (tests/test_reload.py): the hand-over served the edit, and no "Reloaded" line came.
+    m = Machine()
+    m.live |= {11, 21}
+    m.at(SAVED - 5, protocol.Ready(pid=21, started_at=SAVED - 5.1, group="g"))
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=("/site/lazy.py",), saved_at=SAVED))
+    m.at(
+        SAVED + 0.07,
+        protocol.Handover(
+            pid=11, to="g", files=("/site/lazy.py",), answers={"21": "ready"}, retiring=(11,)
+        ),
+    )
+    m.live.discard(11)
+    m.at(SAVED + 0.2, protocol.Exit(pid=11))
+    assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.2)]
+
+
+def test_a_branch_switch_seen_in_two_pieces_is_one_reload():
+    # git checkout writes 30 files over a while: one process saw them all at once, its sibling
+    # the last ones later, dated later than two daemons' reports of one save ever are. Both
+    # were served by the new processes, which began importing after the last of them: one
+    # line (two were seen on django-oscar's sandbox).
+    m = Machine()
+    files = tuple(f"/site/shop/m{n:02}.py" for n in range(30))
+    m.at(SAVED + 0.3, protocol.Change(pid=11, files=files[:20], count=30, saved_at=SAVED))
+    m.at(SAVED + 0.4, protocol.Ready(pid=21, started_at=SAVED + 0.35))
+    m.at(SAVED + 0.5, protocol.Ready(pid=22, started_at=SAVED + 0.35))
+    assert len(m.heard.done()) == 1
+    m.at(SAVED + 0.6, protocol.Change(pid=12, files=files[10:30], count=20, saved_at=SAVED + 0.2))
+    m.at(SAVED + 0.9, protocol.Ready(pid=23, started_at=SAVED + 0.7))
+    m.at(SAVED + 1.0, protocol.Ready(pid=24, started_at=SAVED + 0.7))
+    assert len(m.heard.done()) == 1, m.heard.done()
+    # A save after the new processes began importing is a reload of its own.
+    m.at(SAVED + 1.3, protocol.Change(pid=23, files=files[:1], saved_at=SAVED + 1.2))
+    m.at(SAVED + 1.6, protocol.Ready(pid=25, started_at=SAVED + 1.4))
+    m.at(SAVED + 1.7, protocol.Ready(pid=26, started_at=SAVED + 1.4))
+    assert len(m.heard.done()) == 2
+
+
+def test_a_template_edit_is_taken_when_every_process_said_so_or_after_a_second():
+    m = Machine()
+    page = ("/site/templates/page.html",)
+    m.at(SAVED + 0.1, protocol.Handled(pid=21, files=page, saved_at=SAVED))
+    m.at(SAVED + 0.2, protocol.Handled(pid=22, files=page, saved_at=SAVED))
+    m.at(SAVED + 2.1, protocol.Handled(pid=21, files=page, saved_at=SAVED + 2))
+    assert [what for name, what in m.heard.said] == [(page, True), (page, False), (page, True)]
+    m.run_timers(SAVED + 3.2)  # process 22 never said so for the second save
+    assert m.heard.said[-1] == ("taken", (page, False))
+
+
+def test_an_import_error_is_new_code_once_per_traceback():
+    m = Machine()
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), saved_at=SAVED))
+    for pid in (21, 22):
+        m.at(SAVED + 0.3, protocol.ImportFailed(pid=pid, error="SyntaxError", traceback="tb"))
+    names = [name for name, _ in m.heard.said]
+    assert names == ["started", "new code", "failed", "failed"]
+    assert [what for name, what in m.heard.said if name == "failed"] == [False, True]
+    assert m.tracker.pending == []  # no "Reloaded" line for code that did not import
+
+
+def test_a_process_held_by_a_debugger_is_not_waited_for():
+    m = Machine()
+    m.live |= {11, 12}
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), saved_at=SAVED))
+    m.at(SAVED + 0.06, protocol.DebugHeld(pid=12, reason="shutdown_signal"))
+    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.2))
+    assert ("held", 12) in m.heard.said
+    assert len(m.heard.done()) == 1  # one fresh process of two: the other is paused in pdb
+
+
+# -- the protocol -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(protocol.EVENTS))
+def test_every_event_goes_through_the_error_log_and_back(kind: str):
+    event = protocol.EVENTS[kind](pid=7, t=SAVED)
+    stderr = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stderr(stderr):
+        events.emit(event)
+    parsed = events.parse(stderr.getvalue())
+    assert type(parsed) is type(event)
+    assert dataclasses.replace(parsed, pid=7, t=SAVED) == event  # type: ignore[type-var]
+
+
+def test_every_control_message_packs_and_unpacks():
+    for message in (
+        protocol.Go(reply="/srv/reply.1", warm_first=True),
+        protocol.Answer(answer="stale", pid=12),
+        protocol.Retire(),
+        protocol.Warm(),
+        protocol.Close(),
+    ):
+        assert protocol.unpack(protocol.pack(message)) == message
+    assert protocol.unpack(b"not json") is None
+    assert protocol.unpack(b'{"op": "dance"}') is None
+    assert protocol.unpack(b'{"op": "answer", "pid": "twelve"}') is None
+
+
+def _line(record: object) -> str:
+    payload = base64.b64encode(json.dumps(record).encode()).decode()
+    return f"info\t7\twsgi\t{events.MARKER}x: y |{payload}"
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ({"event": "teleport", "pid": 7}, "teleport: no such event"),
+        ({"event": "change", "pid": 7, "files": "app.py"}, "change: bad files"),
+        ({"event": "ready", "pid": 7, "import_s": "fast"}, "ready: bad import_s"),
+        (["not", "an", "object"], "no kind: not an object"),
+    ],
+)
+def test_an_event_that_does_not_decode_is_one_line(record: object, problem: str):
+    out = io.StringIO()
+    printer = LogPrinter(out, processes=2, colour=False, verbose=False)
+    printer.error_line(_line(record))
+    printer.error_line(_line(record))  # every process says it: once
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("wsgidev: an event from process") and f"({problem})" in line, line

@@ -1,0 +1,393 @@
+"""The reload as `wsgidev start` follows it: fed the daemons' events, a ReloadTracker tells its
+subscribers when a reload starts, when requests get the new code, and when it is done.
+
+The daemons only say what each of them sees (a change, an import, a hand-over, an exit); the
+tracker puts one reload together from them. A reload is done when every request gets the new
+code: the processes that bring it (a hand-over's takers, or as many processes of the group as
+serve) began their import after the save's last write, and the processes retiring from the old
+code have exited. The terminal's "Reloaded in" line, the browsers' live reload and anything
+else that cares subscribe (a Subscriber, registered with ReloadTracker.subscribe); the tracker
+prints nothing and knows none of them.
+
+Pure but for its clock, its look at whether a pid is alive and its timers (all three can be
+given), so tests feed it events and read what subscribers heard, without Apache.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from wsgidev import faultlines, protocol
+from wsgidev.shared import pid_alive
+
+# Change events from sibling processes saved within this of each other, naming a file in
+# common, are one reload (each process of a group sees the same save and says so, dated by the
+# same ctime). A save of the same file a moment later is a reload of its own. A sibling may
+# also report a save after its reload has completed (it saw it later): the same window applies,
+# as an in-place save truncates, then writes, and a writer descheduled between the two (a busy
+# machine) leaves tens of ms between the stamps two daemons saw (a third "Reloaded" line for
+# two saves, seen under load with 10 ms).
+SAME_SAVE_S = 0.05
+# Pending reloads that wait for retiring processes to exit are looked at again this often.
+RECHECK_S = 0.25
+RECHECK_FOR_S = 60.0  # ...for at most this long after the save
+# A template edit counts as taken once every serving process said so, or after this.
+HANDLED_WAIT_S = 1.0
+
+
+@dataclass
+class Reload:
+    """A change reported by the daemons, until its new code serves."""
+
+    saved_at: float  # when the earliest file was saved (the daemons' estimate, see saved_at_s)
+    files: list[str]  # those named (an event names at most MAX_EVENT_FILES)
+    count: int = 0  # how many changed, named or not
+    # When the latest write of this save landed (an in-place save truncates, then writes): a
+    # process whose import began before it may hold the old or half-written code.
+    last_saved_at: float = 0.0
+    # Processes that served the old code and are retiring: until they have exited, a request
+    # routed to them before the hand-over still gets the old code.
+    retiring: set[int] = field(default_factory=set)
+    # The daemon group whose processes bring the new code (a hand-over's taker, or the group
+    # restarting in place); None: any (one group, --restart-mode process or server).
+    group: str | None = None
+    # A hand-over's processes that answered ready: the ones that serve the new code (a process
+    # Apache starts later in that group imports the new code anyway). None: count the group's.
+    takers: set[int] | None = None
+    # The browsers were told already (at the hand-over's flip: requests get the new code then).
+    announced: bool = False
+    # What went otherwise than planned (a standby had died), for the reload's line.
+    notes: list[str] = field(default_factory=list)
+    # Once done: when the earliest import that serves it began. A change saved before then, of
+    # a file in common, is this reload told late (a sibling that saw a git checkout's files
+    # one by one), not a new one.
+    served_from: float | None = None
+
+    def __post_init__(self) -> None:
+        self.last_saved_at = max(self.last_saved_at, self.saved_at)
+
+    def same_save(self, saved_at: float, files: Iterable[str]) -> bool:
+        """Whether a change saved then, naming these files, is this reload told again."""
+        if not set(files) & set(self.files):
+            return False
+        if abs(saved_at - self.saved_at) < SAME_SAVE_S:
+            return True
+        return self.served_from is not None and saved_at < self.served_from
+
+
+@dataclass(frozen=True)
+class ReloadDone:
+    """A reload whose new code every request gets, as the terminal's line tells it."""
+
+    seconds: float  # from the save to the new code serving
+    files: tuple[str, ...]
+    count: int  # how many files changed, named or not
+    notes: tuple[str, ...] = ()
+
+
+class Subscriber:
+    """Hears what the tracker learns; a subscriber overrides what it cares about."""
+
+    def heard(self, event: protocol.Event) -> None:
+        """Any event from a daemon, before the tracker acts on it."""
+
+    def reload_started(self, reload: Reload) -> None:
+        """A change needs new processes (several daemons' reports of one save: told once)."""
+
+    def new_code(self) -> None:
+        """Requests get new code from now: a hand-over flipped, a reload is done, or the
+        import failed (its error page is what serves)."""
+
+    def reload_done(self, done: ReloadDone) -> None:
+        """Every request gets the new code."""
+
+    def taken_in_place(self, files: tuple[str, ...], first: bool) -> None:
+        """Django took these files without a restart: first when the first process of a save
+        said so; again (first false) once every serving process has, or HANDLED_WAIT_S passed."""
+
+    def import_failed(self, event: protocol.ImportFailed, repeated: bool) -> None:
+        """The app failed to import (repeated: the same traceback as the last failure)."""
+
+    def held_by_debugger(self, event: protocol.DebugHeld) -> None:
+        """A stopping process stays alive for a debugger session; reloads do not wait for it."""
+
+    def note(self, text: str) -> None:
+        """A hand-over went otherwise than planned, with no reload to carry the note."""
+
+
+Schedule = Callable[[float, Callable[[], None]], None]
+
+
+def _reload_done(done: ReloadDone) -> Callable[[Subscriber], None]:
+    return lambda subscriber: subscriber.reload_done(done)
+
+
+def _timer(delay_s: float, callback: Callable[[], None]) -> None:
+    timer = threading.Timer(delay_s, callback)
+    timer.daemon = True
+    timer.start()
+
+
+class ReloadTracker:
+    """Puts reloads together from the daemons' events; safe to feed from several threads."""
+
+    def __init__(
+        self,
+        processes: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        alive: Callable[[int], bool] = pid_alive,
+        schedule: Schedule = _timer,
+    ) -> None:
+        self.processes = processes
+        self._clock, self._alive, self._schedule = clock, alive, schedule
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+        self.pending: list[Reload] = []
+        self._done: deque[Reload] = deque(maxlen=32)  # reported already: late siblings are not new
+        # pid -> when its latest import of the app began, and its daemon group
+        self._imported_at: dict[int, tuple[float, str | None]] = {}
+        self._exited: set[int] = set()  # daemon processes that said they exit
+        # Daemon processes a debugger session keeps alive after they were told to stop: pid ->
+        # group. A reload does not wait for them (they serve only the paused request).
+        self._debug_held: dict[int, str | None] = {}
+        self._recheck_at: float | None = None  # a look again at pending reloads is scheduled
+        self._flipped: deque[tuple[float, set[str]]] = deque(maxlen=16)  # hand-overs: when, files
+        # Files Django took in place -> the processes that said so (one save, every process).
+        self._handled: dict[tuple[str, ...], set[int]] = {}
+        self._last_traceback = ""
+        self.stopping = False  # the server stops: a debugger's process keeps no old code then
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Tell subscriber from now on."""
+        self._subscribers.append(subscriber)
+
+    def feed(self, event: protocol.Event) -> None:
+        """One event from a daemon."""
+        for subscriber in self._subscribers:
+            subscriber.heard(event)
+        match event:
+            case protocol.Change():
+                self._change(event.saved_at or event.t, event.files, event.count)
+            case protocol.Ready():
+                self._ready(event)
+            case protocol.Handover() | protocol.RestartInPlace():
+                self._retiring(event)
+            case protocol.Exit():
+                with self._lock:
+                    self._exited.add(event.pid)
+                    self._debug_held.pop(event.pid, None)
+                self._look(event.t)
+            case protocol.Handled():
+                self._handled_by(event.pid, event.files)
+            case protocol.DebugHeld():
+                self._held_by_debugger(event)
+            case protocol.ImportFailed():
+                self._import_failed(event)
+            case protocol.ImportSlow():
+                with self._lock:
+                    self.pending = []  # its line replaces the reload's: said when the import ends
+
+    # -- the events -----------------------------------------------------------------------------
+
+    def _change(self, saved_at: float, files: Iterable[str], count: int) -> None:
+        files = [str(f) for f in files]
+        with self._lock:
+            if any(done.same_save(saved_at, files) for done in self._done):
+                return
+            for reload in self.pending:
+                if reload.same_save(saved_at, files):
+                    reload.saved_at = min(reload.saved_at, saved_at)
+                    reload.last_saved_at = max(reload.last_saved_at, saved_at)
+                    reload.files.extend(f for f in files if f not in reload.files)
+                    reload.count = max(reload.count, count)
+                    return
+            reload = Reload(saved_at=saved_at, files=files, count=count)
+            self.pending.append(reload)
+        self._tell(lambda s: s.reload_started(reload))
+        self._look(self._clock())  # a process may be ahead
+
+    def _ready(self, event: protocol.Ready) -> None:
+        with self._lock:
+            self._imported_at[event.pid] = (event.started_at or event.t, event.group)
+        self._look(event.t)
+
+    def _retiring(self, event: protocol.Handover | protocol.RestartInPlace) -> None:
+        """Note the old group's processes for the reloads the leader handed over for."""
+        handed = set(event.files)
+        pids = set(event.retiring)
+        if isinstance(event, protocol.Handover):
+            group: str | None = event.to or None
+            takers: set[int] | None = event.takers()
+        else:
+            group, takers = event.group or None, None
+        with self._lock:
+            exited = set(self._exited)
+        note = faultlines.gone_note(event, takers, exited)
+        with self._lock:
+            for pid in takers or ():
+                if pid in self._imported_at:
+                    # It had imported the app already (for a request queued on its socket
+                    # before an earlier flip) and answered ready: nothing it imported had
+                    # changed, and it serves the new code from the flip on.
+                    self._imported_at[pid] = (event.t, group)
+            matched = False
+            for reload in self.pending:
+                if handed & set(reload.files):
+                    matched = True
+                    reload.retiring |= pids
+                    reload.group = group
+                    reload.takers = takers
+                    reload.announced = takers is not None
+                    reload.notes.extend([note] if note else [])
+            if takers is not None:
+                self._flipped.append((self._clock(), handed))
+        if note and not matched:
+            self._tell(lambda s: s.note(note))
+        if takers is not None:
+            # The route has flipped: a refresh now waits for the new code in the new group.
+            self._tell(lambda s: s.new_code())
+        self._look(event.t)
+
+    def _held_by_debugger(self, event: protocol.DebugHeld) -> None:
+        with self._lock:
+            self._debug_held[event.pid] = event.group or None
+        if not self.stopping:
+            self._tell(lambda s: s.held_by_debugger(event))
+        self._look(event.t)
+
+    def _import_failed(self, event: protocol.ImportFailed) -> None:
+        with self._lock:
+            repeated = event.traceback == self._last_traceback
+            self._last_traceback = event.traceback
+            self.pending = []
+        if not repeated:
+            self._tell(lambda s: s.new_code())  # the error page is what serves now: show it
+        self._tell(lambda s: s.import_failed(event, repeated))
+
+    def _handled_by(self, pid: int, files: tuple[str, ...]) -> None:
+        """Tell subscribers when a save's first process took it, and once every serving process
+        has (or after a while)."""
+        with self._lock:
+            first = files not in self._handled
+            pids = self._handled.setdefault(files, set())
+            if pid in pids:  # a process that said it already is telling of the next save
+                pids.clear()
+                first = True
+            pids.add(pid)
+            complete = len(pids) >= self.processes
+            if complete:
+                del self._handled[files]
+        if first:
+            self._tell(lambda s: s.taken_in_place(files, True))
+        if complete:
+            self._tell(lambda s: s.taken_in_place(files, False))
+        elif first:
+            self._schedule(HANDLED_WAIT_S, lambda: self._handled_late(files))
+
+    def _handled_late(self, files: tuple[str, ...]) -> None:
+        with self._lock:
+            waiting = self._handled.pop(files, None)
+        if waiting is not None:
+            self._tell(lambda s: s.taken_in_place(files, False))
+
+    # -- when a reload is done ------------------------------------------------------------------
+
+    def _look(self, when: float) -> None:
+        """Tell subscribers of each pending reload that now serves."""
+        with self._lock:
+            finished = [reload for reload in self.pending if self._serves(reload)]
+            self.pending = [reload for reload in self.pending if reload not in finished]
+            self._done.extend(finished)
+            recent = self._clock() - RECHECK_FOR_S
+            waiting_on_exits = any(r.retiring and r.saved_at > recent for r in self.pending)
+            unannounced = any(
+                not reload.announced and not self._flipped_for(reload) for reload in finished
+            )
+        if waiting_on_exits:
+            # A retiring process may end without saying so (killed past --shutdown-timeout):
+            # look again, rather than wait for an event that may not come.
+            self._look_again_soon()
+        if unannounced:
+            self._tell(lambda s: s.new_code())
+        for reload in finished:
+            done = ReloadDone(
+                seconds=max(0.0, when - reload.saved_at),
+                files=tuple(reload.files),
+                count=max(reload.count, len(reload.files)),
+                notes=tuple(reload.notes),
+            )
+            self._tell(_reload_done(done))
+
+    def _look_again_soon(self) -> None:
+        with self._lock:
+            if self._recheck_at is not None:
+                return
+            self._recheck_at = self._clock()
+        self._schedule(RECHECK_S, self._look_again)
+
+    def _look_again(self) -> None:
+        with self._lock:
+            self._recheck_at = None
+        self._look(self._clock())
+
+    def _flipped_for(self, reload: Reload) -> bool:
+        """Whether a hand-over for this reload's files was announced (its event came first)."""
+        return any(
+            at >= reload.saved_at and files & set(reload.files) for at, files in self._flipped
+        )
+
+    def _serves(self, reload: Reload) -> bool:
+        """Whether as many processes as the group have imported the app since the save, and
+        the processes retiring from the old code have exited: every request gets the new code
+        (a hand-over flips the route first; its requests wait for the import). A taker that
+        died before importing is noted on the reload, for its line. Called under the lock."""
+        held = {pid for pid in self._debug_held if self._alive(pid)}
+        if any(
+            pid not in self._exited and pid not in held and self._alive(pid)
+            for pid in reload.retiring
+        ):
+            return False
+        since = reload.last_saved_at
+        if reload.takers:
+            started = {pid: self._imported_at.get(pid, (0.0, None))[0] for pid in reload.takers}
+            if any(at < since and self._alive(pid) for pid, at in started.items()):
+                return False
+            lost = sorted(pid for pid, at in started.items() if at < since)
+            fresh = [at for at in started.values() if at >= since]
+            if lost:
+                # A taker died before it had imported the new code (killed): the reload is done
+                # once a process of its group has, the one Apache started in its place or a
+                # sibling.
+                serving = sorted(
+                    pid
+                    for pid, (at, group) in self._imported_at.items()
+                    if at >= since and group == reload.group
+                )
+                if not serving:
+                    return False
+                note = faultlines.lost_taker_note(lost, serving)
+                if note not in reload.notes:
+                    reload.notes.append(note)
+                fresh += [self._imported_at[pid][0] for pid in serving]
+            reload.served_from = min(fresh)
+            return True
+        fresh = [
+            at
+            for at, group in self._imported_at.values()
+            if at >= since and reload.group in (None, group)
+        ]
+        # A process a debugger session holds serves only its paused request: not one to wait for.
+        held_here = sum(1 for pid in held if reload.group in (None, self._debug_held.get(pid)))
+        if len(fresh) < self.processes - held_here:
+            return False
+        reload.served_from = min(fresh, default=since)
+        return True
+
+    def _tell(self, call: Callable[[Subscriber], None]) -> None:
+        for subscriber in self._subscribers:
+            call(subscriber)
