@@ -91,7 +91,7 @@ def test_a_wsgi_script_target_is_run_from_its_source_when_the_cache_is_racily_cl
     # `wsgidev start app.py`: the script is exec'd by wsgidev, not imported; a daemon that
     # starts after a same-size save in the cache's second must run the new code (seen failing
     # under load: the late daemon served v1 for good, its baseline already the new file's).
-    from wsgidev.daemon.entry import SCRIPT_MODULE_NAME, _exec_script
+    from wsgidev.daemon.appimport import SCRIPT_MODULE_NAME, _exec_script
 
     script = tmp_path / "app.py"
     script.write_text("VALUE = 'v1'\n")

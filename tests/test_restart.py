@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wsgidev.daemon import restart
-from wsgidev.shared import RESTART_LOCK, LeaderLock, prepare_state_dir
+from wsgidev.shared import RESTART_LOCK, LeaderLock, RestartPlan, prepare_state_dir
 
 
 @pytest.fixture
@@ -55,12 +55,24 @@ def test_the_leader_lock_counts_generations(tmp_path: Path):
 
 
 def test_each_restart_mode_has_one_strategy(tmp_path: Path):
-    assert restart.on_change_for("process") is restart.restart_process
+    assert restart.on_change_for(RestartPlan()) is restart.restart_process
     prepare_state_dir(tmp_path)
-    assert callable(restart.on_change_for("server", str(tmp_path)))
-    with pytest.raises(ValueError, match="server root"):
-        restart.on_change_for("server")
-    with pytest.raises(ValueError, match="hand-over"):
-        restart.on_change_for("standby", str(tmp_path))
-    with pytest.raises(ValueError, match="restart must be one of"):
-        restart.on_change_for("sometimes")
+    root = str(tmp_path)
+    assert callable(restart.on_change_for(RestartPlan(mode="server", owned=True, server_root=root)))
+    # A standby plan in a process whose hand-over could not start: it restarts itself.
+    plan = RestartPlan(mode="standby", owned=True, server_root=root, groups=("g", "g-b"))
+    assert restart.on_change_for(plan) is restart.restart_process
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"mode": "server"}, "needs the server root"),
+        ({"mode": "server", "server_root": "/srv/root"}, "a server wsgidev owns"),
+        ({"mode": "standby", "owned": True, "server_root": "/srv/root"}, "two daemon groups"),
+        ({"mode": "sometimes"}, "restart must be one of standby, process, server"),
+    ],
+)
+def test_a_restart_plan_that_cannot_work_is_refused(fields: dict, error: str):
+    with pytest.raises(ValueError, match=error):
+        RestartPlan(**fields)

@@ -17,7 +17,7 @@ import pytest
 from conftest import wait_for
 
 from wsgidev import protocol
-from wsgidev.daemon import handover as standby
+from wsgidev.daemon import handover as hand_over
 from wsgidev.daemon.handover import Handover, serving_group
 from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, LeaderLock, prepare_state_dir, route_name
 
@@ -27,9 +27,9 @@ GROUPS = ("wsgidev-app", "wsgidev-app-b")
 @pytest.fixture
 def restarts(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
-    monkeypatch.setattr(standby, "restart_process", calls.append)
-    monkeypatch.setattr(standby, "IMPORT_TIMEOUT_S", 3.0)
-    monkeypatch.setattr(standby, "EMPTY_GROUP_WAIT_S", 0.2)
+    monkeypatch.setattr(hand_over, "restart_process", calls.append)
+    monkeypatch.setattr(hand_over, "IMPORT_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(hand_over, "EMPTY_GROUP_WAIT_S", 0.2)
     return calls
 
 
@@ -199,7 +199,7 @@ def test_an_empty_standby_group_is_passed_over_after_a_short_wait(state: Path, h
 
 
 def test_sockets_of_dead_processes_are_skipped_and_removed(state: Path, handovers, restarts):
-    dead = state / standby.CONTROL_DIR / "1.999999999"
+    dead = state / hand_over.CONTROL_DIR / "1.999999999"
     dead.touch()  # not a socket, and no such pid
     loads: list[str] = []
     active = serving(state, handovers, loads=loads)
@@ -221,7 +221,7 @@ def test_three_groups_hand_over_round_the_ring(state: Path, restarts):
     try:
         serving_at = []
         for _ in range(4):
-            index = standby.serving_index(state, len(groups))
+            index = hand_over.serving_index(state, len(groups))
             serving_at.append(index)
             for handover in made:
                 handover.close()
@@ -232,7 +232,7 @@ def test_three_groups_hand_over_round_the_ring(state: Path, restarts):
             leader.mark_loading()
             leader.on_change(["app.py"])
         assert serving_at == [0, 1, 2, 0]
-        assert standby.serving_index(state, len(groups)) == 1
+        assert hand_over.serving_index(state, len(groups)) == 1
         assert sorted(p.name for p in state.glob("route-*")) == ["route-1"]
     finally:
         for handover in made:
@@ -251,7 +251,7 @@ def test_when_the_next_group_is_stale_the_one_after_it_takes_over(state: Path, r
         made[1].listen(lambda: loads.append("b"), lambda: ["/site/app/models.py"])
         made[2].listen(lambda: loads.append("c"), list)
         made[0].on_change(["/site/app/models.py"])
-        assert standby.serving_index(state, len(groups)) == 2
+        assert hand_over.serving_index(state, len(groups)) == 2
         wait_for(lambda: loads == ["c"], 5, "the group after next to import the app")
         # Once it serves, it has every standby look: the stale one restarts then.
         wait_for(lambda: ["/site/app/models.py"] in restarts, 5, "the stale standby's restart")
@@ -263,7 +263,7 @@ def test_when_the_next_group_is_stale_the_one_after_it_takes_over(state: Path, r
 def test_a_standby_that_does_not_answer_is_passed_over_quickly(
     state: Path, handovers, restarts, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(standby, "GO_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(hand_over, "GO_TIMEOUT_S", 0.3)
     loads: list[str] = []
     active = serving(state, handovers, loads=loads)
     # A standby that is alive (this pid) and bound, but never answers: stopped, or hung.
@@ -303,7 +303,7 @@ def test_a_group_whose_processes_imported_for_a_stray_request_still_leads_the_ne
 
     assert serving_group(state, GROUPS) == GROUPS[0]
     assert "a again" in loads
-    assert time.monotonic() - started < standby.IMPORT_TIMEOUT_S
+    assert time.monotonic() - started < hand_over.IMPORT_TIMEOUT_S
 
 
 def test_a_standby_that_imported_for_a_stray_request_restarts_once_new_code_serves(

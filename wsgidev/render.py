@@ -32,6 +32,7 @@ from wsgidev.shared import (
     DebuggerSpec,
     EntrySpec,
     MonitorSpec,
+    RestartPlan,
     route_name,
 )
 from wsgidev.target import Target
@@ -177,14 +178,31 @@ def _group_letter(index: int) -> str:
     return chr(ord("a") + index)
 
 
+def restart_mode(options: Options, state_dir: str | None) -> str:
+    """How the daemons bring new code in: the one place it is decided. Under wsgidev start
+    (state_dir is its server root) as --restart-mode says, but for --debug (one process, no
+    hand-over); a system Apache's daemon restarts itself."""
+    if state_dir is None:
+        return "process"
+    if options.restart_mode == "standby" and (options.debug or not options.reload):
+        return "process"
+    return options.restart_mode
+
+
+def restart_plan(options: Options, target: Target, state_dir: str | None) -> RestartPlan:
+    """The restart plan written into the daemons' spec (see restart_mode)."""
+    mode = restart_mode(options, state_dir)
+    return RestartPlan(
+        mode=mode,
+        owned=state_dir is not None,
+        server_root=state_dir,
+        groups=process_groups(options, target) if mode == "standby" else (),
+    )
+
+
 def uses_standby(options: Options, state_dir: str | None) -> bool:
     """Whether new code comes in by a hand-over between two daemon groups (wsgidev start only)."""
-    return (
-        state_dir is not None
-        and options.reload
-        and options.restart_mode == "standby"
-        and not options.debug
-    )
+    return restart_mode(options, state_dir) == "standby"
 
 
 def settle_s(options: Options, state_dir: str | None) -> float:
@@ -212,20 +230,13 @@ def entry_spec(
         environ["DJANGO_SETTINGS_MODULE"] = target.django_settings
     monitor = None
     if options.reload:
-        # wsgidev start owns this Apache (state_dir is its server root): a hand-over between
-        # groups or a whole-server restart is allowed there; a system Apache's daemon restarts itself.
-        mode = options.restart_mode if state_dir is not None else "process"
-        if mode == "standby" and not uses_standby(options, state_dir):
-            mode = "process"
         monitor = MonitorSpec(
             watch=tuple(str(Path(options.working_dir, w)) for w in options.watch),
             backend=options.reload_backend,
             poll_interval_s=options.poll_interval_s,
             settle_s=settle_s(options, state_dir),
             serve_wait_s=min(MAX_SERVE_WAIT_S, options.queue_timeout_s / 2 or MAX_SERVE_WAIT_S),
-            restart=mode,
-            state_dir=state_dir,
-            groups=process_groups(options, target) if mode == "standby" else (),
+            plan=restart_plan(options, target, state_dir),
             exclude=options.exclude,
             project_dir=str(options.working_dir),
         )

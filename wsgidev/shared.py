@@ -58,15 +58,38 @@ def route_name(index: int) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RestartPlan:
+    """How the daemons bring new code in: decided once, on the command side
+    (wsgidev.render.restart_plan), and looked up by the daemon (wsgidev/daemon/restart.py)."""
+
+    mode: str = "process"  # one of RESTART_MODES
+    # wsgidev start owns this Apache: the server root is its own, a whole-server restart is
+    # allowed, and a daemon ends itself without tearing the interpreter down.
+    owned: bool = False
+    server_root: str | None = None  # the owned server's root (locks, control sockets, routes)
+    groups: tuple[str, ...] = ()  # standby: the hand-over's daemon groups, serving one first
+
+    def __post_init__(self) -> None:
+        if self.mode not in RESTART_MODES:
+            raise ValueError(
+                f"restart must be one of {', '.join(RESTART_MODES)}, got {self.mode!r}"
+            )
+        if self.mode != "process" and not (self.owned and self.server_root):
+            raise ValueError(
+                f"restart mode {self.mode} needs the server root of a server wsgidev owns"
+            )
+        if self.mode == "standby" and len(self.groups) < 2:
+            raise ValueError("restart mode standby needs two daemon groups or more")
+
+
+@dataclass(frozen=True, kw_only=True)
 class MonitorSpec:
     """How the daemon's reload monitor runs."""
 
     watch: tuple[str, ...] = ()
     backend: str = "auto"
     poll_interval_s: float = 1.0
-    restart: str = "process"  # one of RESTART_MODES; standby and server need state_dir
-    state_dir: str | None = None  # wsgidev start's server root; None under a system Apache
-    groups: tuple[str, ...] = ()  # the hand-over's daemon groups, serving one first
+    plan: RestartPlan = field(default_factory=RestartPlan)
     exclude: tuple[str, ...] = ()  # glob patterns of files that never reload
     project_dir: str | None = None  # relative exclude patterns are anchored here
     watch_opened: bool = True  # non-Python files opened while the app imports are watched

@@ -20,7 +20,6 @@ pdb on the terminal the server already owns, shared by every process and thread.
 from __future__ import annotations
 
 import bdb
-import contextlib
 import importlib
 import inspect
 import os
@@ -34,6 +33,7 @@ from types import FrameType
 from typing import Any
 
 from wsgidev import events, protocol
+from wsgidev.daemon import modwsgi
 from wsgidev.daemon.debugsession import (
     Session,
     current,
@@ -64,10 +64,7 @@ def install(spec: DebuggerSpec) -> None:
     pdb.set_trace = set_trace
     _patch_bdb()
     if spec.shutdown_timeout_s is not None:
-        with contextlib.suppress(ImportError, AttributeError):
-            import mod_wsgi
-
-            mod_wsgi.subscribe_shutdown(_Reaper(spec.shutdown_timeout_s).stopping)
+        modwsgi.subscribe_shutdown(_Reaper(spec.shutdown_timeout_s).stopping)
 
 
 def running_requests() -> list[str]:
@@ -229,7 +226,7 @@ class _Reaper:
             # The terminal says so; the process exits once the session and its request end.
             events.emit(
                 protocol.DebugHeld(
-                    reason=str(event.get("shutdown_reason", "")), group=process_group()
+                    reason=str(event.get("shutdown_reason", "")), group=modwsgi.process_group()
                 )
             )
         if self.timeout_s:
@@ -281,16 +278,6 @@ def _patch_bdb() -> None:
 def _open_session(kind: str, frame: FrameType, exception: str = "") -> Session | None:
     request = {name: getattr(_request, name, None) for name in ("method", "path", "thread")}
     return Session.open(kind, frame, _spec.socket_path, request, exception)
-
-
-def process_group() -> str | None:
-    """This daemon's mod_wsgi process group (None outside a daemon)."""
-    try:
-        import mod_wsgi  # built into Apache's Python (the pip package has no process_group)
-
-        return getattr(mod_wsgi, "process_group", None) or None
-    except ImportError:
-        return None
 
 
 def _import_hook(target: str) -> Callable[..., Any]:

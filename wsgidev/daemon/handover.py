@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from wsgidev import events, protocol
-from wsgidev.daemon import preload
+from wsgidev.daemon import modwsgi, preload
 from wsgidev.daemon.debugsession import sessions_open
 from wsgidev.daemon.importguard import ImportGuard
 from wsgidev.daemon.monitor.base import log
@@ -187,10 +187,7 @@ class Handover:
         # Registered after the monitor's quick exit (atexit runs last-in first-out), so it runs.
         atexit.register(self._remove_address)
         atexit.register(self._remove_held_mark)
-        with contextlib.suppress(ImportError, AttributeError):
-            import mod_wsgi  # a stopping process is no member of its group any more
-
-            mod_wsgi.subscribe_shutdown(self._stopping)
+        modwsgi.subscribe_shutdown(self._stopping)  # a stopping process is no member any more
         # Warming runs in a thread of its own, so the control socket answers meanwhile: a
         # hand-over must not wait for a warm-up to learn whether this process is stale.
         self._warm_wanted.set()  # at start: the serving group's record may be there already

@@ -1,6 +1,6 @@
 """Guarding the app's import against what no exception reports: a process that dies or hangs.
 
-An exception while importing the app is caught and shown (entry.failed_app). Some failures end
+An exception while importing the app is caught and shown (appimport.failed_app). Some failures end
 the process instead: os._exit() in the app's code, a segfault in a C extension, a kill. mod_wsgi
 then starts another process, which imports again and dies again: a restart loop that leaves
 requests hanging on the daemons' socket. So before importing, a process writes a mark in the
@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from wsgidev.daemon import modwsgi
 from wsgidev.daemon.monitor.state import touched_after
 from wsgidev.daemon.preload import library_dirs
 from wsgidev.shared import IMPORT_MARKS, pid_alive, short_path
@@ -197,10 +198,7 @@ class ImportGuard:
         if self._subscribed:
             return
         self._subscribed = True
-        with contextlib.suppress(ImportError, AttributeError):
-            import mod_wsgi  # built into Apache's Python
-
-            mod_wsgi.subscribe_shutdown(self._stopping)
+        modwsgi.subscribe_shutdown(self._stopping)
 
     def _stopping(self, name: str = "", **event: Any) -> None:
         with self._lock:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from wsgidev import events, protocol
 from wsgidev.daemon.monitor.base import OnChange, log
-from wsgidev.shared import RESTART_LOCK, LeaderLock
+from wsgidev.shared import RESTART_LOCK, LeaderLock, RestartPlan
 
 if TYPE_CHECKING:
     from wsgidev.daemon.handover import Handover
@@ -76,39 +76,31 @@ def restart_server(state_dir: str) -> OnChange:
     return restart
 
 
-def _process(state_dir: str | None, handover: Handover | None) -> OnChange:
+def _process(plan: RestartPlan, handover: Handover | None) -> OnChange:
     return restart_process
 
 
-def _server(state_dir: str | None, handover: Handover | None) -> OnChange:
-    if not state_dir:
-        raise ValueError("restart mode server needs the server root (state_dir)")
-    return restart_server(state_dir)
+def _server(plan: RestartPlan, handover: Handover | None) -> OnChange:
+    assert plan.server_root is not None  # RestartPlan refuses server mode without one
+    return restart_server(plan.server_root)
 
 
-def _standby(state_dir: str | None, handover: Handover | None) -> OnChange:
-    if handover is None:
-        raise ValueError("restart mode standby needs this process's hand-over")
-    return handover.on_change
+def _standby(plan: RestartPlan, handover: Handover | None) -> OnChange:
+    # No hand-over: it could not start in this process (said in the log): it restarts itself.
+    return restart_process if handover is None else handover.on_change
 
 
 # Restart mode -> what makes the monitor's on_change (wsgidev.shared.RESTART_MODES names them).
-STRATEGIES: dict[str, Callable[[str | None, Handover | None], OnChange]] = {
+STRATEGIES: dict[str, Callable[[RestartPlan, Handover | None], OnChange]] = {
     "standby": _standby,
     "process": _process,
     "server": _server,
 }
 
 
-def on_change_for(
-    mode: str, state_dir: str | None = None, handover: Handover | None = None
-) -> OnChange:
-    """What a monitor calls on a change in this restart mode."""
-    try:
-        strategy = STRATEGIES[mode]
-    except KeyError:
-        raise ValueError(f"restart must be one of {', '.join(STRATEGIES)}, got {mode!r}") from None
-    return strategy(state_dir, handover)
+def on_change_for(plan: RestartPlan, handover: Handover | None = None) -> OnChange:
+    """What a monitor calls on a change under this plan (decided by the command: looked up)."""
+    return STRATEGIES[plan.mode](plan, handover)
 
 
 def exit_without_teardown() -> None:

@@ -29,15 +29,15 @@ Hand-written WSGI scripts use it as ``import wsgidev.monitor; wsgidev.monitor.st
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Iterable
 from typing import Any
 
 from wsgidev import events, protocol
+from wsgidev.daemon import modwsgi
 from wsgidev.daemon.monitor.base import Monitor, OnChange, log
 from wsgidev.daemon.monitor.polling import PollingMonitor
-from wsgidev.shared import STAGING_SETTLE_S
+from wsgidev.shared import STAGING_SETTLE_S, RestartPlan
 
 __all__ = [
     "BACKENDS",
@@ -60,6 +60,7 @@ def start(
     safety_interval_s: float = 60.0,
     restart: str = "process",
     state_dir: str | None = None,
+    plan: RestartPlan | None = None,
     on_change: OnChange | None = None,
     deferred: bool = False,
     exclude: Iterable[str] = (),
@@ -70,6 +71,8 @@ def start(
     """Start watching from a daemon thread; None (after one log line) where restarting is impossible.
 
     restart: "process" (the default) or "server" (wsgidev/daemon/restart.py); on_change replaces it.
+    state_dir: the server root of a server wsgidev owns. plan: both, as wsgidev start's entry
+    script gives them (RestartPlan).
 
     settle_s: a reload waits until the code has not changed for this long (a deploy's pace by
     default: a git pull or rsync of hundreds of files over seconds ends in one restart).
@@ -88,8 +91,10 @@ def start(
         )
     from wsgidev.daemon import restart as restarts  # it imports this package's base
 
+    if plan is None:  # ValueError for a bad name, or server mode without a server root
+        plan = RestartPlan(mode=restart, owned=state_dir is not None, server_root=state_dir)
     if on_change is None:
-        on_change = restarts.on_change_for(restart, state_dir)  # ValueError for a bad name
+        on_change = restarts.on_change_for(plan)
     reason = _refusal(explicit_on_change=explicit_on_change)
     if reason is not None:
         events.emit(protocol.Refused(reason=reason))
@@ -104,7 +109,7 @@ def start(
         "project_dir": project_dir,
         "watch_opened": watch_opened,
         "script": script,
-        "server_root": state_dir,
+        "server_root": plan.server_root,
     }
     if deferred:
         monitor = create(backend, **options)
@@ -112,7 +117,7 @@ def start(
         monitor.backend_name, monitor.resume_options = backend, options
     else:
         monitor = _started(create(backend, **options), backend, options)
-    if state_dir:
+    if plan.owned:
         # Only where wsgidev owns the server: a quick exit makes the next process come sooner.
         restarts.exit_without_teardown()  # after monitor.start(), so it runs before the monitor's stop
     return monitor
@@ -156,16 +161,9 @@ def create(backend: str = "auto", **options: Any) -> Monitor:
 
 def _refusal(*, explicit_on_change: bool) -> str | None:
     """Why this process must not be watched, or None."""
-    try:
-        mod_wsgi = importlib.import_module("mod_wsgi")
-    except ImportError:
-        mod_wsgi = None
-    # Inside Apache mod_wsgi provides a built-in module with process_group; the mod_wsgi package
-    # importable from a plain interpreter has none.
-    process_group = getattr(mod_wsgi, "process_group", None)
-    if process_group == "":
+    if modwsgi.embedded():
         return "mod_wsgi embedded mode: SIGINT would stop an Apache child, not reload the app; use daemon mode"
-    if process_group is None and not explicit_on_change:
+    if modwsgi.process_group() is None and not explicit_on_change:
         return (
             "not in a mod_wsgi daemon process, where SIGINT would stop the server; pass on_change"
         )

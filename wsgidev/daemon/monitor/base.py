@@ -372,7 +372,7 @@ class Monitor:
             self._files.scan_modules()
         if app_loaded:
             self._refresh_django()
-        self._hand_over_dirs()
+        self._watch_new_dirs()
         files, dirs = self._files.counts
         if app_loaded and self._armed and dirs > self._counted_dirs * 1.1:
             # When the app is in, and again as request-time imports add a tenth more folders.
@@ -388,7 +388,7 @@ class Monitor:
 
     def _changed(self, hint: set[str] | None) -> dict[str, FileState | None]:
         changed = self._files.changed(hint)
-        self._hand_over_dirs()  # a glob may have found new directories
+        self._watch_new_dirs()  # a glob may have found new directories
         return changed
 
     def _settle(self, changed: dict[str, FileState | None]) -> None:
@@ -471,7 +471,7 @@ class Monitor:
         for path in files:
             self._files.add(os.path.abspath(path), file_state(path), reason="Django autoreload")
 
-    def _hand_over_dirs(self) -> None:
+    def _watch_new_dirs(self) -> None:
         new = self._files.take_new_dirs()
         if new:
             self._note_silent(new)
