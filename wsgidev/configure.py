@@ -13,7 +13,7 @@ from wsgidev.apache import system_apache_user
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.privileges import lookup_group, lookup_user
-from wsgidev.server import Prepared, prepare
+from wsgidev.runplan import RunPlan, prepare
 from wsgidev.shared import prepare_state_dir
 
 
@@ -70,7 +70,7 @@ def _ignore_in_git(folder: Path) -> None:
             ignore.write_text("*\n", encoding="utf-8")
 
 
-def _render(kind: str, prepared: Prepared, folder: Path) -> str:
+def _render(kind: str, prepared: RunPlan, folder: Path) -> str:
     """Write the entry script into folder; the config or command that serves it."""
     options = prepared.options
     if kind == "standalone":

@@ -36,7 +36,7 @@ from wsgidev.privileges import (
     unreadable_by,
 )
 from wsgidev.render import ENTRY_SCRIPT_NAME, MODULES
-from wsgidev.server import check_address
+from wsgidev.runplan import check_address
 from wsgidev.target import resolve_target
 
 # Modules some options need, and those options.

@@ -256,8 +256,9 @@ class ReloadTracker:
     def _held_by_debugger(self, event: protocol.DebugHeld) -> None:
         with self._lock:
             self._debug_held[event.pid] = event.group or None
-        if not self.stopping:
-            self._tell(lambda s: s.held_by_debugger(event))
+        if self.stopping:
+            return  # the server stops: nothing is kept, and no reload waits
+        self._tell(lambda s: s.held_by_debugger(event))
         self._look(event.t)
 
     def _import_failed(self, event: protocol.ImportFailed) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import errno
 import grp
 import json
 import os
@@ -19,29 +17,22 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, TextIO
 
-from wsgidev import apachequote, render, requirements
-from wsgidev.apache import (
-    ApacheInstall,
-    find_apache,
-    python_library_readable,
-    require_own_libpython,
-)
+from wsgidev import render
 from wsgidev.debugbridge import DebugBridge
 from wsgidev.django import datapaths
-from wsgidev.envfile import EnvFileError, read_env_file
 from wsgidev.errors import WsgidevError
 from wsgidev.livereload import LiveReload
 from wsgidev.logstream import LogPrinter
 from wsgidev.mounts import Mount, MountTable
-from wsgidev.options import ENV_NAME, Options
-from wsgidev.privileges import RunAs, child_setup, plan_run_as
+from wsgidev.options import Options
+from wsgidev.privileges import RunAs, child_setup
 from wsgidev.proctitle import hide_env_values
 from wsgidev.rootwatch import watch_root
+from wsgidev.runplan import RunPlan, check_address, prepare
 from wsgidev.shared import (
     APP_ENV_VAR,
     BROWSER_RELOAD_EVENTS_PATH,
@@ -49,7 +40,6 @@ from wsgidev.shared import (
     LIVE_SOCKET,
     prepare_state_dir,
 )
-from wsgidev.target import Target, resolve_target
 
 STARTUP_DEADLINE_S = 30.0
 STOP_CHECK_S = 0.2  # how often a wait for the app's first import looks for a stop request
@@ -64,178 +54,6 @@ MAX_ROOT_PARENT_CHARS = 50
 DEBUG_STOP_S = 3.0
 # How long a stop waits for the requests it ended in pdb to be answered (their error page).
 PAUSED_ANSWER_S = 2.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class Prepared:
-    """Everything checked and decided before Apache starts."""
-
-    options: Options
-    target: Target
-    apache: ApacheInstall
-    run_as: RunAs
-    tls: render.Tls
-    ca_certificate: str | None = None  # the local CA's certificate, where it signed ours
-    # Django's ALLOWED_HOSTS held "*", which the Host check does not take as any name.
-    django_any_host: bool = False
-    # What the Django project writes (SQLite, MEDIA_ROOT) that the daemon user cannot.
-    read_only: tuple[str, ...] = ()
-
-
-def prepare(options: Options) -> Prepared:
-    """Resolve the target, find Apache, and decide who it runs as; raise WsgidevError on problems.
-    With --static-root the returned options carry the Aliases read from the Django settings."""
-    target = resolve_target(options)
-    if options.env_file:
-        options = with_env_file(options)  # before the settings are read: they may use its values
-    settings_later = None
-    if target.kind == "django":
-        from wsgidev.django.settings_reader import read_later, require_django
-
-        require_django()
-        settings_later = read_later(("ALLOWED_HOSTS", *datapaths.SETTINGS), options, target)
-    if options.django_static == "root":
-        from wsgidev.django.static import with_static_root
-
-        options = with_static_root(options, target)
-    for folder in options.python_path:
-        if not Path(folder).is_dir():
-            raise WsgidevError(
-                f"--python-path {folder} is not a folder", "pass a folder that exists"
-            )
-    for url, folder in options.static:
-        if not Path(folder).is_dir():
-            raise WsgidevError(
-                f"--static {url}={folder}: {folder} is not a folder", "pass a folder that exists"
-            )
-    for include in options.include:
-        if not Path(include).is_file():
-            raise WsgidevError(
-                f"--include {include} is not a file", "pass the path of a file of Apache directives"
-            )
-    if (
-        options.server_root
-        and Path(options.server_root).exists()
-        and not Path(options.server_root).is_dir()
-    ):
-        raise WsgidevError(
-            f"--server-root {options.server_root} is a file, not a folder",
-            "name a folder (or drop it)",
-        )
-    apache = find_apache(options.httpd)
-    require_own_libpython(apache)
-    must_read = [*python_library_readable(apache), Path(target.project_dir)]
-    run_as = plan_run_as(options.user, options.group, must_read)
-    tls, ca_certificate = _tls(options, apache)
-    settings = (settings_later() if settings_later is not None else None) or {}
-    django_hosts = settings.get("ALLOWED_HOSTS")
-    django_hosts = [str(h) for h in django_hosts] if isinstance(django_hosts, list) else []
-    if "*" not in options.allow_host:
-        options = with_django_hosts(options, django_hosts)
-    read_only: list[str] = []
-    if settings:
-        paths = datapaths.data_paths(settings, str(options.working_dir))
-        read_only = datapaths.unwritable(paths, run_as)
-    return Prepared(
-        read_only=tuple(read_only),
-        django_any_host="*" in django_hosts and "*" not in options.allow_host,
-        options=options,
-        target=target,
-        apache=apache,
-        run_as=run_as,
-        tls=tls,
-        ca_certificate=ca_certificate,
-    )
-
-
-def with_django_hosts(options: Options, allowed_hosts: list[str]) -> Options:
-    """Options whose Host check answers the names in Django's ALLOWED_HOSTS too; not "*" (a
-    common dev setting, which would turn the check off), nor what is no host name."""
-    names = [
-        name
-        for name in allowed_hosts
-        if apachequote.HOST_NAME.fullmatch(name) and not apachequote.answered_anyway(name)
-    ]
-    return dataclasses.replace(
-        options, allow_host=tuple(dict.fromkeys([*options.allow_host, *names]))
-    )
-
-
-def _tls(options: Options, apache: ApacheInstall) -> tuple[render.Tls, str | None]:
-    """HTTPS's certificate (the user's, checked, or one from the local CA) and HTTP/2."""
-    if options.https is None:
-        return render.tls_layout(options, apache), None
-    # Imported here: cryptography is the https extra, and costs other starts time for nothing.
-    requirements.require("https")
-    from wsgidev.certs import LocalCA, check_pair
-
-    if options.ssl_certificate and options.ssl_key:
-        check_pair(options.ssl_certificate, options.ssl_key)
-        pair = (options.ssl_certificate, options.ssl_key)
-        return render.tls_layout(options, apache, pair), None
-    ca = LocalCA()
-    host = options.bare_host
-    names = [] if host in ("0.0.0.0", "::") else [host]
-    try:
-        issued = ca.issue(names, ca.folder / "server")
-    except OSError as exc:
-        raise WsgidevError(
-            f"--https: the local certificate authority cannot be kept in {ca.folder}: "
-            f"{exc.strerror}",
-            "set XDG_DATA_HOME (or HOME) to a folder you can write, or pass "
-            "--ssl-certificate and --ssl-key",
-        ) from None
-    pair = (str(issued.certificate), str(issued.key))
-    return render.tls_layout(options, apache, pair, from_local_ca=True), str(ca.certificate_path)
-
-
-def with_env_file(options: Options) -> Options:
-    """The options with --env-file's variables added under --env's (which win)."""
-    path = Path(options.env_file or "")
-    if not path.is_file():
-        raise WsgidevError(f"--env-file {path} is not a file", "pass a file of NAME=VALUE lines")
-    try:
-        values = read_env_file(path)
-    except (OSError, UnicodeDecodeError, EnvFileError) as exc:
-        raise WsgidevError(
-            f"--env-file {path} cannot be read: {exc}", "write NAME=VALUE lines in UTF-8"
-        ) from None
-    bad = [k for k in values if not ENV_NAME.match(k)]
-    if bad:
-        raise WsgidevError(f"--env-file {path}: {bad[0]!r} is not a variable name", "fix that line")
-    merged = {**values, **dict(options.env)}
-    return dataclasses.replace(options, env=tuple(merged.items()))
-
-
-def check_address(host: str, port: int, flag: str = "--port") -> None:
-    """Fail clearly when host is not an address of this machine or port is taken."""
-    try:
-        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        raise WsgidevError(
-            f"--host {host} does not resolve", "pass e.g. --host 127.0.0.1"
-        ) from None
-    family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise WsgidevError(
-                    f"port {port} on {host} is already in use",
-                    f"stop whatever serves it, or pass another port: {flag} {port + 1}",
-                ) from None
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise WsgidevError(
-                    f"--host {host} is not an address of this machine",
-                    "pass 127.0.0.1 (or 0.0.0.0 to listen on every interface)",
-                ) from None
-            if exc.errno == errno.EACCES:
-                raise WsgidevError(
-                    f"port {port} needs privileges to bind", "pass a port above 1023"
-                ) from None
-            raise
 
 
 @contextmanager
@@ -279,7 +97,7 @@ def sweep_stale_roots(folder: Path) -> None:
             pass
 
 
-def write_config(prepared: Prepared, root: Path) -> Path:
+def write_config(prepared: RunPlan, root: Path) -> Path:
     """Render httpd.conf and the entry script into root; return the httpd.conf path."""
     options, target = prepared.options, prepared.target
     previous = os.umask(0o077)  # files only their user may read: the --env values are in them
@@ -311,7 +129,7 @@ def write_config(prepared: Prepared, root: Path) -> Path:
     return conf
 
 
-def app_environ(prepared: Prepared) -> dict[str, str]:
+def app_environ(prepared: RunPlan) -> dict[str, str]:
     """Apache's environment: the --env values ride in it to the daemons (APP_ENV_VAR), which
     inherit it; the entry script, which the daemon user can read, does not hold them."""
     values = json.dumps(dict(prepared.options.env))
@@ -335,7 +153,7 @@ def hand_to(root: Path, run_as: RunAs) -> None:
         os.chown(path, uid, gid, follow_symlinks=False)
 
 
-def check_config(prepared: Prepared, conf: Path) -> None:
+def check_config(prepared: RunPlan, conf: Path) -> None:
     """`httpd -t` on the rendered config, as the server will run it."""
     result = subprocess.run(
         [prepared.apache.httpd, "-t", "-f", str(conf)],
@@ -384,7 +202,7 @@ def _line(path: str, number: int) -> str:
 class Server:
     """One Apache process tree in the foreground, its logs streamed through a LogPrinter."""
 
-    def __init__(self, prepared: Prepared, conf: Path, err: TextIO) -> None:
+    def __init__(self, prepared: RunPlan, conf: Path, err: TextIO) -> None:
         self.prepared = prepared
         self.conf = conf
         self.stop_requested = threading.Event()
@@ -407,7 +225,7 @@ class Server:
 
     def open_live_reload(self, root: Path) -> None:
         """Serve the browsers' event stream, where a path of it is proxied here."""
-        paths = render.live_stream_paths(self.prepared.options, self.prepared.target)
+        paths = self.prepared.stream_paths
         if not paths:
             return
         self.live = LiveReload(root / LIVE_SOCKET, self.prepared.options.poll_interval_s)
@@ -667,7 +485,7 @@ def _trusted() -> bool:
     return is_trusted(LocalCA())
 
 
-def silent_mounts(prepared: Prepared) -> list[Mount]:
+def silent_mounts(prepared: RunPlan) -> list[Mount]:
     """The mounts under the project, --python-path and the venv that send no notification of
     changes made beneath them, where the daemons poll (wsgidev/mounts.py)."""
     options = prepared.options
@@ -682,7 +500,7 @@ def silent_mounts(prepared: Prepared) -> list[Mount]:
     return list(found.values())
 
 
-def host_lines(prepared: Prepared) -> list[str]:
+def host_lines(prepared: RunPlan) -> list[str]:
     """What the Host check answers beyond localhost and IP addresses, for the banner."""
     options = prepared.options
     if "*" in options.allow_host:
@@ -699,7 +517,7 @@ def host_lines(prepared: Prepared) -> list[str]:
     return lines
 
 
-def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
+def banner(prepared: RunPlan, url: str, debugger: bool = False) -> str:
     """The lines printed once Apache listens; debugger: sessions come to this terminal."""
     options = prepared.options
     reload = f"reloading on changes ({options.reload_backend})" if options.reload else "reload off"
@@ -734,7 +552,7 @@ def banner(prepared: Prepared, url: str, debugger: bool = False) -> str:
             )
         else:
             lines.append("  breakpoint() is skipped: wsgidev is not running in a terminal")
-    live = render.live_stream_paths(options, prepared.target)
+    live = prepared.stream_paths
     if options.live_reload and live:
         lines.append("  pages refresh by themselves when new code serves (--live-reload)")
     if BROWSER_RELOAD_EVENTS_PATH in live:
