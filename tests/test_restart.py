@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wsgidev.daemon import restart
-from wsgidev.shared import RESTART_LOCK, LeaderLock, RestartPlan, prepare_state_dir
+from wsgidev.shared import RESTART_LOCK, LeaderLock, MonitorSpec, RestartPlan, prepare_state_dir
 
 
 @pytest.fixture
@@ -76,3 +76,13 @@ def test_each_restart_mode_has_one_strategy(tmp_path: Path):
 def test_a_restart_plan_that_cannot_work_is_refused(fields: dict, error: str):
     with pytest.raises(ValueError, match=error):
         RestartPlan(**fields)
+
+
+def test_the_monitor_spec_of_an_earlier_entry_script_still_loads():
+    # A system Apache's entry script stays as `wsgidev config apache` wrote it until it is run
+    # again; the spec it holds named the restart mode, the server root and the groups.
+    spec = MonitorSpec(
+        watch=("/srv/site/settings.ini",), restart="process", state_dir=None, groups=()
+    )
+    assert spec.plan == RestartPlan()
+    assert "restart=" not in repr(spec) and "plan=RestartPlan(" in repr(spec)  # what is written now

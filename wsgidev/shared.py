@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -90,6 +90,11 @@ class MonitorSpec:
     backend: str = "auto"
     poll_interval_s: float = 1.0
     plan: RestartPlan = field(default_factory=RestartPlan)
+    # An entry script an earlier wsgidev wrote (a system Apache's, until `wsgidev config apache`
+    # writes it again) names these three instead of plan: they are read into it.
+    restart: InitVar[str | None] = None
+    state_dir: InitVar[str | None] = None
+    groups: InitVar[tuple[str, ...] | None] = None
     exclude: tuple[str, ...] = ()  # glob patterns of files that never reload
     project_dir: str | None = None  # relative exclude patterns are anchored here
     watch_opened: bool = True  # non-Python files opened while the app imports are watched
@@ -97,6 +102,18 @@ class MonitorSpec:
     # Under a system Apache, how long a process started during a deploy may wait for the code
     # to be quiet before serving: half of mod_wsgi's queue-timeout, which its requests share.
     serve_wait_s: float = MAX_SERVE_WAIT_S
+
+    def __post_init__(
+        self, restart: str | None, state_dir: str | None, groups: tuple[str, ...] | None
+    ) -> None:
+        if restart is not None:
+            plan = RestartPlan(
+                mode=restart,
+                owned=state_dir is not None,
+                server_root=state_dir,
+                groups=tuple(groups or ()),
+            )
+            object.__setattr__(self, "plan", plan)
 
 
 @dataclass(frozen=True, kw_only=True)
