@@ -127,11 +127,12 @@ def test_a_retiring_process_that_ends_silently_is_looked_at_again():
     assert len(m.heard.done()) == 1
 
 
-def test_a_taker_that_had_imported_the_app_already_serves_the_new_code_at_the_flip():
+def test_a_taker_that_had_imported_the_app_already_counts_from_its_take_over():
     # A standby process took a request queued on its socket before an earlier flip, and
     # imported the app then. Asked to take over, it answered ready (nothing it imported had
-    # changed) and imports nothing more: its ready event came before the save. Seen end to end
-    # (tests/test_reload.py): the hand-over served the edit, and no "Reloaded" line came.
+    # changed) and imports nothing more: it says Ready again, dated when it checked (see
+    # test_standby.py). Seen end to end (tests/test_reload.py): the edit was served, and no
+    # "Reloaded" line came.
     m = Machine()
     m.live |= {11, 21}
     m.at(SAVED - 5, protocol.Ready(pid=21, started_at=SAVED - 5.1, group="g"))
@@ -142,6 +143,8 @@ def test_a_taker_that_had_imported_the_app_already_serves_the_new_code_at_the_fl
             pid=11, to="g", files=("/site/lazy.py",), answers={"21": "ready"}, retiring=(11,)
         ),
     )
+    m.at(SAVED + 0.08, protocol.Ready(pid=21, started_at=SAVED + 0.06, group="g"))
+    assert m.heard.done() == []  # process 11 still serves the old code
     m.live.discard(11)
     m.at(SAVED + 0.2, protocol.Exit(pid=11))
     assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.2)]
@@ -167,6 +170,12 @@ def test_a_branch_switch_seen_in_two_pieces_is_one_reload():
     m.at(SAVED + 1.6, protocol.Ready(pid=25, started_at=SAVED + 1.4))
     m.at(SAVED + 1.7, protocol.Ready(pid=26, started_at=SAVED + 1.4))
     assert len(m.heard.done()) == 2
+    # ...and so is one dated earlier by a copy that keeps mtimes, told by a process that
+    # imported after that date: it reports only what changed since its import.
+    m.at(SAVED + 2.0, protocol.Change(pid=25, files=files[:1], saved_at=SAVED + 1.0))
+    m.at(SAVED + 2.3, protocol.Ready(pid=27, started_at=SAVED + 2.1))
+    m.at(SAVED + 2.4, protocol.Ready(pid=28, started_at=SAVED + 2.1))
+    assert len(m.heard.done()) == 3
 
 
 def test_a_template_edit_is_taken_when_every_process_said_so_or_after_a_second():
@@ -176,8 +185,12 @@ def test_a_template_edit_is_taken_when_every_process_said_so_or_after_a_second()
     m.at(SAVED + 0.2, protocol.Handled(pid=22, files=page, saved_at=SAVED))
     m.at(SAVED + 2.1, protocol.Handled(pid=21, files=page, saved_at=SAVED + 2))
     assert [what for name, what in m.heard.said] == [(page, True), (page, False), (page, True)]
-    m.run_timers(SAVED + 3.2)  # process 22 never said so for the second save
+    m.run_timers(SAVED + 3.2)  # process 22 had not said so for the second save
     assert m.heard.said[-1] == ("taken", (page, False))
+    m.at(SAVED + 3.5, protocol.Handled(pid=22, files=page, saved_at=SAVED + 2))  # late
+    assert len(m.heard.said) == 4  # not a new save: told already
+    m.at(SAVED + 5.1, protocol.Handled(pid=22, files=page, saved_at=SAVED + 5))  # the next
+    assert m.heard.said[-1] == ("taken", (page, True))
 
 
 def test_an_import_error_is_new_code_once_per_traceback():
@@ -243,6 +256,9 @@ def _line(record: object) -> str:
         ({"event": "change", "pid": 7, "files": "app.py"}, "change: bad files"),
         ({"event": "ready", "pid": 7, "import_s": "fast"}, "ready: bad import_s"),
         (["not", "an", "object"], "no kind: not an object"),
+        ({"event": "cut", "pid": 7, "timeout_s": 10**400}, "cut: bad timeout_s"),
+        ({"event": "handover", "pid": 7, "answers": {"me": "ready"}}, "handover: bad answers"),
+        ({"event": "change", "pid": 7, "files": [[[["deep"]]]]}, "change: bad files"),
     ],
 )
 def test_an_event_that_does_not_decode_is_one_line(record: object, problem: str):
@@ -252,3 +268,12 @@ def test_an_event_that_does_not_decode_is_one_line(record: object, problem: str)
     printer.error_line(_line(record))  # every process says it: once
     (line,) = out.getvalue().splitlines()
     assert line.startswith("wsgidev: an event from process") and f"({problem})" in line, line
+
+
+def test_an_event_nested_past_the_parser_is_one_line():
+    out = io.StringIO()
+    printer = LogPrinter(out, processes=2, colour=False, verbose=False)
+    deep = base64.b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    printer.error_line(f"info\t7\twsgi\t{events.MARKER}x: y |{deep}")
+    (line,) = out.getvalue().splitlines()
+    assert "(no kind: not base64 JSON)" in line, line

@@ -16,10 +16,17 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from wsgidev import protocol
+from wsgidev import events, protocol
 from wsgidev.daemon import handover as hand_over
 from wsgidev.daemon.handover import Handover, serving_group
-from wsgidev.shared import CONTROL_DIR, HANDOVER_LOCK, LeaderLock, prepare_state_dir, route_name
+from wsgidev.shared import (
+    CONTROL_DIR,
+    HANDOVER_LOCK,
+    PRELOAD_NAME,
+    LeaderLock,
+    prepare_state_dir,
+    route_name,
+)
 
 GROUPS = ("wsgidev-app", "wsgidev-app-b")
 
@@ -318,3 +325,44 @@ def test_a_standby_that_imported_for_a_stray_request_restarts_once_new_code_serv
     waiting.mark_loading()  # a stray request: it imported the app while a standby
     active.record_modules(tell_standby=True)  # the serving group's new processes serve
     wait_for(lambda: ["/site/settings.py"] in restarts, 5, "the stale standby's restart")
+
+
+def test_a_taker_that_had_imported_says_it_serves_from_its_check(
+    state: Path, handovers, restarts, capsys: pytest.CaptureFixture[str]
+):
+    # It imports nothing more, so no import of its own says it serves the new code: it says so
+    # itself, dated when it found what it imported unchanged (after the save).
+    loads: list[str] = []
+    active = serving(state, handovers, loads=loads)
+    taker = handovers(state, GROUPS[1])
+    taker.listen(lambda: loads.append("b"), list)
+    taker.mark_loading()  # a stray request: it imported the app while a standby
+    capsys.readouterr()
+    saved = time.time()
+    active.on_change(["app.py"])
+    said: list[protocol.Event] = []
+
+    def ready() -> bool:
+        lines = capsys.readouterr().err.splitlines()
+        said.extend(e for e in map(events.parse, lines) if isinstance(e, protocol.Ready))
+        return bool(said)
+
+    wait_for(ready, 5, "the taker's Ready")
+    (event,) = said
+    assert event.pid == os.getpid() and event.group == GROUPS[1]
+    assert event.started_at >= saved
+
+
+def test_a_taker_that_imports_on_go_leaves_its_ready_to_the_import(
+    state: Path, handovers, restarts, capsys: pytest.CaptureFixture[str]
+):
+    loads: list[str] = []
+    active = serving(state, handovers, loads=loads)
+    taker = handovers(state, GROUPS[1])
+    taker.listen(lambda: loads.append("b"), list)
+    capsys.readouterr()
+    active.on_change(["app.py"])
+    # Its take-over ends by recording its modules for the standbys.
+    wait_for((state / PRELOAD_NAME).exists, 5, "the taker's take-over")
+    assert loads == ["b"]
+    assert "wsgidev-event ready" not in capsys.readouterr().err  # the app's import says it

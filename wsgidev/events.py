@@ -152,7 +152,7 @@ def parse(message: str) -> protocol.Event | None:
     try:
         payload = message[start + len(MARKER) :].rsplit("|", 1)[-1].strip()
         record = json.loads(base64.b64decode(payload, validate=True))
-    except ValueError:
+    except (ValueError, RecursionError):
         return protocol.Unreadable(problem="not base64 JSON")
     return protocol.decode(record)
 

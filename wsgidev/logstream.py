@@ -202,7 +202,10 @@ class LogPrinter(Subscriber):
             return self._access_seen.wait_for(answered, timeout_s)
 
     def _event(self, event: protocol.Event) -> None:
-        self.tracker.feed(event)  # which tells this printer, one of its subscribers
+        try:
+            self.tracker.feed(event)  # which tells this printer, one of its subscribers
+        except Exception as exc:  # a bug here must not stop the reading of Apache's log
+            self.write(f"wsgidev: the {event.KIND} event of process {event.pid} failed: {exc!r}")
 
     # -- what the events say, and what the tracker tells ----------------------------------------
 

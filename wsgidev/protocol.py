@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import types
 import typing
 from dataclasses import dataclass
@@ -294,7 +295,7 @@ def decode(record: object) -> Event:
     if not isinstance(record, dict):
         return Unreadable(problem="not an object")
     kind = str(record.get("event", ""))
-    pid, t = _number(record.get("pid"), int), _number(record.get("t"), float)
+    pid, t = _number(record.get("pid"), int), _number(record.get("t", time.time()), float)
     event_class = EVENTS.get(kind)
     if event_class is None:
         return Unreadable(pid=pid, t=t, kind=kind, problem="no such event")
@@ -305,7 +306,7 @@ def decode(record: object) -> Event:
             continue
         try:
             values[field.name] = _coerce(record[field.name], hints[field.name])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError, RecursionError):
             return Unreadable(pid=pid, t=t, kind=kind, problem=f"bad {field.name}")
     return event_class(**values)
 
@@ -380,7 +381,7 @@ def unpack(data: bytes) -> Control | None:
                 if field.name in record
             }
         )
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
         return None
 
 
@@ -398,7 +399,7 @@ def _hints(kind: type) -> dict[str, Any]:
 def _number(value: Any, kind: type[int] | type[float]) -> Any:
     try:
         return kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return kind()
 
 
@@ -430,9 +431,9 @@ def _coerce(value: object, hint: Any) -> Any:
         if len(args) != len(value):
             raise TypeError("wrong length")
         return tuple(_coerce(item, arg) for item, arg in zip(value, args, strict=True))
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise TypeError("not an object")
+    if origin is dict or hint is dict:  # Answers: pid -> answer
+        if not isinstance(value, dict) or not all(str(key).isdigit() for key in value):
+            raise TypeError("not an object of pids")
         return {str(key): str(item) for key, item in value.items()}
     if origin is list:
         if not isinstance(value, list):

@@ -15,6 +15,7 @@ given), so tests feed it events and read what subscribers heard, without Apache.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -37,6 +38,7 @@ RECHECK_S = 0.25
 RECHECK_FOR_S = 60.0  # ...for at most this long after the save
 # A template edit counts as taken once every serving process said so, or after this.
 HANDLED_WAIT_S = 1.0
+TOLD_KEPT = 32  # saves taken in place whose late reports are recognised
 
 
 @dataclass
@@ -70,13 +72,23 @@ class Reload:
     def __post_init__(self) -> None:
         self.last_saved_at = max(self.last_saved_at, self.saved_at)
 
-    def same_save(self, saved_at: float, files: Iterable[str]) -> bool:
-        """Whether a change saved then, naming these files, is this reload told again."""
+    def same_save(
+        self, saved_at: float, files: Iterable[str], reporter_since: float | None = None
+    ) -> bool:
+        """Whether a change saved then, naming these files, is this reload told again;
+        reporter_since: when the reporting process began importing (None: not known)."""
         if not set(files) & set(self.files):
             return False
         if abs(saved_at - self.saved_at) < SAME_SAVE_S:
             return True
-        return self.served_from is not None and saved_at < self.served_from
+        # Told late by a process that held the old code, of a save the new code's imports read.
+        # A process that imported since reports only what was saved after its import, whatever
+        # the date says (a copy that keeps mtimes, a clock behind): that is a new save.
+        return (
+            self.served_from is not None
+            and saved_at < self.served_from
+            and (reporter_since is None or reporter_since < self.served_from)
+        )
 
 
 @dataclass(frozen=True)
@@ -157,8 +169,10 @@ class ReloadTracker:
         self._debug_held: dict[int, str | None] = {}
         self._recheck_at: float | None = None  # a look again at pending reloads is scheduled
         self._flipped: deque[tuple[float, set[str]]] = deque(maxlen=16)  # hand-overs: when, files
-        # Files Django took in place -> the processes that said so (one save, every process).
+        # Files Django took in place -> the processes that said so (one save, every process),
+        # and for the saves told already (complete, or timed out) the processes that said so.
         self._handled: dict[tuple[str, ...], set[int]] = {}
+        self._handled_told: dict[tuple[str, ...], set[int]] = {}
         self._last_traceback = ""
         self.stopping = False  # the server stops: a debugger's process keeps no old code then
 
@@ -168,11 +182,10 @@ class ReloadTracker:
 
     def feed(self, event: protocol.Event) -> None:
         """One event from a daemon."""
-        for subscriber in self._subscribers:
-            subscriber.heard(event)
+        self._tell(lambda s: s.heard(event))
         match event:
             case protocol.Change():
-                self._change(event.saved_at or event.t, event.files, event.count)
+                self._change(event.pid, event.saved_at or event.t, event.files, event.count)
             case protocol.Ready():
                 self._ready(event)
             case protocol.Handover() | protocol.RestartInPlace():
@@ -194,10 +207,11 @@ class ReloadTracker:
 
     # -- the events -----------------------------------------------------------------------------
 
-    def _change(self, saved_at: float, files: Iterable[str], count: int) -> None:
+    def _change(self, pid: int, saved_at: float, files: Iterable[str], count: int) -> None:
         files = [str(f) for f in files]
         with self._lock:
-            if any(done.same_save(saved_at, files) for done in self._done):
+            since = self._imported_at[pid][0] if pid in self._imported_at else None
+            if any(done.same_save(saved_at, files, since) for done in self._done):
                 return
             for reload in self.pending:
                 if reload.same_save(saved_at, files):
@@ -229,12 +243,6 @@ class ReloadTracker:
             exited = set(self._exited)
         note = faultlines.gone_note(event, takers, exited)
         with self._lock:
-            for pid in takers or ():
-                if pid in self._imported_at:
-                    # It had imported the app already (for a request queued on its socket
-                    # before an earlier flip) and answered ready: nothing it imported had
-                    # changed, and it serves the new code from the flip on.
-                    self._imported_at[pid] = (event.t, group)
             matched = False
             for reload in self.pending:
                 if handed & set(reload.files):
@@ -274,15 +282,21 @@ class ReloadTracker:
         """Tell subscribers when a save's first process took it, and once every serving process
         has (or after a while)."""
         with self._lock:
+            told = self._handled_told.get(files)
+            if files not in self._handled and told is not None and pid not in told:
+                told.add(pid)  # a sibling late for a save told already (past HANDLED_WAIT_S)
+                return
             first = files not in self._handled
             pids = self._handled.setdefault(files, set())
             if pid in pids:  # a process that said it already is telling of the next save
                 pids.clear()
                 first = True
+            if first:
+                self._handled_told.pop(files, None)
             pids.add(pid)
             complete = len(pids) >= self.processes
             if complete:
-                del self._handled[files]
+                self._told(files, self._handled.pop(files))
         if first:
             self._tell(lambda s: s.taken_in_place(files, True))
         if complete:
@@ -293,8 +307,16 @@ class ReloadTracker:
     def _handled_late(self, files: tuple[str, ...]) -> None:
         with self._lock:
             waiting = self._handled.pop(files, None)
+            if waiting is not None:
+                self._told(files, waiting)
         if waiting is not None:
             self._tell(lambda s: s.taken_in_place(files, False))
+
+    def _told(self, files: tuple[str, ...], pids: set[int]) -> None:
+        """Remember who said a save was taken, once subscribers were told (under the lock)."""
+        self._handled_told[files] = pids
+        while len(self._handled_told) > TOLD_KEPT:
+            del self._handled_told[next(iter(self._handled_told))]
 
     # -- when a reload is done ------------------------------------------------------------------
 
@@ -391,4 +413,7 @@ class ReloadTracker:
 
     def _tell(self, call: Callable[[Subscriber], None]) -> None:
         for subscriber in self._subscribers:
-            call(subscriber)
+            try:
+                call(subscriber)
+            except Exception as exc:  # one subscriber's bug must not stop the others, or the log
+                sys.stderr.write(f"wsgidev: {type(subscriber).__name__} failed: {exc!r}\n")

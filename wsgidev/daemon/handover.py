@@ -133,6 +133,7 @@ class Handover:
         # The lock's generation when this process began importing the app (None: not yet).
         self.generation: int | None = None
         self._stray = False  # a standby that imported the app for a stray request (mark_loading)
+        self._noting = threading.Lock()  # generation and _stray: the request and listen threads
         self.retired = threading.Event()
         self._load: Callable[[], object] | None = None
         self._stale: Callable[[], list[str]] = list
@@ -159,11 +160,12 @@ class Handover:
 
     def mark_loading(self) -> None:
         """Note that the app is being imported now (a later hand-over covers this process)."""
-        if self.generation is None:
-            self.generation = self._lock.generation()
-            # A standby that was not told to take over: a request queued on its group's
-            # socket before a flip reached it. It holds the app's code from now on.
-            self._stray = not self.serving()
+        with self._noting:
+            if self.generation is None:
+                self.generation = self._lock.generation()
+                # A standby that was not told to take over: a request queued on its group's
+                # socket before a flip reached it. It holds the app's code from now on.
+                self._stray = not self.serving()
 
     def listen(
         self,
@@ -513,6 +515,7 @@ class Handover:
         # warm-up may still be running: the route flips now, the old group retires and gives
         # the machine to this one, and requests wait here for the new code, not elsewhere for
         # the old. Under a busy load that is what brings the new code soonest.
+        checked_at = time.time()
         stale = self._stale()
         # Stale: it imported old code before, and only a new process is clean. It restarts when
         # the serving group's new processes say they serve (op warm), not now, beside them.
@@ -529,14 +532,27 @@ class Handover:
         # queued on this group's socket before an earlier flip had it import the app (and note
         # the generation then); a stale note would have no process of the group lead the next
         # change, and the edit wait IMPORT_TIMEOUT_S.
-        self.generation, self._stray = self._lock.generation(), False
+        with self._noting:
+            imported, self._stray = self._stray, False
+            self.generation = self._lock.generation()
         # The rest in a thread of its own: this one must go on answering (a retire, should the
         # import hang and a fix be saved).
-        threading.Thread(target=self._take_over, name="wsgidev-take-over", daemon=True).start()
+        threading.Thread(
+            target=self._take_over,
+            args=(checked_at if imported else None,),
+            name="wsgidev-take-over",
+            daemon=True,
+        ).start()
 
-    def _take_over(self) -> None:
+    def _take_over(self, current_since: float | None) -> None:
+        """Import the app (unless a stray request had it imported: current_since, when what it
+        imported was found unchanged), start watching, and have the standbys look again."""
         assert self._load is not None
         self._load()  # after the warm-up, under its lock; an import error serves its error page
+        if current_since is not None:
+            # It imported before the save, and says so no more: it serves the new code from
+            # the check on (wsgidev start counts it then, not at its import).
+            events.emit(protocol.Ready(started_at=current_since, group=self.group))
         if self._activate is not None:
             # Watching once imported (one inotify watch per folder: milliseconds for thousands);
             # a save since the import compares unequal to its import-time baseline.
