@@ -312,11 +312,15 @@ class Monitor:
         # hint: the paths a notification named; None compares every watched file (polling).
         if self._restarting:
             return []
-        seen_s = time.time()  # a hint arrived (or a look is due): the save was no later than this
         self._refresh()
         # Compared after their directories are watched: an edit from now on sends an event.
         fresh = self._files.take_unchecked()
         changed = self._changed(None if hint is None else {*hint, *fresh})
+        # Taken after the comparison, not before the refresh: a big site's first look after a
+        # take-over refreshes for most of a second, and a save made meanwhile is found by the
+        # comparison; dated by a time before it, its stamp was refused as "after it was seen",
+        # and a sibling's report of the same save looked like another save (two lines).
+        seen_s = time.time()
         if not changed:
             return []
         self._settle(changed)
