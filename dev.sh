@@ -22,6 +22,8 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
 PY
 # The browser tests drive Debian's chromium (through Playwright's Python package).
 if [ "$what" != demo ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
+# ss, to see a request wait in a daemon's accept queue (tests/test_reload.py).
+if [ "$what" != demo ] && ! command -v ss >/dev/null; then missing+=(iproute2); fi
 # A real FUSE mount for the folders that send no change notifications (tests/test_mounts.py).
 if [ "$what" != demo ] && ! command -v bindfs >/dev/null; then missing+=(bindfs); fi
 # The container test (tests/test_container.py) builds a venv of Debian's own Python, outside

@@ -626,7 +626,8 @@ def application(environ, start_response):
 
 
 def queued_connections(server) -> int:
-    """Connections waiting in the accept queues of this server's daemon sockets (ss -xl)."""
+    """Connections waiting in the accept queues of this server's daemon sockets (`ss -xl`, of
+    iproute2, which dev.sh installs: /proc/net/unix shows no queue)."""
     found = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True, check=True).stdout
     queued = 0
     for line in found.splitlines():
