@@ -334,9 +334,13 @@ def test_an_edit_storm_gives_one_or_two_reloads_and_the_last_version(project: Pa
     assert len({answer["pid"] for answer in answers}) == 2, answers
     assert {answer["version"] for answer in answers} == {"s99"}
     time.sleep(1.5)  # no reload comes after the last one
-    reloads = (len(imports(project)) - 2) / 2
-    assert reloads in (1, 2), (imports(project), server.log())
-    assert len(reload_lines(server)) == reloads, server.log()
+    reloads = len(reload_lines(server))
+    assert reloads in (1, 2), server.log()
+    # Each reload's taker group imports the app once per process up at the time: a hand-over
+    # to a group whose second process Apache was still starting takes it with one (3 imports
+    # for 2 reloads was seen), never more than two.
+    imported = len(imports(project)) - 2
+    assert reloads <= imported <= 2 * reloads, (imports(project), server.log())
 
 
 # --- 6. 40 reloads in a row ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from wsgidev import render
 from wsgidev.apache import ApacheInstall
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs
+from wsgidev.runplan import RunPlan
 from wsgidev.target import Target
 
 folder = render.templates_dir()
@@ -25,11 +26,12 @@ target = Target(kind="module", label="m:app", project_dir="/srv/p", module="m")
 apache = ApacheInstall(httpd="/opt/httpd/bin/httpd", modules_dir="/m", mod_wsgi_so="/m/w.so",
                        python_home=sys.prefix, python_dylib="", mime_types="/opt/httpd/conf/types")
 options = Options(working_dir="/srv/p", processes=3, threads=4)
+plan = RunPlan(options=options, target=target, apache=apache, run_as=RunAs(mode="self"))
 entry = pathlib.Path("/srv/p/.wsgidev/entry.wsgi")
-print(render.render_standalone(options, target, apache, RunAs(mode="self"), pathlib.Path("/r")))
-print(render.render_apache(options, target, apache, entry))
-print(render.render_express(options, target, RunAs(mode="self"), entry))
-print(render.render_entry(options, target))
+print(render.render_standalone(plan, pathlib.Path("/r")))
+print(render.render_apache(plan, entry))
+print(render.render_express(plan, entry))
+print(render.render_entry(plan))
 """
 
 

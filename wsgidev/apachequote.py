@@ -103,13 +103,19 @@ ALWAYS_NAMES = (".localhost",)
 _ADDRESSES = ("[0-9]+([.][0-9]+){3}", "[[][0-9A-Fa-f:.]+[]]")
 
 
+def bare_host(host: str) -> str:
+    """A host without an IPv6 literal's brackets ([::1] -> ::1), as sockets and certificates
+    take it: the one place they come off."""
+    return host.strip("[]")
+
+
 def answered_anyway(name: str) -> bool:
     """Whether the Host check answers this name without being told: localhost or an address."""
     plain = name.strip(".").lower()
     if plain == "localhost" or plain.endswith(".localhost"):
         return True
     try:
-        ipaddress.ip_address(name.strip("[]"))
+        ipaddress.ip_address(bare_host(name))
     except ValueError:
         return False
     return True

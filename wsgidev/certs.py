@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from wsgidev.apachequote import bare_host
+
 CA_NAME = "wsgidev local development CA"
 CA_DAYS = 3650
 # Browsers refuse server certificates valid for more than 398 days.
@@ -109,7 +111,7 @@ class LocalCA:
         """A server certificate for names (and the loopback defaults) in folder, made afresh
         only when the names changed, it is near its end, or this authority did not sign it."""
         self.ensure()
-        wanted = sorted(set(DEFAULT_NAMES) | {n.strip("[]") for n in names if n})
+        wanted = sorted(set(DEFAULT_NAMES) | {bare_host(n) for n in names if n})
         pair = ServerCertificate(folder / "server.pem", folder / "server-key.pem")
         if self._still_good(pair, wanted):
             return pair

@@ -76,20 +76,16 @@ def _render(kind: str, prepared: RunPlan, folder: Path) -> str:
     if kind == "standalone":
         # The config `wsgidev start` runs: the folder is its server root and holds the files
         # the daemons share for reloading (the hand-over's sockets, route and locks).
-        render.write_entry(folder, options, prepared.target, state_dir=str(folder))
+        render.write_entry(folder, prepared, state_dir=str(folder))
         prepare_state_dir(folder)
-        text = render.render_standalone(
-            options, prepared.target, prepared.apache, prepared.run_as, folder, prepared.tls
-        )
+        text = render.render_standalone(prepared, folder)
     else:
-        entry = render.write_entry(folder, options, prepared.target, state_dir=None)
+        entry = render.write_entry(folder, prepared, state_dir=None)
         if kind == "apache":
             _share_with_daemons(folder, entry, options)
-            text = render.render_apache(options, prepared.target, prepared.apache, entry)
+            text = render.render_apache(prepared, entry)
         else:
-            text = render.render_express(
-                options, prepared.target, prepared.run_as, entry, prepared.tls
-            )
+            text = render.render_express(prepared, entry)
     return text
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsgidev.apachequote import HOST_NAME
+from wsgidev.apachequote import HOST_NAME, bare_host
 from wsgidev.errors import WsgidevError
 from wsgidev.globpattern import GlobError, escape, exclude_text, has_magic
 from wsgidev.globpattern import check as check_glob
@@ -245,8 +245,14 @@ class Options:
 
     @property
     def bare_host(self) -> str:
-        """The host without an IPv6 literal's brackets ([::1] -> ::1), as sockets take it."""
-        return self.host.strip("[]")
+        """The host as sockets take it (see bare_host)."""
+        return bare_host(self.host)
+
+    @property
+    def bracketed_host(self) -> str:
+        """The host as a URL or Apache's Listen takes it: an IPv6 literal in brackets."""
+        host = self.bare_host
+        return f"[{host}]" if ":" in host else host
 
     @property
     def https_port(self) -> int | None:
@@ -286,11 +292,11 @@ def _has_valid_port(url: str) -> bool:
 
 def _is_host(host: str) -> bool:
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(bare_host(host))
     except ValueError:
         return bool(_HOSTNAME.match(host))
     # An IPv6 scope (fe80::1%eth0) is an interface name: nothing Apache would read otherwise.
-    return bool(re.fullmatch(r"[^%]*(%[A-Za-z0-9_.-]+)?", host.strip("[]")))
+    return bool(re.fullmatch(r"[^%]*(%[A-Za-z0-9_.-]+)?", bare_host(host)))
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Options))

@@ -299,16 +299,10 @@ def decode(record: object) -> Event:
     event_class = EVENTS.get(kind)
     if event_class is None:
         return Unreadable(pid=pid, t=t, kind=kind, problem="no such event")
-    values: dict[str, Any] = {"pid": pid, "t": t}
-    hints = _hints(event_class)
-    for field in dataclasses.fields(event_class):
-        if field.name in values or field.name not in record:
-            continue
-        try:
-            values[field.name] = _coerce(record[field.name], hints[field.name])
-        except (TypeError, ValueError, OverflowError, RecursionError):
-            return Unreadable(pid=pid, t=t, kind=kind, problem=f"bad {field.name}")
-    return event_class(**values)
+    try:
+        return _typed(event_class, {**record, "pid": pid, "t": t})
+    except _BadField as bad:
+        return Unreadable(pid=pid, t=t, kind=kind, problem=f"bad {bad}")
 
 
 # -- the hand-over's control datagrams ------------------------------------------------------------
@@ -373,21 +367,36 @@ def unpack(data: bytes) -> Control | None:
     try:
         record = json.loads(data)
         message_class = CONTROLS[record.pop("op")]
-        hints = _hints(message_class)
-        return message_class(
-            **{
-                field.name: _coerce(record[field.name], hints[field.name])
-                for field in dataclasses.fields(message_class)
-                if field.name in record
-            }
-        )
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+    try:
+        return _typed(message_class, record)
+    except _BadField:
         return None
 
 
 # -- decoding helpers ---------------------------------------------------------------------------
 
 _HINTS: dict[type, dict[str, Any]] = {}
+_T = typing.TypeVar("_T")
+
+
+class _BadField(Exception):
+    """A record's field (named by the exception's text) is not of its type."""
+
+
+def _typed(kind: type[_T], record: dict[str, Any]) -> _T:
+    """An instance of the dataclass kind from a decoded record: the fields it names, each as
+    its type says; _BadField names the first that is not."""
+    hints = _hints(kind)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(kind):  # type: ignore[arg-type]
+        if field.name in record:
+            try:
+                values[field.name] = _coerce(record[field.name], hints[field.name])
+            except (TypeError, ValueError, OverflowError, RecursionError):
+                raise _BadField(field.name) from None
+    return kind(**values)
 
 
 def _hints(kind: type) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import os
 import pprint
@@ -16,16 +15,13 @@ from pathlib import Path
 import jinja2
 
 from wsgidev import __version__, apachequote
-from wsgidev.apache import ApacheInstall
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
-from wsgidev.privileges import RunAs
+from wsgidev.runplan import RunPlan
 from wsgidev.shared import (
     APP_ENV_VAR,
-    BROWSER_RELOAD_EVENTS_PATH,
     DEBUG_SOCKET,
     DEV_SETTLE_S,
-    LIVE_EVENTS_PATH,
     LIVE_SOCKET,
     MAX_SERVE_WAIT_S,
     STAGING_SETTLE_S,
@@ -126,10 +122,10 @@ class Layout:
     daemon_group: str | None
 
 
-def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
+def layout(plan: RunPlan, entry_script_path: Path) -> Layout:
     """Decide the names, paths and addresses every output shares."""
+    options, target = plan.options, plan.target
     host = options.bare_host
-    bracketed = f"[{host}]" if ":" in host else host
     project = _project_name(target)
     python_path = tuple(dict.fromkeys((target.project_dir, *options.python_path)))
     for folder in python_path:
@@ -151,11 +147,11 @@ def layout(options: Options, target: Target, entry_script_path: Path) -> Layout:
             if index
         ),
         display_name=f"(wsgidev:{project}:{options.port})",
-        listen=f"{bracketed}:{options.port}",
-        url=f"http://{bracketed}:{options.port}/",
+        listen=f"{options.bracketed_host}:{options.port}",
+        url=plan.url,
         # ServerName takes no bare IPv6 literal; the name only matters for self-referring URLs.
         server_name="localhost" if ":" in host else host,
-        static=tuple((url.rstrip("/") or "/", folder) for url, folder in options.static),
+        static=tuple((url.rstrip("/") or "/", folder) for url, folder in plan.static),
         proxies=tuple((path.rstrip("/") or "/", url) for path, url in options.proxy),
         daemon_user=options.user,
         daemon_group=options.group,
@@ -214,8 +210,7 @@ def settle_s(options: Options, state_dir: str | None) -> float:
 
 
 def entry_spec(
-    options: Options,
-    target: Target,
+    plan: RunPlan,
     state_dir: str | None,
     env_in_process: bool = False,
     events_read: bool = False,
@@ -224,7 +219,8 @@ def entry_spec(
     env_in_process: the --env values reach the daemons in Apache's environment (APP_ENV_VAR),
     not through this file (wsgidev start). events_read: wsgidev start reads the daemons' events
     from the error log (elsewhere a person does: wsgidev.events)."""
-    given = dict(options.env)
+    options, target = plan.options, plan.target
+    given = dict(plan.env)
     environ = {} if env_in_process else dict(given)
     if target.django_settings and "DJANGO_SETTINGS_MODULE" not in given:
         environ["DJANGO_SETTINGS_MODULE"] = target.django_settings
@@ -272,17 +268,6 @@ def debugger_spec(options: Options, state_dir: str | None) -> DebuggerSpec:
     )
 
 
-def live_stream_paths(options: Options, target: Target) -> tuple[str, ...]:
-    """The event-stream paths Apache hands to wsgidev (not to a daemon) under wsgidev start:
-    --live-reload's, and django-browser-reload's where that package is installed."""
-    if options.debug or not options.reload:
-        return ()
-    paths = [LIVE_EVENTS_PATH] if options.live_reload else []
-    if target.kind == "django" and importlib.util.find_spec("django_browser_reload") is not None:
-        paths.append(BROWSER_RELOAD_EVENTS_PATH)
-    return tuple(paths)
-
-
 def daemon_timeouts(options: Options, owned: bool) -> dict[str, int | None]:
     """WSGIDaemonProcess timeouts: where wsgidev owns the server, its daemons apply
     --shutdown-timeout themselves (never to a process a debugger session holds) and Apache
@@ -305,19 +290,18 @@ def cut_request_page(options: Options) -> str:
 
 
 def render_entry(
-    options: Options,
-    target: Target,
+    plan: RunPlan,
     state_dir: str | None = None,
     env_in_process: bool = False,
     events_read: bool = False,
 ) -> str:
     """The WSGI entry script mod_wsgi loads in every daemon process."""
-    entry = entry_spec(options, target, state_dir, env_in_process, events_read)
+    entry = entry_spec(plan, state_dir, env_in_process, events_read)
     spec = Rendered(pprint.pformat(entry, indent=4, width=96))
     return (
         environment()
         .get_template("entry.wsgi.j2")
-        .render(version=__version__, target=target, spec=spec)
+        .render(version=__version__, target=plan.target, spec=spec)
     )
 
 
@@ -338,82 +322,31 @@ def mpm_sizing(options: Options) -> dict[str, int]:
     }
 
 
-@dataclass(frozen=True, kw_only=True)
-class Tls:
-    """HTTPS and HTTP/2, decided from the options and what this Apache has."""
-
-    port: int | None = None
-    listen: str = ""
-    url: str = ""
-    certificate: str = ""
-    key: str = ""
-    from_local_ca: bool = False
-    h2: bool = False  # HTTP/2 over HTTPS
-    h2c: bool = False  # HTTP/2 over plain HTTP
-    load_http2: bool = False
-
-
-def tls_layout(
-    options: Options,
-    apache: ApacheInstall,
-    certificate: tuple[str, str] | None = None,
-    from_local_ca: bool = False,
-) -> Tls:
-    """HTTPS on options.https_port with certificate (file, key); HTTP/2 where asked or, with
-    HTTPS, where mod_http2 is there."""
-    have_http2 = Path(apache.modules_dir, "mod_http2.so").is_file()
-    h2c = options.http2 is True
-    port = options.https_port
-    h2 = port is not None and (options.http2 is True or (options.http2 is None and have_http2))
-    if port is None or certificate is None:
-        return Tls(h2c=h2c, load_http2=h2c)
-    host = options.bare_host
-    bracketed = f"[{host}]" if ":" in host else host
-    return Tls(
-        port=port,
-        listen=f"{bracketed}:{port}",
-        url=f"https://{'localhost' if host in ('127.0.0.1', '::1') else bracketed}:{port}/",
-        certificate=certificate[0],
-        key=certificate[1],
-        from_local_ca=from_local_ca,
-        h2=h2,
-        h2c=h2c,
-        load_http2=h2 or h2c,
-    )
-
-
-def render_standalone(
-    options: Options,
-    target: Target,
-    apache: ApacheInstall,
-    run_as: RunAs,
-    server_root: Path,
-    tls: Tls | None = None,
-    events_read: bool = False,
-) -> str:
+def render_standalone(plan: RunPlan, server_root: Path, events_read: bool = False) -> str:
     """The complete httpd.conf `wsgidev start` runs (events_read: it reads the daemons' events
     from the error log), or `config standalone` writes, with everything under server_root."""
+    options = plan.options
     return (
         environment()
         .get_template("standalone.conf.j2")
         .render(
             version=__version__,
             options=options,
-            target=target,
-            apache=apache,
-            run_as=run_as,
+            target=plan.target,
+            apache=plan.apache,
+            run_as=plan.run_as,
             server_root=str(server_root),
-            conf=layout(options, target, server_root / ENTRY_SCRIPT_NAME),
+            conf=layout(plan, server_root / ENTRY_SCRIPT_NAME),
             standby=uses_standby(options, str(server_root)),
             routes=[str(server_root / route_name(index)) for index in range(options.standbys + 1)],
             mpm=mpm_sizing(options),
             modules=MODULES,
             timeouts=daemon_timeouts(options, owned=True),
             cut_page=cut_request_page(options),
-            live_paths=live_stream_paths(options, target),
+            live_paths=plan.stream_paths,
             live_socket=str(server_root / LIVE_SOCKET),
-            tls=tls or tls_layout(options, apache),
-            host_regex=host_regex(options),
+            tls=plan.tls,
+            host_regex=host_regex(plan),
             host_page=HOST_PAGE,
             events_read=events_read,
         )
@@ -430,22 +363,21 @@ HOST_PAGE = (
 )
 
 
-def host_regex(options: Options) -> str | None:
+def host_regex(plan: RunPlan) -> str | None:
     """The Host names the server answers, as an ap_expr regex; None answers any (--allow-host '*')."""
-    if "*" in options.allow_host:
+    if "*" in plan.allow_host:
         return None
-    names = [*options.allow_host]
-    host = options.bare_host
+    names = [*plan.allow_host]
+    host = plan.options.bare_host
     if host not in ("0.0.0.0", "::") and apachequote.HOST_NAME.fullmatch(host):
         names.append(host)  # a name passed as --host (an address is answered anyway)
     return apachequote.host_regex(names)
 
 
-def render_apache(
-    options: Options, target: Target, apache: ApacheInstall, entry_script_path: Path
-) -> str:
+def render_apache(plan: RunPlan, entry_script_path: Path) -> str:
     """A snippet a system Apache can Include."""
-    conf = layout(options, target, entry_script_path)
+    options, target = plan.options, plan.target
+    conf = layout(plan, entry_script_path)
     # The system Apache listens where it listens: wsgidev's dev port means nothing in ps there.
     conf = dataclasses.replace(conf, display_name=f"(wsgidev:{_project_name(target)})")
     return (
@@ -455,7 +387,7 @@ def render_apache(
             version=__version__,
             options=options,
             target=target,
-            apache=apache,
+            apache=plan.apache,
             conf=conf,
             standby=False,
             timeouts=daemon_timeouts(options, owned=False),
@@ -464,13 +396,7 @@ def render_apache(
     )
 
 
-def render_express(
-    options: Options,
-    target: Target,
-    run_as: RunAs,
-    entry_script_path: Path,
-    tls: Tls | None = None,
-) -> str:
+def render_express(plan: RunPlan, entry_script_path: Path) -> str:
     """The mod_wsgi-express command line that serves the same app with the same mix; its
     server root sits beside the entry script, so it leaves nothing in /tmp."""
     express = Path(sys.executable).with_name("mod_wsgi-express")
@@ -479,21 +405,20 @@ def render_express(
         .get_template("express.j2")
         .render(
             version=__version__,
-            options=options,
-            target=target,
-            run_as=run_as,
+            options=plan.options,
+            target=plan.target,
+            run_as=plan.run_as,
             express=str(express) if express.exists() else "mod_wsgi-express",
             server_root=str(entry_script_path.parent / "express"),
-            conf=layout(options, target, entry_script_path),
-            tls=tls or Tls(),
+            conf=layout(plan, entry_script_path),
+            tls=plan.tls,
         )
     )
 
 
 def write_entry(
     directory: Path,
-    options: Options,
-    target: Target,
+    plan: RunPlan,
     state_dir: str | None,
     env_in_process: bool = False,
     events_read: bool = False,
@@ -502,7 +427,7 @@ def write_entry(
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / ENTRY_SCRIPT_NAME
     tmp = path.with_suffix(".tmp")
-    text = render_entry(options, target, state_dir, env_in_process, events_read)
+    text = render_entry(plan, state_dir, env_in_process, events_read)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -99,26 +99,16 @@ def sweep_stale_roots(folder: Path) -> None:
 
 def write_config(prepared: RunPlan, root: Path) -> Path:
     """Render httpd.conf and the entry script into root; return the httpd.conf path."""
-    options, target = prepared.options, prepared.target
     previous = os.umask(0o077)  # files only their user may read: the --env values are in them
     try:
         # The --env values go to Apache's environment instead (app_environ).
         render.write_entry(
-            root, options, target, state_dir=str(root), env_in_process=True, events_read=True
+            root, prepared, state_dir=str(root), env_in_process=True, events_read=True
         )
         prepare_state_dir(root)
         conf = root / "httpd.conf"
         conf.write_text(
-            render.render_standalone(
-                options,
-                target,
-                prepared.apache,
-                prepared.run_as,
-                root,
-                prepared.tls,
-                events_read=True,
-            ),
-            encoding="utf-8",
+            render.render_standalone(prepared, root, events_read=True), encoding="utf-8"
         )
     finally:
         os.umask(previous)
@@ -132,7 +122,7 @@ def write_config(prepared: RunPlan, root: Path) -> Path:
 def app_environ(prepared: RunPlan) -> dict[str, str]:
     """Apache's environment: the --env values ride in it to the daemons (APP_ENV_VAR), which
     inherit it; the entry script, which the daemon user can read, does not hold them."""
-    values = json.dumps(dict(prepared.options.env))
+    values = json.dumps(dict(prepared.env))
     return {**prepared.apache.environ(), APP_ENV_VAR: values}
 
 
@@ -232,7 +222,7 @@ class Server:
         self.live.start(daemon_ids(self.prepared.run_as))
         self.log.tracker.subscribe(self.live)
         if self.prepared.options.live_reload:
-            self.live.watch_static(self.prepared.options.static)
+            self.live.watch_static(self.prepared.static)
 
     def open_debugger(self, root: Path, out: TextIO) -> None:
         """Take the daemons' debugger sessions on this terminal, where there is one."""
@@ -502,12 +492,11 @@ def silent_mounts(prepared: RunPlan) -> list[Mount]:
 
 def host_lines(prepared: RunPlan) -> list[str]:
     """What the Host check answers beyond localhost and IP addresses, for the banner."""
-    options = prepared.options
-    if "*" in options.allow_host:
+    if "*" in prepared.allow_host:
         return ["  any Host name is answered (--allow-host '*'): other sites' pages can read it"]
     lines = []
-    if options.allow_host:
-        names = ", ".join(options.allow_host)
+    if prepared.allow_host:
+        names = ", ".join(prepared.allow_host)
         lines.append(f"  also answers Host names {names} (others but localhost and IPs: 400)")
     if prepared.django_any_host:
         lines.append(
@@ -517,7 +506,7 @@ def host_lines(prepared: RunPlan) -> list[str]:
     return lines
 
 
-def banner(prepared: RunPlan, url: str, debugger: bool = False) -> str:
+def banner(prepared: RunPlan, debugger: bool = False) -> str:
     """The lines printed once Apache listens; debugger: sessions come to this terminal."""
     options = prepared.options
     reload = f"reloading on changes ({options.reload_backend})" if options.reload else "reload off"
@@ -528,9 +517,9 @@ def banner(prepared: RunPlan, url: str, debugger: bool = False) -> str:
         who = who.replace("daemons run", "it runs", 1)
         reload = "reload off in --debug (restart to pick up changes); breakpoint() works here"
     lines = [
-        f"wsgidev serving {prepared.target.label} at {url}",
+        f"wsgidev serving {prepared.target.label} at {prepared.url}",
         f"  Apache {prepared.apache.httpd}, {mode}, {who}",
-        *(f"  {folder} served by Apache at {path}" for path, folder in options.static),
+        *(f"  {folder} served by Apache at {path}" for path, folder in prepared.static),
     ]
     if prepared.tls.port:
         http2 = " (HTTP/2)" if prepared.tls.h2 else ""
@@ -629,8 +618,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
                         f"Apache failed to start: {reason[0]}",
                         "see the log above; `wsgidev doctor` checks the setup",
                     )
-                url = render.layout(options, prepared.target, root).url
-                out.write(banner(prepared, url, debugger=server.bridge is not None) + "\n")
+                out.write(banner(prepared, debugger=server.bridge is not None) + "\n")
                 out.flush()
                 if not options.reload:
                     _require_app_imports(server)

@@ -40,10 +40,17 @@ def require_django() -> None:
         raise WsgidevError(f"Django is not installed for {sys.executable}", INSTALL_DJANGO)
 
 
-def read_settings(names: Sequence[str], options: Options, target: Target) -> dict[str, Any]:
+def read_settings(
+    names: Sequence[str],
+    options: Options,
+    target: Target,
+    env: Sequence[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
     """The named settings of the target's Django project, as JSON-friendly values (the module
-    the daemons will use: --env DJANGO_SETTINGS_MODULE over the target's)."""
-    module = dict(options.env).get("DJANGO_SETTINGS_MODULE") or target.django_settings
+    the daemons will use: --env DJANGO_SETTINGS_MODULE over the target's). env: the app's
+    variables, where --env-file's join --env's (the run plan's); else --env's."""
+    env = options.env if env is None else env
+    module = dict(env).get("DJANGO_SETTINGS_MODULE") or target.django_settings
     if not module:
         raise WsgidevError(
             f"{target.label} has no Django settings module",
@@ -52,7 +59,7 @@ def read_settings(names: Sequence[str], options: Options, target: Target) -> dic
     loaded = _loaded_settings(module)
     if loaded is not None:
         return {name: _plain(getattr(loaded, name, None)) for name in names}
-    return _read_in_subprocess(names, module, options, target)
+    return _read_in_subprocess(names, module, options, target, env)
 
 
 def _loaded_settings(module: str) -> Any:
@@ -73,7 +80,7 @@ def _plain(value: Any) -> Any:
 
 
 def read_later(
-    names: Sequence[str], options: Options, target: Target
+    names: Sequence[str], options: Options, target: Target, env: Sequence[tuple[str, str]]
 ) -> Callable[[], dict[str, Any] | None]:
     """Start reading these settings (a subprocess, beside wsgidev's other start steps); the
     returned call waits for them: None where the settings could not be read (the daemons will
@@ -82,7 +89,7 @@ def read_later(
 
     def read() -> None:
         try:
-            result[0] = read_settings(names, options, target)
+            result[0] = read_settings(names, options, target, env)
         except (WsgidevError, ValueError, IndexError, OSError):
             return  # unreadable (a settings module that prints, say): go on without them
 
@@ -97,14 +104,18 @@ def read_later(
 
 
 def _read_in_subprocess(
-    names: Sequence[str], module: str, options: Options, target: Target
+    names: Sequence[str],
+    module: str,
+    options: Options,
+    target: Target,
+    app_env: Sequence[tuple[str, str]],
 ) -> dict[str, Any]:
     require_django()
     search = [target.project_dir, *options.python_path]
     inherited = os.environ.get("PYTHONPATH")
     env = {
         **os.environ,
-        **dict(options.env),
+        **dict(app_env),
         "DJANGO_SETTINGS_MODULE": module,
         "PYTHONPATH": os.pathsep.join([*search, *([inherited] if inherited else [])]),
     }

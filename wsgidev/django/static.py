@@ -8,7 +8,7 @@ MEDIA_ROOT at MEDIA_URL itself, through the Alias blocks that --static renders.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,15 @@ from wsgidev.target import Target
 ROOT_SETTINGS = ("STATIC_URL", "STATIC_ROOT", "MEDIA_URL", "MEDIA_ROOT")
 
 
-def with_static_root(options: Options, target: Target) -> Options:
-    """Options with Apache Aliases for STATIC_ROOT (and MEDIA_ROOT, when set) added."""
+def static_root(
+    options: Options, target: Target, env: Sequence[tuple[str, str]]
+) -> tuple[tuple[str, str], ...]:
+    """Apache's Aliases for STATIC_ROOT (and MEDIA_ROOT, when set); env: the app's variables."""
     from wsgidev.django.settings_reader import read_settings
 
-    values = read_settings(ROOT_SETTINGS, options, target)
+    values = read_settings(ROOT_SETTINGS, options, target, env)
     module = target.django_settings or "the settings"
-    aliases = static_root_aliases(values, module, Path(options.working_dir))
-    return dataclasses.replace(options, static=(*options.static, *aliases))
+    return static_root_aliases(values, module, Path(options.working_dir))
 
 
 def static_root_aliases(
