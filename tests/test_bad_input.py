@@ -367,8 +367,8 @@ def test_no_reload_hears_a_stop_while_the_app_imports(project: Path, start_serve
 
 
 def test_many_daemon_processes_for_the_cpus_get_a_warning():
+    from wsgidev.banner import daemons_warning
     from wsgidev.options import Options
-    from wsgidev.server import daemons_warning
 
     assert daemons_warning(Options(processes=8), cpus=2) is None  # 16 with the one standby
     warning = daemons_warning(Options(processes=9), cpus=2)

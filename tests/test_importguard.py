@@ -14,7 +14,7 @@ import pytest
 
 from wsgidev.daemon import importguard
 from wsgidev.daemon.importguard import ImportGuard
-from wsgidev.shared import IMPORT_MARKS
+from wsgidev.shared.serverroot import IMPORT_MARKS
 
 # A process that marks itself as importing, as a daemon does, then imports the module `broken`.
 IMPORTER = """

@@ -1,6 +1,7 @@
 """The layout shows the split, and the import statements keep it: the command side
-(wsgidev/*.py, wsgidev/django/), the daemon side (wsgidev/daemon/), and the few modules both
-sides import (SHARED). An allow-list: a new module is command side until it is named here."""
+(wsgidev/*.py, wsgidev/django/), the daemon side (wsgidev/daemon/), and the modules both sides
+import (wsgidev/shared/, each named in SHARED). An allow-list: a new module is command side
+until it is in wsgidev/shared/ and named here."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "wsgidev"
 # What the daemons may import of wsgidev outside wsgidev.daemon: leaves that import nothing of
 # the command side (checked below), so a daemon never loads options, templates or Apache's.
 SHARED = (
-    "wsgidev.shared",  # the entry spec, the restart plan, the server root's file names
-    "wsgidev.protocol",  # every message between processes, as types
-    "wsgidev.events",  # how an event reaches the error log, and a person's words for it
-    "wsgidev.globpattern",  # --watch and --exclude glob patterns
-    "wsgidev.mounts",  # which folders send no change notifications
+    "wsgidev.shared",  # the spec's names, for entry scripts an earlier wsgidev wrote
+    "wsgidev.shared.spec",  # the entry spec and the restart plan
+    "wsgidev.shared.serverroot",  # the server root's file names, the leader lock
+    "wsgidev.shared.protocol",  # every message between processes, as types
+    "wsgidev.shared.events",  # how an event reaches the error log, and a person's words for it
+    "wsgidev.shared.sessionwire",  # a debugger session's messages
+    "wsgidev.shared.processes",  # whether a process runs; a file as a terminal line shows it
+    "wsgidev.shared.globpattern",  # --watch and --exclude glob patterns
+    "wsgidev.shared.mounts",  # which folders send no change notifications
 )
 # The command side's public face of the daemon monitor, for hand-written WSGI scripts.
 FACADES = ("monitor.py",)
@@ -30,9 +35,15 @@ def imported_modules(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
-            if node.module == "wsgidev":  # from wsgidev import events: a module
-                names.update(f"wsgidev.{alias.name}" for alias in node.names)
+            if node.module in ("wsgidev", "wsgidev.shared"):  # from wsgidev.shared import events
+                modules = (f"{node.module}.{alias.name}" for alias in node.names)
+                names.update(name for name in modules if _is_module(name))
     return {name for name in names if name == "wsgidev" or name.startswith("wsgidev.")}
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def daemon_side() -> list[Path]:
@@ -69,6 +80,18 @@ def test_the_command_side_never_imports_the_daemon_side():
 
 def test_the_shared_modules_import_only_each_other():
     for name in SHARED:
-        path = PACKAGE.parent / (name.replace(".", "/") + ".py")
+        path = PACKAGE.parent / name.replace(".", "/")
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
         imported = imported_modules(path) - {"wsgidev"}
         assert imported <= set(SHARED), (name, imported - set(SHARED))
+
+
+def test_the_shared_folder_holds_the_shared_modules_and_no_other():
+    folder = PACKAGE / "shared"
+    found = {
+        ".".join(("wsgidev", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for path in folder.rglob("*.py")
+    }
+    assert found == set(SHARED)

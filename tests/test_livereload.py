@@ -18,7 +18,7 @@ import pytest
 from conftest import WsgidevServer, holds_for, http_get, reload_lines, wait_for
 
 from wsgidev.daemon.livereload import SCRIPT, with_live_reload
-from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, LIVE_SOCKET
+from wsgidev.shared.serverroot import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, LIVE_SOCKET
 
 CHROMIUM = shutil.which("chromium")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from wsgidev import events, protocol
 from wsgidev.logstream import LogPrinter
+from wsgidev.shared import events, protocol
 
 
 class Terminal:

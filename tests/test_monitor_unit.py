@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from conftest import holds_for
 
-from wsgidev import events
 from wsgidev.daemon import monitor, restart
 from wsgidev.daemon.monitor.base import Monitor
+from wsgidev.shared import events
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""Folders on mounts that send no notification of changes made beneath them (wsgidev/mounts.py).
+"""Folders on mounts that send no notification of changes made beneath them (wsgidev/shared/mounts.py).
 
 A real FUSE mount (bindfs, from Debian) stands for Docker Desktop's bind mounts, WSL2's /mnt/c
 and NFS: an edit made in the folder beneath the mount changes what the mount shows, and inotify
@@ -19,7 +19,7 @@ from conftest import imports, reload_lines, set_version, wait_for
 from inotify_simple import INotify
 from inotify_simple import flags as inflags
 
-from wsgidev.mounts import Mount, MountTable, read_mounts
+from wsgidev.shared.mounts import Mount, MountTable, read_mounts
 from wsgidev.staticwatch import StaticWatcher
 
 # -- reading mountinfo ---------------------------------------------------------------------------

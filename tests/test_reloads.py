@@ -1,5 +1,5 @@
 """The reload tracker (wsgidev/reloads.py) fed typed events, with a clock, live pids and timers of
-its own: no Apache, no threads. And the protocol's encoding (wsgidev/protocol.py)."""
+its own: no Apache, no threads. And the protocol's encoding (wsgidev/shared/protocol.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from wsgidev import events, protocol
 from wsgidev.logstream import LogPrinter
 from wsgidev.reloads import ReloadDone, ReloadTracker, Subscriber
+from wsgidev.shared import events, protocol
 
 SAVED = 1000.0
 APP = "/site/app.py"

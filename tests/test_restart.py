@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from wsgidev.daemon import restart
-from wsgidev.shared import RESTART_LOCK, LeaderLock, MonitorSpec, RestartPlan, prepare_state_dir
+from wsgidev.shared.serverroot import RESTART_LOCK, LeaderLock, prepare_state_dir
+from wsgidev.shared.spec import MonitorSpec, RestartPlan
 
 
 @pytest.fixture
@@ -86,3 +87,10 @@ def test_the_monitor_spec_of_an_earlier_entry_script_still_loads():
     )
     assert spec.plan == RestartPlan()
     assert "restart=" not in repr(spec) and "plan=RestartPlan(" in repr(spec)  # what is written now
+
+
+def test_the_names_an_earlier_entry_script_imports_are_still_there():
+    # Entry scripts written before the shared modules had a folder of their own.
+    names: dict[str, object] = {}
+    exec("from wsgidev.shared import DebuggerSpec, EntrySpec, MonitorSpec, RestartPlan", names)
+    assert names["MonitorSpec"] is MonitorSpec and names["RestartPlan"] is RestartPlan

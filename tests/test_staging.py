@@ -29,7 +29,7 @@ from test_config import minimal_main_config, render, running
 
 from wsgidev.apache import find_apache, python_library_readable
 from wsgidev.privileges import plan_run_as, unreadable_by
-from wsgidev.shared import STAGING_SETTLE_S
+from wsgidev.shared.spec import STAGING_SETTLE_S
 
 MODULES = 200
 DEPLOY_S = 3.0

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from wsgidev import events, protocol
 from wsgidev.daemon import handover as hand_over
-from wsgidev.daemon.handover import Handover, serving_group
-from wsgidev.shared import (
+from wsgidev.daemon import ring
+from wsgidev.daemon.handover import Handover
+from wsgidev.daemon.ring import Ring, serving_group, serving_index
+from wsgidev.shared import events, protocol
+from wsgidev.shared.serverroot import (
     CONTROL_DIR,
     HANDOVER_LOCK,
     PRELOAD_NAME,
@@ -36,7 +38,7 @@ def restarts(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
     monkeypatch.setattr(hand_over, "restart_process", calls.append)
     monkeypatch.setattr(hand_over, "IMPORT_TIMEOUT_S", 3.0)
-    monkeypatch.setattr(hand_over, "EMPTY_GROUP_WAIT_S", 0.2)
+    monkeypatch.setattr(ring, "EMPTY_GROUP_WAIT_S", 0.2)
     return calls
 
 
@@ -96,13 +98,13 @@ def test_the_leader_tells_its_siblings_to_retire_before_itself(
     # Its own retire ends the leader within milliseconds: a sibling told after that never was
     # (seen under load: it served on, and its reload's line waited, until IMPORT_TIMEOUT_S).
     sent: list[tuple[int, str]] = []
-    send = Handover._send
+    send = Ring.send
 
-    def spy(self: Handover, index: int, pid: int, message: protocol.Control) -> bool:
+    def spy(self: Ring, index: int, pid: int, message: protocol.Control) -> bool:
         sent.append((pid, message.OP))
         return send(self, index, pid, message)
 
-    monkeypatch.setattr(Handover, "_send", spy)
+    monkeypatch.setattr(Ring, "send", spy)
     active = serving(state, handovers, loads=[])
     waiting = handovers(state, GROUPS[1])
     waiting.listen(lambda: None, list)
@@ -228,7 +230,7 @@ def test_three_groups_hand_over_round_the_ring(state: Path, restarts):
     try:
         serving_at = []
         for _ in range(4):
-            index = hand_over.serving_index(state, len(groups))
+            index = serving_index(state, len(groups))
             serving_at.append(index)
             for handover in made:
                 handover.close()
@@ -239,7 +241,7 @@ def test_three_groups_hand_over_round_the_ring(state: Path, restarts):
             leader.mark_loading()
             leader.on_change(["app.py"])
         assert serving_at == [0, 1, 2, 0]
-        assert hand_over.serving_index(state, len(groups)) == 1
+        assert serving_index(state, len(groups)) == 1
         assert sorted(p.name for p in state.glob("route-*")) == ["route-1"]
     finally:
         for handover in made:
@@ -258,7 +260,7 @@ def test_when_the_next_group_is_stale_the_one_after_it_takes_over(state: Path, r
         made[1].listen(lambda: loads.append("b"), lambda: ["/site/app/models.py"])
         made[2].listen(lambda: loads.append("c"), list)
         made[0].on_change(["/site/app/models.py"])
-        assert hand_over.serving_index(state, len(groups)) == 2
+        assert serving_index(state, len(groups)) == 2
         wait_for(lambda: loads == ["c"], 5, "the group after next to import the app")
         # Once it serves, it has every standby look: the stale one restarts then.
         wait_for(lambda: ["/site/app/models.py"] in restarts, 5, "the stale standby's restart")

@@ -25,7 +25,7 @@ from conftest import (
     wait_for,
 )
 
-from wsgidev.shared import HANDOVER_LOCK, RESTART_LOCK
+from wsgidev.shared.serverroot import HANDOVER_LOCK, RESTART_LOCK
 
 
 def _parallel_get(url: str, count: int, timeout_s: float = 60.0) -> list[tuple[int, bytes]]:
@@ -174,7 +174,7 @@ def test_server_root_is_handed_to_the_daemon_user(tmp_path: Path):
     import pwd
 
     from wsgidev.privileges import RunAs
-    from wsgidev.server import hand_to
+    from wsgidev.rootdir import hand_to
 
     root = tmp_path / "root"
     (root / "ctl").mkdir(parents=True)

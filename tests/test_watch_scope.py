@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from conftest import holds_for, reload_lines, wait_for
 
-from wsgidev import events, protocol
 from wsgidev.daemon import monitor
 from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.listing import watch_list
 from wsgidev.errors import WsgidevError
-from wsgidev.globpattern import GlobError, compile_glob
 from wsgidev.options import load_options
+from wsgidev.shared import events, protocol
+from wsgidev.shared.globpattern import GlobError, compile_glob
 
 # -- the pattern rules -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from wsgidev import __version__
 from wsgidev.errors import WsgidevError
 from wsgidev.options import LOG_LEVELS, RELOAD_BACKENDS, Options, load_options
-from wsgidev.shared import RESTART_MODES
+from wsgidev.shared.spec import RESTART_MODES
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.privileges import lookup_group, lookup_user
 from wsgidev.runplan import RunPlan, prepare
-from wsgidev.shared import prepare_state_dir
+from wsgidev.shared.serverroot import prepare_state_dir
 
 
 def output_dir(options: Options) -> Path:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from wsgidev.logstream import LogPrinter
-from wsgidev.shared import read_message, send_message
+from wsgidev.shared.sessionwire import read_message, send_message
 
 DOUBLE_PRESS_S = 1.0
 HELLO_TIMEOUT_S = 5.0

@@ -5,7 +5,7 @@ Only the words; wsgidev/logstream.py decides when to say them."""
 
 from __future__ import annotations
 
-from wsgidev import protocol
+from wsgidev.shared import protocol
 
 # mod_wsgi's shutdown reasons for a stop a reload asked (SIGINT from the monitor or hand-over).
 RELOAD_REASONS = ("shutdown_signal", "graceful_signal")

@@ -34,9 +34,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from wsgidev import protocol
 from wsgidev.reloads import Subscriber
-from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
+from wsgidev.shared import protocol
+from wsgidev.shared.serverroot import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
 from wsgidev.staticwatch import StaticWatcher
 
 KEEPALIVE_S = 15.0  # a comment line, well inside Apache's Timeout for the proxied read

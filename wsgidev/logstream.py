@@ -10,9 +10,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-from wsgidev import events, faultlines, protocol
+from wsgidev import faultlines
 from wsgidev.reloads import ReloadDone, ReloadTracker, Subscriber
-from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, short_path
+from wsgidev.shared import events, protocol
+from wsgidev.shared.processes import short_path
+from wsgidev.shared.serverroot import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
 from wsgidev.watchlist import format_watch_list, listing_key
 
 # Startup and shutdown chatter Apache logs at notice level whatever LogLevel says.

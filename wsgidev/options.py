@@ -15,9 +15,9 @@ from typing import Any
 
 from wsgidev.apachequote import HOST_NAME, bare_host
 from wsgidev.errors import WsgidevError
-from wsgidev.globpattern import GlobError, escape, exclude_text, has_magic
-from wsgidev.globpattern import check as check_glob
-from wsgidev.shared import MAX_SETTLE_S, RESTART_MODES
+from wsgidev.shared.globpattern import GlobError, escape, exclude_text, has_magic
+from wsgidev.shared.globpattern import check as check_glob
+from wsgidev.shared.spec import MAX_SETTLE_S, RESTART_MODES
 
 if sys.version_info >= (3, 11):
     import tomllib

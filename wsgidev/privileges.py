@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_module
+import grp
 import os
 import pwd
 import signal
@@ -274,3 +275,11 @@ def child_setup(run_as: RunAs) -> Callable[[], None]:
         die_with_parent()
 
     return setup
+
+
+def daemon_ids(run_as: RunAs) -> tuple[int, int] | None:
+    """The uid and gid the daemons run as, where that is not wsgidev's own (--user as root)."""
+    if run_as.mode != "apache-user":
+        return None
+    user = pwd.getpwnam(run_as.user or "")
+    return user.pw_uid, grp.getgrnam(run_as.group).gr_gid if run_as.group else user.pw_gid

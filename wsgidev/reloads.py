@@ -22,8 +22,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from wsgidev import faultlines, protocol
-from wsgidev.shared import pid_alive
+from wsgidev import faultlines
+from wsgidev.shared import protocol
+from wsgidev.shared.processes import pid_alive
 
 # Change events from sibling processes saved within this of each other, naming a file in
 # common, are one reload (each process of a group sees the same save and says so, dated by the

@@ -18,18 +18,15 @@ from wsgidev import __version__, apachequote
 from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.runplan import RunPlan
-from wsgidev.shared import (
-    APP_ENV_VAR,
-    DEBUG_SOCKET,
+from wsgidev.shared.serverroot import APP_ENV_VAR, DEBUG_SOCKET, LIVE_SOCKET, route_name
+from wsgidev.shared.spec import (
     DEV_SETTLE_S,
-    LIVE_SOCKET,
     MAX_SERVE_WAIT_S,
     STAGING_SETTLE_S,
     DebuggerSpec,
     EntrySpec,
     MonitorSpec,
     RestartPlan,
-    route_name,
 )
 from wsgidev.target import Target
 

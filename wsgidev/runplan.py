@@ -26,7 +26,7 @@ from wsgidev.envfile import EnvFileError, read_env_file
 from wsgidev.errors import WsgidevError
 from wsgidev.options import ENV_NAME, Options
 from wsgidev.privileges import RunAs, plan_run_as
-from wsgidev.shared import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
+from wsgidev.shared.serverroot import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
 from wsgidev.target import Target, resolve_target
 
 

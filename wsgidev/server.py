@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import grp
 import json
 import os
-import pwd
-import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,101 +17,31 @@ from types import FrameType
 from typing import IO, TextIO
 
 from wsgidev import render
+from wsgidev.banner import banner, daemons_warning, silent_mounts
 from wsgidev.debugbridge import DebugBridge
-from wsgidev.django import datapaths
 from wsgidev.errors import WsgidevError
 from wsgidev.livereload import LiveReload
 from wsgidev.logstream import LogPrinter
-from wsgidev.mounts import Mount, MountTable
 from wsgidev.options import Options
-from wsgidev.privileges import RunAs, child_setup
+from wsgidev.privileges import child_setup, daemon_ids
 from wsgidev.proctitle import hide_env_values
+from wsgidev.rootdir import check_config, server_root, write_config
 from wsgidev.rootwatch import watch_root
 from wsgidev.runplan import RunPlan, check_address, prepare
-from wsgidev.shared import (
+from wsgidev.shared.serverroot import (
     APP_ENV_VAR,
-    BROWSER_RELOAD_EVENTS_PATH,
     DEBUG_SOCKET,
     LIVE_SOCKET,
-    prepare_state_dir,
 )
 
 STARTUP_DEADLINE_S = 30.0
 STOP_CHECK_S = 0.2  # how often a wait for the app's first import looks for a stop request
-# More daemon processes than this per CPU gets a warning: each holds the whole app in memory.
-DAEMONS_PER_CORE = 8
 # Apache's parent waits for children and daemons; allow their shutdown-timeout and a margin.
 STOP_MARGIN_S = 5.0
-# mod_wsgi's daemon sockets live in the server root, and a Unix socket path has at most 107
-# bytes: "wsgi.<pid>.<generation>.<n>.sock" needs about 35 of them after the root.
-MAX_ROOT_PARENT_CHARS = 50
 # --debug: how long Apache's single process gets to stop before SIGKILL.
 DEBUG_STOP_S = 3.0
 # How long a stop waits for the requests it ended in pdb to be answered (their error page).
 PAUSED_ANSWER_S = 2.0
-
-
-@contextmanager
-def server_root(options: Options) -> Iterator[Path]:
-    """A private (0700) server root, removed afterwards unless the user named one."""
-    if options.server_root:
-        path = Path(options.server_root)
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path.chmod(0o700)  # it holds the --env values and the control sockets
-        except OSError as exc:
-            raise WsgidevError(
-                f"--server-root {path} cannot be made private (0700): {exc.strerror}",
-                "name a folder you own on a normal file system, or drop --server-root",
-            ) from None
-        yield path
-        return
-    parent = Path(tempfile.gettempdir())
-    if len(str(parent)) > MAX_ROOT_PARENT_CHARS:
-        parent = Path("/tmp")
-    sweep_stale_roots(parent)
-    path = Path(tempfile.mkdtemp(prefix=f"wsgidev-{os.getpid()}-", dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def sweep_stale_roots(folder: Path) -> None:
-    """Remove server roots left by a wsgidev that was SIGKILLed (its pid is in the name)."""
-    for path in folder.glob("wsgidev-*-*"):
-        pid_text = path.name.split("-")[1]
-        # Root also sweeps the roots it handed to a daemon user (--user).
-        if not pid_text.isdigit() or (os.geteuid() != 0 and path.stat().st_uid != os.geteuid()):
-            continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
-            pass
-
-
-def write_config(prepared: RunPlan, root: Path) -> Path:
-    """Render httpd.conf and the entry script into root; return the httpd.conf path."""
-    previous = os.umask(0o077)  # files only their user may read: the --env values are in them
-    try:
-        # The --env values go to Apache's environment instead (app_environ).
-        render.write_entry(
-            root, prepared, state_dir=str(root), env_in_process=True, events_read=True
-        )
-        prepare_state_dir(root)
-        conf = root / "httpd.conf"
-        conf.write_text(
-            render.render_standalone(prepared, root, events_read=True), encoding="utf-8"
-        )
-    finally:
-        os.umask(previous)
-    if prepared.run_as.mode == "apache-user":
-        # The daemons run as that user: they read the entry script here and write the hand-over
-        # and restart files. The server root stays private to that user (and root).
-        hand_to(root, prepared.run_as)
-    return conf
 
 
 def app_environ(prepared: RunPlan) -> dict[str, str]:
@@ -124,69 +49,6 @@ def app_environ(prepared: RunPlan) -> dict[str, str]:
     inherit it; the entry script, which the daemon user can read, does not hold them."""
     values = json.dumps(dict(prepared.env))
     return {**prepared.apache.environ(), APP_ENV_VAR: values}
-
-
-def daemon_ids(run_as: RunAs) -> tuple[int, int] | None:
-    """The uid and gid the daemons run as, where that is not wsgidev's own (--user as root)."""
-    if run_as.mode != "apache-user":
-        return None
-    user = pwd.getpwnam(run_as.user or "")
-    return user.pw_uid, grp.getgrnam(run_as.group).gr_gid if run_as.group else user.pw_gid
-
-
-def hand_to(root: Path, run_as: RunAs) -> None:
-    """Give the server root and what is in it to the user the daemons run as."""
-    ids = daemon_ids(run_as)
-    assert ids is not None, "only a classic root start hands the server root over"
-    uid, gid = ids
-    for path in [root, *root.rglob("*")]:
-        os.chown(path, uid, gid, follow_symlinks=False)
-
-
-def check_config(prepared: RunPlan, conf: Path) -> None:
-    """`httpd -t` on the rendered config, as the server will run it."""
-    result = subprocess.run(
-        [prepared.apache.httpd, "-t", "-f", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=prepared.apache.environ(),
-        preexec_fn=child_setup(prepared.run_as),
-    )
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        reason = " ".join(line.strip() for line in lines[:2]) or f"status {result.returncode}"
-        where = _SYNTAX_ERROR.search(reason)
-        if where and where.group(2) in prepared.options.include:
-            # The user's own file: quote the line Apache stopped at.
-            number, path = int(where.group(1)), where.group(2)
-            quoted = _line(path, number)
-            problem = reason[where.end() :].strip()
-            raise WsgidevError(
-                f"Apache rejected line {number} of --include {path}: {quoted!r}: {problem}",
-                "fix that line (or drop --include)",
-            )
-        raise WsgidevError(
-            f"Apache rejected the generated config: {reason}",
-            f"check the options; the config is {conf}",
-        )
-
-
-# "AH00526: Syntax error on line 3 of /path/extra.conf:" (then the reason, on the next line)
-_SYNTAX_ERROR = re.compile(r"Syntax error on line (\d+) of (.+?):")
-
-
-def _line(path: str, number: int) -> str:
-    try:
-        return (
-            Path(path)
-            .read_text(encoding="utf-8", errors="replace")
-            .splitlines()[number - 1]
-            .strip()
-        )
-    except (OSError, IndexError):
-        return "?"
 
 
 class Server:
@@ -417,20 +279,6 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
-def daemons_warning(options: Options, cpus: int) -> str | None:
-    """A warning when the daemon processes (with the standby groups) are many for the CPUs."""
-    # `wsgidev start` always has a server root: any non-None state_dir answers for it.
-    groups = 1 + (options.standbys if render.uses_standby(options, "-") else 0)
-    daemons = options.processes * groups
-    if daemons <= DAEMONS_PER_CORE * cpus:
-        return None
-    standbys = f" in {groups} groups (with the standbys)" if groups > 1 else ""
-    return (
-        f"{daemons} daemon processes{standbys} on {cpus} CPU(s), each holding the whole app in "
-        "memory: pass fewer --processes (or --standbys 1)"
-    )
-
-
 def _require_app_imports(server: Server) -> None:
     """Without the monitor nothing would bring a broken app back: fail at once instead. A stop
     (Ctrl-C, SIGTERM) while the app still imports is heard at once: serve() then returns."""
@@ -466,98 +314,6 @@ def _stop_signals(server: Server) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _trusted() -> bool:
-    from wsgidev.certs import LocalCA
-    from wsgidev.trust import is_trusted
-
-    return is_trusted(LocalCA())
-
-
-def silent_mounts(prepared: RunPlan) -> list[Mount]:
-    """The mounts under the project, --python-path and the venv that send no notification of
-    changes made beneath them, where the daemons poll (wsgidev/mounts.py)."""
-    options = prepared.options
-    if not options.reload or options.debug or options.reload_backend == "poll":
-        return []
-    table = MountTable()
-    found: dict[str, Mount] = {}
-    for folder in (prepared.target.project_dir, *options.python_path, sys.prefix):
-        mount = table.silent(str(folder))
-        if mount is not None:
-            found.setdefault(mount.point, mount)
-    return list(found.values())
-
-
-def host_lines(prepared: RunPlan) -> list[str]:
-    """What the Host check answers beyond localhost and IP addresses, for the banner."""
-    if "*" in prepared.allow_host:
-        return ["  any Host name is answered (--allow-host '*'): other sites' pages can read it"]
-    lines = []
-    if prepared.allow_host:
-        names = ", ".join(prepared.allow_host)
-        lines.append(f"  also answers Host names {names} (others but localhost and IPs: 400)")
-    if prepared.django_any_host:
-        lines.append(
-            "  ALLOWED_HOSTS '*' is not taken for any Host here (DNS rebinding): "
-            "pass --allow-host NAME for a name other than localhost or an IP address"
-        )
-    return lines
-
-
-def banner(prepared: RunPlan, debugger: bool = False) -> str:
-    """The lines printed once Apache listens; debugger: sessions come to this terminal."""
-    options = prepared.options
-    reload = f"reloading on changes ({options.reload_backend})" if options.reload else "reload off"
-    mode = f"mod_wsgi daemon mode: {options.processes} process(es) x {options.threads} thread(s)"
-    who = prepared.run_as.describe()
-    if options.debug:
-        mode = "debug mode: the app runs in Apache's one process, one request at a time"
-        who = who.replace("daemons run", "it runs", 1)
-        reload = "reload off in --debug (restart to pick up changes); breakpoint() works here"
-    lines = [
-        f"wsgidev serving {prepared.target.label} at {prepared.url}",
-        f"  Apache {prepared.apache.httpd}, {mode}, {who}",
-        *(f"  {folder} served by Apache at {path}" for path, folder in prepared.static),
-    ]
-    if prepared.tls.port:
-        http2 = " (HTTP/2)" if prepared.tls.h2 else ""
-        lines.append(f"  also at {prepared.tls.url}{http2}")
-        if prepared.ca_certificate and not _trusted():
-            lines.append(
-                f"  its certificate is signed by your local CA, {prepared.ca_certificate}: "
-                "until `wsgidev trust` installs that, browsers will warn"
-            )
-    if options.random_delay_ms:
-        lines.append(f"  each request delayed by a random 0-{options.random_delay_ms} ms")
-    if not options.debug:
-        post_mortem = (
-            "; an exception a request raises opens pdb here (--pdb)" if options.pdb else ""
-        )
-        if debugger:
-            lines.append(
-                "  breakpoint() in any process or thread opens pdb on this terminal" + post_mortem
-            )
-        else:
-            lines.append("  breakpoint() is skipped: wsgidev is not running in a terminal")
-    live = prepared.stream_paths
-    if options.live_reload and live:
-        lines.append("  pages refresh by themselves when new code serves (--live-reload)")
-    if BROWSER_RELOAD_EVENTS_PATH in live:
-        lines.append(
-            f"  django-browser-reload's events ({BROWSER_RELOAD_EVENTS_PATH}) served by wsgidev"
-        )
-    lines += host_lines(prepared)
-    for line in prepared.read_only:
-        lines.append(f"  warning: {line}: {datapaths.fix_for(prepared.run_as)}")
-    for mount in silent_mounts(prepared):
-        lines.append(
-            f"  files under {mount.point} polled every {options.poll_interval_s:g} s: "
-            f"a {mount.fstype} mount sends no notification of changes made beneath it"
-        )
-    lines.append(f"  {reload}; quit with CONTROL-C.")
-    return "\n".join(lines)
 
 
 def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:

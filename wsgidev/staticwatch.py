@@ -5,7 +5,7 @@ On Linux, one inotify descriptor (inotify_simple, as the daemons' monitor and th
 read by one thread, a watch per folder added as folders appear; elsewhere watchdog's native
 observer (FSEvents), the hard dependency there. watchdog is not used on Linux, so it is not
 installed there: a project that pins an old watchdog, or none, keeps its own. A folder on a mount
-that sends no notification of changes made beneath it (wsgidev/mounts.py) is walked every
+that sends no notification of changes made beneath it (wsgidev/shared/mounts.py) is walked every
 --poll-interval instead, by one more thread.
 """
 
@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 
-from wsgidev.mounts import MountTable
+from wsgidev.shared.mounts import MountTable
 
 READ_TIMEOUT_MS = 500
 OnChange = Callable[[str], None]  # called with the changed file's URL path

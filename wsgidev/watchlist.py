@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from wsgidev.shared import short_path
+from wsgidev.shared.processes import short_path
 
 
 def listing_key(event: dict[str, Any]) -> str:

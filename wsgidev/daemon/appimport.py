@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from wsgidev import events, protocol
 from wsgidev.daemon import modwsgi
 from wsgidev.daemon.importguard import Failure, ImportGuard
 from wsgidev.daemon.livereload import announce_static_folders
 from wsgidev.daemon.monitor.bytecode import FreshSourceFileLoader
-from wsgidev.protocol import MAX_EVENT_FILES
-from wsgidev.shared import EntrySpec, WSGIApp
+from wsgidev.shared import events, protocol
+from wsgidev.shared.protocol import MAX_EVENT_FILES
+from wsgidev.shared.spec import EntrySpec, WSGIApp
 
 SCRIPT_MODULE_NAME = "_wsgidev_target"
 _PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")

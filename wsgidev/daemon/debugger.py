@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
-from wsgidev import events, protocol
 from wsgidev.daemon import modwsgi
 from wsgidev.daemon.debugsession import (
     Session,
@@ -42,7 +41,8 @@ from wsgidev.daemon.debugsession import (
     wait_closed,
     wait_while_open,
 )
-from wsgidev.shared import DebuggerSpec, WSGIApp
+from wsgidev.shared import events, protocol
+from wsgidev.shared.spec import DebuggerSpec, WSGIApp
 
 # Frames of these modules are not stepped into (the request wrapper below, the monitor).
 

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import IO, Any, cast
 
-from wsgidev.shared import read_message, send_message, short_path
+from wsgidev.shared.processes import short_path
+from wsgidev.shared.sessionwire import read_message, send_message
 
 # Frames of these modules are not stepped into (the request wrapper, the monitor).
 _SKIP = ["wsgidev.*"]

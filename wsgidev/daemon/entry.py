@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 
-from wsgidev import events
 from wsgidev.daemon import appimport, debugger
 from wsgidev.daemon.importguard import ImportGuard
 from wsgidev.daemon.livereload import with_live_reload
 from wsgidev.daemon.roles import ServingProcess, StandbyProcess, start_handover
-from wsgidev.shared import EntrySpec, WSGIApp
+from wsgidev.shared import events
+from wsgidev.shared.spec import EntrySpec, WSGIApp
 
 
 def load(spec: EntrySpec) -> WSGIApp:

@@ -20,7 +20,7 @@ group in the ring (the one retired longest ago):
 Requests never wait for a process to start, and none is refused: every group's socket stays
 bound the whole time (unlike a graceful restart of Apache, which rebinds them).
 The second monitor of the serving group to see the change finds the lock's generation counted up
-since it loaded the app (wsgidev.shared.LeaderLock) and waits to be retired. A standby only
+since it loaded the app (wsgidev.shared.serverroot.LeaderLock) and waits to be retired. A standby only
 records what it imports; it looks at those files once, when it is told to take over.
 
 When the standbys are stale (the edit was to settings.py, a models.py, a library: files
@@ -50,20 +50,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsgidev import events, protocol
 from wsgidev.daemon import modwsgi, preload
 from wsgidev.daemon.debugsession import sessions_open
 from wsgidev.daemon.importguard import ImportGuard
 from wsgidev.daemon.monitor.base import log
 from wsgidev.daemon.restart import restart_process
-from wsgidev.protocol import MAX_EVENT_FILES
-from wsgidev.shared import (
+from wsgidev.daemon.ring import Ring, collect, route_to, serving_group, serving_index
+from wsgidev.shared import events, protocol
+from wsgidev.shared.protocol import MAX_EVENT_FILES
+from wsgidev.shared.serverroot import (
     CONTROL_DIR,
     HANDOVER_LOCK,
     HELD_PREFIX,
     LeaderLock,
-    pid_alive,
-    route_name,
 )
 
 # Grace between the flip and retiring the old group: requests Apache routed to it just before
@@ -76,9 +75,6 @@ IMPORT_TIMEOUT_S = 60.0
 # long is stopped or hung (SIGSTOP, a debugger, swapping), and its group is passed over rather
 # than given requests it would never take.
 GO_TIMEOUT_S = 2.0
-# A standby group with no process yet (Apache is starting it after the last hand-over) is
-# waited for this long; after that it is passed over.
-EMPTY_GROUP_WAIT_S = 3.0
 # A standby group whose processes had all died (killed) when asked is given this long for the
 # ones Apache starts in their place (its maintenance loop notices a death within a second).
 REPLACEMENT_WAIT_S = 4.0
@@ -90,28 +86,6 @@ POLL_S = 0.02
 # (a third of the memory on a Wagtail site) and completes when the hand-over before its own
 # makes it next. It is running already then: no wait for Apache to start a process.
 LIBRARIES, FULL = 1, 2
-
-
-def serving_index(state_dir: Path, count: int) -> int:
-    """The index of the group Apache sends requests to now."""
-    for index in range(count - 1, 0, -1):
-        if (state_dir / route_name(index)).exists():
-            return index
-    return 0
-
-
-def serving_group(state_dir: Path, groups: Sequence[str]) -> str:
-    """The group Apache sends requests to now."""
-    return groups[serving_index(state_dir, len(groups))]
-
-
-def route_to(state_dir: Path, index: int, count: int) -> None:
-    """Send requests to group index: its file first, then remove the higher and lower ones."""
-    if index:
-        (state_dir / route_name(index)).touch()
-    for other in range(count - 1, 0, -1):
-        if other != index:
-            (state_dir / route_name(other)).unlink(missing_ok=True)
 
 
 class Handover:
@@ -153,6 +127,7 @@ class Handover:
             self.address.unlink()  # a pid reused after a process that ended without cleaning up
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(str(self.address))
+        self.ring = Ring(self.state_dir, self._socket)
 
     def serving(self) -> bool:
         """Whether Apache sends requests to this process's group."""
@@ -267,10 +242,10 @@ class Handover:
             # Django's setup imports) usually leaves it clean.
             for step in range(1, len(self.groups)):
                 candidate = (self.index + step) % len(self.groups)
-                members = self._wait_for_members(candidate)
-                if not members and self._held(candidate):
+                members = self.ring.wait_for_members(candidate)
+                if not members and self.ring.held(candidate):
                     # Its only processes are paused in a debugger: no process to take over.
-                    answers = {str(pid): "debugging" for pid in self._held(candidate)}
+                    answers = {str(pid): "debugging" for pid in self.ring.held(candidate)}
                     passed.update(answers)
                     continue
                 answers = self._ask(candidate, members, go, reply)
@@ -286,7 +261,7 @@ class Handover:
             reply.close()
             with contextlib.suppress(FileNotFoundError):
                 reply_path.unlink()
-        retiring = sorted(self._members(self.index))
+        retiring = sorted(self.ring.members(self.index))
         # No standby warms until the new code serves: a warm-up now (this group's processes
         # respawning, the one next after the taker) would slow the import clients wait for.
         # The new serving processes write a fresh record and tell every standby (op warm).
@@ -322,7 +297,7 @@ class Handover:
         # This process last: its retire ends it within milliseconds (mod_wsgi's shutdown, then the
         # quick exit), and a sibling not told by then would serve on until IMPORT_TIMEOUT_S.
         for pid in sorted(retiring, key=lambda pid: pid == os.getpid()):
-            self._send(self.index, pid, protocol.Retire())
+            self.ring.send(self.index, pid, protocol.Retire())
 
     def _ask(
         self, index: int, members: set[int], go: protocol.Go, reply: socket.socket
@@ -334,79 +309,15 @@ class Handover:
         answers: dict[str, str] = {}
         timeout_s = GO_TIMEOUT_S
         for _ in range(2):
-            sent = {pid for pid in members if self._send(index, pid, go)}
+            sent = {pid for pid in members if self.ring.send(index, pid, go)}
             answers.update((str(pid), "gone") for pid in members - sent)
-            answers.update(self._collect(reply, sent, timeout_s))
+            answers.update(collect(reply, sent, timeout_s))
             if set(answers.values()) != {"gone"}:
                 break  # a process answered (or none was there: Apache is starting them)
             gone = {int(pid) for pid in answers}
-            members = self._wait_for_members(index, REPLACEMENT_WAIT_S, exclude=gone)
+            members = self.ring.wait_for_members(index, REPLACEMENT_WAIT_S, exclude=gone)
             # Answered once warm: until then the old code is served at once.
             go, timeout_s = dataclasses.replace(go, warm_first=True), REPLACEMENT_WARM_S
-        return answers
-
-    def _members(self, index: int) -> set[int]:
-        pids = set()
-        for path in self.control_dir.glob(f"{index}.*"):
-            pid_text = path.name.partition(".")[2]
-            if pid_text.isdigit():
-                pids.add(int(pid_text))
-        return pids
-
-    def _held(self, index: int) -> set[int]:
-        """The group's processes that are stopping but held by a debugger session."""
-        pids = set()
-        for path in self.control_dir.glob(f"{HELD_PREFIX}.{index}.*"):
-            pid_text = path.name.rpartition(".")[2]
-            if pid_text.isdigit() and pid_alive(int(pid_text)):
-                pids.add(int(pid_text))
-        return pids
-
-    def _wait_for_members(
-        self, index: int, wait_s: float = 0.0, exclude: set[int] | None = None
-    ) -> set[int]:
-        """The group's processes, waiting for one to appear (Apache may be starting them)."""
-        deadline = time.monotonic() + (wait_s or EMPTY_GROUP_WAIT_S)
-        while True:
-            members = self._members(index) - (exclude or set())
-            if members or time.monotonic() >= deadline:
-                return members
-            time.sleep(POLL_S)
-
-    def _send(self, index: int, pid: int, message: protocol.Control) -> bool:
-        path = self.control_dir / f"{index}.{pid}"
-        try:
-            self._socket.sendto(protocol.pack(message), str(path))
-            return True
-        except (ConnectionRefusedError, FileNotFoundError):
-            # The process is gone (an exit skips clean-up): its socket file is litter.
-            if not pid_alive(pid):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            return False
-        except OSError as exc:
-            log(f"cannot reach daemon process {pid}: {exc}")
-            return False
-
-    def _collect(
-        self, reply: socket.socket, waiting: set[int], timeout_s: float = GO_TIMEOUT_S
-    ) -> dict[str, str]:
-        """Each standby's answer by pid, until all answered, died, or timeout_s passed."""
-        answers: dict[str, str] = {}
-        deadline = time.monotonic() + timeout_s
-        reply.settimeout(0.1)
-        while waiting and time.monotonic() < deadline:
-            try:
-                message = protocol.unpack(reply.recv(4096))
-            except TimeoutError:
-                for pid in [pid for pid in waiting if not pid_alive(pid)]:
-                    waiting.discard(pid)
-                    answers[str(pid)] = "gone"
-                continue
-            if isinstance(message, protocol.Answer) and message.pid in waiting:
-                waiting.discard(message.pid)
-                answers[str(message.pid)] = message.answer
-        answers.update((str(pid), "timeout") for pid in waiting)
         return answers
 
     # -- every process: the control socket ----------------------------------------------------
@@ -421,8 +332,8 @@ class Handover:
         if tell_standby:  # the standby groups started with us, before there was a record
             for index in range(len(self.groups)):
                 if index != self.index:
-                    for pid in self._members(index):
-                        self._send(index, pid, protocol.Warm())
+                    for pid in self.ring.members(index):
+                        self.ring.send(index, pid, protocol.Warm())
 
     def is_next(self) -> bool:
         """Whether this process's group is the one the next hand-over goes to."""
@@ -558,6 +469,11 @@ class Handover:
             # a save since the import compares unequal to its import-time baseline.
             self._activate()
         self._warm_wanted.set()  # the warm-up thread sees the app imported and ends
+        # The leader forgets the old group's record before it flips the route: a record written
+        # before the flip (an import quicker than the leader's next steps) would be forgotten.
+        deadline = time.monotonic() + GO_TIMEOUT_S
+        while not self.serving() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
         # With what it imported; and every standby looks again: one made stale by this edit
         # (it was passed over) restarts now, after the new code serves.
         self.record_modules(tell_standby=True)

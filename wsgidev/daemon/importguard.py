@@ -41,7 +41,8 @@ from typing import IO, Any
 from wsgidev.daemon import modwsgi
 from wsgidev.daemon.monitor.state import touched_after
 from wsgidev.daemon.preload import library_dirs
-from wsgidev.shared import IMPORT_MARKS, pid_alive, short_path
+from wsgidev.shared.processes import pid_alive, short_path
+from wsgidev.shared.serverroot import IMPORT_MARKS
 
 # After this long an import is reported as stuck, and waiting requests get a page saying where.
 SLOW_S = 10.0

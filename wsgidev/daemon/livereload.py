@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from wsgidev import events, protocol
-from wsgidev.shared import LIVE_EVENTS_PATH, WSGIApp
+from wsgidev.shared import events, protocol
+from wsgidev.shared.serverroot import LIVE_EVENTS_PATH
+from wsgidev.shared.spec import WSGIApp
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)

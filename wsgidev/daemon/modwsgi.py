@@ -2,7 +2,7 @@
 the pip package of the same name (importable anywhere) is not. Outside Apache every answer is
 "none", so the daemon's code runs in tests and tools as it does in a daemon.
 
-(wsgidev/events.py, shared with the command side, asks mod_wsgi for its log handler itself.)
+(wsgidev/shared/events.py, shared with the command side, asks mod_wsgi for its log handler itself.)
 """
 
 from __future__ import annotations

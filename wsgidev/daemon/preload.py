@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsgidev.shared import PRELOAD_NAME as MODULES_NAME
+from wsgidev.shared.serverroot import PRELOAD_NAME as MODULES_NAME
 
 
 @dataclass

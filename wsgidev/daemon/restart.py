@@ -40,9 +40,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsgidev import events, protocol
 from wsgidev.daemon.monitor.base import OnChange, log
-from wsgidev.shared import RESTART_LOCK, LeaderLock, RestartPlan
+from wsgidev.shared import events, protocol
+from wsgidev.shared.serverroot import RESTART_LOCK, LeaderLock
+from wsgidev.shared.spec import RestartPlan
 
 if TYPE_CHECKING:
     from wsgidev.daemon.handover import Handover
@@ -90,7 +91,7 @@ def _standby(plan: RestartPlan, handover: Handover | None) -> OnChange:
     return restart_process if handover is None else handover.on_change
 
 
-# Restart mode -> what makes the monitor's on_change (wsgidev.shared.RESTART_MODES names them).
+# Restart mode -> what makes the monitor's on_change (wsgidev.shared.spec.RESTART_MODES names them).
 STRATEGIES: dict[str, Callable[[RestartPlan, Handover | None], OnChange]] = {
     "standby": _standby,
     "process": _process,

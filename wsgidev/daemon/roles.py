@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from wsgidev import events, protocol
 from wsgidev.daemon import modwsgi, restart
 from wsgidev.daemon.appimport import (
     LazyApplication,
@@ -22,7 +21,8 @@ from wsgidev.daemon.appimport import (
 )
 from wsgidev.daemon.handover import Handover
 from wsgidev.daemon.importguard import Failure, ImportGuard
-from wsgidev.shared import EntrySpec, WSGIApp
+from wsgidev.shared import events, protocol
+from wsgidev.shared.spec import EntrySpec, WSGIApp
 
 
 def start_handover(spec: EntrySpec) -> Handover | None:

@@ -8,7 +8,7 @@ Apache's own Alias blocks: see wsgidev/django/static.py on the command side.
 
 from __future__ import annotations
 
-from wsgidev.shared import WSGIApp
+from wsgidev.shared.spec import WSGIApp
 
 
 def with_static_finders(application: WSGIApp) -> WSGIApp:

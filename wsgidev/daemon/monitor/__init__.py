@@ -33,11 +33,11 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from wsgidev import events, protocol
 from wsgidev.daemon import modwsgi
 from wsgidev.daemon.monitor.base import Monitor, OnChange, log
 from wsgidev.daemon.monitor.polling import PollingMonitor
-from wsgidev.shared import STAGING_SETTLE_S, RestartPlan
+from wsgidev.shared import events, protocol
+from wsgidev.shared.spec import STAGING_SETTLE_S, RestartPlan
 
 __all__ = [
     "BACKENDS",

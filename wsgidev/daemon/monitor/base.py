@@ -16,7 +16,6 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from wsgidev import events, protocol
 from wsgidev.daemon.monitor.bytecode import NS_PER_S, invalidate
 from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.globs import WatchGlob
@@ -25,9 +24,10 @@ from wsgidev.daemon.monitor.listing import watch_list
 from wsgidev.daemon.monitor.opened import OpenedFiles
 from wsgidev.daemon.monitor.state import STALE, FileState, file_state, touched_after
 from wsgidev.daemon.monitor.watched import SCAN_INTERVAL_S, WatchedFiles
-from wsgidev.mounts import MountTable
-from wsgidev.protocol import MAX_EVENT_FILES
-from wsgidev.shared import MAX_SETTLE_S, STAGING_SETTLE_S
+from wsgidev.shared import events, protocol
+from wsgidev.shared.mounts import MountTable
+from wsgidev.shared.protocol import MAX_EVENT_FILES
+from wsgidev.shared.spec import MAX_SETTLE_S, STAGING_SETTLE_S
 
 if TYPE_CHECKING:
     from wsgidev.daemon.monitor.django_signals import DjangoSignals
@@ -108,7 +108,7 @@ class Monitor:
         self._armed = False
         self._polling = False  # a notification backend that ran out of watches polls instead
         self._counted_dirs = 0  # the folder count last reported
-        # Watched folders on mounts whose changes made elsewhere send no event (wsgidev/mounts.py):
+        # Watched folders on mounts whose changes made elsewhere send no event (wsgidev/shared/mounts.py):
         # their files are compared every poll_interval_s as well.
         self._silent_dirs: set[str] = set()
         self._silent_mounts: set[str] = set()

@@ -14,7 +14,7 @@ from django.utils import autoreload
 
 from wsgidev.daemon.monitor.base import log
 from wsgidev.daemon.monitor.globs import WatchGlob
-from wsgidev.globpattern import GlobError
+from wsgidev.shared.globpattern import GlobError
 
 
 class MonitorReloader(autoreload.BaseReloader):  # type: ignore[misc]

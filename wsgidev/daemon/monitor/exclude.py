@@ -1,6 +1,6 @@
 """The `exclude` option: files that never trigger a reload, and are not listed as watched.
 
-How a pattern is matched (globs with pathlib's rules, wsgidev/globpattern.py; gitignore's idea
+How a pattern is matched (globs with pathlib's rules, wsgidev/shared/globpattern.py; gitignore's idea
 of where a pattern applies):
 
 - no ``/`` (``*.log``, ``media``, ``settings_local.json``): the name of a file or of any folder
@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from wsgidev.globpattern import check, compile_glob, exclude_text, segment_regex
+from wsgidev.shared.globpattern import check, compile_glob, exclude_text, segment_regex
 
 
 @dataclass

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wsgidev.globpattern import MAGIC, compile_glob
+from wsgidev.shared.globpattern import MAGIC, compile_glob
 
 # Trees nobody edits templates or settings in; walking them would only cost watches and time.
 SKIPPED_DIRS = frozenset({"__pycache__", "node_modules"})

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from wsgidev import protocol
+from wsgidev.shared import protocol
 
 MARKER = "wsgidev-event "
 SUMMARY_CHARS = 200

@@ -1,7 +1,7 @@
 """Every message between wsgidev's processes, as types: the daemons' events and the hand-over's
 control datagrams, encoded and decoded here and nowhere else.
 
-Both sides import this module: a daemon builds an event and `wsgidev.events.emit` writes it to
+Both sides import this module: a daemon builds an event and `wsgidev.shared.events.emit` writes it to
 Apache's error log; `wsgidev start` reads the log and `decode` gives the event back. The daemons
 of one server send each other `Control` messages over their sockets (wsgidev/daemon/handover.py).
 A message that does not decode (another wsgidev version, a damaged line) becomes `Unreadable`,
