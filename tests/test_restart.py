@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from wsgidev.daemon import restart
-from wsgidev.shared.serverroot import RESTART_LOCK, LeaderLock, prepare_state_dir
-from wsgidev.shared.spec import MonitorSpec, RestartPlan
+from wsgidev.shared.serverroot import RESTART_LOCK, LeaderLock, prepare_server_root
+from wsgidev.shared.spec import EntrySpec, MonitorSpec, RestartPlan
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def kills(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 
 def test_first_daemon_asks_apache_and_siblings_do_not(tmp_path: Path, kills):
-    prepare_state_dir(tmp_path)
+    prepare_server_root(tmp_path)
     first = restart.restart_server(str(tmp_path))
     sibling = restart.restart_server(str(tmp_path))  # started in the same round
     first(["a.py"])
@@ -30,7 +30,7 @@ def test_first_daemon_asks_apache_and_siblings_do_not(tmp_path: Path, kills):
 
 
 def test_the_next_round_of_daemons_asks_again(tmp_path: Path, kills):
-    prepare_state_dir(tmp_path)
+    prepare_server_root(tmp_path)
     restart.restart_server(str(tmp_path))(["a.py"])
     restart.restart_server(str(tmp_path))(["b.py"])  # started after that restart
     assert kills == [(os.getppid(), signal.SIGUSR1)] * 2
@@ -57,7 +57,7 @@ def test_the_leader_lock_counts_generations(tmp_path: Path):
 
 def test_each_restart_mode_has_one_strategy(tmp_path: Path):
     assert restart.on_change_for(RestartPlan()) is restart.restart_process
-    prepare_state_dir(tmp_path)
+    prepare_server_root(tmp_path)
     root = str(tmp_path)
     assert callable(restart.on_change_for(RestartPlan(mode="server", owned=True, server_root=root)))
     # A standby plan in a process whose hand-over could not start: it restarts itself.
@@ -94,3 +94,6 @@ def test_the_names_an_earlier_entry_script_imports_are_still_there():
     names: dict[str, object] = {}
     exec("from wsgidev.shared import DebuggerSpec, EntrySpec, MonitorSpec, RestartPlan", names)
     assert names["MonitorSpec"] is MonitorSpec and names["RestartPlan"] is RestartPlan
+    # ...and named the server root state_dir.
+    spec = EntrySpec(kind="django", label="site", state_dir="/tmp/wsgidev-1-x")
+    assert spec.server_root == "/tmp/wsgidev-1-x" and "state_dir" not in repr(spec)

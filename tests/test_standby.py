@@ -26,7 +26,7 @@ from wsgidev.shared.serverroot import (
     HANDOVER_LOCK,
     PRELOAD_NAME,
     LeaderLock,
-    prepare_state_dir,
+    prepare_server_root,
     route_name,
 )
 
@@ -44,7 +44,7 @@ def restarts(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
-    prepare_state_dir(tmp_path)
+    prepare_server_root(tmp_path)
     return tmp_path
 
 

@@ -17,7 +17,7 @@ DAEMONS_PER_CORE = 8
 
 def daemons_warning(options: Options, cpus: int) -> str | None:
     """A warning when the daemon processes (with the standby groups) are many for the CPUs."""
-    # `wsgidev start` always has a server root: any non-None state_dir answers for it.
+    # `wsgidev start` always has a server root: any non-None server_root answers for it.
     groups = 1 + (options.standbys if render.uses_standby(options, "-") else 0)
     daemons = options.processes * groups
     if daemons <= DAEMONS_PER_CORE * cpus:

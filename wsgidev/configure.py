@@ -14,7 +14,7 @@ from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.privileges import lookup_group, lookup_user
 from wsgidev.runplan import RunPlan, prepare
-from wsgidev.shared.serverroot import prepare_state_dir
+from wsgidev.shared.serverroot import prepare_server_root
 
 
 def output_dir(options: Options) -> Path:
@@ -76,11 +76,11 @@ def _render(kind: str, prepared: RunPlan, folder: Path) -> str:
     if kind == "standalone":
         # The config `wsgidev start` runs: the folder is its server root and holds the files
         # the daemons share for reloading (the hand-over's sockets, route and locks).
-        render.write_entry(folder, prepared, state_dir=str(folder))
-        prepare_state_dir(folder)
+        render.write_entry(folder, prepared, server_root=str(folder))
+        prepare_server_root(folder)
         text = render.render_standalone(prepared, folder)
     else:
-        entry = render.write_entry(folder, prepared, state_dir=None)
+        entry = render.write_entry(folder, prepared, server_root=None)
         if kind == "apache":
             _share_with_daemons(folder, entry, options)
             text = render.render_apache(prepared, entry)

@@ -171,44 +171,44 @@ def _group_letter(index: int) -> str:
     return chr(ord("a") + index)
 
 
-def restart_mode(options: Options, state_dir: str | None) -> str:
+def restart_mode(options: Options, server_root: str | None) -> str:
     """How the daemons bring new code in: the one place it is decided. Under wsgidev start
-    (state_dir is its server root) as --restart-mode says, but for --debug (one process, no
+    (server_root is its server root) as --restart-mode says, but for --debug (one process, no
     hand-over); a system Apache's daemon restarts itself."""
-    if state_dir is None:
+    if server_root is None:
         return "process"
     if options.restart_mode == "standby" and (options.debug or not options.reload):
         return "process"
     return options.restart_mode
 
 
-def restart_plan(options: Options, target: Target, state_dir: str | None) -> RestartPlan:
+def restart_plan(options: Options, target: Target, server_root: str | None) -> RestartPlan:
     """The restart plan written into the daemons' spec (see restart_mode)."""
-    mode = restart_mode(options, state_dir)
+    mode = restart_mode(options, server_root)
     return RestartPlan(
         mode=mode,
-        owned=state_dir is not None,
-        server_root=state_dir,
+        owned=server_root is not None,
+        server_root=server_root,
         groups=process_groups(options, target) if mode == "standby" else (),
     )
 
 
-def uses_standby(options: Options, state_dir: str | None) -> bool:
+def uses_standby(options: Options, server_root: str | None) -> bool:
     """Whether new code comes in by a hand-over between two daemon groups (wsgidev start only)."""
-    return restart_mode(options, state_dir) == "standby"
+    return restart_mode(options, server_root) == "standby"
 
 
-def settle_s(options: Options, state_dir: str | None) -> float:
+def settle_s(options: Options, server_root: str | None) -> float:
     """How long the code must stay unchanged before a reload: --reload-settle, else an editor's
-    pace under wsgidev start (state_dir is its server root) and a deploy's elsewhere."""
+    pace under wsgidev start (server_root is its server root) and a deploy's elsewhere."""
     if options.reload_settle_s is not None:
         return options.reload_settle_s
-    return DEV_SETTLE_S if state_dir is not None else STAGING_SETTLE_S
+    return DEV_SETTLE_S if server_root is not None else STAGING_SETTLE_S
 
 
 def entry_spec(
     plan: RunPlan,
-    state_dir: str | None,
+    server_root: str | None,
     env_in_process: bool = False,
     events_read: bool = False,
 ) -> EntrySpec:
@@ -227,14 +227,14 @@ def entry_spec(
             watch=tuple(str(Path(options.working_dir, w)) for w in options.watch),
             backend=options.reload_backend,
             poll_interval_s=options.poll_interval_s,
-            settle_s=settle_s(options, state_dir),
+            settle_s=settle_s(options, server_root),
             serve_wait_s=min(MAX_SERVE_WAIT_S, options.queue_timeout_s / 2 or MAX_SERVE_WAIT_S),
-            plan=restart_plan(options, target, state_dir),
+            plan=restart_plan(options, target, server_root),
             exclude=options.exclude,
             project_dir=str(options.working_dir),
         )
     return EntrySpec(
-        debugger=debugger_spec(options, state_dir),
+        debugger=debugger_spec(options, server_root),
         kind=target.kind,
         label=target.label,
         script_path=target.script_path,
@@ -245,21 +245,21 @@ def entry_spec(
         environ_names=tuple(given) if env_in_process else (),
         monitor=monitor,
         django_static=options.django_static,
-        live_reload=options.live_reload and state_dir is not None and not options.debug,
+        live_reload=options.live_reload and server_root is not None and not options.debug,
         random_delay_ms=options.random_delay_ms,
-        state_dir=None if options.debug else state_dir,
+        server_root=None if options.debug else server_root,
         events_read=events_read,
     )
 
 
-def debugger_spec(options: Options, state_dir: str | None) -> DebuggerSpec:
+def debugger_spec(options: Options, server_root: str | None) -> DebuggerSpec:
     """Where breakpoints go: wsgidev start's terminal, Apache's own (--debug), or nowhere."""
     if options.debug:
         return DebuggerSpec(local=True, post_mortem=options.pdb)
-    if state_dir is None:  # a system Apache: mod_wsgi's shutdown-timeout, no terminal
+    if server_root is None:  # a system Apache: mod_wsgi's shutdown-timeout, no terminal
         return DebuggerSpec(post_mortem=options.pdb)
     return DebuggerSpec(
-        socket_path=str(Path(state_dir) / DEBUG_SOCKET),
+        socket_path=str(Path(server_root) / DEBUG_SOCKET),
         post_mortem=options.pdb,
         shutdown_timeout_s=options.shutdown_timeout_s,
     )
@@ -288,12 +288,12 @@ def cut_request_page(options: Options) -> str:
 
 def render_entry(
     plan: RunPlan,
-    state_dir: str | None = None,
+    server_root: str | None = None,
     env_in_process: bool = False,
     events_read: bool = False,
 ) -> str:
     """The WSGI entry script mod_wsgi loads in every daemon process."""
-    entry = entry_spec(plan, state_dir, env_in_process, events_read)
+    entry = entry_spec(plan, server_root, env_in_process, events_read)
     spec = Rendered(pprint.pformat(entry, indent=4, width=96))
     return (
         environment()
@@ -416,7 +416,7 @@ def render_express(plan: RunPlan, entry_script_path: Path) -> str:
 def write_entry(
     directory: Path,
     plan: RunPlan,
-    state_dir: str | None,
+    server_root: str | None,
     env_in_process: bool = False,
     events_read: bool = False,
 ) -> Path:
@@ -424,7 +424,7 @@ def write_entry(
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / ENTRY_SCRIPT_NAME
     tmp = path.with_suffix(".tmp")
-    text = render_entry(plan, state_dir, env_in_process, events_read)
+    text = render_entry(plan, server_root, env_in_process, events_read)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path

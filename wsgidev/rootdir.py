@@ -18,7 +18,7 @@ from wsgidev.errors import WsgidevError
 from wsgidev.options import Options
 from wsgidev.privileges import RunAs, child_setup, daemon_ids
 from wsgidev.runplan import RunPlan
-from wsgidev.shared.serverroot import prepare_state_dir
+from wsgidev.shared.serverroot import prepare_server_root
 
 # mod_wsgi's daemon sockets live in the server root, and a Unix socket path has at most 107
 # bytes: "wsgi.<pid>.<generation>.<n>.sock" needs about 35 of them after the root.
@@ -72,9 +72,9 @@ def write_config(prepared: RunPlan, root: Path) -> Path:
     try:
         # The --env values go to Apache's environment instead (app_environ).
         render.write_entry(
-            root, prepared, state_dir=str(root), env_in_process=True, events_read=True
+            root, prepared, server_root=str(root), env_in_process=True, events_read=True
         )
-        prepare_state_dir(root)
+        prepare_server_root(root)
         conf = root / "httpd.conf"
         conf.write_text(
             render.render_standalone(prepared, root, events_read=True), encoding="utf-8"

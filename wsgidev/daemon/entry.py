@@ -36,7 +36,7 @@ def load(spec: EntrySpec) -> WSGIApp:
 def _load(spec: EntrySpec) -> WSGIApp:
     handover = start_handover(spec)
     # Under wsgidev start: marks in the server root tell a process that dies or hangs importing.
-    guard = ImportGuard(spec.state_dir) if spec.state_dir else None
+    guard = ImportGuard(spec.server_root) if spec.server_root else None
     if handover is None or handover.serving():
         return ServingProcess(spec, handover, guard).start()
     return StandbyProcess(spec, handover, guard).start()

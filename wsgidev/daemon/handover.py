@@ -91,19 +91,19 @@ LIBRARIES, FULL = 1, 2
 class Handover:
     """This daemon process's part in hand-overs: its control socket, and the swap it may lead."""
 
-    def __init__(self, state_dir: str, groups: Sequence[str], group: str) -> None:
+    def __init__(self, server_root: str, groups: Sequence[str], group: str) -> None:
         if len(groups) < 2 or group not in groups:
             raise ValueError(f"process group {group!r} is not one of {list(groups)}")
-        self.state_dir = Path(state_dir)
+        self.server_root = Path(server_root)
         self.groups = tuple(groups)
         self.group = group
         self.index = self.groups.index(group)
-        self.control_dir = self.state_dir / CONTROL_DIR
+        self.control_dir = self.server_root / CONTROL_DIR
         self.address = self.control_dir / f"{self.index}.{os.getpid()}"
         # Held while warming and while importing the app: a request that reaches a standby
         # (queued just before a flip) must not import alongside the warm-up.
         self.import_lock = threading.RLock()
-        self._lock = LeaderLock(self.state_dir / HANDOVER_LOCK)
+        self._lock = LeaderLock(self.server_root / HANDOVER_LOCK)
         # The lock's generation when this process began importing the app (None: not yet).
         self.generation: int | None = None
         self._stray = False  # a standby that imported the app for a stray request (mark_loading)
@@ -127,11 +127,11 @@ class Handover:
             self.address.unlink()  # a pid reused after a process that ended without cleaning up
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(str(self.address))
-        self.ring = Ring(self.state_dir, self._socket)
+        self.ring = Ring(self.server_root, self._socket)
 
     def serving(self) -> bool:
         """Whether Apache sends requests to this process's group."""
-        return serving_group(self.state_dir, self.groups) == self.group
+        return serving_group(self.server_root, self.groups) == self.group
 
     def mark_loading(self) -> None:
         """Note that the app is being imported now (a later hand-over covers this process)."""
@@ -265,7 +265,7 @@ class Handover:
         # No standby warms until the new code serves: a warm-up now (this group's processes
         # respawning, the one next after the taker) would slow the import clients wait for.
         # The new serving processes write a fresh record and tell every standby (op warm).
-        preload.forget(str(self.state_dir))
+        preload.forget(str(self.server_root))
         if taker is None:
             # Every standby had imported a file that changed (a library after pip install):
             # none can serve it. Restart this group in place, as --restart-mode process does;
@@ -282,7 +282,7 @@ class Handover:
                 )
             )
         else:
-            route_to(self.state_dir, taker, len(self.groups))
+            route_to(self.server_root, taker, len(self.groups))
             events.emit(
                 protocol.Handover(
                     to=self.groups[taker],
@@ -325,7 +325,7 @@ class Handover:
     def record_modules(self, *, tell_standby: bool = False) -> None:
         """Tell the next standby processes what to preload: this process's library modules."""
         try:
-            preload.record(str(self.state_dir))
+            preload.record(str(self.server_root))
         except OSError as exc:
             log(f"cannot record modules to preload: {exc}")
             return
@@ -337,7 +337,7 @@ class Handover:
 
     def is_next(self) -> bool:
         """Whether this process's group is the one the next hand-over goes to."""
-        serving = serving_index(self.state_dir, len(self.groups))
+        serving = serving_index(self.server_root, len(self.groups))
         return (serving + 1) % len(self.groups) == self.index
 
     def _preload(self) -> None:
@@ -347,7 +347,7 @@ class Handover:
         level = FULL if self.is_next() else LIBRARIES
         if self._warm_level >= level:
             return
-        names = preload.recorded(str(self.state_dir))
+        names = preload.recorded(str(self.server_root))
         if names is None:
             return  # the serving group is still importing; it sends "warm" when done
         guard = self._guard

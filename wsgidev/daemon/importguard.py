@@ -96,8 +96,8 @@ class Failure:
 class ImportGuard:
     """This process's marks in the server root: before, during and after importing the app."""
 
-    def __init__(self, state_dir: str) -> None:
-        self.folder = Path(state_dir) / IMPORT_MARKS
+    def __init__(self, server_root: str) -> None:
+        self.folder = Path(server_root) / IMPORT_MARKS
         self.mark = self.folder / str(os.getpid())
         self._crash = self.folder / f"{os.getpid()}.crash"
         self._file: IO[str] | None = None

@@ -64,24 +64,24 @@ def library_modules() -> list[str]:
     return names
 
 
-def record(state_dir: str) -> None:
+def record(server_root: str) -> None:
     """Write this process's library modules where the next standby processes read them."""
-    target = Path(state_dir) / MODULES_NAME
+    target = Path(server_root) / MODULES_NAME
     temp = target.with_name(f".{MODULES_NAME}.{os.getpid()}")
     temp.write_text(json.dumps(library_modules()), encoding="utf-8")
     os.replace(temp, target)
 
 
-def forget(state_dir: str) -> None:
+def forget(server_root: str) -> None:
     """Remove the record: standbys wait for the next serving process's."""
     with contextlib.suppress(FileNotFoundError):
-        (Path(state_dir) / MODULES_NAME).unlink()
+        (Path(server_root) / MODULES_NAME).unlink()
 
 
-def recorded(state_dir: str) -> list[str] | None:
+def recorded(server_root: str) -> list[str] | None:
     """The recorded module names, or None when the serving process has not written them yet."""
     try:
-        names = json.loads((Path(state_dir) / MODULES_NAME).read_text(encoding="utf-8"))
+        names = json.loads((Path(server_root) / MODULES_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return [name for name in names if isinstance(name, str)] if isinstance(names, list) else None

@@ -56,9 +56,9 @@ def restart_process(files: list[str]) -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
-def restart_server(state_dir: str) -> OnChange:
+def restart_server(server_root: str) -> OnChange:
     """An on_change that gracefully restarts the Apache parent, once per round of daemons."""
-    lock = LeaderLock(Path(state_dir) / RESTART_LOCK)
+    lock = LeaderLock(Path(server_root) / RESTART_LOCK)
     noted = lock.generation()  # at start: a restart asked after this covers this process
 
     def restart(files: list[str]) -> None:

@@ -22,34 +22,34 @@ EMPTY_GROUP_WAIT_S = 3.0
 POLL_S = 0.02
 
 
-def serving_index(state_dir: Path, count: int) -> int:
+def serving_index(server_root: Path, count: int) -> int:
     """The index of the group Apache sends requests to now."""
     for index in range(count - 1, 0, -1):
-        if (state_dir / route_name(index)).exists():
+        if (server_root / route_name(index)).exists():
             return index
     return 0
 
 
-def serving_group(state_dir: Path, groups: Sequence[str]) -> str:
+def serving_group(server_root: Path, groups: Sequence[str]) -> str:
     """The group Apache sends requests to now."""
-    return groups[serving_index(state_dir, len(groups))]
+    return groups[serving_index(server_root, len(groups))]
 
 
-def route_to(state_dir: Path, index: int, count: int) -> None:
+def route_to(server_root: Path, index: int, count: int) -> None:
     """Send requests to group index: its file first, then remove the higher and lower ones."""
     if index:
-        (state_dir / route_name(index)).touch()
+        (server_root / route_name(index)).touch()
     for other in range(count - 1, 0, -1):
         if other != index:
-            (state_dir / route_name(other)).unlink(missing_ok=True)
+            (server_root / route_name(other)).unlink(missing_ok=True)
 
 
 class Ring:
     """The groups' processes as one process of the ring sees them; it sends from sock (its
     own control socket)."""
 
-    def __init__(self, state_dir: Path, sock: socket.socket) -> None:
-        self.control_dir = state_dir / CONTROL_DIR
+    def __init__(self, server_root: Path, sock: socket.socket) -> None:
+        self.control_dir = server_root / CONTROL_DIR
         self._socket = sock
 
     def members(self, index: int) -> set[int]:

@@ -76,9 +76,9 @@ class LeaderLock:
             yield leads
 
 
-def prepare_state_dir(state_dir: Path) -> None:
+def prepare_server_root(server_root: Path) -> None:
     """Create what the daemons share in the server root: the control folder and the locks."""
-    (state_dir / CONTROL_DIR).mkdir(exist_ok=True)
-    (state_dir / IMPORT_MARKS).mkdir(exist_ok=True)
-    LeaderLock(state_dir / HANDOVER_LOCK).create()
-    LeaderLock(state_dir / RESTART_LOCK).create()
+    (server_root / CONTROL_DIR).mkdir(exist_ok=True)
+    (server_root / IMPORT_MARKS).mkdir(exist_ok=True)
+    LeaderLock(server_root / HANDOVER_LOCK).create()
+    LeaderLock(server_root / RESTART_LOCK).create()

@@ -113,18 +113,22 @@ class EntrySpec:
     # Their names, for what the daemon decides from them (Django or not).
     environ_names: tuple[str, ...] = ()
     monitor: MonitorSpec | None = None
-    django_static: str = "none"  # "finders", "root" or "none"
+    django_static: str = "off"  # "finders", "root" or "off" (Options.django_static)
     random_delay_ms: int = 0
     debugger: DebuggerSpec | None = None
     live_reload: bool = False  # inject the refresh script into HTML pages
     # wsgidev start's server root, where a daemon marks that it imports the app; None elsewhere.
-    state_dir: str | None = None
+    server_root: str | None = None
+    # What an entry script an earlier wsgidev wrote names server_root.
+    state_dir: InitVar[str | None] = None
     # wsgidev start reads the daemons' events from the error log; elsewhere a person reads it,
     # and each event is one plain line there (wsgidev.shared.events).
     events_read: bool = False
     django: bool = field(init=False, repr=False, default=False)  # from kind and environ
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, state_dir: str | None) -> None:
+        if state_dir is not None:
+            object.__setattr__(self, "server_root", state_dir)
         is_django = self.kind == "django" or any(
             name == "DJANGO_SETTINGS_MODULE"
             for name in (*(n for n, _ in self.environ), *self.environ_names)
