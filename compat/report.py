@@ -12,6 +12,7 @@ all come from one run of every configuration (as bench/run.py rewrites docs/benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -62,6 +63,8 @@ def record(args: argparse.Namespace) -> int:
         "failures": [m.group(2) for m in map(FAILED.match, log.splitlines()) if m][:30],
         "commit": git(repo, "rev-parse", "--short", "HEAD") + ("+changes" if dirty else ""),
         "facts": facts,
+        # Another program listened on 127.0.0.1:8000 when the suite ended (run.sh holds it).
+        "port_8000_busy": args.port_8000_busy == "yes",
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     verdict = "passed" if result["status"] == 0 else "FAILED"
@@ -79,7 +82,8 @@ def _row(result: dict[str, object], repo: str) -> str:
     return (
         f"| {result['config']} | {verdict}: {result['summary']} | {facts.get('python', '?')} | "
         f"{facts.get('django', '?')} | {apache} | {facts.get('os', '?')} | "
-        f"{result['run_id']} | {result['commit']} |"
+        f"{'yes' if result.get('port_8000_busy') else 'no'} | {result['run_id']} | "
+        f"{result['commit']} |"
     )
 
 
@@ -114,6 +118,40 @@ def _projects(projects: dict[str, dict[str, object]]) -> list[str]:
     return lines
 
 
+def _history(folder: Path, results: list[dict[str, object]], full: bool) -> list[str]:
+    """Every full run on this machine, latest first (kept in the results folder): whether the
+    whole matrix passes time after time, not once."""
+    path = folder / "history.jsonl"
+    runs = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                runs.append(json.loads(line))
+    if full:
+        result = results[0]
+        this = {
+            "run_id": result["run_id"],
+            "commit": result["commit"],
+            "green": sum(1 for r in results if r["status"] == 0),
+            "legs": len(results),
+            "port_8000_busy": all(r.get("port_8000_busy") for r in results),
+        }
+        runs = [r for r in runs if r.get("run_id") != this["run_id"]] + [this]
+        path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    if not runs:
+        return ["No full run of every configuration is recorded on this machine yet."]
+    lines = [
+        "Full runs of every configuration on this machine, latest first:",
+        "",
+        "| run (UTC) | commit | green | 127.0.0.1:8000 held by another program |",
+        "|---|---|---|---|",
+    ]
+    for r in reversed(runs):
+        busy = "yes" if r.get("port_8000_busy") else "no"
+        lines.append(f"| {r['run_id']} | {r['commit']} | {r['green']} of {r['legs']} | {busy} |")
+    return lines
+
+
 def write(args: argparse.Namespace) -> int:
     names = args.all.split()
     results = []
@@ -123,10 +161,11 @@ def write(args: argparse.Namespace) -> int:
             results.append(json.loads(path.read_text()))
     runs = {r["run_id"] for r in results}
     commits = {r["commit"] for r in results}
-    if len(results) == len(names) and runs == {args.run_id} and len(commits) == 1:
+    full = len(results) == len(names) and runs == {args.run_id} and len(commits) == 1
+    if full:
         origin = (
             f"From one full run (`bash dev.sh compat`, run {args.run_id}) of commit "
-            f"{commits.pop()}."
+            f"{next(iter(commits))}."
         )
     else:
         missing = [n for n in names if n not in {r["config"] for r in results}]
@@ -137,9 +176,11 @@ def write(args: argparse.Namespace) -> int:
     lines = [
         origin,
         "",
-        "| configuration | result | Python | Django | Apache (httpd) | system | run (UTC) | commit |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | result | Python | Django | Apache (httpd) | system | 8000 busy | run (UTC) | commit |",
+        "|---|---|---|---|---|---|---|---|---|",
         *(_row(r, args.repo) for r in results),
+        "",
+        *_history(Path(args.results), results, full),
     ]
     for r in results:
         facts = r["facts"] if isinstance(r["facts"], dict) else {}
@@ -176,6 +217,7 @@ def main() -> int:
     rec = sub.add_parser("record")
     for name in ("config", "run-id", "status", "log", "facts", "out", "repo"):
         rec.add_argument(f"--{name}", required=True)
+    rec.add_argument("--port-8000-busy", choices=("yes", "no"), default="no")
     wr = sub.add_parser("write")
     for name in ("results", "doc", "all", "run-id", "repo"):
         wr.add_argument(f"--{name}", required=True)

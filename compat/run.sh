@@ -44,6 +44,23 @@ done
 
 run_id=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$cache/logs" "$cache/results"
+
+# A user's 8000 is often taken by another dev server: the suite must not care. Another program
+# listens on 127.0.0.1:8000 for the whole run (this one, unless something already does), and
+# each result says whether it still did when its suite ended.
+python3 -c 'import signal, socket
+s = socket.socket()
+s.bind(("127.0.0.1", 8000))
+s.listen()
+signal.pause()' 2>/dev/null &
+port_holder=$!
+trap 'kill "$port_holder" 2>/dev/null || true' EXIT
+port_8000_busy() {
+  python3 -c 'import socket, sys
+s = socket.socket()
+s.settimeout(2)
+sys.exit(s.connect_ex(("127.0.0.1", 8000)) != 0)' && echo yes || echo no
+}
 # Clean environment for every run: users' machines write bytecode and buffer output.
 clean_env=(env -u PYTHONDONTWRITEBYTECODE -u PYTHONUNBUFFERED)
 
@@ -202,7 +219,7 @@ record() {
   local config=$1 status=$2
   python3 "$repo/compat/report.py" record --config "$config" --run-id "$run_id" --status "$status" \
     --log "$cache/logs/$config.log" --facts "$cache/logs/$config.facts.json" \
-    --out "$cache/results/$config.json" --repo "$repo"
+    --out "$cache/results/$config.json" --repo "$repo" --port-8000-busy "$(port_8000_busy)"
 }
 
 # Each run_* returns non-zero when a step or the suite fails (set -e does not apply in `f || x`).
