@@ -1,6 +1,7 @@
 """The compatibility run's bookkeeping (standard library only: it runs with the system python3).
 
     python3 compat/report.py record --config NAME --run-id ID --status N --log F --facts F --out F
+        --repo DIR [--port-8000-busy yes|no]
     python3 compat/report.py write --results DIR --doc docs/compat.md --all "a b c" --run-id ID
         --repo DIR
 
@@ -82,9 +83,14 @@ def _row(result: dict[str, object], repo: str) -> str:
     return (
         f"| {result['config']} | {verdict}: {result['summary']} | {facts.get('python', '?')} | "
         f"{facts.get('django', '?')} | {apache} | {facts.get('os', '?')} | "
-        f"{'yes' if result.get('port_8000_busy') else 'no'} | {result['run_id']} | "
+        f"{_yes_no(result.get('port_8000_busy'))} | {result['run_id']} | "
         f"{result['commit']} |"
     )
+
+
+def _yes_no(value: object) -> str:
+    """A recorded flag; "?" where the result predates it."""
+    return "?" if value is None else "yes" if value else "no"
 
 
 def _seconds(facts: dict[str, object], key: str) -> str:
@@ -126,7 +132,9 @@ def _history(folder: Path, results: list[dict[str, object]], full: bool) -> list
     if path.exists():
         for line in path.read_text().splitlines():
             with contextlib.suppress(ValueError):
-                runs.append(json.loads(line))
+                run = json.loads(line)
+                if isinstance(run, dict) and {"run_id", "commit", "green", "legs"} <= set(run):
+                    runs.append(run)
     if full:
         result = results[0]
         this = {
@@ -134,7 +142,11 @@ def _history(folder: Path, results: list[dict[str, object]], full: bool) -> list
             "commit": result["commit"],
             "green": sum(1 for r in results if r["status"] == 0),
             "legs": len(results),
-            "port_8000_busy": all(r.get("port_8000_busy") for r in results),
+            "port_8000_busy": (
+                None
+                if any(r.get("port_8000_busy") is None for r in results)
+                else all(r["port_8000_busy"] for r in results)
+            ),
         }
         runs = [r for r in runs if r.get("run_id") != this["run_id"]] + [this]
         path.write_text("".join(json.dumps(r) + "\n" for r in runs))
@@ -147,7 +159,7 @@ def _history(folder: Path, results: list[dict[str, object]], full: bool) -> list
         "|---|---|---|---|",
     ]
     for r in reversed(runs):
-        busy = "yes" if r.get("port_8000_busy") else "no"
+        busy = _yes_no(r.get("port_8000_busy"))
         lines.append(f"| {r['run_id']} | {r['commit']} | {r['green']} of {r['legs']} | {busy} |")
     return lines
 

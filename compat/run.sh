@@ -45,25 +45,6 @@ done
 run_id=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$cache/logs" "$cache/results"
 
-# A user's 8000 is often taken by another dev server: the suite must not care. Another program
-# listens on 127.0.0.1:8000 for the whole run (this one, unless something already does), and
-# each result says whether it still did when its suite ended.
-python3 -c 'import signal, socket
-s = socket.socket()
-s.bind(("127.0.0.1", 8000))
-s.listen()
-signal.pause()' 2>/dev/null &
-port_holder=$!
-trap 'kill "$port_holder" 2>/dev/null || true' EXIT
-port_8000_busy() {
-  python3 -c 'import socket, sys
-s = socket.socket()
-s.settimeout(2)
-sys.exit(s.connect_ex(("127.0.0.1", 8000)) != 0)' && echo yes || echo no
-}
-# Clean environment for every run: users' machines write bytecode and buffer output.
-clean_env=(env -u PYTHONDONTWRITEBYTECODE -u PYTHONUNBUFFERED)
-
 # --- what the host needs ------------------------------------------------------------------------
 wants_trixie=0; wants_pip=0; wants_real=0
 for config in "${configs[@]}"; do
@@ -93,6 +74,28 @@ if ((${#missing[@]})); then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+
+# A user's 8000 is often taken by another dev server: the suite must not care. Another program
+# listens on 127.0.0.1:8000 for the whole run: this one, whenever nothing else does (it takes
+# the port as soon as it is free, and ends with the run, or when the run's shell is gone); each
+# result says whether the port was busy when its suite ended.
+python3 -c 'import os, socket, sys, time
+parent, held = os.getppid(), None
+while os.getppid() == parent:
+    if held is None:
+        try:
+            held = socket.create_server(("127.0.0.1", 8000))
+        except OSError:
+            pass  # another program holds it
+    time.sleep(1)' &
+port_holder=$!
+trap 'kill "$port_holder" 2>/dev/null || true' EXIT
+port_8000_busy() {
+  python3 -c 'import socket, sys
+s = socket.socket()
+s.settimeout(2)
+sys.exit(s.connect_ex(("127.0.0.1", 8000)) != 0)' && echo yes || echo no
+}
 
 # --- the Debian trixie tree ---------------------------------------------------------------------
 trixie=$cache/trixie

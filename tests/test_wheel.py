@@ -26,7 +26,8 @@ target = Target(kind="module", label="m:app", project_dir="/srv/p", module="m")
 apache = ApacheInstall(httpd="/opt/httpd/bin/httpd", modules_dir="/m", mod_wsgi_so="/m/w.so",
                        python_home=sys.prefix, python_dylib="", mime_types="/opt/httpd/conf/types")
 options = Options(working_dir="/srv/p", processes=3, threads=4)
-plan = RunPlan(options=options, target=target, apache=apache, run_as=RunAs(mode="self"))
+plan = RunPlan(options=options, target=target, apache=apache, run_as=RunAs(mode="self"),
+               env=options.env, static=options.static, allow_host=options.allow_host)
 entry = pathlib.Path("/srv/p/.wsgidev/entry.wsgi")
 print(render.render_standalone(plan, pathlib.Path("/r")))
 print(render.render_apache(plan, entry))

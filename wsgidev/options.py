@@ -86,7 +86,7 @@ class Options:
     poll_interval_s: float = 1.0
     # A reload starts once no watched file (nor a .py file beside one) changed for this long, so
     # a save, a git checkout or a deploy's burst ends in one. None: DEV_SETTLE_S where wsgidev
-    # owns the server (start, config standalone), STAGING_SETTLE_S elsewhere (shared.py).
+    # owns the server (start, config standalone), STAGING_SETTLE_S elsewhere (shared/spec.py).
     reload_settle_s: float | None = None
     load_module: bool = True
     static: tuple[tuple[str, str], ...] = ()
@@ -112,8 +112,8 @@ class Options:
     # HTML pages get a script that refreshes them once new code serves (wsgidev/livereload.py).
     live_reload: bool = False
     # Host names answered besides localhost, IP addresses and --host (DNS rebinding: the rest
-    # get a 400); ".example.test" also allows the names below it, "*" any. wsgidev start adds
-    # the Django project's ALLOWED_HOSTS.
+    # get a 400); ".example.test" also allows the names below it, "*" any. The run plan adds
+    # the Django project's ALLOWED_HOSTS (RunPlan.allow_host).
     allow_host: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -215,7 +215,7 @@ def entry_spec(
     """What the daemon needs to know, written into the entry script as a literal.
     env_in_process: the --env values reach the daemons in Apache's environment (APP_ENV_VAR),
     not through this file (wsgidev start). events_read: wsgidev start reads the daemons' events
-    from the error log (elsewhere a person does: wsgidev.events)."""
+    from the error log (elsewhere a person does: wsgidev.shared.events)."""
     options, target = plan.options, plan.target
     given = dict(plan.env)
     environ = {} if env_in_process else dict(given)

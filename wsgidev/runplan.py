@@ -57,12 +57,12 @@ class RunPlan:
     tls: Tls = Tls()
     ca_certificate: str | None = None  # the local CA's certificate, where it signed ours
     # The app's variables: --env's over --env-file's.
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...]
     # What Apache serves itself, (URL, folder): --static's, then --static-root's Aliases.
-    static: tuple[tuple[str, str], ...] = ()
+    static: tuple[tuple[str, str], ...]
     # The Host names answered beyond localhost and addresses: --allow-host's, then the names
     # in Django's ALLOWED_HOSTS.
-    allow_host: tuple[str, ...] = ()
+    allow_host: tuple[str, ...]
     # Django's ALLOWED_HOSTS held "*", which the Host check does not take as any name.
     django_any_host: bool = False
     # What the Django project writes (SQLite, MEDIA_ROOT) that the daemon user cannot.

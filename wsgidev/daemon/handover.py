@@ -471,8 +471,12 @@ class Handover:
         self._warm_wanted.set()  # the warm-up thread sees the app imported and ends
         # The leader forgets the old group's record before it flips the route: a record written
         # before the flip (an import quicker than the leader's next steps) would be forgotten.
-        deadline = time.monotonic() + GO_TIMEOUT_S
-        while not self.serving() and time.monotonic() < deadline:
+        # The leader flips once the group's every process answered (one asked once warm, the
+        # longest); a group it passed over (a sibling was stale) never serves, and records not.
+        deadline = time.monotonic() + GO_TIMEOUT_S + REPLACEMENT_WAIT_S + REPLACEMENT_WARM_S
+        while not self.serving():
+            if time.monotonic() >= deadline:
+                return
             time.sleep(POLL_S)
         # With what it imported; and every standby looks again: one made stale by this edit
         # (it was passed over) restarts now, after the new code serves.

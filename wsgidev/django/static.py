@@ -36,7 +36,8 @@ def static_root_aliases(
     """(URL, folder) pairs for Apache from STATIC_URL/STATIC_ROOT and MEDIA_URL/MEDIA_ROOT;
     relative folders are taken from base (the working dir, where the app runs)."""
     static_url, static_root = values.get("STATIC_URL") or "", values.get("STATIC_ROOT")
-    if not static_url.startswith("/") or static_url == "/":
+    # Slashes alone would be an Alias for "/", which shadows the app.
+    if not static_url.startswith("/") or static_url.strip("/") == "":
         raise WsgidevError(
             f"--static-root: STATIC_URL {static_url!r} in {module} is not a path on this server",
             "set STATIC_URL = 'static/', or drop --static-root",
@@ -55,6 +56,6 @@ def static_root_aliases(
     aliases = [(static_url, str(static_folder))]
     media_url, media_root = values.get("MEDIA_URL") or "", values.get("MEDIA_ROOT")
     # MEDIA_ROOT is empty unless the project stores uploads; "/" would shadow the app.
-    if media_root and media_url.startswith("/") and media_url != "/":
+    if media_root and media_url.startswith("/") and media_url.strip("/"):
         aliases.append((media_url, str(base / media_root)))
     return tuple(aliases)

@@ -94,7 +94,7 @@ class Change(Event):
     files: tuple[str, ...] = ()  # at most MAX_EVENT_FILES of them
     count: int = 0  # how many changed, named or not
     backend: str = ""
-    saved_at: float = 0.0  # when the earliest was saved (wsgidev.daemon.monitor.saved_at_s)
+    saved_at: float = 0.0  # when the earliest was saved (wsgidev.daemon.monitor.base.saved_at_s)
 
 
 @dataclass(frozen=True, kw_only=True)
