@@ -44,6 +44,8 @@ done
 
 run_id=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$cache/logs" "$cache/results"
+# Clean environment for every run: users' machines write bytecode and buffer output.
+clean_env=(env -u PYTHONDONTWRITEBYTECODE -u PYTHONUNBUFFERED)
 
 # --- what the host needs ------------------------------------------------------------------------
 wants_trixie=0; wants_pip=0; wants_real=0
