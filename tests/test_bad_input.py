@@ -276,12 +276,21 @@ def test_config_without_a_terminal_refuses_pdb(kind: str, project: Path, short_t
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("kind", ["apache", "express"])
-def test_config_without_wsgidev_start_refuses_live_reload(
-    kind: str, project: Path, short_tmp: Path
+@pytest.mark.parametrize(
+    ("kind", "flag"),
+    [
+        ("apache", "--live-reload"),
+        ("express", "--live-reload"),
+        ("apache", "--print-sql"),
+        ("express", "--print-sql"),
+        ("standalone", "--print-sql"),
+    ],
+)
+def test_config_without_wsgidev_start_refuses_what_needs_its_terminal(
+    kind: str, flag: str, project: Path, short_tmp: Path
 ):
-    code, out, err = run_wsgidev(project, short_tmp, "config", kind, "app.py", "--live-reload")
-    assert_one_line_error(code, err, "--live-reload", "wsgidev start --live-reload")
+    code, out, err = run_wsgidev(project, short_tmp, "config", kind, "app.py", flag)
+    assert_one_line_error(code, err, flag, f"wsgidev start {flag}")
     assert out == ""
 
 

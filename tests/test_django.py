@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -361,3 +363,64 @@ def test_django_project_without_django_installed_fails_clearly(django_project):
         f"wsgidev: Django is not installed for {sys.executable}: pip install Django into this "
         "environment (pip install 'wsgidev[django]')"
     )
+
+
+# --- a request's queries -------------------------------------------------------------------------
+
+
+def _migrated(project: Path) -> Path:
+    code, out, err = _run(project, [sys.executable, "manage.py", "migrate", "--noinput", "-v0"])
+    assert code == 0, out + err
+    return project
+
+
+def _loop_line(project: Path) -> int:
+    views = (project / "testapp" / "views.py").read_text().splitlines()
+    return next(number for number, line in enumerate(views, 1) if "QUERY-IN-LOOP" in line)
+
+
+def test_the_access_line_counts_a_requests_queries_and_a_loop_of_them_gets_a_hint(
+    django_project, start_server
+):
+    server = start_server(_migrated(django_project), "--processes", "2", "--threads", "3")
+    answers = {n: server.json(f"/queries?n={n}") for n in (1, 5)}
+    # Django's own DEBUG record of the request's queries: the list, then one per name.
+    assert [answers[n]["queries"] for n in (1, 5)] == [2, 6]
+    for n in (1, 5):
+        line = f'"GET /queries?n={n} HTTP/1.1" 200'
+        wait_for(lambda line=line: line in server.log(), 10, f"the access line of n={n}")
+        access = next(text for text in server.log().splitlines() if line in text)
+        assert re.search(rf" [\u00b7-] {answers[n]['queries']} queries \d+ms$", access), access
+    # A view without queries gets no count; the client never sees the header that carries it.
+    server.json("/sleep?s=0")
+    wait_for(lambda: '"GET /sleep?s=0 HTTP/1.1" 200' in server.log(), 10, "its access line")
+    plain = next(text for text in server.log().splitlines() if "GET /sleep?s=0 " in text)
+    assert re.search(r"200 \d+ \d+ms$", plain), plain
+    with urllib.request.urlopen(server.url + "/queries?n=1", timeout=10) as response:
+        assert response.headers.get("X-Wsgidev-Queries") is None
+    # The loop (5 runs of one shape) gets one hint naming its line; n=1's single get does not.
+    where = f"testapp/views.py:{_loop_line(django_project)} in queries"
+    wait_for(lambda: "N+1? GET /queries ran one query 5 times" in server.log(), 10, "the hint")
+    hints = [text for text in server.log().splitlines() if text.startswith("N+1?")]
+    assert len(hints) == 1 and where in hints[0] and "django_content_type" in hints[0], hints
+    assert "SQL (" not in server.log()  # each query is printed only with --print-sql
+
+
+def test_print_sql_prints_each_query_as_the_database_ran_it(django_project, start_server):
+    server = start_server(_migrated(django_project), "--print-sql")
+    answer = server.json("/queries?n=2")
+    assert answer["queries"] == 3
+
+    def printed() -> list[str]:
+        return [text for text in server.log().splitlines() if text.startswith("SQL (")]
+
+    wait_for(lambda: len(printed()) >= 3, 10, "three SQL lines")
+    wait_for(lambda: '"GET /queries?n=2 HTTP/1.1" 200' in server.log(), 10, "the access line")
+    lines = printed()
+    assert len(lines) == 3, lines
+    assert all("GET /queries" in text and "django_content_type" in text for text in lines)
+    # With its parameters in (no placeholder): the second and third look up a key each.
+    assert all(
+        re.search(r'"django_content_type"\."id" = \d+', text) and "%s" not in text
+        for text in lines[1:]
+    ), lines

@@ -194,3 +194,25 @@ def test_a_reload_of_many_files_counts_the_ones_it_does_not_name():
         term.event("ready", pid, SAVED + 1.0, started_at=SAVED + 0.6)
     names = ", ".join(files[:3])
     assert term.lines() == [f"Reloaded in 1.00 s: {names} and 28 more changed"]
+
+
+def test_an_access_line_carries_the_requests_queries_and_old_lines_still_read():
+    term = Terminal()
+    term.printer.access_line("03/Dec/2026 12:00:00\tGET /shop/ HTTP/1.1\t200\t5120\t38000\t14 9.2")
+    term.printer.access_line("03/Dec/2026 12:00:01\tGET /one HTTP/1.1\t200\t10\t1000\t1 0.4")
+    term.printer.access_line("03/Dec/2026 12:00:02\tGET /static/a.css HTTP/1.1\t200\t9\t500\t-")
+    term.printer.access_line("03/Dec/2026 12:00:03\tGET /old HTTP/1.1\t200\t9\t500")
+    assert term.out.getvalue().splitlines() == [
+        '[03/Dec/2026 12:00:00] "GET /shop/ HTTP/1.1" 200 5120 38ms \u00b7 14 queries 9ms',
+        '[03/Dec/2026 12:00:01] "GET /one HTTP/1.1" 200 10 1ms \u00b7 1 query 0ms',
+        '[03/Dec/2026 12:00:02] "GET /static/a.css HTTP/1.1" 200 9 0ms',
+        '[03/Dec/2026 12:00:03] "GET /old HTTP/1.1" 200 9 0ms',
+    ]
+
+
+def test_a_terminal_without_the_middle_dot_gets_a_dash():
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    printer = LogPrinter(out, processes=1, colour=False, verbose=False)
+    printer.access_line("03/Dec/2026 12:00:00\tGET / HTTP/1.1\t200\t1\t1000\t3 1.0")
+    out.flush()
+    assert out.buffer.getvalue().decode().endswith("200 1 1ms - 3 queries 1ms\n")  # type: ignore[attr-defined]

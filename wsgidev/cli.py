@@ -155,6 +155,12 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         "place); the event stream is served by Apache and wsgidev, not by a daemon thread",
     )
     add(
+        "--print-sql",
+        action=argparse.BooleanOptionalAction,
+        help="print each SQL query a Django request runs, with its time (every access line "
+        "counts them with or without this)",
+    )
+    add(
         "--pdb",
         action=argparse.BooleanOptionalAction,
         help="post-mortem: an exception a request raises opens pdb on this terminal at the "

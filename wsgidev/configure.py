@@ -39,6 +39,11 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
                 else ""
             ),
         )
+    if options.print_sql:  # a config run by hand has a log a person reads, not a terminal
+        raise WsgidevError(
+            f"--print-sql prints on wsgidev start's terminal; `wsgidev config {kind}` has none",
+            "use wsgidev start --print-sql",
+        )
     if options.live_reload and kind != "standalone":
         raise WsgidevError(
             f"--live-reload needs wsgidev start's event stream; `wsgidev config {kind}` has none",

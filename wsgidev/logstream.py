@@ -49,6 +49,9 @@ class LogPrinter(Subscriber):
         reload: bool = True,
     ) -> None:
         self.out = out
+        # The access line's separator before a request's queries: a middle dot where the
+        # terminal's encoding has one.
+        self._dot = _encodable("\u00b7", getattr(out, "encoding", None)) or "-"
         self.reload = reload
         self.processes = processes
         self.colour = colour
@@ -167,16 +170,19 @@ class LogPrinter(Subscriber):
         self.write(f"[apache {module}:{level}] {message}")
 
     def access_line(self, raw: str) -> None:
-        """A line of the access log: time TAB request line TAB status TAB bytes TAB microseconds."""
+        """A line of the access log: time TAB request line TAB status TAB bytes TAB microseconds
+        TAB the request's queries ("count milliseconds", "-" for none: wsgidev/daemon/queries.py)."""
         parts = raw.rstrip("\n").split("\t")
-        if len(parts) != 5:
+        if len(parts) == 5:
+            parts.append("-")  # a config written before the queries' field (config standalone)
+        if len(parts) != 6:
             self.write(raw)
             return
-        when, request, status, size, micros = parts
+        when, request, status, size, micros, queries = parts
         if request.split(" ")[1:2] and request.split(" ")[1].startswith(STREAM_PATHS):
             return  # the browsers' event stream: wsgidev's plumbing, not the app's traffic
         ms = int(micros) / 1000 if micros.isdigit() else 0.0
-        line = f'[{when}] "{request}" {status} {size} {ms:.0f}ms'
+        line = f'[{when}] "{request}" {status} {size} {ms:.0f}ms{_queries(queries, self._dot)}'
         if self.colour:
             line = f"{_STATUS_COLOURS.get(status[:1], '')}{line}{_RESET}"
         self.write(line)
@@ -243,6 +249,21 @@ class LogPrinter(Subscriber):
                 self._preloaded(event)
             case protocol.Cut():
                 self._cut(event)
+            case protocol.Sql():
+                self.write(f"SQL ({event.ms:.1f} ms, {event.request}): {event.sql}")
+            case protocol.RepeatedQuery():
+                where = f", first from {event.where}" if event.where else ""
+                sql = event.sql if len(event.sql) <= 160 else event.sql[:157] + "..."
+                writes = event.sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+                one = (
+                    "bulk_create/bulk_update/update()"
+                    if writes
+                    else "select_related/prefetch_related"
+                )
+                self.write(
+                    f"N+1? {event.request} ran one query {event.runs} times{where}: {sql} "
+                    f"({one} do it in one)"
+                )
             case protocol.Refused():
                 self.write(f"wsgidev monitor: {event.reason or 'refused'}")
             case protocol.Unreadable():
@@ -387,3 +408,23 @@ def _strip_remote(message: str) -> str:
     while message.startswith(("[remote ", "[script ", "[client ")) and "] " in message:
         message = message.split("] ", 1)[1]
     return message
+
+
+def _encodable(text: str, encoding: str | None) -> str | None:
+    try:
+        text.encode(encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return None
+    return text
+
+
+def _queries(field: str, dot: str) -> str:
+    """The access line's end for a request's queries: " · 14 queries 9ms"; "" for none."""
+    count, _, ms = field.partition(" ")
+    if not count.isdigit() or count == "0":
+        return ""
+    try:
+        took = f" {float(ms):.0f}ms"
+    except ValueError:
+        took = ""
+    return f" {dot} {count} {'query' if count == '1' else 'queries'}{took}"

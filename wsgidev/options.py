@@ -111,6 +111,8 @@ class Options:
     pdb: bool = False
     # HTML pages get a script that refreshes them once new code serves (wsgidev/livereload.py).
     live_reload: bool = False
+    # Each SQL query a Django request runs printed on the terminal (wsgidev/daemon/queries.py).
+    print_sql: bool = False
     # Host names answered besides localhost, IP addresses and --host (DNS rebinding: the rest
     # get a 400); ".example.test" also allows the names below it, "*" any. The run plan adds
     # the Django project's ALLOWED_HOSTS (RunPlan.allow_host).

@@ -246,6 +246,9 @@ def entry_spec(
         monitor=monitor,
         django_static=options.django_static,
         live_reload=options.live_reload and server_root is not None and not options.debug,
+        # Only wsgidev start's access log has the field, and its terminal prints the queries.
+        count_queries=server_root is not None,
+        print_sql=options.print_sql and events_read,
         random_delay_ms=options.random_delay_ms,
         server_root=None if options.debug else server_root,
         events_read=events_read,

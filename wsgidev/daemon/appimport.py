@@ -254,11 +254,16 @@ def _load_django_urls() -> None:
 
 
 def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
-    """The conveniences around the app the spec asks for: Django's static files, random delay."""
+    """The conveniences around the app the spec asks for: Django's static files, its queries
+    counted, random delay."""
     if spec.django_static == "finders" and "django.conf" in sys.modules:
         from wsgidev.daemon.static import with_static_finders
 
         application = with_static_finders(application)
+    if spec.count_queries and "django.db" in sys.modules:
+        from wsgidev.daemon.queries import with_query_count
+
+        application = with_query_count(application, spec.print_sql)
     if spec.random_delay_ms:
         application = with_random_delay(application, spec.random_delay_ms)
     return application

@@ -158,11 +158,15 @@ def parse(message: str) -> protocol.Event | None:
 
 
 def _summary(fields: dict[str, Any]) -> str:
+    """The event for a person reading the log, on one line: mod_wsgi makes each line of a write
+    a log line of its own, and the payload after it must stay on the marker's line."""
     for key in ("reason", "error"):
         if fields.get(key):
             return " ".join(str(fields[key]).split())
     if fields.get("files"):
-        return ", ".join(str(f) for f in fields["files"])
-    text = ", ".join(f"{key}={value}" for key, value in fields.items() if key != "traceback")
-    # For a person reading the log; a long event (the watch listing) keeps the line short.
+        text = ", ".join(str(f) for f in fields["files"])
+    else:
+        text = ", ".join(f"{key}={value}" for key, value in fields.items() if key != "traceback")
+    text = " ".join(text.split())
+    # A long event (the watch listing) keeps the line short.
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 3] + "..."

@@ -236,6 +236,27 @@ class StaticDirs(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Sql(Event):
+    """A query a request ran (--print-sql), as the database got it."""
+
+    KIND = "sql"
+    sql: str = ""
+    ms: float = 0.0
+    request: str = ""  # "GET /path"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepeatedQuery(Event):
+    """One shape of query ran many times in one request (an N+1?)."""
+
+    KIND = "repeated-query"
+    sql: str = ""  # with its placeholders
+    runs: int = 0
+    where: str = ""  # "shop/views.py:42 in product_list": the first run's line in the project
+    request: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Refused(Event):
     """A part of wsgidev could not do its job in this process (the app is served anyway)."""
 
@@ -273,6 +294,8 @@ EVENTS: dict[str, type[Event]] = {
         WatchList,
         SilentMount,
         StaticDirs,
+        Sql,
+        RepeatedQuery,
         Refused,
     )
 }

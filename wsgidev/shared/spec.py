@@ -117,6 +117,10 @@ class EntrySpec:
     random_delay_ms: int = 0
     debugger: DebuggerSpec | None = None
     live_reload: bool = False  # inject the refresh script into HTML pages
+    # Count a Django request's queries for the access line (wsgidev start's; queries.py) and
+    # print each (--print-sql).
+    count_queries: bool = False
+    print_sql: bool = False
     # wsgidev start's server root, where a daemon marks that it imports the app; None elsewhere.
     server_root: str | None = None
     # What an entry script an earlier wsgidev wrote names server_root.

@@ -42,6 +42,19 @@ def write(request):
     )
 
 
+def queries(request):
+    """?n= content types fetched one by one in a loop (an N+1), after the query that lists them;
+    the request's queries as Django's DEBUG record counts them."""
+    from django.contrib.contenttypes.models import ContentType
+
+    count = int(request.GET.get("n", "1"))
+    keys = list(ContentType.objects.order_by("pk").values_list("pk", flat=True)[:count])
+    names = []
+    for key in keys:
+        names.append(ContentType.objects.get(pk=key).model)  # QUERY-IN-LOOP
+    return JsonResponse({"names": names, "queries": len(connection.queries)})
+
+
 def sleep(request):
     time.sleep(float(request.GET.get("s", "0.5")))
     return index(request)

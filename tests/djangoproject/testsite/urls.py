@@ -9,6 +9,7 @@ urlpatterns = [
     path("log", views.log),
     path("db", views.db),
     path("write", views.write),
+    path("queries", views.queries),
     path("sleep", views.sleep),
     path("pause", views.pause),
     path("page", views.page),
