@@ -139,7 +139,9 @@ def _set_up(project: dict[str, Any], source: Path) -> Path:
     """The project's venv, set up by its own commands (done once; a stamp says with which)."""
     venv = CACHE / "venv" / project["name"]
     stamp = venv / ".compat-setup"
-    wanted = json.dumps([project["commit"], project["setup"]])
+    # The checkout's place too: an editable install (django-oscar's) points at the source it was
+    # made from, and a .compat folder copied elsewhere kept importing the old checkout.
+    wanted = json.dumps([project["commit"], project["setup"], str(source)])
     frozen = venv / ".compat-freeze"
     if stamp.exists() and stamp.read_text() == wanted and frozen.exists():
         # Reused: take out wsgidev and what it brought, so that the install below is a first one.
