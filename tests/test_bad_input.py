@@ -51,6 +51,7 @@ CASES = {
     "processes x threads": (["--processes", "10", "--threads", "300"], ["3000 daemon threads"]),
     "timeout past a day": (["--shutdown-timeout", "100000"], ["--shutdown-timeout", "86400"]),
     "server root in /proc": (["--server-root", "/proc/wsgidev-x"], ["--server-root", "drop"]),
+    "werkzeug and pdb": (["--werkzeug", "--pdb"], ["--werkzeug and --pdb", "choose one"]),
 }
 
 
@@ -284,6 +285,9 @@ def test_config_without_a_terminal_refuses_pdb(kind: str, project: Path, short_t
         ("apache", "--print-sql"),
         ("express", "--print-sql"),
         ("standalone", "--print-sql"),
+        ("apache", "--werkzeug"),
+        ("express", "--werkzeug"),
+        ("standalone", "--werkzeug"),
     ],
 )
 def test_config_without_wsgidev_start_refuses_what_needs_its_terminal(

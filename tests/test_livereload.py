@@ -6,10 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import shutil
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,6 @@ from conftest import WsgidevServer, holds_for, http_get, reload_lines, wait_for
 
 from wsgidev.daemon.livereload import SCRIPT, with_live_reload
 from wsgidev.shared.serverroot import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH, LIVE_SOCKET
-
-CHROMIUM = shutil.which("chromium")
-
 
 # --- the script in the page (no server) ------------------------------------------------------
 
@@ -92,19 +87,6 @@ def test_fragments_and_django_browser_reload_pages_are_left_alone():
 
 
 # --- a real server, a real browser ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's chromium, headless, driven by Playwright's Python package."""
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (bash dev.sh test installs it with apt-get)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield instance
-        instance.close()
 
 
 @pytest.fixture

@@ -161,6 +161,12 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         "counts them with or without this)",
     )
     add(
+        "--werkzeug",
+        action=argparse.BooleanOptionalAction,
+        help="Werkzeug's debugger on a view's exception, its console working in every frame "
+        "whichever process raised (needs the werkzeug package; answers loopback clients only)",
+    )
+    add(
         "--pdb",
         action=argparse.BooleanOptionalAction,
         help="post-mortem: an exception a request raises opens pdb on this terminal at the "

@@ -44,6 +44,12 @@ def print_config(kind: str, options: Options, out: TextIO = sys.stdout) -> int:
             f"--print-sql prints on wsgidev start's terminal; `wsgidev config {kind}` has none",
             "use wsgidev start --print-sql",
         )
+    if options.werkzeug:  # its PIN goes to a terminal, its console's hand-off to a server root
+        raise WsgidevError(
+            f"--werkzeug needs wsgidev start's terminal and server root; "
+            f"`wsgidev config {kind}` has neither",
+            "use wsgidev start --werkzeug",
+        )
     if options.live_reload and kind != "standalone":
         raise WsgidevError(
             f"--live-reload needs wsgidev start's event stream; `wsgidev config {kind}` has none",

@@ -71,6 +71,7 @@ class LogPrinter(Subscriber):
         self.access_count = 0
         self._answered: deque[tuple[int, str]] = deque(maxlen=ANSWERED_KEPT)
         self._access_seen = threading.Condition(self.lock)
+        self._pin_said: str | None = None
         self._last_once = ""
         # Mounts said to send no events (the banner names those it could foresee).
         self.silent_mounts: set[str] = set()
@@ -263,6 +264,17 @@ class LogPrinter(Subscriber):
                 self.write(
                     f"N+1? {event.request} ran one query {event.runs} times{where}: {sql} "
                     f"({one} do it in one)"
+                )
+            case protocol.DebuggerPin():
+                with self.lock:  # every process sends it, again at each reload: said once
+                    said, self._pin_said = self._pin_said, event.pin
+                if said == event.pin:
+                    return
+                self.write(
+                    f"Werkzeug's debugger: PIN {event.pin} (its console asks once per browser)"
+                    if event.pin
+                    else "Werkzeug's debugger: no PIN (WERKZEUG_DEBUG_PIN=off): whoever reaches "
+                    "its console on this machine runs code as the server's user",
                 )
             case protocol.Refused():
                 self.write(f"wsgidev monitor: {event.reason or 'refused'}")

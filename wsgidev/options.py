@@ -113,6 +113,9 @@ class Options:
     live_reload: bool = False
     # Each SQL query a Django request runs printed on the terminal (wsgidev/daemon/queries.py).
     print_sql: bool = False
+    # Werkzeug's in-browser debugger around the app, its console working whichever process
+    # raised (wsgidev/daemon/werkzeugdebug.py).
+    werkzeug: bool = False
     # Host names answered besides localhost, IP addresses and --host (DNS rebinding: the rest
     # get a 400); ".example.test" also allows the names below it, "*" any. The run plan adds
     # the Django project's ALLOWED_HOSTS (RunPlan.allow_host).
@@ -139,6 +142,11 @@ class Options:
             raise WsgidevError(
                 f"--host {self.host!r} is not an IP address or host name",
                 "pass e.g. --host 127.0.0.1",
+            )
+        if self.werkzeug and self.pdb:
+            raise WsgidevError(
+                "--werkzeug and --pdb both take the exception a view lets out",
+                "choose one: --werkzeug for the browser's console, --pdb for the terminal's",
             )
         for name in self.allow_host:
             if name != "*" and not HOST_NAME.fullmatch(name):

@@ -249,10 +249,21 @@ def entry_spec(
         # Only wsgidev start's access log has the field, and its terminal prints the queries.
         count_queries=server_root is not None,
         print_sql=options.print_sql and events_read,
+        werkzeug=options.werkzeug,
+        trusted_hosts=console_hosts(plan),
         random_delay_ms=options.random_delay_ms,
         server_root=None if options.debug else server_root,
         events_read=events_read,
     )
+
+
+def console_hosts(plan: RunPlan) -> tuple[str, ...]:
+    """The Host headers Werkzeug's console answers: what wsgidev's own host check lets through
+    (loopback names, --host, --allow-host and ALLOWED_HOSTS; "*" any), as Werkzeug writes them."""
+    if not plan.options.werkzeug:
+        return ()
+    names = ["localhost", ".localhost", "127.0.0.1", "[::1]", plan.options.bracketed_host]
+    return tuple(dict.fromkeys([*names, *plan.allow_host]))
 
 
 def debugger_spec(options: Options, server_root: str | None) -> DebuggerSpec:

@@ -30,6 +30,7 @@ EXTRAS = {
         ("cryptography", "platformdirs"),
     ),
     "hide-env": ("hiding --env values from other users' `ps`", ("setproctitle",)),
+    "werkzeug": ("--werkzeug (the in-browser debugger)", ("werkzeug",)),
 }
 
 _REQUIREMENT = re.compile(

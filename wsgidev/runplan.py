@@ -92,6 +92,10 @@ def prepare(options: Options) -> RunPlan:
         from wsgidev.django.static import static_root
 
         static = (*static, *static_root(options, target, env))
+    if options.werkzeug:
+        from wsgidev.requirements import require
+
+        require("werkzeug")
     for folder in options.python_path:
         if not Path(folder).is_dir():
             raise WsgidevError(

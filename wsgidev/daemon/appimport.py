@@ -254,8 +254,17 @@ def _load_django_urls() -> None:
 
 
 def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
-    """The conveniences around the app the spec asks for: Django's static files, its queries
-    counted, random delay."""
+    """The conveniences around the app the spec asks for: Werkzeug's debugger, Django's static
+    files, its queries counted, random delay; and the debug toolbar's store shared by the
+    processes (wsgidev.daemon.toolbar)."""
+    if spec.server_root and spec.django and _django_ready():
+        from wsgidev.daemon import toolbar
+
+        toolbar.install(spec.server_root)
+    if spec.werkzeug:
+        from wsgidev.daemon import werkzeugdebug
+
+        application = werkzeugdebug.wrap(application, spec)
     if spec.django_static == "finders" and "django.conf" in sys.modules:
         from wsgidev.daemon.static import with_static_finders
 
@@ -267,6 +276,14 @@ def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
     if spec.random_delay_ms:
         application = with_random_delay(application, spec.random_delay_ms)
     return application
+
+
+def _django_ready() -> bool:
+    if "django.apps" not in sys.modules:
+        return False
+    from django.apps import apps
+
+    return bool(apps.ready)
 
 
 def with_random_delay(application: WSGIApp, max_ms: int) -> WSGIApp:

@@ -257,6 +257,14 @@ class RepeatedQuery(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DebuggerPin(Event):
+    """--werkzeug: the PIN Werkzeug's console asks for (every process has the same)."""
+
+    KIND = "debugger-pin"
+    pin: str = ""  # "": none (WERKZEUG_DEBUG_PIN=off)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Refused(Event):
     """A part of wsgidev could not do its job in this process (the app is served anyway)."""
 
@@ -296,6 +304,7 @@ EVENTS: dict[str, type[Event]] = {
         StaticDirs,
         Sql,
         RepeatedQuery,
+        DebuggerPin,
         Refused,
     )
 }

@@ -12,6 +12,11 @@ from pathlib import Path
 # Files in the server root (wsgidev start's private folder) that the daemons share.
 CONTROL_DIR = "ctl"  # one datagram socket per daemon process: <group index>.<pid>
 IMPORT_MARKS = "importing"  # <pid> while a daemon imports the app (wsgidev/daemon/importguard.py)
+# Keys a daemon holds state for (Werkzeug's console), and its hand-off socket
+# (wsgidev/daemon/handoff.py): owners/<key hash> holds the pid, owners/<pid>.sock listens.
+OWNERS_DIR = "owners"
+# django-debug-toolbar's store, shared by every daemon (wsgidev/daemon/toolbar.py).
+TOOLBAR_DIR = "toolbar"
 HANDOVER_LOCK = "handover.lock"  # who leads a hand-over
 RESTART_LOCK = "restart.lock"  # who asks Apache for a graceful restart (--restart-mode server)
 PRELOAD_NAME = "preload.json"  # the serving process's library modules, for the standbys
@@ -80,5 +85,7 @@ def prepare_server_root(server_root: Path) -> None:
     """Create what the daemons share in the server root: the control folder and the locks."""
     (server_root / CONTROL_DIR).mkdir(exist_ok=True)
     (server_root / IMPORT_MARKS).mkdir(exist_ok=True)
+    (server_root / OWNERS_DIR).mkdir(exist_ok=True)
+    (server_root / TOOLBAR_DIR).mkdir(exist_ok=True)
     LeaderLock(server_root / HANDOVER_LOCK).create()
     LeaderLock(server_root / RESTART_LOCK).create()

@@ -121,6 +121,10 @@ class EntrySpec:
     # print each (--print-sql).
     count_queries: bool = False
     print_sql: bool = False
+    # Werkzeug's debugger around the app (--werkzeug; wsgidev/daemon/werkzeugdebug.py), its
+    # console for requests naming these hosts (wsgidev's own host check lets no other in).
+    werkzeug: bool = False
+    trusted_hosts: tuple[str, ...] = ()
     # wsgidev start's server root, where a daemon marks that it imports the app; None elsewhere.
     server_root: str | None = None
     # What an entry script an earlier wsgidev wrote names server_root.

@@ -72,3 +72,28 @@ def page(request):
 
 def secure(request):
     return JsonResponse({"secure": request.is_secure(), "host": request.get_host()})
+
+
+def tables(request):
+    """An HTML page that runs a query and renders a template (the debug toolbar's panels)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    return render(request, "testapp/page.html", {"view_mark": ContentType.objects.count()})
+
+
+def raises(request):
+    """Raises three frames down: each frame has its own `level` (the console's tests)."""
+    level = 1
+    _raises_2(request.GET.get("m", ""))
+    return level
+
+
+def _raises_2(mark):
+    level = 2
+    _raises_3(mark)
+    return level
+
+
+def _raises_3(mark):
+    level = 3
+    raise ValueError(f"raised on purpose {mark} at level {level}")

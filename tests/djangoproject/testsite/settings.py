@@ -4,6 +4,7 @@ A few values come from TEST_* variables so one project serves every test."""
 
 import json
 import os
+import sys
 from pathlib import Path
 
 if os.environ.get("TEST_BREAK_SETTINGS"):
@@ -37,6 +38,21 @@ BROWSER_RELOAD = bool(os.environ.get("TEST_BROWSER_RELOAD"))
 if BROWSER_RELOAD:
     INSTALLED_APPS.append("django_browser_reload")
     MIDDLEWARE.append("django_browser_reload.middleware.BrowserReloadMiddleware")
+# TEST_TOOLBAR=FOLDER: django-debug-toolbar installed as its README says, imported from FOLDER
+# (a version other than the venv's; "installed": the venv's own).
+TOOLBAR = os.environ.get("TEST_TOOLBAR", "")
+if TOOLBAR:
+    if TOOLBAR != "installed":
+        sys.path.insert(0, TOOLBAR)
+    INSTALLED_APPS.append("debug_toolbar")
+    MIDDLEWARE.insert(0, "debug_toolbar.middleware.DebugToolbarMiddleware")
+    INTERNAL_IPS = ["127.0.0.1"]
+    # A store chosen by the project (bench/devtools.py: the toolbar's own MemoryStore).
+    if os.environ.get("TEST_TOOLBAR_STORE"):
+        DEBUG_TOOLBAR_CONFIG = {"TOOLBAR_STORE_CLASS": os.environ["TEST_TOOLBAR_STORE"]}
+# TEST_DJANGO_EXTENSIONS=1: runserver_plus (bench/devtools.py).
+if os.environ.get("TEST_DJANGO_EXTENSIONS"):
+    INSTALLED_APPS.append("django_extensions")
 ROOT_URLCONF = "testsite.urls"
 TEMPLATES = [
     {

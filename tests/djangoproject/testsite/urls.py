@@ -14,6 +14,12 @@ urlpatterns = [
     path("pause", views.pause),
     path("page", views.page),
     path("secure", views.secure),
+    path("tables", views.tables),
+    path("raises", views.raises),
 ]
 if settings.BROWSER_RELOAD:
     urlpatterns.append(path("__reload__/", include("django_browser_reload.urls")))
+if settings.TOOLBAR:
+    from debug_toolbar.toolbar import debug_toolbar_urls
+
+    urlpatterns += debug_toolbar_urls()
