@@ -277,7 +277,7 @@ class LogPrinter(Subscriber):
                     "its console on this machine runs code as the server's user",
                 )
             case protocol.Refused():
-                self.write(f"wsgidev monitor: {event.reason or 'refused'}")
+                self.write(f"wsgidev {event.part}: {event.reason or 'refused'}")
             case protocol.Unreadable():
                 self._once(
                     f"unreadable {event.kind} {event.problem}",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import os
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +95,8 @@ def prepare(options: Options) -> RunPlan:
 
         static = (*static, *static_root(options, target, env))
     if options.werkzeug:
-        from wsgidev.requirements import require
-
-        require("werkzeug")
+        requirements.require("werkzeug")
+        env = (*env, ("WERKZEUG_DEBUG_PIN", debugger_pin(env)))
     for folder in options.python_path:
         if not Path(folder).is_dir():
             raise WsgidevError(
@@ -227,6 +228,19 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[Tls, str | None]:
         ) from None
     pair = (str(issued.certificate), str(issued.key))
     return tls_layout(options, apache, pair, from_local_ca=True), str(ca.certificate_path)
+
+
+def debugger_pin(env: tuple[tuple[str, str], ...]) -> str:
+    """The PIN of Werkzeug's console: WERKZEUG_DEBUG_PIN's (--env, or wsgidev's environment),
+    else a new one for this run. Not Werkzeug's own: that one is derived from what every local
+    user can read (the user name, the app's module, the MAC address, /etc/machine-id), so another
+    user could compute it. It reaches the daemons in Apache's environment with the --env values
+    (server.app_environ), which no other user reads, and the terminal prints it."""
+    given = dict(env).get("WERKZEUG_DEBUG_PIN") or os.environ.get("WERKZEUG_DEBUG_PIN")
+    if given:
+        return given
+    digits = f"{secrets.randbelow(10**9):09d}"
+    return f"{digits[:3]}-{digits[3:6]}-{digits[6:]}"
 
 
 def env_with_file(options: Options) -> tuple[tuple[str, str], ...]:

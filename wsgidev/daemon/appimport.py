@@ -260,7 +260,14 @@ def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
     if spec.server_root and spec.django and _django_ready():
         from wsgidev.daemon import toolbar
 
-        toolbar.install(spec.server_root)
+        try:
+            toolbar.install(spec.server_root)
+        except Exception as exc:  # the toolbar keeps its own store: one process's panels
+            events.emit(
+                protocol.Refused(
+                    part="toolbar", reason=f"django-debug-toolbar keeps its own store ({exc!r})"
+                )
+            )
     if spec.werkzeug:
         from wsgidev.daemon import werkzeugdebug
 

@@ -44,6 +44,8 @@ CONNECT_TIMEOUT_S = 2.0
 # How long the owner may take to answer (a console command runs the user's code).
 ANSWER_TIMEOUT_S = 300.0
 _LENGTH = struct.Struct("!I")
+# On a handed-off answer: the pid of the process that answered (in the browser's dev tools).
+ANSWERED_BY = "X-Wsgidev-Answered-By"
 
 
 def key_file(folder: Path, key: str) -> Path:
@@ -96,27 +98,37 @@ class Owners:
                 _answer(self.connection, application, owners)
 
         server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+        os.register_at_fork(after_in_child=self._forget)
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, name="wsgidev-handoff", daemon=True).start()
         atexit.register(self.close)
 
+    def _forget(self) -> None:
+        """In a child the app forked: no socket, no keys of its own."""
+        self._server = None
+        self._mine = set()
+
     def close(self) -> None:
-        """Stop answering: take this process's socket out of the server root."""
+        """Stop answering: take this process's socket out of the server root. Not in a child
+        the app forked (it inherits this at exit, but neither the socket nor the thread)."""
         server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        if server is None or os.getpid() != self.pid:
+            return
         # The keys stay: a request that names one later is told its process is gone (one
-        # key per process that ever served, in a folder removed with the server root).
+        # key per process that served, in a folder removed with a temporary server root).
         with contextlib.suppress(OSError):
             self.socket_path(self.pid).unlink()
+        server.server_close()  # not shutdown(): its thread ends with the process
 
     def hand_off(
         self, pid: int, key: str, environ: dict[str, Any]
     ) -> tuple[str, list[tuple[str, str]], bytes] | None:
         """The answer of process pid to this request, or None: that process is gone."""
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
         if length > MAX_BODY:
             return "413 Content Too Large", [("Content-Type", "text/plain")], b"too large\n"
         body = environ["wsgi.input"].read(length) if length else b""
@@ -128,16 +140,23 @@ class Owners:
                 conn.connect(str(self.socket_path(pid)))
             except OSError:
                 return None
-            conn.settimeout(ANSWER_TIMEOUT_S)
-            conn.sendall(_LENGTH.pack(len(header)) + header + _LENGTH.pack(len(body)) + body)
-            reply = _read_block(conn)
-            if reply is None:
-                return None
-            answer = json.loads(reply)
-            if answer.get("gone"):
-                return None
-            content = _read_block(conn) or b""
-        return answer["status"], [tuple(h) for h in answer["headers"]], content
+            try:
+                conn.settimeout(ANSWER_TIMEOUT_S)
+                conn.sendall(_LENGTH.pack(len(header)) + header + _LENGTH.pack(len(body)) + body)
+                reply = _read_block(conn, MAX_HEADER)
+                if reply is None:
+                    return None  # it ended while answering
+                answer = json.loads(reply)
+                if answer.get("gone"):
+                    return None
+                content = _read_block(conn)
+                if content is None:
+                    raise ValueError("the body did not arrive whole")
+                headers = [(str(name), str(value)) for name, value in answer["headers"]]
+                return str(answer["status"]), headers, content
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                page = f"wsgidev: process {pid}, which holds this request's state, did not answer: {exc}\n"
+                return "502 Bad Gateway", [("Content-Type", "text/plain")], page.encode()
 
 
 def _read_exact(conn: socket.socket, count: int) -> bytes | None:
@@ -183,12 +202,12 @@ def _answer(conn: socket.socket, application: WSGIApp, owners: Owners) -> None:
         }
     )
     started: list[Any] = []
+    chunks: list[bytes] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         started[:] = [status, headers]
-        return lambda data: chunks.append(data)
+        return chunks.append
 
-    chunks: list[bytes] = []
     try:
         result = application(environ, start_response)
         try:
@@ -197,13 +216,19 @@ def _answer(conn: socket.socket, application: WSGIApp, owners: Owners) -> None:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
+        if not started:
+            raise RuntimeError("the app returned without calling start_response")
+        content = b"".join(chunks)
+        if len(content) > MAX_BODY:
+            raise RuntimeError(f"its answer is {len(content)} bytes, more than {MAX_BODY}")
+        reply = json.dumps({"status": started[0], "headers": started[1]}).encode(
+            "utf-8", "surrogateescape"
+        )
     except Exception as exc:  # the asking process shows this, not a silent "gone"
-        started[:] = ["500 Internal Server Error", [("Content-Type", "text/plain")]]
-        chunks[:] = [f"wsgidev: process {os.getpid()} failed to answer: {exc!r}\n".encode()]
-    content = b"".join(chunks)
-    reply = json.dumps({"status": started[0], "headers": started[1]}).encode(
-        "utf-8", "surrogateescape"
-    )
+        content = f"wsgidev: process {os.getpid()} failed to answer: {exc!r}\n".encode()
+        reply = json.dumps(
+            {"status": "500 Internal Server Error", "headers": [["Content-Type", "text/plain"]]}
+        ).encode()
     conn.sendall(_LENGTH.pack(len(reply)) + reply + _LENGTH.pack(len(content)) + content)
 
 
@@ -236,7 +261,7 @@ def with_hand_off(
             )
             return [page]
         status, headers, content = answer
-        start_response(status, headers)
+        start_response(status, [*headers, (ANSWERED_BY, str(pid))])
         return [content]
 
     return routed

@@ -25,6 +25,7 @@ import contextlib
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,17 +34,19 @@ from typing import Any
 from wsgidev.shared.serverroot import TOOLBAR_DIR
 
 SHARED_STORE = "wsgidev.daemon.toolbar.SharedStore"
-# The toolbar's request ids are uuid4().hex; its panel ids, class names. Anything else (these
-# come from a request's query string) names nothing.
+# The toolbar's request ids are uuid4().hex; anything else (they come from a request's query
+# string) names nothing. A panel's id (its class name, or the panel's own) is written hex-encoded
+# into its file's name, so no id's characters reach a path.
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
-_PANEL_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 ORDER = "order"  # <time ns>-<request id>: the requests, oldest first
+GONE = ".gone"  # a request's folder is renamed in here before it is removed
 
 _folder: Path | None = None
 
 
 def install(server_root: str) -> bool:
-    """Give the toolbar SharedStore, if the project uses the toolbar with its default store."""
+    """Give the toolbar SharedStore, if the project uses the toolbar (6.0 or later, which has
+    stores) and chose no store."""
     global _folder
     from django.apps import apps
     from django.conf import settings
@@ -57,16 +60,18 @@ def install(server_root: str) -> bool:
     config = dict(getattr(settings, "DEBUG_TOOLBAR_CONFIG", None) or {})
     if "TOOLBAR_STORE_CLASS" in config:  # the project chose one (MemoryStore too): as it is
         return False
-    _folder = Path(server_root) / TOOLBAR_DIR
-    (_folder / ORDER).mkdir(parents=True, exist_ok=True)
+    folder = Path(server_root) / TOOLBAR_DIR
+    for part in (folder, folder / ORDER, folder / GONE):
+        part.mkdir(mode=0o700, exist_ok=True)
+    _folder = folder
     config["TOOLBAR_STORE_CLASS"] = SHARED_STORE
     settings.DEBUG_TOOLBAR_CONFIG = config
-    # The toolbar's own hook for a changed setting (it caches its config).
-    from django.test.signals import setting_changed
+    # The toolbar caches its config: clear it as its own setting_changed receiver would.
+    from debug_toolbar import settings as dt_settings
 
-    setting_changed.send(
-        sender=type(settings), setting="DEBUG_TOOLBAR_CONFIG", value=config, enter=True
-    )
+    cache_clear = getattr(dt_settings.get_config, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
     return True
 
 
@@ -81,24 +86,34 @@ def _request_dir(request_id: str) -> Path | None:
     return _root() / request_id
 
 
+def _panel_file(folder: Path, panel_id: str) -> Path:
+    return folder / f"{str(panel_id).encode('utf-8', 'surrogateescape').hex()}.json"
+
+
 def _cache_size() -> int:
     from debug_toolbar import settings as dt_settings
 
-    return int(dt_settings.get_config()["RESULTS_CACHE_SIZE"])
+    return max(0, int(dt_settings.get_config()["RESULTS_CACHE_SIZE"]))
 
 
 class SharedStore:
-    """The toolbar's store API (debug_toolbar.store.BaseStore), on files every process shares."""
+    """The toolbar's store API (debug_toolbar.store.BaseStore), on files every process shares.
+    A file system error loses the toolbar's data (its panels say so), never the page."""
 
     @classmethod
     def _ordered(cls) -> list[tuple[str, str]]:
         """(order file name, request id) of the stored requests, oldest first."""
-        names = sorted(os.listdir(_root() / ORDER))
+        try:
+            names = sorted(os.listdir(_root() / ORDER))
+        except OSError:
+            return []
         return [(name, name.rpartition("-")[2]) for name in names]
 
     @classmethod
     def request_ids(cls) -> Iterable[str]:
-        return [request_id for _, request_id in cls._ordered()[-_cache_size() :]]
+        ordered = cls._ordered()
+        size = _cache_size()
+        return [request_id for _, request_id in ordered[max(0, len(ordered) - size) :]]
 
     @classmethod
     def exists(cls, request_id: str) -> bool:
@@ -110,17 +125,25 @@ class SharedStore:
         folder = _request_dir(request_id)
         if folder is None or folder.is_dir():
             return
-        folder.mkdir(exist_ok=True)
-        (_root() / ORDER / f"{time.time_ns():020d}-{request_id}").touch()
-        ordered = cls._ordered()
-        for name, old_id in ordered[: max(0, len(ordered) - _cache_size())]:
-            cls._remove(name, old_id)
+        with contextlib.suppress(OSError):
+            folder.mkdir(exist_ok=True)
+            (_root() / ORDER / f"{time.time_ns():020d}-{request_id}").touch()
+            ordered = cls._ordered()
+            for name, old_id in ordered[: max(0, len(ordered) - _cache_size())]:
+                cls._remove(name, old_id)
 
     @classmethod
     def _remove(cls, order_name: str, request_id: str) -> None:
+        """Out of the list, then the folder renamed away whole (a panel written into it
+        meanwhile goes with it) and removed."""
         with contextlib.suppress(FileNotFoundError):
             (_root() / ORDER / order_name).unlink()
-        shutil.rmtree(_root() / request_id, ignore_errors=True)
+        gone = _root() / GONE / f"{request_id}.{os.getpid()}.{threading.get_ident()}"
+        try:
+            os.rename(_root() / request_id, gone)
+        except OSError:
+            return  # removed by another process already
+        shutil.rmtree(gone, ignore_errors=True)
 
     @classmethod
     def clear(cls) -> None:
@@ -138,29 +161,29 @@ class SharedStore:
         from debug_toolbar.store import serialize
 
         folder = _request_dir(request_id)
-        if folder is None or not _PANEL_ID.fullmatch(panel_id):
+        if folder is None:
             return
         cls.set(request_id)
         text = serialize(data)
-        spare = folder / f".{panel_id}.{os.getpid()}.tmp"
+        spare = folder / f".{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             spare.write_text(text, encoding="utf-8")
-            os.replace(spare, folder / f"{panel_id}.json")
-        except FileNotFoundError:  # evicted meanwhile by newer requests, as MemoryStore would
-            pass
+            os.replace(spare, _panel_file(folder, panel_id))
+        except OSError:  # evicted meanwhile by newer requests (as MemoryStore's), or no room
+            with contextlib.suppress(OSError):
+                spare.unlink()
 
     @classmethod
     def panel(cls, request_id: str, panel_id: str) -> Any:
         from debug_toolbar.store import deserialize
 
         folder = _request_dir(request_id)
-        if folder is None or not _PANEL_ID.fullmatch(panel_id):
+        if folder is None:
             return {}
         try:
-            text = (folder / f"{panel_id}.json").read_text(encoding="utf-8")
-        except FileNotFoundError:
+            return deserialize(_panel_file(folder, panel_id).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return {}
-        return deserialize(text)
 
     @classmethod
     def panels(cls, request_id: str) -> Iterator[tuple[str, Any]]:
@@ -169,7 +192,11 @@ class SharedStore:
         folder = _request_dir(request_id)
         if folder is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            for path in sorted(folder.glob("*.json")):
-                with contextlib.suppress(FileNotFoundError):
-                    yield path.stem, deserialize(path.read_text(encoding="utf-8"))
+        try:
+            paths = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
+        except OSError:
+            return
+        for path in paths:
+            with contextlib.suppress(OSError, ValueError):
+                panel_id = bytes.fromhex(path.stem).decode("utf-8", "surrogateescape")
+                yield panel_id, deserialize(path.read_text(encoding="utf-8"))

@@ -8,11 +8,13 @@ runserver_plus puts it, with any number of processes and threads and across relo
   the secret is claimed in the server root (wsgidev.daemon.handoff), so a command that reaches
   another process is answered by the one that rendered the traceback; a retired one's get a page
   that says so.
-- The PIN is Werkzeug's own: derived from the machine, the user and the app, so the same in
-  every process and across restarts (or WERKZEUG_DEBUG_PIN's). Each process sends it; wsgidev's
-  terminal prints it once.
-- The console answers loopback clients only (REMOTE_ADDR), whatever --host says, and Host headers
-  wsgidev's own host check lets in (Werkzeug's trusted_hosts: DNS rebinding).
+- The PIN is WERKZEUG_DEBUG_PIN, which wsgidev start sets to a new one per run unless the user
+  did (runplan.debugger_pin); each process sends it, and the terminal prints it once.
+- Only clients on this machine (a loopback REMOTE_ADDR) get the console: the others get a
+  second DebuggedApplication without one (the traceback page; no console, no /console), so no
+  parsing of the query string here decides who may run code. The console's Host header must be
+  a name wsgidev's host check lets in, loopback names always (DNS rebinding), whatever
+  --allow-host '*' says.
 """
 
 from __future__ import annotations
@@ -21,16 +23,10 @@ import ipaddress
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
 
 from wsgidev.daemon.handoff import Owners, with_hand_off
 from wsgidev.shared import events, protocol
 from wsgidev.shared.spec import EntrySpec, WSGIApp
-
-REFUSED_PAGE = (
-    b"wsgidev: Werkzeug's console answers this machine only (a loopback address); "
-    b"reach the server through ssh -L to use it from elsewhere\n"
-)
 
 
 def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
@@ -40,49 +36,70 @@ def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
     if spec.django:
         _let_django_exceptions_out()
     debugged = DebuggedApplication(application, evalex=True, pin_logging=False)
-    if "*" in spec.trusted_hosts:  # --allow-host '*': the user turned the host check off
-        debugged.check_host_trust = lambda environ: True  # type: ignore[method-assign]
-    else:
-        debugged.trusted_hosts = list(spec.trusted_hosts) or debugged.trusted_hosts
+    hosts = [name for name in spec.trusted_hosts if name != "*"]
+    debugged.check_host_trust = lambda environ: host_allowed(environ, hosts)  # type: ignore[method-assign]
+    # Off this machine: the traceback page without its console (evalex off: no /console).
+    elsewhere = DebuggedApplication(application, evalex=False)
     events.emit(protocol.DebuggerPin(pin=debugged.pin or ""))
-    guarded = _loopback_console(debugged)
-    if spec.server_root is None:  # --debug: one process
-        return guarded
-    owners = Owners(spec.server_root)
-    owners.claim(debugged.secret, guarded)  # a handed-off command passes the same checks
-    return with_hand_off(guarded, owners, console_key, "debugger console")
+    console: WSGIApp = debugged
+    if spec.server_root is not None:  # wsgidev start: more than one process (--debug: one)
+        try:
+            owners = Owners(spec.server_root)
+            owners.claim(debugged.secret, debugged)
+            console = with_hand_off(debugged, owners, console_key, "debugger console")
+        except Exception as exc:  # the debugger still works, in the process that raised
+            events.emit(
+                protocol.Refused(
+                    part="debugger",
+                    reason=f"the debugger console's hand-off between processes did not start "
+                    f"({exc}): a command reaching another process than the one that raised "
+                    "is not answered",
+                )
+            )
+
+    def by_client(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if is_loopback(environ.get("REMOTE_ADDR", "")):
+            return console(environ, start_response)
+        return elsewhere(environ, start_response)
+
+    return by_client
 
 
 def console_key(environ: dict[str, Any]) -> str | None:
-    """The secret a request to Werkzeug's debugger names (its own requests carry __debugger__)."""
-    query = environ.get("QUERY_STRING", "")
-    if "__debugger__" not in query:
+    """The secret a command to Werkzeug's debugger names, read as Werkzeug reads it; None for
+    what any process answers (its resources) and for what is no command."""
+    from werkzeug.wrappers import Request
+
+    args = Request(environ).args  # the query string only: the body is left to the app
+    if args.get("__debugger__") != "yes" or args.get("cmd") in (None, "resource"):
         return None
-    values: dict[str, list[str]] = parse_qs(query)
-    if values.get("__debugger__") != ["yes"]:
-        return None
-    secrets = values.get("s")
-    return secrets[0] if secrets else None
+    return args.get("s") or None
 
 
-def _loopback_console(application: WSGIApp) -> WSGIApp:
-    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if console_key(environ) is not None and not _is_loopback(environ.get("REMOTE_ADDR", "")):
-            start_response(
-                "403 Forbidden",
-                [("Content-Type", "text/plain"), ("Content-Length", str(len(REFUSED_PAGE)))],
-            )
-            return [REFUSED_PAGE]
-        return application(environ, start_response)
-
-    return guarded
-
-
-def _is_loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
     try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def host_allowed(environ: dict[str, Any], names: list[str]) -> bool:
+    """Whether the request's Host (without its port) is one of names (".x" also: below x).
+    Werkzeug's own check cannot match an IPv6 literal ("[::1]")."""
+    host = environ.get("HTTP_HOST", "").lower()
+    if host.startswith("["):
+        host = host[: host.find("]") + 1]
+    else:
+        host = host.rpartition(":")[0] if ":" in host else host
+    for name in names:
+        if name.startswith("."):
+            if host == name[1:] or host.endswith(name):
+                return True
+        elif host == name.lower():
+            return True
+    return False
 
 
 _innermost = threading.local()

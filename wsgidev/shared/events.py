@@ -84,7 +84,7 @@ def for_a_person(event: protocol.Event) -> tuple[int, str] | None:
         case protocol.Settled():
             return _settled(pid, event, named)
         case protocol.Refused():
-            return logging.WARNING, f"monitor: {event.reason or 'refused'}"
+            return logging.WARNING, f"{event.part}: {event.reason or 'refused'}"
         case protocol.ImportFailed() | protocol.RequestExit():
             what = (
                 "the app failed to import"

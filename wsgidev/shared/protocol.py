@@ -270,6 +270,7 @@ class Refused(Event):
 
     KIND = "refused"
     reason: str = ""
+    part: str = "monitor"  # which part: "monitor", "debugger", "toolbar"
 
 
 @dataclass(frozen=True, kw_only=True)
