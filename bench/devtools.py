@@ -8,7 +8,9 @@ page that runs a query and renders a template) with each server on a free loopba
 counts, as the client sees them:
 
 - **console**: 20 requests that raise; in each traceback, Werkzeug's console evaluates `level`
-  in three frames (60 commands; the right answer is the frame's own value). wsgidev --werkzeug
+  in three frames (60 commands; the right answer is the frame's own value), the PIN entered
+  first (again until it takes: elsewhere than wsgidev it may land on a process that did not
+  render the page). wsgidev --werkzeug
   (2 x 5) against runserver_plus (one process) and gunicorn with 2 workers around Werkzeug's
   DebuggedApplication (what a user would put together for several processes);
 - **toolbar**: 20 pages loaded by 4 clients at once; every panel of each fetched afterwards, and
@@ -139,8 +141,13 @@ def console_run(base: str, pin: str) -> dict[str, object]:
         frames = {name: frame for frame, name in FRAME.findall(page)}
         if secret is None:
             continue
-        if number == 0 and pin:
-            client.get(f"/raises?__debugger__=yes&cmd=pinauth&pin={pin}&s={secret[1]}")
+        if number == 0 and pin:  # a user enters the PIN again until it takes
+            for _ in range(10):
+                _, body = client.get(
+                    f"/raises?__debugger__=yes&cmd=pinauth&pin={pin}&s={secret[1]}"
+                )
+                if '"auth": true' in body:
+                    break
         for level, name in enumerate(("raises", "_raises_2", "_raises_3"), 1):
             query = {"__debugger__": "yes", "cmd": "level", "frm": frames.get(name, "0")}
             started = time.perf_counter()
