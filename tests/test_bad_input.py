@@ -52,6 +52,10 @@ CASES = {
     "timeout past a day": (["--shutdown-timeout", "100000"], ["--shutdown-timeout", "86400"]),
     "server root in /proc": (["--server-root", "/proc/wsgidev-x"], ["--server-root", "drop"]),
     "werkzeug and pdb": (["--werkzeug", "--pdb"], ["--werkzeug and --pdb", "choose one"]),
+    "werkzeug pin": (
+        ["--werkzeug", "--env", "WERKZEUG_DEBUG_PIN=secret"],
+        ["WERKZEUG_DEBUG_PIN='secret' is no PIN", "digits"],
+    ),
 }
 
 

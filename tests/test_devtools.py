@@ -139,9 +139,13 @@ def test_a_console_whose_process_a_reload_replaced_says_so(django_project, start
 
 
 def test_the_console_in_a_browser(django_project, start_server, browser):
-    server = start_server(django_project, "--werkzeug", "--processes", "2", "--threads", "5")
+    # A PIN of the user's: it reaches the daemons as wsgidev's own does (Apache's environment).
+    pin = "314-159-265"
+    server = start_server(
+        django_project, "--werkzeug", "--env", f"WERKZEUG_DEBUG_PIN={pin}", "--threads", "5"
+    )
     wait_for(lambda: PIN_LINE.search(server.log()), 20, "the PIN line")
-    pin = PIN_LINE.findall(server.log())[0]
+    assert PIN_LINE.findall(server.log()) == [pin]
     page = browser.new_page()
     try:
         page.goto(server.url + "/raises?m=browser")
@@ -209,7 +213,9 @@ def test_only_clients_on_this_machine_get_the_console(query, monkeypatch):
             assert status.startswith("200") and ">>> 6*7" in out and "42" in out, out
         elif address != "127.0.0.1":
             assert ">>> 6*7" not in out and status.startswith("500"), out[:500]
-        assert ">>>" not in call(address, "/console")[1]
+        # Werkzeug's own console page, for this machine only.
+        console_page = "CONSOLE_MODE = true" in call(address, "/console")[1]
+        assert console_page == (address == "127.0.0.1"), address
     assert console_key({"QUERY_STRING": "__debugger__=yes&cmd=resource&f=style.css&s=a"}) is None
     assert console_key({"QUERY_STRING": "page=2&s=abc"}) is None
     assert console_key({"QUERY_STRING": "__debugger__=yes&cmd=x&frm=1&s=abc"}) == "abc"
@@ -232,6 +238,34 @@ Owners(sys.argv[1]).claim("key-1", app)
 print("ready", flush=True)
 sys.stdin.read()
 """
+
+
+def test_a_pin_cookie_of_an_earlier_run_does_not_fail_the_next_runs_pin(
+    django_project, start_server
+):
+    # Werkzeug names the cookie after the machine and the app: the same name in every run, and
+    # a cookie of an earlier run's PIN would make the first PIN entered in this one fail.
+    jar = CookieJar()
+    for run in range(2):
+        server = start_server(django_project, "--werkzeug", "--processes", "1")
+        wait_for(lambda s=server: PIN_LINE.search(s.log()), 20, "the PIN line")
+        client = Browserless(server.url)
+        client.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        secret, _ = _traceback(client, f"run{run}")
+        pin = PIN_LINE.findall(server.log())[0]
+        status, body = client.get(f"/raises?__debugger__=yes&cmd=pinauth&pin={pin}&s={secret}")
+        assert status == 200 and json.loads(body)["auth"] is True, (run, body)
+        assert server.stop() == 0
+    assert len({cookie.name for cookie in jar if cookie.name.startswith("__wzd")}) == 2
+
+
+def test_the_pin_is_new_each_run_unless_set():
+    from wsgidev.runplan import debugger_pin
+
+    first, second = debugger_pin(()), debugger_pin(())
+    assert re.fullmatch(r"\d{3}-\d{3}-\d{3}", first) and first != second
+    assert debugger_pin((("WERKZEUG_DEBUG_PIN", "off"),)) == "off"
+    assert debugger_pin((("WERKZEUG_DEBUG_PIN", "1234"),)) == "1234"
 
 
 def test_a_request_with_another_process_key_is_answered_there_and_a_gone_one_says_so(tmp_path):

@@ -238,6 +238,12 @@ def debugger_pin(env: tuple[tuple[str, str], ...]) -> str:
     (server.app_environ), which no other user reads, and the terminal prints it."""
     given = dict(env).get("WERKZEUG_DEBUG_PIN") or os.environ.get("WERKZEUG_DEBUG_PIN")
     if given:
+        if given != "off" and not given.replace("-", "").isdecimal():
+            # Werkzeug would quietly use its own PIN instead, which other users can compute.
+            raise WsgidevError(
+                f"WERKZEUG_DEBUG_PIN={given!r} is no PIN: Werkzeug takes digits (and dashes) only",
+                "set it to digits such as 123-456-789, or 'off', or unset it for a new one each run",
+            )
         return given
     digits = f"{secrets.randbelow(10**9):09d}"
     return f"{digits[:3]}-{digits[3:6]}-{digits[6:]}"

@@ -112,14 +112,14 @@ class Owners:
     def close(self) -> None:
         """Stop answering: take this process's socket out of the server root. Not in a child
         the app forked (it inherits this at exit, but neither the socket nor the thread)."""
-        server, self._server = self._server, None
-        if server is None or os.getpid() != self.pid:
+        if self._server is None or os.getpid() != self.pid:
             return
         # The keys stay: a request that names one later is told its process is gone (one
-        # key per process that served, in a folder removed with a temporary server root).
+        # key per process that served, in a folder removed with a temporary server root). The
+        # listening socket and its thread end with the process (shutdown() would wait for the
+        # thread's next poll; closing it under the thread would spin that thread).
         with contextlib.suppress(OSError):
             self.socket_path(self.pid).unlink()
-        server.server_close()  # not shutdown(): its thread ends with the process
 
     def hand_off(
         self, pid: int, key: str, environ: dict[str, Any]
@@ -127,24 +127,31 @@ class Owners:
         """The answer of process pid to this request, or None: that process is gone."""
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > MAX_BODY:
-            return "413 Content Too Large", [("Content-Type", "text/plain")], b"too large\n"
-        body = environ["wsgi.input"].read(length) if length else b""
+            if length > MAX_BODY:
+                return "413 Content Too Large", [("Content-Type", "text/plain")], b"too large\n"
+            body = environ["wsgi.input"].read(length) if length else b""
+        except (OSError, ValueError) as exc:
+            return "400 Bad Request", [("Content-Type", "text/plain")], f"{exc}\n".encode()
         strings = {name: value for name, value in environ.items() if isinstance(value, str)}
         header = json.dumps({"key": key, "environ": strings}).encode("utf-8", "surrogateescape")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(CONNECT_TIMEOUT_S)
             try:
                 conn.connect(str(self.socket_path(pid)))
-            except OSError:
-                return None
+            except (FileNotFoundError, ConnectionRefusedError):
+                return None  # no socket, or no process behind it
+            except OSError as exc:  # a full backlog, a timeout: it is there but busy
+                page = (
+                    f"wsgidev: process {pid}, which holds this request's state, is busy ({exc})\n"
+                )
+                return "503 Service Unavailable", [("Content-Type", "text/plain")], page.encode()
             try:
                 conn.settimeout(ANSWER_TIMEOUT_S)
                 conn.sendall(_LENGTH.pack(len(header)) + header + _LENGTH.pack(len(body)) + body)
                 reply = _read_block(conn, MAX_HEADER)
                 if reply is None:
+                    if self.socket_path(pid).exists():
+                        raise ValueError("it closed the connection without an answer")
                     return None  # it ended while answering
                 answer = json.loads(reply)
                 if answer.get("gone"):

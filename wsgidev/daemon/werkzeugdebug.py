@@ -19,6 +19,7 @@ runserver_plus puts it, with any number of processes and threads and across relo
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import threading
 from collections.abc import Callable, Iterable
@@ -39,8 +40,14 @@ def wrap(application: WSGIApp, spec: EntrySpec) -> WSGIApp:
     hosts = [name for name in spec.trusted_hosts if name != "*"]
     debugged.check_host_trust = lambda environ: host_allowed(environ, hosts)  # type: ignore[method-assign]
     # Off this machine: the traceback page without its console (evalex off: no /console).
-    elsewhere = DebuggedApplication(application, evalex=False)
-    events.emit(protocol.DebuggerPin(pin=debugged.pin or ""))
+    elsewhere = DebuggedApplication(application, evalex=False, pin_logging=False)
+    pin = debugged.pin  # WERKZEUG_DEBUG_PIN's, new each run (runplan.debugger_pin)
+    if pin:
+        # Werkzeug names the PIN's cookie after the machine and the app, the same from run to
+        # run: a browser's cookie of an earlier run would make the first PIN entered fail.
+        run = hashlib.sha256(f"{debugged.pin_cookie_name}:{pin}".encode()).hexdigest()[:20]
+        debugged._pin_cookie = f"__wzd{run}"
+    events.emit(protocol.DebuggerPin(pin=pin or ""))
     console: WSGIApp = debugged
     if spec.server_root is not None:  # wsgidev start: more than one process (--debug: one)
         try:
