@@ -24,6 +24,8 @@ PY
 if [ "$what" != demo ] && ! command -v chromium >/dev/null; then missing+=(chromium); fi
 # ss, to see a request wait in a daemon's accept queue (tests/test_reload.py).
 if [ "$what" != demo ] && ! command -v ss >/dev/null; then missing+=(iproute2); fi
+# A real broker for the Celery worker beside the server (tests/test_services.py starts its own).
+if [ "$what" != demo ] && ! command -v redis-server >/dev/null; then missing+=(redis-server); fi
 # A real FUSE mount for the folders that send no change notifications (tests/test_mounts.py).
 if [ "$what" != demo ] && ! command -v bindfs >/dev/null; then missing+=(bindfs); fi
 # The container test (tests/test_container.py) builds a venv of Debian's own Python, outside

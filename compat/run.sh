@@ -101,7 +101,7 @@ sys.exit(s.connect_ex(("127.0.0.1", 8000)) != 0)' && echo yes || echo no
 
 # --- the Debian trixie tree ---------------------------------------------------------------------
 trixie=$cache/trixie
-trixie_packages="python3 python3-venv python3-dev apache2 apache2-dev chromium gcc libc6-dev curl git procps ca-certificates bindfs fuse3 iproute2"
+trixie_packages="python3 python3-venv python3-dev apache2 apache2-dev chromium gcc libc6-dev curl git procps ca-certificates bindfs fuse3 iproute2 redis-server"
 
 # The mirror apt uses here: the first Debian URI in sources.list or a deb822 .sources file.
 debian_mirror() {

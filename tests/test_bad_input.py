@@ -52,6 +52,17 @@ CASES = {
     "timeout past a day": (["--shutdown-timeout", "100000"], ["--shutdown-timeout", "86400"]),
     "server root in /proc": (["--server-root", "/proc/wsgidev-x"], ["--server-root", "drop"]),
     "werkzeug and pdb": (["--werkzeug", "--pdb"], ["--werkzeug and --pdb", "choose one"]),
+    "run without a command": (["--run", "worker"], ["'worker' is not KEY=VALUE"]),
+    "run bad name": (["--run", "1x=true"], ["--run 1x=", "NAME=COMMAND"]),
+    "run no such command": (
+        ["--run", "w=nonexistent-wsgidev-command -x"],
+        ["service command 'nonexistent-wsgidev-command' not found", "install it"],
+    ),
+    "run twice one name": (["--run", "w=true", "--run", "w=false"], ["two services are named"]),
+    "procfile missing": (
+        ["--procfile", "/nonexistent-w.procfile"],
+        ["--procfile", "cannot be read"],
+    ),
     "werkzeug pin": (
         ["--werkzeug", "--env", "WERKZEUG_DEBUG_PIN=secret"],
         ["WERKZEUG_DEBUG_PIN='secret' is no PIN", "digits"],
@@ -65,6 +76,14 @@ def test_bad_option(case: str, project: Path, short_tmp: Path):
     args, words = CASES[case]
     code, _, err = run_wsgidev(project, short_tmp, "start", "app:application", *args)
     assert_one_line_error(code, err, *words)
+    assert not any(short_tmp.iterdir())
+
+
+@pytest.mark.bad_input
+def test_a_procfile_line_that_is_not_name_command(project: Path, short_tmp: Path):
+    (project / "Procfile.dev").write_text("web: wsgidev start\njust a command\n")
+    code, _, err = run_wsgidev(project, short_tmp, "start", "app:application")
+    assert_one_line_error(code, err, "Procfile.dev:2 is not `name: command`", "one `name: command`")
     assert not any(short_tmp.iterdir())
 
 

@@ -161,6 +161,19 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, settings_option: bo
         "counts them with or without this)",
     )
     add(
+        "--run",
+        metavar="NAME=COMMAND",
+        action="append",
+        help="a service beside the server (a worker, a watcher), stopped with it; a Python "
+        "command restarts when code it imported changes, any other when it exits (repeatable)",
+    )
+    add(
+        "--procfile",
+        metavar="FILE",
+        help="services from a Procfile (name: command lines; its web entry is wsgidev itself); "
+        "default ./Procfile.dev where there is one, 'off' for none",
+    )
+    add(
         "--werkzeug",
         action=argparse.BooleanOptionalAction,
         help="Werkzeug's debugger on a view's exception, its console working in every frame "

@@ -43,6 +43,8 @@ class _Waiting:
 
     def request(self) -> str:
         method, path = self.hello.get("method"), self.hello.get("path")
+        if self.hello.get("service"):  # a service beside the server (wsgidev/services.py)
+            return f"service {self.hello['service']}"
         return f"{method} {path}" if method else "code outside a request"
 
     def describe(self) -> str:

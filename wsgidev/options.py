@@ -116,6 +116,10 @@ class Options:
     # Werkzeug's in-browser debugger around the app, its console working whichever process
     # raised (wsgidev/daemon/werkzeugdebug.py).
     werkzeug: bool = False
+    # Services beside the server (wsgidev/services.py): NAME=COMMAND, and a Procfile's ("off":
+    # none; unset: ./Procfile.dev where there is one).
+    run: tuple[tuple[str, str], ...] = ()
+    procfile: str | None = None
     # Host names answered besides localhost, IP addresses and --host (DNS rebinding: the rest
     # get a 400); ".example.test" also allows the names below it, "*" any. The run plan adds
     # the Django project's ALLOWED_HOSTS (RunPlan.allow_host).
@@ -143,6 +147,15 @@ class Options:
                 f"--host {self.host!r} is not an IP address or host name",
                 "pass e.g. --host 127.0.0.1",
             )
+        for name, command in self.run:
+            from wsgidev.services import NAME
+
+            if not NAME.fullmatch(name) or not command.strip():
+                raise WsgidevError(
+                    f"--run {name}={command!r} is not NAME=COMMAND",
+                    "pass e.g. --run 'worker=celery -A proj worker -l info' (a name of letters, "
+                    "digits, - and _)",
+                )
         if self.werkzeug and self.pdb:
             raise WsgidevError(
                 "--werkzeug and --pdb both take the exception a view lets out",

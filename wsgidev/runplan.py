@@ -12,6 +12,7 @@ import importlib.util
 import os
 import secrets
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from wsgidev.envfile import EnvFileError, read_env_file
 from wsgidev.errors import WsgidevError
 from wsgidev.options import ENV_NAME, Options
 from wsgidev.privileges import RunAs, plan_run_as
+from wsgidev.services import ServiceSpec, check_unique, command_line, read_procfile
 from wsgidev.shared.serverroot import BROWSER_RELOAD_EVENTS_PATH, LIVE_EVENTS_PATH
 from wsgidev.target import Target, resolve_target
 
@@ -62,6 +64,9 @@ class RunPlan:
     env: tuple[tuple[str, str], ...]
     # What Apache serves itself, (URL, folder): --static's, then --static-root's Aliases.
     static: tuple[tuple[str, str], ...]
+    # The services beside the server (--run, the Procfile), with their command lines.
+    services: tuple[ServiceSpec, ...] = ()
+    procfile_web: bool = False  # the Procfile's web entry was skipped (it is wsgidev)
     # The Host names answered beyond localhost and addresses: --allow-host's, then the names
     # in Django's ALLOWED_HOSTS.
     allow_host: tuple[str, ...]
@@ -94,6 +99,7 @@ def prepare(options: Options) -> RunPlan:
         from wsgidev.django.static import static_root
 
         static = (*static, *static_root(options, target, env))
+    services, procfile_web = plan_services(options)
     if options.werkzeug:
         requirements.require("werkzeug")
         env = (*env, ("WERKZEUG_DEBUG_PIN", debugger_pin(env)))
@@ -143,6 +149,8 @@ def prepare(options: Options) -> RunPlan:
         tls=tls,
         ca_certificate=ca_certificate,
         env=env,
+        services=services,
+        procfile_web=procfile_web,
         static=static,
         allow_host=allow_hosts(options, django_hosts),
         stream_paths=live_stream_paths(options, target),
@@ -228,6 +236,27 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[Tls, str | None]:
         ) from None
     pair = (str(issued.certificate), str(issued.key))
     return tls_layout(options, apache, pair, from_local_ca=True), str(ca.certificate_path)
+
+
+def plan_services(options: Options) -> tuple[tuple[ServiceSpec, ...], bool]:
+    """--run's services, then the Procfile's; each command found (one line if not)."""
+    specs = [ServiceSpec(name, command.strip()) for name, command in options.run]
+    web = False
+    procfile = options.procfile
+    if procfile is None and (Path(options.working_dir) / "Procfile.dev").is_file():
+        procfile = str(Path(options.working_dir) / "Procfile.dev")
+    if procfile and procfile != "off":
+        listed, web = read_procfile(Path(options.working_dir, procfile))
+        specs += listed
+    check_unique(specs)
+    for spec in specs:
+        command_line(spec.command, search_path())
+    return tuple(specs), web
+
+
+def search_path() -> str:
+    """PATH with this Python's own bin folder first (a venv's console scripts)."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
 
 
 def debugger_pin(env: tuple[tuple[str, str], ...]) -> str:

@@ -28,11 +28,13 @@ from wsgidev.proctitle import hide_env_values
 from wsgidev.rootdir import check_config, server_root, write_config
 from wsgidev.rootwatch import watch_root
 from wsgidev.runplan import RunPlan, check_address, prepare
+from wsgidev.services import Supervisor
 from wsgidev.shared.serverroot import (
     APP_ENV_VAR,
     DEBUG_SOCKET,
     LIVE_SOCKET,
 )
+from wsgidev.shared.spec import DEV_SETTLE_S
 
 STARTUP_DEADLINE_S = 30.0
 STOP_CHECK_S = 0.2  # how often a wait for the app's first import looks for a stop request
@@ -316,6 +318,40 @@ def _stop_signals(server: Server) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def start_services(prepared: RunPlan, out: TextIO, debug_root: Path | None) -> Supervisor | None:
+    """The services beside the server, started once it listens (wsgidev/services.py);
+    debug_root: the server root whose debugger socket the terminal serves (None: no terminal)."""
+    if not prepared.services:
+        return None
+    from wsgidev.runplan import search_path
+
+    options = prepared.options
+    config = {
+        "reload": options.reload,
+        "settle_s": DEV_SETTLE_S if options.reload_settle_s is None else options.reload_settle_s,
+        "exclude": list(options.exclude),
+        "watch": [str(Path(options.working_dir, w)) for w in options.watch],
+        "backend": options.reload_backend,
+        "poll_interval_s": options.poll_interval_s,
+        "debug_socket": str(debug_root / DEBUG_SOCKET) if debug_root else None,
+    }
+
+    if prepared.procfile_web:
+        out.write("Procfile: its web entry is this server; the other entries run beside it\n")
+    supervisor = Supervisor(
+        list(prepared.services),
+        out,
+        cwd=Path(prepared.options.working_dir),
+        env={**os.environ, **dict(prepared.env), "PATH": search_path()},
+        colour=out.isatty() and "NO_COLOR" not in os.environ,
+        shutdown_timeout_s=prepared.options.shutdown_timeout_s,
+        path=search_path(),
+        service_config=config,
+    )
+    supervisor.start()
+    return supervisor
+
+
 def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """`wsgidev start`: serve until stopped; 0 on a requested stop."""
     if not hide_env_values(options.env):
@@ -359,6 +395,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
             # while the port is busy (a user's 8000 often is).
             check_ports()
         server = Server(prepared, conf, err)
+        services: Supervisor | None = None
         with _stop_signals(server):
             try:
                 server.open_debugger(root, out)
@@ -376,8 +413,11 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
                     )
                 out.write(banner(prepared, debugger=server.bridge is not None) + "\n")
                 out.flush()
+                services = start_services(prepared, out, root if server.bridge else None)
                 if not options.reload:
                     _require_app_imports(server)
                 return server.serve()
             finally:
+                if services is not None:
+                    services.stop()
                 server.stop()

@@ -356,7 +356,7 @@ def _is_plumbing(filename: str) -> bool:
     return (
         filename.startswith(_PACKAGE_DIR)
         or filename == importlib.__file__
-        or filename.startswith("<frozen importlib")
+        or filename.startswith(("<frozen importlib", "<frozen runpy"))
     )
 
 

@@ -51,6 +51,8 @@ _request = threading.local()  # method, path, thread of the request this thread 
 # The requests in the app now, by thread: what a stop past --shutdown-timeout cuts.
 _running: dict[int, str] = {}
 _installed = False
+# In a service beside the server (wsgidev.daemon.service): its name, for the terminal's line.
+service_name = ""
 
 
 def install(spec: DebuggerSpec) -> None:
@@ -277,6 +279,7 @@ def _patch_bdb() -> None:
 
 def _open_session(kind: str, frame: FrameType, exception: str = "") -> Session | None:
     request = {name: getattr(_request, name, None) for name in ("method", "path", "thread")}
+    request["service"] = service_name
     return Session.open(kind, frame, _spec.socket_path, request, exception)
 
 

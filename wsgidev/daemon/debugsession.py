@@ -117,6 +117,7 @@ class Session:
                     "thread": request.get("thread") or threading.current_thread().name,
                     "method": request.get("method", ""),
                     "path": request.get("path", ""),
+                    "service": request.get("service", ""),
                     "where": where,
                     "kind": kind,
                     "exception": exception,

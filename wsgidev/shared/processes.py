@@ -29,3 +29,12 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# A Python service (wsgidev.daemon.service) exits with this when a file it imported changed:
+# wsgidev start (wsgidev/services.py) starts it again at once, without a back-off.
+SERVICE_EXIT_CHANGED = 75
+# What wsgidev start tells a Python service (a JSON object in its environment, taken out before
+# the program runs): its name, the monitor's settle, --exclude, --reload-backend and
+# --poll-interval, and the terminal's debugger socket.
+SERVICE_ENV_VAR = "WSGIDEV_SERVICE"

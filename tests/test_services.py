@@ -1,0 +1,294 @@
+"""Services beside the server (--run, Procfile.dev): a Python service restarts when code it
+imported changes (through its own graceful stop) and only then, a failing one waits for a fix,
+any other command is started again when it exits, and nothing is left behind; real Apache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import (
+    alive,
+    descendants,
+    free_port,
+    holds_for,
+    port_is_free,
+    reload_lines,
+    wait_for,
+)
+
+# A worker as Celery's main process behaves: SIGTERM is a warm shutdown (the task it runs
+# finishes, then it exits); it imports tasks.py and never app.py's helpers.
+WORKER = """
+import signal, sys, time
+import tasks
+
+stopping = False
+
+
+def warm_shutdown(signum, frame):
+    global stopping
+    print("warm shutdown, task finishing", flush=True)
+    stopping = True
+
+
+signal.signal(signal.SIGTERM, warm_shutdown)
+print(f"worker up with {tasks.VERSION}", flush=True)
+while not stopping:
+    time.sleep(0.02)
+print(f"worker stopped, {tasks.VERSION} done", flush=True)
+"""
+
+
+def _project(project: Path) -> Path:
+    (project / "worker.py").write_text(textwrap.dedent(WORKER))
+    (project / "tasks.py").write_text('VERSION = "t1"\n')
+    (project / "helpers.py").write_text('NAME = "h1"\n')
+    app = (project / "app.py").read_text()
+    (project / "app.py").write_text("import helpers  # noqa\n" + app)
+    return project
+
+
+def _lines(server, prefix: str) -> list[str]:
+    return [line for line in server.log().splitlines() if line.startswith(prefix)]
+
+
+def test_a_python_service_restarts_when_its_own_code_changes_and_only_then(project, start_server):
+    server = start_server(_project(project), "app.py", "--run", "worker=python worker.py")
+    wait_for(
+        lambda: "worker | worker up with t1" in server.log(), 20, f"the worker\n{server.log()}"
+    )
+    # A file the web app imports and the worker does not: the web reloads, the worker stays.
+    (project / "helpers.py").write_text('NAME = "h2"\n')
+    wait_for(lambda: reload_lines(server), 20, f"the web's reload\n{server.log()}")
+    holds_for(lambda: len(_lines(server, "worker | worker up")) == 1, 1.0, "one worker start")
+    # The worker's own module: its graceful stop, then a new process with the new code.
+    (project / "tasks.py").write_text('VERSION = "t2"\n')
+    wait_for(lambda: "worker | worker up with t2" in server.log(), 20, f"t2\n{server.log()}")
+    worker = _lines(server, "worker |")
+    assert worker == [
+        "worker | worker up with t1",
+        "worker | tasks.py changed: restarting",
+        "worker | warm shutdown, task finishing",
+        "worker | worker stopped, t1 done",
+        "worker | worker up with t2",
+    ], worker
+
+
+def test_a_failing_service_shows_its_traceback_once_and_waits_for_a_fix(project, start_server):
+    server = start_server(_project(project), "app.py", "--run", "worker=python worker.py")
+    wait_for(lambda: "worker | worker up with t1" in server.log(), 20, "the worker")
+    (project / "tasks.py").write_text('VERSION = "t2"\nraise RuntimeError("broken on purpose")\n')
+    wait_for(lambda: "waiting for a fix" in server.log(), 20, f"the failure\n{server.log()}")
+    holds_for(lambda: server.log().count("RuntimeError: broken on purpose\n") == 1, 1.5, "no loop")
+    traceback = _lines(server, "worker |   File")
+    assert traceback and all("wsgidev" not in line for line in traceback), traceback
+    (project / "tasks.py").write_text('VERSION = "t3"\n')
+    wait_for(lambda: "worker | worker up with t3" in server.log(), 20, f"t3\n{server.log()}")
+
+
+def test_a_command_that_exits_is_started_again_with_a_back_off(project, start_server):
+    server = start_server(project, "app.py", "--run", "tick=sh -c 'echo tick; exit 3'")
+    wait_for(lambda: "in 2 s" in server.log(), 20, f"two restarts\n{server.log()}")
+    assert _lines(server, "tick |")[:4] == [
+        "tick | tick",
+        "tick | exited with status 3; starting it again in 1 s",
+        "tick | tick",
+        "tick | exited with status 3; starting it again in 2 s",
+    ], server.log()
+
+
+def test_a_procfile_runs_beside_the_server_without_its_web_entry(project, start_server):
+    _project(project)
+    (project / "Procfile.dev").write_text(
+        "# honcho's format\nweb: python manage.py runserver\nworker: python worker.py\n"
+    )
+    server = start_server(project, "app.py")
+    wait_for(
+        lambda: "worker | worker up with t1" in server.log(), 20, f"the worker\n{server.log()}"
+    )
+    assert "Procfile: its web entry is this server" in server.log()
+    assert server.json("/")["version"] == "v1"  # wsgidev serves the app, not runserver
+
+
+def test_sigkill_of_wsgidev_leaves_no_service_behind(project, start_server):
+    server = start_server(
+        _project(project),
+        "app.py",
+        "--run",
+        "worker=python worker.py",
+        "--run",
+        "sleeper=sh -c 'sleep 300 & sleep 300'",  # a shell and its children
+    )
+    wait_for(lambda: "worker  | worker up with t1" in server.log(), 20, "the worker")
+    assert server.process is not None
+    sleepers = lambda: {  # noqa: E731
+        pid
+        for pid in descendants(server.process.pid)
+        if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\x00300")
+    }
+    wait_for(lambda: len(sleepers()) == 2, 20, "the sleepers")
+    tree = descendants(server.process.pid)  # Apache, its daemons and the services
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(10)
+    # Each gets SIGTERM from the kernel (parent-death signal): the worker its warm shutdown, the
+    # shell's wrapper passes it to the shell's children.
+    wait_for(lambda: not any(alive(pid) for pid in tree), 20, f"{tree} to go")
+    for root in server.tmpdir.glob("wsgidev-*"):  # nobody was left to remove it
+        shutil.rmtree(root)
+
+
+# --- a real Celery worker and a real Redis --------------------------------------------------------
+
+CELERY_APP = """
+import os
+from celery import Celery
+
+app = Celery("proj", broker=os.environ["TEST_BROKER"], include=["tasks"])
+app.conf.broker_connection_retry_on_startup = True
+"""
+
+CELERY_TASKS = """
+import os, time
+from celeryapp import app
+
+VERSION = "{version}"
+
+
+@app.task
+def record(n):
+    time.sleep(0.05)
+    with open(os.environ["TEST_RESULTS"], "a") as out:
+        out.write(f"{{n}} {{VERSION}}\\n")
+"""
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own, on a free loopback port, saving nothing."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is not installed (bash dev.sh test installs it with apt-get)"
+    port = free_port()
+    with subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+    ) as redis:
+        try:
+            wait_for(lambda: not port_is_free(port), 10, "redis-server to listen")
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            redis.terminate()
+            redis.wait(10)
+
+
+def test_a_celery_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run_twice(
+    project, start_server, redis_url, tmp_path
+):
+    (project / "celeryapp.py").write_text(textwrap.dedent(CELERY_APP))
+    (project / "tasks.py").write_text(textwrap.dedent(CELERY_TASKS).format(version="t1"))
+    results = tmp_path / "results.txt"
+    env = {"TEST_BROKER": redis_url, "TEST_RESULTS": str(results)}
+    server = start_server(
+        project,
+        "app.py",
+        "--run",
+        "worker=celery -A celeryapp worker -l info -c 2",
+        env=env,
+    )
+    wait_for(lambda: "celery@" in server.log() and " ready." in server.log(), 30, "Celery")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from tasks import record\n"
+        "[record.delay(n) for n in range(int(sys.argv[2]), int(sys.argv[3]))]\n"
+    )
+
+    def enqueue(first: int, last: int) -> None:
+        subprocess.run(
+            [sys.executable, "-c", script, str(project), str(first), str(last)],
+            env={**os.environ, **env},
+            check=True,
+            timeout=30,
+        )
+
+    def done() -> list[str]:
+        return results.read_text().splitlines() if results.exists() else []
+
+    enqueue(0, 60)  # 3 s of work for 2 processes: the edit comes while tasks run
+    wait_for(lambda: len(done()) >= 5, 20, "the first tasks")
+    (project / "tasks.py").write_text(textwrap.dedent(CELERY_TASKS).format(version="t2"))
+    wait_for(lambda: "Warm shutdown" in server.log(), 20, f"the warm shutdown\n{server.log()}")
+    enqueue(60, 80)
+    wait_for(lambda: len(done()) >= 80, 60, f"80 tasks\n{server.log()}")
+    holds_for(lambda: len(done()) == 80, 1.0, "no task run twice")
+    numbers = sorted(int(line.split()[0]) for line in done())
+    assert numbers == list(range(80)), "a task lost or run twice"
+    versions = [line.split()[1] for line in done()]
+    assert (
+        versions[0] == "t1"
+        and versions[-1] == "t2"
+        and "t1" not in versions[versions.index("t2") :]
+    )
+    assert server.log().count("worker | tasks.py changed: restarting") == 1
+
+
+# --- the debugger -------------------------------------------------------------------------------
+
+STOPPER = """
+import time
+
+n = 0
+while True:
+    n += 1
+    secret = f"secret-{n}"
+    if n == 3:
+        breakpoint()
+        print(f"after the breakpoint {secret}", flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_a_breakpoint_in_a_service_opens_on_wsgidevs_terminal(project, terminal_server):
+    (project / "stopper.py").write_text(textwrap.dedent(STOPPER))
+    server = terminal_server(project, "app.py", "--run", "task=python stopper.py")
+    stopped = server.expect(r"\(Pdb\) ")
+    assert "Debugger: service task (process " in stopped and "stopper.py:9" in stopped, stopped
+    server.type("p secret")
+    server.expect("'secret-3'")
+    server.expect(r"\(Pdb\) ")
+    server.type("c")
+    server.expect("task | after the breakpoint secret-3")
+
+
+# --- what runs how (no server) ------------------------------------------------------------------
+
+
+def test_which_commands_run_with_the_monitor_inside(tmp_path):
+    from wsgidev.services import command_line, read_procfile
+
+    bin_dir = Path(sys.executable).parent
+    path = f"{bin_dir}:/usr/bin:/bin"
+    monitored = [sys.executable, "-m", "wsgidev.daemon.service"]
+    celery = command_line("celery -A proj worker --loglevel=info", path)
+    assert celery == (
+        [*monitored, str(bin_dir / "celery"), "-A", "proj", "worker", "--loglevel=info"],
+        True,
+    )
+    assert command_line("python manage.py db_worker", path) == (
+        [*monitored, "manage.py", "db_worker"],
+        True,
+    )
+    assert command_line("python -m http.server", path) == ([*monitored, "-m", "http.server"], True)
+    for shell_line in ("npm run dev | cat", "FOO=1 python x.py", "echo *.css"):
+        argv, python = command_line(shell_line, path)
+        assert argv[-3:] == ["/bin/sh", "-c", shell_line] and "--exec" in argv and not python
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("# comment\n\nweb: gunicorn app\nworker: celery -A proj worker\n")
+    specs, web = read_procfile(procfile)
+    assert web and [(s.name, s.command) for s in specs] == [("worker", "celery -A proj worker")]

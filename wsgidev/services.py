@@ -1,0 +1,319 @@
+"""Services beside the server (`--run NAME=COMMAND`, a Procfile): started with it, their output
+on its terminal under their names, restarted when their code changes or when they exit, and
+stopped with it.
+
+A Python command (a console script of the venv such as celery, `manage.py ...`, `python X.py`,
+`python -m X`) runs under wsgidev.daemon.service, with the monitor inside: it restarts exactly
+when a file it imported changes, through its own graceful stop (SIGTERM). Any other command
+(npm, tailwindcss) is restarted only when it exits by itself, with a back-off.
+
+Every service runs in a process group of its own, asked to stop with SIGTERM (then SIGKILL after
+--shutdown-timeout), and gets SIGTERM from the kernel if wsgidev dies (PR_SET_PDEATHSIG), so
+neither Ctrl-C, SIGTERM nor SIGKILL of wsgidev leaves one behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TextIO
+
+from wsgidev.errors import WsgidevError
+from wsgidev.shared import events, protocol
+from wsgidev.shared.processes import SERVICE_ENV_VAR, SERVICE_EXIT_CHANGED
+
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+STABLE_S = 30.0  # a service up this long starts its back-off over
+COLOURS = ("36", "35", "33", "32", "34", "96", "95", "93")
+# What only a shell does: pipes, lists, redirections, expansions, globs, comments. (Quotes are
+# read by shlex; `--loglevel=info` is an argument.)
+_SHELL = re.compile(r"[|&;<>()$`\\*?\[\]#~\n]")
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    command: str
+
+
+def parse_run(value: str, flag: str = "--run") -> ServiceSpec:
+    """NAME=COMMAND."""
+    name, sep, command = value.partition("=")
+    if not sep or not NAME.fullmatch(name.strip()) or not command.strip():
+        raise WsgidevError(
+            f"{flag} {value!r} is not NAME=COMMAND",
+            f"pass e.g. {flag} 'worker=celery -A proj worker -l info'",
+        )
+    return ServiceSpec(name.strip(), command.strip())
+
+
+def read_procfile(path: Path) -> tuple[list[ServiceSpec], bool]:
+    """The services of a Procfile (honcho's and foreman's `name: command` lines), and whether
+    it had a `web` entry (wsgidev itself, skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WsgidevError(
+            f"--procfile {path} cannot be read: {exc.strerror}", "pass a Procfile that exists"
+        ) from None
+    specs: list[ServiceSpec] = []
+    web = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, command = line.partition(":")
+        if not sep or not NAME.fullmatch(name.strip()) or not command.strip():
+            raise WsgidevError(
+                f"{path}:{number} is not `name: command`: {line.strip()[:80]!r}",
+                "write one `name: command` per line, as honcho reads them",
+            )
+        if name.strip() == "web":
+            web = True
+            continue
+        specs.append(ServiceSpec(name.strip(), command.strip()))
+    return specs, web
+
+
+def check_unique(specs: Iterable[ServiceSpec]) -> None:
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen or spec.name == "web":
+            raise WsgidevError(
+                f"two services are named {spec.name!r}"
+                if spec.name in seen
+                else "a service is named 'web', wsgidev's own name",
+                "give each service its own name",
+            )
+        seen.add(spec.name)
+
+
+def command_line(command: str, path: str | None = None) -> tuple[list[str], bool]:
+    """The argv a service runs, and whether it is a Python command run with the monitor inside."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        argv = []
+    if _SHELL.search(command) or not argv or "=" in argv[0]:  # NAME=value cmd: a shell's too
+        return _in_group(["/bin/sh", "-c", command]), False
+    program = argv[0]
+    python_names = {"python", "python3", Path(sys.executable).name}
+    if program in python_names or program == sys.executable:
+        rest = argv[1:]
+        if rest and (rest[0] == "-m" or rest[0].endswith(".py")):
+            return _under_monitor(rest), True
+        return _in_group(argv), False  # python -c: as it is
+    if program.endswith(".py"):
+        return _under_monitor(argv), True
+    found = shutil.which(program, path=path)
+    if found is None:
+        raise WsgidevError(
+            f"service command {program!r} not found",
+            "install it in the venv (or give its path), or fix the --run/Procfile line",
+        )
+    if _is_python_script(Path(found)):
+        return _under_monitor([found, *argv[1:]]), True
+    return _in_group([found, *argv[1:]]), False
+
+
+def _in_group(argv: list[str]) -> list[str]:
+    """A command that is not Python, run by a process that passes the kernel's SIGTERM (wsgidev
+    died) to the command's whole process group (wsgidev.daemon.service.exec_child)."""
+    return [sys.executable, "-m", "wsgidev.daemon.service", "--exec", *argv]
+
+
+def _under_monitor(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "wsgidev.daemon.service", *argv]
+
+
+def _is_python_script(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            first = file.readline(200)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"python" in first
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when wsgidev's supervising thread ends (a SIGKILL of wsgidev)."""
+    with_libc = ctypes.CDLL(None, use_errno=True)
+    with_libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # wsgidev died before prctl: do not outlive it
+        os._exit(1)
+
+
+class Service:
+    def __init__(self, spec: ServiceSpec, argv: list[str], python: bool, colour: str) -> None:
+        self.spec = spec
+        self.argv = argv
+        self.python = python
+        self.colour = colour
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.failures = 0
+        self.changed: tuple[str, ...] = ()
+
+
+class Supervisor:
+    """Starts, restarts and stops the services; one thread spawns them all (PR_SET_PDEATHSIG is
+    tied to the thread that forked: it must live as long as the services)."""
+
+    def __init__(
+        self,
+        specs: list[ServiceSpec],
+        out: TextIO,
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        colour: bool,
+        shutdown_timeout_s: float,
+        path: str | None = None,
+        service_config: dict[str, object] | None = None,
+    ) -> None:
+        """service_config: what each Python service's monitor and debugger are told
+        (SERVICE_ENV_VAR), besides its name."""
+        check_unique(specs)
+        self.out = out
+        self.cwd = cwd
+        self.env = env
+        self.colour = colour
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.service_config = service_config or {}
+        self.services = [
+            Service(spec, *command_line(spec.command, path), COLOURS[i % len(COLOURS)])
+            for i, spec in enumerate(specs)
+        ]
+        self.width = max((len(s.spec.name) for s in self.services), default=0)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._spawns: queue.Queue[Service | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    # -- output ---------------------------------------------------------------------------
+
+    def say(self, service: Service, text: str) -> None:
+        name = service.spec.name.ljust(self.width)
+        prefix = f"\x1b[{service.colour}m{name} |\x1b[0m" if self.colour else f"{name} |"
+        with self._lock:
+            self.out.write(f"{prefix} {text}\n")
+            self.out.flush()
+
+    def _pump(self, service: Service, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            event = events.parse(line) if events.MARKER in line else None
+            if event is None:
+                self.say(service, line)
+            elif isinstance(event, protocol.Change):
+                service.changed = tuple(event.files)
+                names = ", ".join(Path(f).name for f in event.files[:3])
+                self.say(service, f"{names} changed: restarting")
+            elif isinstance(event, protocol.ImportFailed):
+                self.say(service, f"failed: {event.error}; waiting for a fix")
+            elif isinstance(event, protocol.Refused):
+                self.say(service, f"wsgidev {event.part}: {event.reason}")
+        stream.close()
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.services:
+            return
+        self._thread = threading.Thread(target=self._spawner, name="wsgidev-services", daemon=True)
+        self._thread.start()
+        for service in self.services:
+            self._spawns.put(service)
+
+    def _spawner(self) -> None:
+        while True:
+            service = self._spawns.get()
+            if service is None or self._stopping.is_set():
+                return
+            self._spawn(service)
+
+    def _spawn(self, service: Service) -> None:
+        try:
+            config = {**self.service_config, "name": service.spec.name}
+            process = subprocess.Popen(
+                service.argv,
+                cwd=self.cwd,
+                env={**self.env, SERVICE_ENV_VAR: json.dumps(config)},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            self.say(service, f"could not start: {exc}")
+            return
+        service.process = process
+        service.started_at = time.monotonic()
+        assert process.stdout is not None
+        threading.Thread(target=self._pump, args=(service, process.stdout), daemon=True).start()
+        threading.Thread(target=self._watch, args=(service, process), daemon=True).start()
+
+    def _watch(self, service: Service, process: subprocess.Popen[bytes]) -> None:
+        status = process.wait()
+        if self._stopping.is_set():
+            return
+        if status == SERVICE_EXIT_CHANGED and service.python:
+            service.failures = 0
+            self._spawns.put(service)
+            return
+        if time.monotonic() - service.started_at > STABLE_S:
+            service.failures = 0
+        delay = BACKOFF_S[min(service.failures, len(BACKOFF_S) - 1)]
+        service.failures += 1
+        self.say(service, f"exited with status {status}; starting it again in {delay:g} s")
+        if not self._stopping.wait(delay):
+            self._spawns.put(service)
+
+    def stop(self) -> None:
+        """SIGTERM to each service's group, SIGKILL to what is left after the timeout. The
+        spawning thread ends last: its end sends the kernel's SIGTERM (PR_SET_PDEATHSIG), and a
+        second SIGTERM is a cold shutdown to some workers."""
+        self._stopping.set()
+        running = [s.process for s in self.services if s.process and s.process.poll() is None]
+        for process in running:
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        for process in running:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait(5)
+        for process in running:
+            _signal_group(process.pid, signal.SIGKILL)  # what the leader left in its group
+        self._spawns.put(None)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def announce(
+    specs: list[ServiceSpec], skipped_web: bool, out: TextIO, say: Callable[[str], None]
+) -> None:
+    if skipped_web:
+        say("Procfile's web entry is wsgidev itself: skipped")
+    for spec in specs:
+        say(f"service {spec.name}: {spec.command}")
