@@ -292,3 +292,23 @@ def test_which_commands_run_with_the_monitor_inside(tmp_path):
     procfile.write_text("# comment\n\nweb: gunicorn app\nworker: celery -A proj worker\n")
     specs, web = read_procfile(procfile)
     assert web and [(s.name, s.command) for s in specs] == [("worker", "celery -A proj worker")]
+
+
+PLAIN = """
+import time
+import tasks
+
+print(f"plain up with {tasks.VERSION}", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_service_that_leaves_sigterm_to_python_restarts_at_once(project, start_server):
+    _project(project)
+    (project / "plain.py").write_text(textwrap.dedent(PLAIN))
+    server = start_server(project, "app.py", "--run", "plain=python plain.py")
+    wait_for(lambda: "plain | plain up with t1" in server.log(), 20, "the service")
+    (project / "tasks.py").write_text('VERSION = "t2"\n')
+    wait_for(lambda: "plain | plain up with t2" in server.log(), 20, f"t2\n{server.log()}")
+    assert "exited with" not in server.log()  # killed by its SIGTERM: a restart, not a crash

@@ -266,14 +266,21 @@ class Supervisor:
         service.process = process
         service.started_at = time.monotonic()
         assert process.stdout is not None
-        threading.Thread(target=self._pump, args=(service, process.stdout), daemon=True).start()
-        threading.Thread(target=self._watch, args=(service, process), daemon=True).start()
+        service.changed = ()
+        pump = threading.Thread(target=self._pump, args=(service, process.stdout), daemon=True)
+        pump.start()
+        threading.Thread(target=self._watch, args=(service, process, pump), daemon=True).start()
 
-    def _watch(self, service: Service, process: subprocess.Popen[bytes]) -> None:
+    def _watch(
+        self, service: Service, process: subprocess.Popen[bytes], pump: threading.Thread
+    ) -> None:
         status = process.wait()
+        pump.join(5)  # its last lines, the Change event among them
         if self._stopping.is_set():
             return
-        if status == SERVICE_EXIT_CHANGED and service.python:
+        # Its code changed: SERVICE_EXIT_CHANGED, or the signal's own status where the program
+        # left SIGTERM to its default action.
+        if service.python and (status == SERVICE_EXIT_CHANGED or service.changed):
             service.failures = 0
             self._spawns.put(service)
             return
