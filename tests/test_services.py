@@ -126,6 +126,8 @@ def test_sigkill_of_wsgidev_leaves_no_service_behind(project, start_server):
         "worker=python worker.py",
         "--run",
         "sleeper=sh -c 'sleep 300 & sleep 300'",  # a shell and its children
+        "--run",
+        'helper=python -c \'import subprocess; subprocess.run(["sleep", "300"])\'',
     )
     wait_for(lambda: "worker  | worker up with t1" in server.log(), 20, "the worker")
     assert server.process is not None
@@ -134,7 +136,7 @@ def test_sigkill_of_wsgidev_leaves_no_service_behind(project, start_server):
         for pid in descendants(server.process.pid)
         if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\x00300")
     }
-    wait_for(lambda: len(sleepers()) == 2, 20, "the sleepers")
+    wait_for(lambda: len(sleepers()) == 3, 20, "the sleepers")
     tree = descendants(server.process.pid)  # Apache, its daemons and the services
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait(10)
@@ -274,20 +276,35 @@ def test_which_commands_run_with_the_monitor_inside(tmp_path):
 
     bin_dir = Path(sys.executable).parent
     path = f"{bin_dir}:/usr/bin:/bin"
-    monitored = [sys.executable, "-m", "wsgidev.daemon.service"]
-    celery = command_line("celery -A proj worker --loglevel=info", path)
+    leader = [sys.executable, "-m", "wsgidev.daemon.service", "--exec"]
+    monitored = [*leader, sys.executable, "-m", "wsgidev.daemon.service"]
+    celery = command_line("celery -A proj worker --loglevel=info -Q 'a#b'", path)
     assert celery == (
-        [*monitored, str(bin_dir / "celery"), "-A", "proj", "worker", "--loglevel=info"],
+        [
+            *monitored,
+            str(bin_dir / "celery"),
+            "-A",
+            "proj",
+            "worker",
+            "--loglevel=info",
+            "-Q",
+            "a#b",
+        ],
         True,
     )
-    assert command_line("python manage.py db_worker", path) == (
+    assert command_line("python -u manage.py db_worker", path) == (
         [*monitored, "manage.py", "db_worker"],
         True,
     )
     assert command_line("python -m http.server", path) == ([*monitored, "-m", "http.server"], True)
-    for shell_line in ("npm run dev | cat", "FOO=1 python x.py", "echo *.css"):
+    for shell_line in ("npm run dev | cat", "FOO=1 python x.py", "echo *.css", "a && b"):
         argv, python = command_line(shell_line, path)
-        assert argv[-3:] == ["/bin/sh", "-c", shell_line] and "--exec" in argv and not python
+        assert argv == [*leader, "/bin/sh", "-c", shell_line] and not python, argv
+    # Another interpreter's script runs as any command, unwatched: wsgidev's Python lacks its packages.
+    other = tmp_path / "other-tool"
+    other.write_text("#!/usr/bin/python3.99\nprint()\n")
+    other.chmod(0o755)
+    assert command_line(str(other), path) == ([*leader, str(other)], False)
     procfile = tmp_path / "Procfile"
     procfile.write_text("# comment\n\nweb: gunicorn app\nworker: celery -A proj worker\n")
     specs, web = read_procfile(procfile)
@@ -298,7 +315,7 @@ PLAIN = """
 import time
 import tasks
 
-print(f"plain up with {tasks.VERSION}", flush=True)
+print(f"plain up with {tasks.VERSION}")  # no flush: a pipe's buffering must not hold it
 while True:
     time.sleep(0.05)
 """
@@ -312,3 +329,33 @@ def test_a_service_that_leaves_sigterm_to_python_restarts_at_once(project, start
     (project / "tasks.py").write_text('VERSION = "t2"\n')
     wait_for(lambda: "plain | plain up with t2" in server.log(), 20, f"t2\n{server.log()}")
     assert "exited with" not in server.log()  # killed by its SIGTERM: a restart, not a crash
+
+
+STUBBORN = """
+import signal, time
+import tasks
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print(f"stubborn up with {tasks.VERSION}")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_service_that_ignores_sigterm_is_ended_after_the_shutdown_timeout(project, start_server):
+    _project(project)
+    (project / "stubborn.py").write_text(textwrap.dedent(STUBBORN))
+    server = start_server(
+        project, "app.py", "--shutdown-timeout", "1", "--run", "stubborn=python stubborn.py"
+    )
+    wait_for(lambda: "stubborn | stubborn up with t1" in server.log(), 20, "the service")
+    (project / "tasks.py").write_text('VERSION = "t2"\n')
+    wait_for(lambda: "stubborn | stubborn up with t2" in server.log(), 20, f"t2\n{server.log()}")
+
+
+def test_stopping_while_a_service_waits_for_a_fix_leaves_nothing(project, start_server):
+    _project(project)
+    (project / "tasks.py").write_text('raise RuntimeError("broken from the start")\n')
+    server = start_server(project, "app.py", "--run", "worker=python worker.py")
+    wait_for(lambda: "waiting for a fix" in server.log(), 20, f"the failure\n{server.log()}")
+    # The teardown stops the server and finds nothing left (the waiting service included).

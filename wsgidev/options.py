@@ -391,8 +391,8 @@ def coerce(name: str, value: Any, source: str) -> Any:
 def _pairs(name: str, value: Any, where: str) -> tuple[tuple[str, str], ...]:
     if isinstance(value, Mapping):
         return tuple((str(k), str(v)) for k, v in value.items())
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v]
+    if isinstance(value, str):  # WSGIDEV_ENV=A=1,B=2; WSGIDEV_RUN: one NAME=COMMAND a line
+        value = [v for v in value.split("\n" if name == "run" else ",") if v.strip()]
     pairs = []
     for item in value:
         key, sep, val = str(item).partition("=")

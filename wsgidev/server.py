@@ -334,6 +334,7 @@ def start_services(prepared: RunPlan, out: TextIO, debug_root: Path | None) -> S
         "backend": options.reload_backend,
         "poll_interval_s": options.poll_interval_s,
         "debug_socket": str(debug_root / DEBUG_SOCKET) if debug_root else None,
+        "shutdown_timeout_s": options.shutdown_timeout_s,
     }
 
     if prepared.procfile_web:
@@ -342,7 +343,8 @@ def start_services(prepared: RunPlan, out: TextIO, debug_root: Path | None) -> S
         list(prepared.services),
         out,
         cwd=Path(prepared.options.working_dir),
-        env={**os.environ, **dict(prepared.env), "PATH": search_path()},
+        # Their print()s reach the terminal as they are made, as on a terminal of their own.
+        env={**os.environ, **dict(prepared.env), "PATH": search_path(), "PYTHONUNBUFFERED": "1"},
         colour=out.isatty() and "NO_COLOR" not in os.environ,
         shutdown_timeout_s=prepared.options.shutdown_timeout_s,
         path=search_path(),

@@ -40,9 +40,6 @@ NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 STABLE_S = 30.0  # a service up this long starts its back-off over
 COLOURS = ("36", "35", "33", "32", "34", "96", "95", "93")
-# What only a shell does: pipes, lists, redirections, expansions, globs, comments. (Quotes are
-# read by shlex; `--loglevel=info` is an argument.)
-_SHELL = re.compile(r"[|&;<>()$`\\*?\[\]#~\n]")
 PR_SET_PDEATHSIG = 1
 
 
@@ -104,21 +101,29 @@ def check_unique(specs: Iterable[ServiceSpec]) -> None:
 
 
 def command_line(command: str, path: str | None = None) -> tuple[list[str], bool]:
-    """The argv a service runs, and whether it is a Python command run with the monitor inside."""
+    """The argv a service runs, and whether it is a Python command run with the monitor inside
+    (wsgidev's own Python; another interpreter runs as any command)."""
     try:
-        argv = shlex.split(command)
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        argv = list(lexer)
     except ValueError:
         argv = []
-    if _SHELL.search(command) or not argv or "=" in argv[0]:  # NAME=value cmd: a shell's too
+    if (
+        not argv
+        or any(_OPERATOR.fullmatch(token) for token in argv)  # | && ; > ( ...: a shell's
+        or _EXPANDS.search(command)  # $VAR, `cmd`, globs, ~: a shell's (quoted ones too)
+        or "=" in argv[0]  # NAME=value cmd
+    ):
         return _in_group(["/bin/sh", "-c", command]), False
-    program = argv[0]
-    python_names = {"python", "python3", Path(sys.executable).name}
-    if program in python_names or program == sys.executable:
-        rest = argv[1:]
+    program, rest = argv[0], argv[1:]
+    if _is_our_python(program, path):
+        while rest and rest[0] in _PYTHON_FLAGS:  # python -u manage.py ...
+            rest = rest[1:]
         if rest and (rest[0] == "-m" or rest[0].endswith(".py")):
             return _under_monitor(rest), True
-        return _in_group(argv), False  # python -c: as it is
-    if program.endswith(".py"):
+        return _in_group(argv), False  # python -c, -X, a REPL: as it is
+    if program.endswith(".py") and "/" not in program.replace("./", "", 1):
         return _under_monitor(argv), True
     found = shutil.which(program, path=path)
     if found is None:
@@ -126,36 +131,73 @@ def command_line(command: str, path: str | None = None) -> tuple[list[str], bool
             f"service command {program!r} not found",
             "install it in the venv (or give its path), or fix the --run/Procfile line",
         )
-    if _is_python_script(Path(found)):
-        return _under_monitor([found, *argv[1:]]), True
-    return _in_group([found, *argv[1:]]), False
+    if _shebang_is_ours(Path(found)):
+        return _under_monitor([found, *rest]), True
+    return _in_group([found, *rest]), False
+
+
+_OPERATOR = re.compile(r"[|&;<>()]+")
+_EXPANDS = re.compile(r"[$`*?\[~]")
+_PYTHON_FLAGS = {"-u", "-B", "-O", "-OO", "-E", "-s", "-S", "-I", "-P", "-q"}
+
+
+def _is_our_python(program: str, path: str | None) -> bool:
+    """Whether program is wsgidev's own interpreter (the venv's): by name, or by path."""
+    if program in ("python", "python3", Path(sys.executable).name):
+        found = shutil.which(program, path=path)
+        return found is not None and _same_file(found, sys.executable)
+    return "/" in program and _same_file(program, sys.executable)
+
+
+def _same_file(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other) or Path(one).resolve() == Path(other).resolve()
+    except OSError:
+        return False
 
 
 def _in_group(argv: list[str]) -> list[str]:
-    """A command that is not Python, run by a process that passes the kernel's SIGTERM (wsgidev
-    died) to the command's whole process group (wsgidev.daemon.service.exec_child)."""
+    """A service, under the leader of its process group (wsgidev.daemon.service.exec_child),
+    which passes a SIGTERM on to it, the kernel's when wsgidev dies too, and ends what it left."""
     return [sys.executable, "-m", "wsgidev.daemon.service", "--exec", *argv]
 
 
 def _under_monitor(argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "wsgidev.daemon.service", *argv]
+    """A Python service: the monitor inside, under the same group leader as any command."""
+    return _in_group([sys.executable, "-m", "wsgidev.daemon.service", *argv])
 
 
-def _is_python_script(path: Path) -> bool:
+def _shebang_is_ours(path: Path) -> bool:
+    """A script whose #! line names wsgidev's own Python (a console script of this venv)."""
     try:
         with path.open("rb") as file:
-            first = file.readline(200)
+            first = file.readline(400).decode("utf-8", "replace")
     except OSError:
         return False
-    return first.startswith(b"#!") and b"python" in first
+    if not first.startswith("#!"):
+        return False
+    words = first[2:].split()
+    if not words:
+        return False
+    interpreter = words[1] if Path(words[0]).name == "env" and len(words) > 1 else words[0]
+    if "/" not in interpreter:
+        found = shutil.which(interpreter)
+        return found is not None and _same_file(found, sys.executable)
+    return _same_file(interpreter, sys.executable)
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when wsgidev's supervising thread ends (a SIGKILL of wsgidev)."""
-    with_libc = ctypes.CDLL(None, use_errno=True)
-    with_libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # wsgidev died before prctl: do not outlive it
-        os._exit(1)
+def _parent_death_signal(parent: int) -> Callable[[], None]:
+    """The child's setup: SIGTERM from the kernel when the thread that forked it ends (wsgidev
+    killed); parent: wsgidev's pid, noted before the fork (wsgidev may be pid 1 itself)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+    def setup() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # wsgidev died before prctl: do not outlive it
+            os._exit(1)
+
+    return setup
 
 
 class Service:
@@ -243,13 +285,18 @@ class Supervisor:
     def _spawner(self) -> None:
         while True:
             service = self._spawns.get()
-            if service is None or self._stopping.is_set():
+            if service is None:
                 return
-            self._spawn(service)
+            try:
+                self._spawn(service)
+            except Exception as exc:  # this thread must live: its end signals every service
+                self.say(service, f"could not start: {exc}")
 
     def _spawn(self, service: Service) -> None:
-        try:
-            config = {**self.service_config, "name": service.spec.name}
+        config = {**self.service_config, "name": service.spec.name}
+        with self._lock:  # stop() collects the processes under it: none is started after
+            if self._stopping.is_set():
+                return
             process = subprocess.Popen(
                 service.argv,
                 cwd=self.cwd,
@@ -258,12 +305,9 @@ class Supervisor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_parent_death_signal(os.getpid()),
             )
-        except OSError as exc:
-            self.say(service, f"could not start: {exc}")
-            return
-        service.process = process
+            service.process = process
         service.started_at = time.monotonic()
         assert process.stdout is not None
         service.changed = ()
@@ -275,12 +319,16 @@ class Supervisor:
         self, service: Service, process: subprocess.Popen[bytes], pump: threading.Thread
     ) -> None:
         status = process.wait()
+        # What the program left in its group (a shell's children, a helper process) goes with
+        # it, and with them the last holders of the output pipe.
+        _end_group(process.pid, self.shutdown_timeout_s)
         pump.join(5)  # its last lines, the Change event among them
         if self._stopping.is_set():
             return
         # Its code changed: SERVICE_EXIT_CHANGED, or the signal's own status where the program
         # left SIGTERM to its default action.
-        if service.python and (status == SERVICE_EXIT_CHANGED or service.changed):
+        reloads = bool(self.service_config.get("reload", True))
+        if service.python and reloads and (status == SERVICE_EXIT_CHANGED or service.changed):
             service.failures = 0
             self._spawns.put(service)
             return
@@ -293,13 +341,15 @@ class Supervisor:
             self._spawns.put(service)
 
     def stop(self) -> None:
-        """SIGTERM to each service's group, SIGKILL to what is left after the timeout. The
-        spawning thread ends last: its end sends the kernel's SIGTERM (PR_SET_PDEATHSIG), and a
-        second SIGTERM is a cold shutdown to some workers."""
-        self._stopping.set()
-        running = [s.process for s in self.services if s.process and s.process.poll() is None]
+        """SIGTERM to each service (its leader: Celery's pool children must not get one, they
+        would die mid-task), SIGKILL to its whole group after --shutdown-timeout. The spawning
+        thread ends last: its end sends the kernel's SIGTERM (PR_SET_PDEATHSIG) to each."""
+        with self._lock:
+            self._stopping.set()
+            running = [s.process for s in self.services if s.process and s.process.poll() is None]
         for process in running:
-            _signal_group(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.shutdown_timeout_s
         for process in running:
             try:
@@ -317,10 +367,15 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def announce(
-    specs: list[ServiceSpec], skipped_web: bool, out: TextIO, say: Callable[[str], None]
-) -> None:
-    if skipped_web:
-        say("Procfile's web entry is wsgidev itself: skipped")
-    for spec in specs:
-        say(f"service {spec.name}: {spec.command}")
+def _end_group(pgid: int, timeout_s: float) -> None:
+    """After its leader exited: SIGTERM to what is left of a service's group, SIGKILL after
+    timeout_s."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)

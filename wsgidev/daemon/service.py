@@ -19,6 +19,7 @@ loop, waits here for a change of a file it imported or the traceback names: then
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
@@ -39,6 +40,8 @@ from wsgidev.shared.spec import DEV_SETTLE_S, DebuggerSpec
 
 # The program's import is taken as over once nothing was imported for this long.
 IMPORTS_QUIET_S = 3.0
+# A program that fails this soon after its start waits for a fix; later, wsgidev restarts it.
+FAILED_AT_START_S = 30.0
 
 
 def main(argv: list[str]) -> int:
@@ -55,10 +58,14 @@ def main(argv: list[str]) -> int:
         debugger.install(DebuggerSpec(socket_path=config["debug_socket"]))
     changed = threading.Event()
 
+    shutdown_timeout_s = float(config.get("shutdown_timeout_s", 5.0))
+
     def on_change(files: list[str]) -> None:
         changed.set()
-        # The program's own graceful stop; a second change while it stops adds nothing.
+        # The program's own graceful stop; a second change while it stops adds nothing. One
+        # that ignores it (or a thread that keeps the process up) ends after --shutdown-timeout.
         os.kill(os.getpid(), signal.SIGTERM)
+        threading.Timer(shutdown_timeout_s, os._exit, (SERVICE_EXIT_CHANGED,)).start()
 
     monitor = (
         None
@@ -76,6 +83,10 @@ def main(argv: list[str]) -> int:
     )
     if monitor is not None:
         _end_of_imports(monitor)
+        # A worker's pool processes (Celery's prefork) inherit the import recorder and the
+        # recording of opens, but not the thread that tends them: they are not watched.
+        os.register_at_fork(after_in_child=monitor.stop)
+    started = time.monotonic()
     status = 0
     try:
         status = _run(argv)
@@ -96,8 +107,9 @@ def main(argv: list[str]) -> int:
         monitor.import_done()
     if changed.is_set():
         return SERVICE_EXIT_CHANGED
-    if status != 0 and monitor is not None:
-        # Waits for a fix rather than exiting into a restart loop.
+    if status != 0 and monitor is not None and time.monotonic() - started < FAILED_AT_START_S:
+        # Failed at its start: waits for a fix rather than exiting into a restart loop. (One
+        # that ran a while and then failed, its broker gone say, is started again by wsgidev.)
         _wait_for_change(changed)
         return SERVICE_EXIT_CHANGED
     return int(status or 0)
@@ -120,29 +132,70 @@ def _end_of_imports(monitor: Any) -> None:
 
 
 def exec_child(argv: list[str]) -> int:
-    """A command that is not Python, in this process group: the kernel's SIGTERM when wsgidev
-    dies (PR_SET_PDEATHSIG reaches only this process) is passed to the whole group, so that a
-    shell's children go too."""
+    """The leader of a service's process group, between wsgidev and the service (any command,
+    a Python service too). A SIGTERM (wsgidev stops it, or the kernel's when wsgidev dies:
+    PR_SET_PDEATHSIG reaches only this process) goes to the service alone (a Celery worker's
+    pool must not get one: its tasks would die); once the service has exited, what it left in
+    the group (a shell's children, a helper) gets SIGTERM, then SIGKILL after --shutdown-timeout."""
+    child: subprocess.Popen[bytes] | None = None
+    asked: int | None = None
+
+    def ask(signum: int, frame: object) -> None:
+        nonlocal asked
+        if asked is None:
+            asked = signum
+            if child is not None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, ask)  # before the child exists: no SIGTERM is lost
+    signal.signal(signal.SIGINT, ask)
     child = subprocess.Popen(argv)
-    passed = False
-
-    def pass_on(signum: int, frame: object) -> None:
-        nonlocal passed
-        if not passed:  # killpg reaches this process as well
-            passed = True
-            os.killpg(0, signum)
-
-    signal.signal(signal.SIGTERM, pass_on)
-    signal.signal(signal.SIGINT, pass_on)
+    if asked is not None:
+        child.send_signal(asked)
     status = child.wait()
+    grace_s = float(json.loads(os.environ.get(SERVICE_ENV_VAR, "{}")).get("shutdown_timeout_s", 5))
+    _end_the_rest_of_the_group(grace_s)
     return status if status >= 0 else 128 - status
 
 
+def _end_the_rest_of_the_group(grace_s: float) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.killpg(0, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _others_in_group() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _others_in_group():
+        for pid in _others_in_group():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _others_in_group() -> list[int]:
+    """The other live processes of this process group (Linux's /proc)."""
+    me, group = os.getpid(), os.getpgid(0)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
 def _wait_for_change(changed: threading.Event) -> None:
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the monitor's own ask
+    def stop(signum: int, frame: object) -> None:
+        if not changed.is_set():  # wsgidev stops (or died): go; the monitor's own ask: wait on
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     while not changed.wait(3600):
         pass
-    time.sleep(0)  # the monitor's SIGTERM has been delivered: nothing more to stop
 
 
 def _run(argv: list[str]) -> int:
@@ -156,6 +209,10 @@ def _run(argv: list[str]) -> int:
         return 0
     path = Path(program)
     sys.argv = [program, *args]
+    # As `python X.py` has it: the script's folder first, not the working directory that
+    # `python -m wsgidev.daemon.service` put there.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     sys.path.insert(0, str(path.resolve().parent))
     runpy.run_path(str(path), run_name="__main__")
     return 0
