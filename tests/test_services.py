@@ -4,9 +4,11 @@ any other command is started again when it exits, and nothing is left behind; re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -359,3 +361,94 @@ def test_stopping_while_a_service_waits_for_a_fix_leaves_nothing(project, start_
     server = start_server(project, "app.py", "--run", "worker=python worker.py")
     wait_for(lambda: "waiting for a fix" in server.log(), 20, f"the failure\n{server.log()}")
     # The teardown stops the server and finds nothing left (the waiting service included).
+
+
+# --- Django's tasks framework: django-tasks-db's db_worker ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tasks_packages() -> Path:
+    """django-tasks-db (and the django-tasks backport for Django 5.2) in a folder of their own
+    (pip --target, kept in the venv between runs), imported by the test project from there."""
+    import django
+
+    if django.VERSION < (5, 2):
+        pytest.skip(f"django-tasks-db needs Django 5.2; this is {django.__version__}")
+    folder = Path(sys.prefix) / "wsgidev-test-packages" / "django-tasks-db-0.13.0"
+    if not (folder / "django_tasks_db").is_dir():
+        spare = folder.with_name(f".{folder.name}.{os.getpid()}")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(spare)]
+            + ["django-tasks-db==0.13.0", "django-tasks==0.12.0", "django-stubs-ext"],
+            check=True,
+        )
+        try:
+            os.replace(spare, folder)
+        except OSError:  # another run put it there meanwhile
+            shutil.rmtree(spare, ignore_errors=True)
+    return folder
+
+
+def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run_twice(
+    django_project, start_server, tasks_packages, tmp_path
+):
+    results = tmp_path / "results.txt"
+    env = {"TEST_TASKS": str(tasks_packages), "TEST_RESULTS": str(results)}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=django_project,
+        env={**os.environ, **env},
+        check=True,
+    )
+    server = start_server(
+        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=env
+    )
+    script = (
+        "import os, sys, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'testsite.settings'\n"
+        "django.setup(); from testapp.jobs import record\n"
+        "[record.enqueue(n) for n in range(int(sys.argv[1]), int(sys.argv[2]))]\n"
+    )
+
+    def enqueue(first: int, last: int) -> None:
+        subprocess.run(
+            [sys.executable, "-c", script, str(first), str(last)],
+            cwd=django_project,
+            env={**os.environ, **env},
+            check=True,
+            timeout=60,
+        )
+
+    def done() -> list[str]:
+        return results.read_text().splitlines() if results.exists() else []
+
+    enqueue(0, 40)
+    wait_for(lambda: len(done()) >= 5, 30, f"the first tasks\n{server.log()}")
+    jobs = django_project / "testapp" / "jobs.py"
+    jobs.write_text(jobs.read_text().replace('VERSION = "j1"', 'VERSION = "j2"'))
+    wait_for(lambda: "tasks | jobs.py changed: restarting" in server.log(), 20, server.log())
+    enqueue(40, 50)
+
+    def left_running() -> list[int]:
+        """Tasks the old worker had claimed (marked RUNNING) at the instant of its stop, before
+        it began them: django-tasks-db 0.13's db_worker exits on SIGTERM at once when it is not
+        running a task, and that window lies between the claim and the run (its own race, not
+        wsgidev's; a Ctrl-C does the same)."""
+        with sqlite3.connect(django_project / "db.sqlite3") as db:
+            rows = db.execute(
+                "SELECT args_kwargs FROM django_tasks_database_dbtaskresult "
+                "WHERE status = 'RUNNING' AND finished_at IS NULL"
+            ).fetchall()
+        return [json.loads(row[0])["args"][0] for row in rows]
+
+    def settled() -> bool:
+        return len(done()) + len(left_running()) >= 50
+
+    wait_for(settled, 60, f"50 tasks\n{server.log()}")
+    holds_for(lambda: len(done()) + len(left_running()) == 50, 1.0, "no task run twice")
+    stuck = left_running()
+    numbers = sorted([int(line.split()[0]) for line in done()] + stuck)
+    assert numbers == list(range(50)), "a task lost or run twice"
+    assert len(stuck) <= 1, f"more than the one claimed at the stop left RUNNING: {stuck}"
+    versions = [line.split()[1] for line in done()]
+    assert versions[0] == "j1" and versions[-1] == "j2"
+    assert "j1" not in versions[versions.index("j2") :]

@@ -20,6 +20,7 @@ loop, waits here for a change of a file it imported or the traceback names: then
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import runpy
@@ -87,6 +88,8 @@ def main(argv: list[str]) -> int:
         # recording of opens, but not the thread that tends them: they are not watched.
         os.register_at_fork(after_in_child=monitor.stop)
     started = time.monotonic()
+    if monitor is not None:
+        _replace_djangos_reloader()
     status = 0
     try:
         status = _run(argv)
@@ -129,6 +132,25 @@ def _end_of_imports(monitor: Any) -> None:
         monitor.import_done()
 
     threading.Thread(target=wait, name="wsgidev-service-imports", daemon=True).start()
+
+
+def _replace_djangos_reloader() -> None:
+    """A Django command that reloads itself (db_worker with DEBUG on, runserver) would run its
+    code in a child process this monitor does not see, under Django's StatReloader: it runs in
+    this process instead, as the reloader's child would (whose signal handlers some set only
+    there), and wsgidev's monitor reloads it."""
+    if importlib.util.find_spec("django") is None:
+        return
+    from django.utils import autoreload
+
+    def run_with_reloader(main_func: Any, *args: Any, **kwargs: Any) -> None:
+        main_func(*args, **kwargs)
+
+    # Set before the command looks (db_worker installs its graceful SIGTERM handler only in
+    # what it takes for the reloader's child, and checks before it calls run_with_reloader).
+    os.environ[autoreload.DJANGO_AUTORELOAD_ENV] = "true"
+
+    autoreload.run_with_reloader = run_with_reloader
 
 
 def exec_child(argv: list[str]) -> int:

@@ -50,6 +50,16 @@ if TOOLBAR:
     # A store chosen by the project (bench/devtools.py: the toolbar's own MemoryStore).
     if os.environ.get("TEST_TOOLBAR_STORE"):
         DEBUG_TOOLBAR_CONFIG = {"TOOLBAR_STORE_CLASS": os.environ["TEST_TOOLBAR_STORE"]}
+# TEST_TASKS=FOLDER: django-tasks-db (Django's tasks framework, its database backend), imported
+# from FOLDER; Django 6 has the framework itself, Django 5.2 takes the django-tasks backport.
+if os.environ.get("TEST_TASKS"):
+    import importlib.util
+
+    sys.path.insert(0, os.environ["TEST_TASKS"])
+    if importlib.util.find_spec("django.tasks") is None:
+        INSTALLED_APPS.append("django_tasks")
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 # TEST_DJANGO_EXTENSIONS=1: runserver_plus (bench/devtools.py).
 if os.environ.get("TEST_DJANGO_EXTENSIONS"):
     INSTALLED_APPS.append("django_extensions")
