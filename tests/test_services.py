@@ -116,7 +116,10 @@ def test_a_procfile_runs_beside_the_server_without_its_web_entry(project, start_
     wait_for(
         lambda: "worker | worker up with t1" in server.log(), 20, f"the worker\n{server.log()}"
     )
-    assert "Procfile: its web entry is this server" in server.log()
+    assert (
+        "Services from Procfile.dev; its web entry is this server (--procfile off: none): worker"
+        in server.log()
+    )
     assert server.json("/")["version"] == "v1"  # wsgidev serves the app, not runserver
 
 

@@ -67,6 +67,7 @@ class RunPlan:
     # The services beside the server (--run, the Procfile), with their command lines.
     services: tuple[ServiceSpec, ...] = ()
     procfile_web: bool = False  # the Procfile's web entry was skipped (it is wsgidev)
+    procfile: str | None = None  # the Procfile the services came from, where one did
     # The Host names answered beyond localhost and addresses: --allow-host's, then the names
     # in Django's ALLOWED_HOSTS.
     allow_host: tuple[str, ...]
@@ -99,7 +100,7 @@ def prepare(options: Options) -> RunPlan:
         from wsgidev.django.static import static_root
 
         static = (*static, *static_root(options, target, env))
-    services, procfile_web = plan_services(options)
+    services, procfile_web, procfile = plan_services(options)
     if options.werkzeug:
         requirements.require("werkzeug")
         env = (*env, ("WERKZEUG_DEBUG_PIN", debugger_pin(env)))
@@ -151,6 +152,7 @@ def prepare(options: Options) -> RunPlan:
         env=env,
         services=services,
         procfile_web=procfile_web,
+        procfile=procfile,
         static=static,
         allow_host=allow_hosts(options, django_hosts),
         stream_paths=live_stream_paths(options, target),
@@ -238,20 +240,23 @@ def _tls(options: Options, apache: ApacheInstall) -> tuple[Tls, str | None]:
     return tls_layout(options, apache, pair, from_local_ca=True), str(ca.certificate_path)
 
 
-def plan_services(options: Options) -> tuple[tuple[ServiceSpec, ...], bool]:
-    """--run's services, then the Procfile's; each command found (one line if not)."""
+def plan_services(options: Options) -> tuple[tuple[ServiceSpec, ...], bool, str | None]:
+    """--run's services, then the Procfile's (and whether it had a web entry, and which file it
+    was); each command found (one line if not)."""
     specs = [ServiceSpec(name, command.strip()) for name, command in options.run]
     web = False
     procfile = options.procfile
     if procfile is None and (Path(options.working_dir) / "Procfile.dev").is_file():
-        procfile = str(Path(options.working_dir) / "Procfile.dev")
-    if procfile and procfile != "off":
+        procfile = "Procfile.dev"
+    if procfile == "off":
+        procfile = None
+    if procfile:
         listed, web = read_procfile(Path(options.working_dir, procfile))
         specs += listed
     check_unique(specs)
     for spec in specs:
         command_line(spec.command, search_path())
-    return tuple(specs), web
+    return tuple(specs), web, procfile
 
 
 def search_path() -> str:

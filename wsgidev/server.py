@@ -337,8 +337,12 @@ def start_services(prepared: RunPlan, out: TextIO, debug_root: Path | None) -> S
         "shutdown_timeout_s": options.shutdown_timeout_s,
     }
 
-    if prepared.procfile_web:
-        out.write("Procfile: its web entry is this server; the other entries run beside it\n")
+    if prepared.procfile:
+        web = "; its web entry is this server" if prepared.procfile_web else ""
+        out.write(
+            f"Services from {prepared.procfile}{web} (--procfile off: none): "
+            f"{', '.join(spec.name for spec in prepared.services)}\n"
+        )
     supervisor = Supervisor(
         list(prepared.services),
         out,
