@@ -148,14 +148,16 @@ def test_the_console_in_a_browser(django_project, start_server, browser):
     assert PIN_LINE.findall(server.log()) == [pin]
     page = browser.new_page()
     try:
-        page.goto(server.url + "/raises?m=browser")
+        # No query string: Werkzeug 3.0's console appends its own "?__debugger__..." to the
+        # page's whole URL (3.1 builds it properly).
+        page.goto(server.url + "/raises")
         frame = page.locator("div.frame", has=page.locator("code.function", has_text="_raises_2"))
         frame.locator("pre.current").hover()  # which shows the console icon
         frame.locator("pre.current img").click()  # a console, and the PIN prompt
         page.fill('.pin-prompt input[name="pin"]', pin)
         page.click('.pin-prompt input[name="btn"]')
         page.locator(".pin-prompt").wait_for(state="hidden")
-        for command, expected in (("level", "2"), ("mark", "'browser'")):
+        for command, expected in (("level", "2"), ("mark == ''", "True")):
             field = page.locator("pre.console input")
             field.fill(command)
             field.press("Enter")
