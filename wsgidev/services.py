@@ -49,17 +49,6 @@ class ServiceSpec:
     command: str
 
 
-def parse_run(value: str, flag: str = "--run") -> ServiceSpec:
-    """NAME=COMMAND."""
-    name, sep, command = value.partition("=")
-    if not sep or not NAME.fullmatch(name.strip()) or not command.strip():
-        raise WsgidevError(
-            f"{flag} {value!r} is not NAME=COMMAND",
-            f"pass e.g. {flag} 'worker=celery -A proj worker -l info'",
-        )
-    return ServiceSpec(name.strip(), command.strip())
-
-
 def read_procfile(path: Path) -> tuple[list[ServiceSpec], bool]:
     """The services of a Procfile (honcho's and foreman's `name: command` lines), and whether
     it had a `web` entry (wsgidev itself, skipped)."""
