@@ -4,6 +4,7 @@ any other command is started again when it exits, and nothing is left behind; re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -436,7 +437,9 @@ def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run
         it began them: django-tasks-db 0.13's db_worker exits on SIGTERM at once when it is not
         running a task, and that window lies between the claim and the run (its own race, not
         wsgidev's; a Ctrl-C does the same)."""
-        with sqlite3.connect(django_project / "db.sqlite3") as db:
+        # closing(): a connection's own `with` ends a transaction, not the connection (Python
+        # 3.13 warns of each one left open).
+        with contextlib.closing(sqlite3.connect(django_project / "db.sqlite3")) as db:
             rows = db.execute(
                 "SELECT args_kwargs FROM django_tasks_database_dbtaskresult "
                 "WHERE status = 'RUNNING' AND finished_at IS NULL"
