@@ -77,6 +77,7 @@ def test_a_python_service_restarts_when_its_own_code_changes_and_only_then(proje
     wait_for(lambda: "worker | worker up with t2" in server.log(), 20, f"t2\n{server.log()}")
     worker = _lines(server, "worker |")
     assert worker == [
+        "worker | python worker.py (restarts when code it imported changes)",
         "worker | worker up with t1",
         "worker | tasks.py changed: restarting",
         "worker | warm shutdown, task finishing",
@@ -100,7 +101,8 @@ def test_a_failing_service_shows_its_traceback_once_and_waits_for_a_fix(project,
 def test_a_command_that_exits_is_started_again_with_a_back_off(project, start_server):
     server = start_server(project, "app.py", "--run", "tick=sh -c 'echo tick; exit 3'")
     wait_for(lambda: "in 2 s" in server.log(), 20, f"two restarts\n{server.log()}")
-    assert _lines(server, "tick |")[:4] == [
+    assert _lines(server, "tick |")[:5] == [
+        "tick | sh -c 'echo tick; exit 3' (not watched: restarts if it exits)",
         "tick | tick",
         "tick | exited with status 3; starting it again in 1 s",
         "tick | tick",

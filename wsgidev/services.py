@@ -269,6 +269,12 @@ class Supervisor:
         self._thread = threading.Thread(target=self._spawner, name="wsgidev-services", daemon=True)
         self._thread.start()
         for service in self.services:
+            how = (
+                "restarts when code it imported changes"
+                if service.python
+                else "not watched: restarts if it exits"
+            )
+            self.say(service, f"{service.spec.command} ({how})")
             self._spawns.put(service)
 
     def _spawner(self) -> None:
