@@ -339,9 +339,12 @@ def test_an_edit_storm_gives_one_or_two_reloads_and_the_last_version(project: Pa
     assert reloads in (1, 2), server.log()
     # Each reload's taker group imports the app once per process up at the time: a hand-over
     # to a group whose second process Apache was still starting takes it with one (3 imports
-    # for 2 reloads was seen), never more than two.
+    # for 2 reloads was seen), never more than two. A taker that read app.py while a save was
+    # rewriting it in place fails that import and says so, and imports again at the next save
+    # (seen once on a loaded machine: 3 imports, 1 reload, the failure said).
     imported = len(imports(project)) - 2
-    assert reloads <= imported <= 2 * reloads, (imports(project), server.log())
+    half_read = server.log().count("The app failed to import")
+    assert reloads <= imported <= 2 * reloads + half_read, (imports(project), server.log())
 
 
 # --- 6. 40 reloads in a row ---------------------------------------------------------------------
