@@ -47,10 +47,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import report  # noqa: E402
 from bench.projects import user_env  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench:devtools:begin -->", "<!-- bench:devtools:end -->"
 HOST = "127.0.0.1"
 TRACEBACKS, PAGES, CLIENTS = 20, 20, 4
 FRAME = re.compile(
@@ -278,7 +278,6 @@ def main() -> int:
     versions = ", ".join(_version(name) for name in ("werkzeug", "django-debug-toolbar"))
     block = "\n".join(
         [
-            BEGIN,
             "## Browser dev tools with many processes",
             "",
             f"- Command: `.venv/bin/python bench/devtools.py --write`; {now}, `{revision}`; "
@@ -287,17 +286,11 @@ def main() -> int:
             f"{PAGES} pages by {CLIENTS} clients at once, then every panel of each.",
             "",
             *rows,
-            END,
         ]
     )
     print(block)
     if args.write:
-        text = DOC.read_text()
-        if BEGIN in text:
-            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        DOC.write_text(text)
+        report.write_docs(DOC, block, "devtools")
     return 0
 
 

@@ -16,9 +16,6 @@ from bench.rapid import RapidResult, RapidSettings
 from bench.scenario import CLIENTS, EditResult, ServerResult, Settings
 from bench.servers import SERVERS
 
-BEGIN_MARK = "<!-- bench:results:begin -->"
-END_MARK = "<!-- bench:results:end -->"
-
 
 @dataclass(frozen=True, kw_only=True)
 class ProjectResults:
@@ -233,11 +230,13 @@ def _standard_targets(key: str, outcome: ProjectResults) -> list[tuple[str, str,
     return rows
 
 
-def write_docs(doc: Path, results_markdown: str) -> None:
-    """Replace the results between the markers in docs/benchmarks.md (append if absent)."""
-    block = f"{BEGIN_MARK}\n{results_markdown.rstrip()}\n{END_MARK}"
+def write_docs(doc: Path, results_markdown: str, section: str = "results") -> None:
+    """Replace a section between its markers in docs/benchmarks.md (append if absent):
+    `results` (bench/run.py), `devtools`, `services` (the scripts of those names)."""
+    begin, end = f"<!-- bench:{section}:begin -->", f"<!-- bench:{section}:end -->"
+    block = f"{begin}\n{results_markdown.rstrip()}\n{end}"
     text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN_MARK) + ".*?" + re.escape(END_MARK), re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
     else:

@@ -37,10 +37,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import report  # noqa: E402
 from bench.projects import user_env  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench:services:begin -->", "<!-- bench:services:end -->"
 EDIT_GAP_S = 6.0  # between two edits of the tasks module: longer than a worker's restart
 VIEW_GAP_S = 2.0  # between two edits of the view
 WORKER = "celery -A celeryapp worker -l info -c 2"
@@ -242,7 +242,6 @@ def main() -> int:
     ).stdout.strip()  # fmt: skip
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        BEGIN,
         "## Workers that reload (Celery + Redis)",
         "",
         f"- Command: `.venv/bin/python bench/services.py --tasks {args.tasks} --edits "
@@ -264,16 +263,10 @@ def main() -> int:
             f"{row['seen']}/{row['edits']} | {row['lost']} | {row['twice']} | "
             f"{row['extra_restarts']} |"
         )
-    lines.append(END)
     block = "\n".join(lines)
     print(block)
     if args.write:
-        text = DOC.read_text()
-        if BEGIN in text:
-            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        DOC.write_text(text)
+        report.write_docs(DOC, block, "services")
     return 0
 
 

@@ -360,18 +360,17 @@ def toolbars() -> dict[str, Path]:
     return folders
 
 
+def _toolbar_server(start_server: Any, project: Path, toolbar: Path) -> Any:
+    """The test project with the toolbar installed from that folder, 2 processes x 5 threads."""
+    env = {"TEST_TOOLBAR": str(toolbar)}
+    return start_server(_migrated(project), "--processes", "2", "--threads", "5", env=env)
+
+
 @pytest.mark.parametrize("version", TOOLBARS)
 def test_every_panel_of_every_page_and_history_with_two_processes(
     version, toolbars, django_project, start_server
 ):
-    server = start_server(
-        _migrated(django_project),
-        "--processes",
-        "2",
-        "--threads",
-        "5",
-        env={"TEST_TOOLBAR": str(toolbars[version])},
-    )
+    server = _toolbar_server(start_server, django_project, toolbars[version])
     client = Browserless(server.url)
     request_ids, failed, fetched = [], [], 0
     for _ in range(20):
@@ -409,14 +408,7 @@ def test_every_panel_of_every_page_and_history_with_two_processes(
 
 
 def test_the_toolbar_in_a_browser(toolbars, django_project, start_server, browser):
-    server = start_server(
-        _migrated(django_project),
-        "--processes",
-        "2",
-        "--threads",
-        "5",
-        env={"TEST_TOOLBAR": str(toolbars[TOOLBARS[0]])},
-    )
+    server = _toolbar_server(start_server, django_project, toolbars[TOOLBARS[0]])
     page = browser.new_page()
     try:
         for _ in range(6):  # each panel's content comes from whichever process

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from wsgidev.daemon.wsgibody import drain_into
 from wsgidev.shared.serverroot import OWNERS_DIR
 from wsgidev.shared.spec import WSGIApp
 
@@ -216,13 +217,7 @@ def _answer(conn: socket.socket, application: WSGIApp, owners: Owners) -> None:
         return chunks.append
 
     try:
-        result = application(environ, start_response)
-        try:
-            chunks.extend(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+        drain_into(chunks, application(environ, start_response))
         if not started:
             raise RuntimeError("the app returned without calling start_response")
         content = b"".join(chunks)

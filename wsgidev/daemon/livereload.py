@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from wsgidev.daemon.wsgibody import drain_into
 from wsgidev.shared import events, protocol
 from wsgidev.shared.serverroot import LIVE_EVENTS_PATH
 from wsgidev.shared.spec import WSGIApp
@@ -74,12 +75,7 @@ def with_live_reload(application: WSGIApp) -> WSGIApp:
         result = application(environ, hold)
         if not held:
             return result
-        try:
-            chunks.extend(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+        drain_into(chunks, result)
         body = _inserted(b"".join(chunks), since_ms)
         status, headers, exc_info = held
         # No validators: a conditional request answered 304 would show the cached page, its
