@@ -51,7 +51,8 @@ class ServiceSpec:
 
 def read_procfile(path: Path) -> tuple[list[ServiceSpec], bool]:
     """The services of a Procfile (honcho's and foreman's `name: command` lines), and whether
-    it had a `web` entry (wsgidev itself, skipped)."""
+    it had a `web` entry (wsgidev itself, skipped). Read here, not with honcho's parser: honcho
+    would be a dependency in every user's venv for these few lines."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

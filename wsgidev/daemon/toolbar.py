@@ -6,7 +6,10 @@ the memory of the process that served the page. Its panels are fetched by later 
 group, so with two processes about half of them answer "Data for this panel isn't available
 anymore", and History lists only what the answering process served. Its DatabaseStore shares
 them but writes the project's database on every request (SQLite answers "database is locked"
-under a few clients) and needs a migration; its CacheStore needs a cache every process shares.
+under a few clients) and needs a migration. Its CacheStore over Django's FileBasedCache would
+need a cache alias added to the project's CACHES after Django has read them, and keeps the list
+of requests in one key that each request reads and rewrites: two processes at once lose one
+another's entry, and History misses pages.
 
 So where the project uses the toolbar with its default store, wsgidev gives it SharedStore:
 files in the private server root, one folder per request and one JSON file per panel, written
