@@ -154,6 +154,14 @@ def test_the_console_in_a_browser(django_project, start_server, browser):
         frame = page.locator("div.frame", has=page.locator("code.function", has_text="_raises_2"))
         frame.locator("pre.current").hover()  # which shows the console icon
         frame.locator("pre.current img").click()  # a console, and the PIN prompt
+        # As a person does, enter the PIN once the prompt has faded in: Werkzeug fades it in
+        # and out with two requestAnimationFrame loops, and a PIN accepted while the first
+        # still runs starts the second beside it; each frame then adds and takes away 0.1 of
+        # opacity and the prompt never hides (seen once, with pinauth answered in 30 ms).
+        page.wait_for_function(
+            "parseFloat(document.querySelector('.pin-prompt').style.opacity) > 0.95"
+        )
+        page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
         page.fill('.pin-prompt input[name="pin"]', pin)
         page.click('.pin-prompt input[name="btn"]')
         page.locator(".pin-prompt").wait_for(state="hidden")

@@ -27,6 +27,8 @@ from conftest import (
     wait_for,
 )
 
+from wsgidev.services import hands_over
+
 # A worker as Celery's main process behaves: SIGTERM is a warm shutdown (the task it runs
 # finishes, then it exits); it imports tasks.py and never app.py's helpers.
 WORKER = """
@@ -61,6 +63,17 @@ def _project(project: Path) -> Path:
 
 def _lines(server, prefix: str) -> list[str]:
     return [line for line in server.log().splitlines() if line.startswith(prefix)]
+
+
+def _standbys(server) -> list[int]:
+    """The services' warmed standbys, as ps shows them (wsgidev.daemon.service --standby)."""
+    found = []
+    for pid in descendants(server.process.pid):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"--standby" in argv and b"wsgidev.daemon.service" in argv:
+                found.append(pid)
+    return found
 
 
 def test_a_python_service_restarts_when_its_own_code_changes_and_only_then(project, start_server):
@@ -175,7 +188,15 @@ VERSION = "{version}"
 @app.task
 def record(n):
     time.sleep(0.05)
-    with open(os.environ["TEST_RESULTS"], "a") as out:
+    results = os.environ["TEST_RESULTS"]
+    if n == 0:  # a long task: it ends once a task has run on the next code (or after 30 s)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(results) as done:
+                if any(line.split()[1] != VERSION for line in done.read().splitlines()):
+                    break
+            time.sleep(0.05)
+    with open(results, "a") as out:
         out.write(f"{{n}} {{VERSION}}\\n")
 """
 
@@ -199,21 +220,25 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
             redis.wait(10)
 
 
-def test_a_celery_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run_twice(
+def test_a_celery_worker_hands_over_on_its_tasks_module_with_no_task_lost_or_run_twice(
     project, start_server, redis_url, tmp_path
 ):
     (project / "celeryapp.py").write_text(textwrap.dedent(CELERY_APP))
     (project / "tasks.py").write_text(textwrap.dedent(CELERY_TASKS).format(version="t1"))
     results = tmp_path / "results.txt"
+    results.touch()
     env = {"TEST_BROKER": redis_url, "TEST_RESULTS": str(results)}
     server = start_server(
         project,
         "app.py",
+        "--shutdown-timeout",
+        "40",  # the long task must not be cut: it waits for the new code's first task
         "--run",
         "worker=celery -A celeryapp worker -l info -c 2",
         env=env,
     )
     wait_for(lambda: "celery@" in server.log() and " ready." in server.log(), 30, "Celery")
+    wait_for(lambda: _standbys(server), 30, f"the worker's warmed standby\n{server.log()}")
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); from tasks import record\n"
         "[record.delay(n) for n in range(int(sys.argv[2]), int(sys.argv[3]))]\n"
@@ -228,9 +253,9 @@ def test_a_celery_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run_tw
         )
 
     def done() -> list[str]:
-        return results.read_text().splitlines() if results.exists() else []
+        return results.read_text().splitlines()
 
-    enqueue(0, 60)  # 3 s of work for 2 processes: the edit comes while tasks run
+    enqueue(0, 60)  # 1.5 s of work for 2 processes besides task 0: the edit comes while they run
     wait_for(lambda: len(done()) >= 5, 20, "the first tasks")
     (project / "tasks.py").write_text(textwrap.dedent(CELERY_TASKS).format(version="t2"))
     wait_for(lambda: "Warm shutdown" in server.log(), 20, f"the warm shutdown\n{server.log()}")
@@ -240,12 +265,72 @@ def test_a_celery_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run_tw
     numbers = sorted(int(line.split()[0]) for line in done())
     assert numbers == list(range(80)), "a task lost or run twice"
     versions = [line.split()[1] for line in done()]
+    first_new = versions.index("t2")
+    # The old process finished its long task on its code after the new one had run a task of
+    # the new code: they ran side by side. No other task of the old code came after.
+    assert "0 t1" in done()[first_new:], done()
+    assert versions[0] == "t1" and versions[-1] == "t2"
+    assert [line for line in done()[first_new:] if line.endswith(" t1")] == ["0 t1"], done()
     assert (
-        versions[0] == "t1"
-        and versions[-1] == "t2"
-        and "t1" not in versions[versions.index("t2") :]
+        server.log().count("worker | tasks.py changed: handed over (the old process finishes") == 1
+    ), server.log()
+
+
+def test_which_services_hand_over():
+    assert hands_over("celery -A proj worker -l info -c 2")
+    assert hands_over("/venv/bin/celery --app proj worker")
+    assert hands_over("python -m celery -A proj worker")
+    assert not hands_over("celery -A proj worker -B")  # an embedded beat: a schedule held twice
+    assert not hands_over("celery -A proj beat")
+    assert hands_over("rq worker high default")
+    assert hands_over("dramatiq tasks")
+    assert hands_over("python manage.py db_worker --interval 0.05")
+    assert hands_over("./manage.py rqworker default")
+    assert not hands_over("python manage.py run_huey")  # periodic tasks inside
+    assert not hands_over("python server.py")  # a port, a lock: unknown, so one at a time
+    assert not hands_over("npm run dev")
+
+
+# A service that binds a port: two at once cannot be. Its standby goes once the old one is gone.
+LISTENER = """
+import os, signal, socket, sys
+import tasks
+
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+listener = socket.create_server(("127.0.0.1", int(os.environ["TEST_PORT"])))
+print(f"listening with {tasks.VERSION}", flush=True)
+while True:
+    listener.accept()[0].close()
+"""
+
+
+def test_a_service_that_is_no_worker_is_restarted_from_its_standby_once_it_has_stopped(
+    project, start_server
+):
+    _project(project)
+    (project / "listener.py").write_text(textwrap.dedent(LISTENER))
+    server = start_server(
+        project,
+        "app.py",
+        "--run",
+        "listener=python listener.py",
+        env={"TEST_PORT": str(free_port())},
     )
-    assert server.log().count("worker | tasks.py changed: restarting") == 1
+    wait_for(lambda: "listener | listening with t1" in server.log(), 20, "the service")
+    wait_for(lambda: _standbys(server), 30, f"its warmed standby\n{server.log()}")
+    standby = _standbys(server)
+    (project / "tasks.py").write_text('VERSION = "t2"\n')
+    wait_for(lambda: "listener | listening with t2" in server.log(), 20, f"t2\n{server.log()}")
+    assert "exited with" not in server.log() and "Address already in use" not in server.log()
+    assert "listener | tasks.py changed: restarting" in server.log()
+    serving = {
+        pid
+        for pid in descendants(server.process.pid)
+        if b"listener.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    }
+    assert set(standby) & serving, "the standby was not the one that took over"
+    # Then a new standby for the next change, warmed from what the new process imported.
+    wait_for(lambda: set(_standbys(server)) - set(standby), 30, "a new standby")
 
 
 # --- the debugger -------------------------------------------------------------------------------
@@ -427,11 +512,12 @@ def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run
     def done() -> list[str]:
         return results.read_text().splitlines() if results.exists() else []
 
+    wait_for(lambda: _standbys(server), 30, f"the worker's warmed standby\n{server.log()}")
     enqueue(0, 40)
     wait_for(lambda: len(done()) >= 5, 30, f"the first tasks\n{server.log()}")
     jobs = django_project / "testapp" / "jobs.py"
     jobs.write_text(jobs.read_text().replace('VERSION = "j1"', 'VERSION = "j2"'))
-    wait_for(lambda: "tasks | jobs.py changed: restarting" in server.log(), 20, server.log())
+    wait_for(lambda: "tasks | jobs.py changed: " in server.log(), 20, server.log())
     enqueue(40, 50)
 
     def left_running() -> list[int]:
@@ -459,4 +545,6 @@ def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run
     assert len(stuck) <= 1, f"more than the one claimed at the stop left RUNNING: {stuck}"
     versions = [line.split()[1] for line in done()]
     assert versions[0] == "j1" and versions[-1] == "j2"
-    assert "j1" not in versions[versions.index("j2") :]
+    # Handed over: the old process finishes the one task it runs, maybe after the new one's first.
+    assert versions[versions.index("j2") :].count("j1") <= 1, done()
+    assert "tasks | jobs.py changed: handed over" in server.log(), server.log()

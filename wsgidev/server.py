@@ -318,9 +318,12 @@ def _stop_signals(server: Server) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def start_services(prepared: RunPlan, out: TextIO, debug_root: Path | None) -> Supervisor | None:
-    """The services beside the server, started once it listens (wsgidev/services.py);
-    debug_root: the server root whose debugger socket the terminal serves (None: no terminal)."""
+def start_services(
+    prepared: RunPlan, out: TextIO, root: Path, *, debugger: bool
+) -> Supervisor | None:
+    """The services beside the server, started once it listens (wsgidev/services.py); root:
+    the server root (its services/ folder holds what their standbys read); debugger: whether
+    the terminal serves the debugger socket there."""
     if not prepared.services:
         return None
     from wsgidev.runplan import search_path
@@ -333,10 +336,12 @@ def start_services(prepared: RunPlan, out: TextIO, debug_root: Path | None) -> S
         "watch": [str(Path(options.working_dir, w)) for w in options.watch],
         "backend": options.reload_backend,
         "poll_interval_s": options.poll_interval_s,
-        "debug_socket": str(debug_root / DEBUG_SOCKET) if debug_root else None,
+        "debug_socket": str(root / DEBUG_SOCKET) if debugger else None,
         "shutdown_timeout_s": options.shutdown_timeout_s,
     }
 
+    state_dir = root / "services"
+    state_dir.mkdir(mode=0o700, exist_ok=True)
     if prepared.procfile:
         web = "; its web entry is this server" if prepared.procfile_web else ""
         out.write(
@@ -353,6 +358,7 @@ def start_services(prepared: RunPlan, out: TextIO, debug_root: Path | None) -> S
         shutdown_timeout_s=prepared.options.shutdown_timeout_s,
         path=search_path(),
         service_config=config,
+        state_dir=state_dir,
     )
     supervisor.start()
     return supervisor
@@ -419,7 +425,7 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
                     )
                 out.write(banner(prepared, debugger=server.bridge is not None) + "\n")
                 out.flush()
-                services = start_services(prepared, out, root if server.bridge else None)
+                services = start_services(prepared, out, root, debugger=server.bridge is not None)
                 if not options.reload:
                     _require_app_imports(server)
                 return server.serve()

@@ -7,6 +7,12 @@ A Python command (a console script of the venv such as celery, `manage.py ...`, 
 when a file it imported changes, through its own graceful stop (SIGTERM). Any other command
 (npm, tailwindcss) is restarted only when it exits by itself, with a back-off.
 
+A Python service that reloads has a warmed standby once it is up (wsgidev.daemon.service
+--standby: the libraries it imported, imported again in a process that waits). On a change the
+standby runs the program: for a queue consumer (hands_over()), at once, while the old process
+finishes its tasks; for any other, once the old one has exited (a port or a schedule must not
+be held twice). Either way the new code starts without paying for the libraries' import again.
+
 Every service runs in a process group of its own, asked to stop with SIGTERM (then SIGKILL after
 --shutdown-timeout), and gets SIGTERM from the kernel if wsgidev dies (PR_SET_PDEATHSIG), so
 neither Ctrl-C, SIGTERM nor SIGKILL of wsgidev leaves one behind.
@@ -190,16 +196,53 @@ def _parent_death_signal(parent: int) -> Callable[[], None]:
     return setup
 
 
+def hands_over(command: str) -> bool:
+    """Whether a new process of this command may start while the old one finishes: a queue
+    consumer, whose tasks the broker gives to one process each (Celery's worker without an
+    embedded beat, RQ's, Dramatiq's, django-tasks' db_worker, django-rq's rqworker). Not a
+    scheduler (Celery beat, Huey's consumer with its periodic tasks: a task sent twice) nor
+    anything else (a port bound twice fails)."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return False
+    words = [Path(word).name for word in argv]
+    while words and (words[0].startswith("python") or words[0] in _PYTHON_FLAGS):
+        words = words[1:]
+    if words[:1] == ["-m"]:
+        words = words[1:]
+    if not words:
+        return False
+    program, args = words[0], words[1:]
+    if program == "celery":
+        return "worker" in args and not {"-B", "--beat"} & set(args)
+    if program == "rq":
+        return args[:1] == ["worker"] or "worker" in args
+    if program == "dramatiq":
+        return True
+    if program == "manage.py" or program.endswith("manage.py"):
+        return bool(args) and args[0] in ("db_worker", "rqworker")
+    return False
+
+
 class Service:
     def __init__(self, spec: ServiceSpec, argv: list[str], python: bool, colour: str) -> None:
         self.spec = spec
         self.argv = argv
         self.python = python
         self.colour = colour
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None  # the one that serves
+        self.standby: subprocess.Popen[bytes] | None = None  # warmed, waiting for its turn
+        self.hands_over = python and hands_over(spec.command)
         self.started_at = 0.0
         self.failures = 0
         self.changed: tuple[str, ...] = ()
+
+    @property
+    def standby_argv(self) -> list[str]:
+        """argv, with wsgidev.daemon.service's own run (the second) as a standby."""
+        at = len(self.argv) - self.argv[::-1].index("wsgidev.daemon.service")
+        return [*self.argv[:at], "--standby", *self.argv[at:]]
 
 
 class Supervisor:
@@ -217,9 +260,11 @@ class Supervisor:
         shutdown_timeout_s: float,
         path: str | None = None,
         service_config: dict[str, object] | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         """service_config: what each Python service's monitor and debugger are told
-        (SERVICE_ENV_VAR), besides its name."""
+        (SERVICE_ENV_VAR), besides its name. state_dir: a private folder for what a Python
+        service records for its standby (none: no standbys)."""
         check_unique(specs)
         self.out = out
         self.cwd = cwd
@@ -227,14 +272,17 @@ class Supervisor:
         self.colour = colour
         self.shutdown_timeout_s = shutdown_timeout_s
         self.service_config = service_config or {}
+        self.state_dir = state_dir
+        self.reloads = bool(self.service_config.get("reload", True))
         self.services = [
             Service(spec, *command_line(spec.command, path), COLOURS[i % len(COLOURS)])
             for i, spec in enumerate(specs)
         ]
         self.width = max((len(s.spec.name) for s in self.services), default=0)
         self._lock = threading.Lock()
+        self._processes: set[subprocess.Popen[bytes]] = set()  # serving, standby, retiring
         self._stopping = threading.Event()
-        self._spawns: queue.Queue[Service | None] = queue.Queue()
+        self._spawns: queue.Queue[tuple[Service, bool] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     # -- output ---------------------------------------------------------------------------
@@ -246,16 +294,20 @@ class Supervisor:
             self.out.write(f"{prefix} {text}\n")
             self.out.flush()
 
-    def _pump(self, service: Service, stream: IO[bytes]) -> None:
+    def _pump(self, service: Service, process: subprocess.Popen[bytes], stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             event = events.parse(line) if events.MARKER in line else None
             if event is None:
                 self.say(service, line)
+            elif process is not service.process:  # a standby's (stale: it exits) or a retired one's
+                continue
             elif isinstance(event, protocol.Change):
                 service.changed = tuple(event.files)
                 names = ", ".join(Path(f).name for f in event.files[:3])
-                self.say(service, f"{names} changed: restarting")
+                self._changed(service, process, names)
+            elif isinstance(event, protocol.Ready):
+                self._want_standby(service)
             elif isinstance(event, protocol.ImportFailed):
                 self.say(service, f"failed: {event.error}; waiting for a fix")
             elif isinstance(event, protocol.Refused):
@@ -276,38 +328,83 @@ class Supervisor:
                 else "not watched: restarts if it exits"
             )
             self.say(service, f"{service.spec.command} ({how})")
-            self._spawns.put(service)
+            self._spawns.put((service, False))
 
     def _spawner(self) -> None:
         while True:
-            service = self._spawns.get()
-            if service is None:
+            job = self._spawns.get()
+            if job is None:
                 return
+            service, standby = job
             try:
-                self._spawn(service)
+                self._spawn(service, standby)
             except Exception as exc:  # this thread must live: its end signals every service
                 self.say(service, f"could not start: {exc}")
 
-    def _spawn(self, service: Service) -> None:
+    def _changed(self, service: Service, process: subprocess.Popen[bytes], names: str) -> None:
+        """The serving process's code changed (it stops itself): its standby takes over, now
+        for a queue consumer, else once it has exited (its watch lets the standby go)."""
+        with self._lock:
+            standby = service.standby
+            warmed = standby is not None and standby.poll() is None
+        if warmed and service.hands_over:
+            self.say(service, f"{names} changed: handed over (the old process finishes its tasks)")
+            self._go(service)
+        else:
+            self.say(service, f"{names} changed: restarting")
+
+    def _go(self, service: Service) -> None:
+        """The standby's turn: it runs the program and is the serving process from now on."""
+        with self._lock:
+            standby, service.standby = service.standby, None
+            if standby is None or self._stopping.is_set():
+                return
+            service.process = standby
+            service.started_at = time.monotonic()
+            service.changed = ()
+        try:
+            assert standby.stdin is not None
+            standby.stdin.write(b"go\n")
+            standby.stdin.close()
+        except (OSError, ValueError):
+            pass  # it died meanwhile: its watch starts a fresh one
+
+    def _want_standby(self, service: Service) -> None:
+        """Once the serving process is up (it recorded its libraries): a standby, if none."""
+        if service.python and self.reloads and self.state_dir is not None:
+            with self._lock:
+                if service.standby is None or service.standby.poll() is not None:
+                    service.standby = None
+                    self._spawns.put((service, True))
+
+    def _spawn(self, service: Service, standby: bool = False) -> None:
         config = {**self.service_config, "name": service.spec.name}
+        if self.state_dir is not None and service.python:
+            config["modules_file"] = str(self.state_dir / f"{service.spec.name}.modules")
         with self._lock:  # stop() collects the processes under it: none is started after
-            if self._stopping.is_set():
+            if self._stopping.is_set() or (standby and service.standby is not None):
                 return
             process = subprocess.Popen(
-                service.argv,
+                service.standby_argv if standby else service.argv,
                 cwd=self.cwd,
                 env={**self.env, SERVICE_ENV_VAR: json.dumps(config)},
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_parent_death_signal(os.getpid()),
             )
-            service.process = process
-        service.started_at = time.monotonic()
+            self._processes.add(process)
+            if standby:
+                service.standby = process
+            else:
+                service.process = process
+                service.started_at = time.monotonic()
+                service.changed = ()
         assert process.stdout is not None
-        service.changed = ()
-        pump = threading.Thread(target=self._pump, args=(service, process.stdout), daemon=True)
+        pump = threading.Thread(
+            target=self._pump, args=(service, process, process.stdout), daemon=True
+        )
         pump.start()
         threading.Thread(target=self._watch, args=(service, process, pump), daemon=True).start()
 
@@ -319,14 +416,30 @@ class Supervisor:
         # it, and with them the last holders of the output pipe.
         _end_group(process.pid, self.shutdown_timeout_s)
         pump.join(5)  # its last lines, the Change event among them
+        with self._lock:
+            self._processes.discard(process)
         if self._stopping.is_set():
+            return
+        if process is service.standby:  # stale (its libraries changed) or gone: another
+            with self._lock:
+                service.standby = None
+            if status == SERVICE_EXIT_CHANGED:
+                self._want_standby(service)
+            else:
+                self.say(service, f"its warmed standby exited with status {status}")
+            return
+        if process is not service.process:  # retired by a hand-over: its tasks are done
             return
         # Its code changed: SERVICE_EXIT_CHANGED, or the signal's own status where the program
         # left SIGTERM to its default action.
-        reloads = bool(self.service_config.get("reload", True))
-        if service.python and reloads and (status == SERVICE_EXIT_CHANGED or service.changed):
+        if service.python and self.reloads and (status == SERVICE_EXIT_CHANGED or service.changed):
             service.failures = 0
-            self._spawns.put(service)
+            with self._lock:
+                warmed = service.standby is not None and service.standby.poll() is None
+            if warmed:
+                self._go(service)
+            else:
+                self._spawns.put((service, False))
             return
         if time.monotonic() - service.started_at > STABLE_S:
             service.failures = 0
@@ -334,7 +447,7 @@ class Supervisor:
         service.failures += 1
         self.say(service, f"exited with status {status}; starting it again in {delay:g} s")
         if not self._stopping.wait(delay):
-            self._spawns.put(service)
+            self._spawns.put((service, False))
 
     def stop(self) -> None:
         """SIGTERM to each service (its leader: Celery's pool children must not get one, they
@@ -342,7 +455,7 @@ class Supervisor:
         thread ends last: its end sends the kernel's SIGTERM (PR_SET_PDEATHSIG) to each."""
         with self._lock:
             self._stopping.set()
-            running = [s.process for s in self.services if s.process and s.process.poll() is None]
+            running = [process for process in self._processes if process.poll() is None]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)

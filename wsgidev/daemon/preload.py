@@ -66,8 +66,12 @@ def library_modules() -> list[str]:
 
 def record(server_root: str) -> None:
     """Write this process's library modules where the next standby processes read them."""
-    target = Path(server_root) / MODULES_NAME
-    temp = target.with_name(f".{MODULES_NAME}.{os.getpid()}")
+    record_in(Path(server_root) / MODULES_NAME)
+
+
+def record_in(target: Path) -> None:
+    """Write this process's library modules to target (whole: written aside, then renamed)."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}")
     temp.write_text(json.dumps(library_modules()), encoding="utf-8")
     os.replace(temp, target)
 
@@ -80,8 +84,13 @@ def forget(server_root: str) -> None:
 
 def recorded(server_root: str) -> list[str] | None:
     """The recorded module names, or None when the serving process has not written them yet."""
+    return recorded_in(Path(server_root) / MODULES_NAME)
+
+
+def recorded_in(source: Path) -> list[str] | None:
+    """The module names recorded in source, or None when there are none yet."""
     try:
-        names = json.loads((Path(server_root) / MODULES_NAME).read_text(encoding="utf-8"))
+        names = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return [name for name in names if isinstance(name, str)] if isinstance(names, list) else None

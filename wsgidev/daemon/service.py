@@ -15,6 +15,15 @@ exits with SERVICE_EXIT_CHANGED and wsgidev starts it again.
 
 A program that fails (an import error, a crash) says so once and, rather than exit into a restart
 loop, waits here for a change of a file it imported or the traceback names: then SERVICE_EXIT_CHANGED.
+
+    python -m wsgidev.daemon.service --standby PROGRAM [ARGS...]
+
+is the same service's warmed standby: it imports the library modules the serving process
+recorded once its import was over (the standard library and site-packages: most of a worker's
+start, Celery's and Django's code), then waits for a line on stdin. At "go" it runs PROGRAM as
+above, paying only for the project's own code; wsgidev starts it the moment the serving one's
+code changes (wsgidev/services.py). Its monitor records the preload like any import: a standby
+whose files change before its turn exits with SERVICE_EXIT_CHANGED, and another takes its place.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wsgidev.daemon import debugger
+from wsgidev.daemon import debugger, preload
 from wsgidev.daemon.appimport import app_traceback
 from wsgidev.daemon.monitor import start as start_monitor
 from wsgidev.shared import events, protocol
@@ -51,17 +60,30 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[0] == "--exec":
         return exec_child(argv[1:])
+    standby = argv[0] == "--standby"
+    if standby:
+        argv = argv[1:]
     config = json.loads(os.environ.pop(SERVICE_ENV_VAR, "{}"))
+    modules_file = config.get("modules_file")
+    # Read before the monitor starts: a file read then is not one of the program's (the next
+    # serving process rewrites it).
+    preload_names = (preload.recorded_in(Path(modules_file)) if modules_file else None) or []
     events.read_by_command(True)
     if config.get("debug_socket"):
         # breakpoint() and pdb.set_trace() open on wsgidev's terminal, as in the daemons.
         debugger.service_name = config.get("name", "")
         debugger.install(DebuggerSpec(socket_path=config["debug_socket"]))
     changed = threading.Event()
+    waiting = threading.Event()  # a standby before its turn
+    if standby:
+        waiting.set()
 
     shutdown_timeout_s = float(config.get("shutdown_timeout_s", 5.0))
 
     def on_change(files: list[str]) -> None:
+        if waiting.is_set():  # a standby whose preload changed: a fresh one takes its place
+            events.emit(protocol.StandbyRefresh(files=tuple(files[:20]), count=len(files)))
+            os._exit(SERVICE_EXIT_CHANGED)
         changed.set()
         # The program's own graceful stop; a second change while it stops adds nothing. One
         # that ignores it (or a thread that keeps the process up) ends after --shutdown-timeout.
@@ -82,8 +104,10 @@ def main(argv: list[str]) -> int:
             watch_opened=True,
         )
     )
+    if standby and not _wait_for_turn(preload_names, waiting):
+        return 0
     if monitor is not None:
-        _end_of_imports(monitor)
+        _end_of_imports(monitor, modules_file)
         # A worker's pool processes (Celery's prefork) inherit the import recorder and the
         # recording of opens, but not the thread that tends them: they are not watched.
         os.register_at_fork(after_in_child=monitor.stop)
@@ -118,11 +142,34 @@ def main(argv: list[str]) -> int:
     return int(status or 0)
 
 
-def _end_of_imports(monitor: Any) -> None:
+def _wait_for_turn(names: list[str], waiting: threading.Event) -> bool:
+    """A standby: import what the serving process recorded, then wait for "go" on stdin (True);
+    False when wsgidev closed it instead (stopped, or no longer needs this standby)."""
+    started = time.perf_counter()
+    warmed = preload.preload(names, django=False)
+    events.emit(
+        protocol.Preloaded(
+            imported=warmed.imported,
+            seconds=time.perf_counter() - started,
+            stopped_at=warmed.stopped_at,
+            full=warmed.stopped_at is None,
+        )
+    )
+    line = sys.stdin.readline()
+    # The program's stdin is /dev/null, as for a service started directly.
+    with open(os.devnull, "rb") as null:
+        os.dup2(null.fileno(), 0)
+    waiting.clear()
+    return line.strip() == "go"
+
+
+def _end_of_imports(monitor: Any, modules_file: str | None) -> None:
     """Watch the files the program reads while it imports (its settings' .env, say), not the
     ones it reads at work (a task's data): a long-running program has no "import done", so it
-    is taken as over once nothing has been imported for IMPORTS_QUIET_S."""
+    is taken as over once nothing has been imported for IMPORTS_QUIET_S. Then the library
+    modules it imported are recorded for its standby, and Ready says so."""
     last = [time.monotonic()]
+    started = time.monotonic()
     monitor.journal_imports(lambda path: last.__setitem__(0, time.monotonic()))
 
     def wait() -> None:
@@ -130,6 +177,10 @@ def _end_of_imports(monitor: Any) -> None:
             time.sleep(IMPORTS_QUIET_S - (time.monotonic() - last[0]) + 0.05)
         monitor.journal_imports(None)
         monitor.import_done()
+        if modules_file:
+            with contextlib.suppress(OSError):
+                preload.record_in(Path(modules_file))
+        events.emit(protocol.Ready(import_s=last[0] - started))
 
     threading.Thread(target=wait, name="wsgidev-service-imports", daemon=True).start()
 
