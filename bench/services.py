@@ -12,7 +12,11 @@ the tasks' own records show it (each task writes its number, the code version it
 - save -> first task run with the new code, per edit of the tasks module (p50, p90);
 - tasks lost (never run) and run twice;
 - worker restarts caused by the edits of the view (made first, VIEW_GAP_S apart: the worker's
-  "ready" lines beyond its first, before any edit of the tasks module).
+  "ready" lines beyond its first, before any edit of the tasks module);
+- the workers' memory once the edits are over: PSS of every process whose command line names
+  the worker (Celery's main process and pool, wsgidev's group leaders and warmed standby) or
+  the peer's watcher; wsgidev's web server (Apache, its daemons) is not counted;
+- Ctrl-C (SIGINT to the contender's process group) -> every process of it gone.
 
 --write puts the table into docs/benchmarks.md between its services markers.
 """
@@ -37,7 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import report  # noqa: E402
+from bench import proctree, report  # noqa: E402
+from bench.memory import read_pss_kb  # noqa: E402
 from bench.projects import user_env  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -164,7 +169,10 @@ def run_one(
                 break
             time.sleep(0.2)
         time.sleep(2)  # a task run twice shows up a little after the last
+        worker_pss_kb = sum(read_pss_kb(pid) or 0 for pid in _worker_processes(server.pid))
     finally:
+        everything = set(proctree.tree(server.pid))  # services run in sessions of their own
+        stop_started = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGINT)  # the group this script started
         try:
@@ -173,6 +181,9 @@ def run_one(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
+        while any(_alive(pid) for pid in everything) and time.monotonic() - stop_started < 60:
+            time.sleep(0.01)
+        stop_s = time.monotonic() - stop_started
     records = (
         [line.split() for line in results.read_text().splitlines()] if results.exists() else []
     )
@@ -191,7 +202,28 @@ def run_one(
         "lost": len(set(range(tasks)) - set(numbers)),
         "twice": len(numbers) - len(set(numbers)),
         "extra_restarts": starts_before - 1,
+        "worker_mib": worker_pss_kb / 1024,
+        "stop_s": stop_s,
     }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _worker_processes(root: int) -> list[int]:
+    """The contender's processes that are the worker or watch it (not wsgidev's web server)."""
+    found = []
+    for pid in proctree.tree(root):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if any(word in cmdline for word in (b"celery", b"watchmedo", b"watchfiles")):
+                found.append(pid)
+    return found
 
 
 def _count(results: Path) -> int:
@@ -251,8 +283,8 @@ def main() -> int:
         f"({EDIT_GAP_S:g} s apart); `celery -A celeryapp worker -c 2` (prefork) on one Redis.",
         "",
         "| contender | save → new code in a task p50 | p90 | vs the faster peer | edits seen | "
-        "tasks lost | run twice | restarts for the view's edits |",
-        "|---|---|---|---|---|---|---|---|",
+        "tasks lost | run twice | restarts for the view's edits | worker PSS | Ctrl-C → all gone |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         ratio = (
@@ -261,7 +293,7 @@ def main() -> int:
         lines.append(
             f"| {row['label']} | {ms(row['p50'])} | {ms(row['p90'])} | {ratio} | "
             f"{row['seen']}/{row['edits']} | {row['lost']} | {row['twice']} | "
-            f"{row['extra_restarts']} |"
+            f"{row['extra_restarts']} | {row['worker_mib']:.0f} MiB | {row['stop_s']:.2f} s |"
         )
     block = "\n".join(lines)
     print(block)

@@ -369,7 +369,7 @@ def test_which_commands_run_with_the_monitor_inside(tmp_path):
 
     bin_dir = Path(sys.executable).parent
     path = f"{bin_dir}:/usr/bin:/bin"
-    leader = [sys.executable, "-m", "wsgidev.daemon.service", "--exec"]
+    leader = [sys.executable, "-m", "wsgidev.daemon.leader"]
     monitored = [*leader, sys.executable, "-m", "wsgidev.daemon.service"]
     celery = command_line("celery -A proj worker --loglevel=info -Q 'a#b'", path)
     assert celery == (

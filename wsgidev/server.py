@@ -430,6 +430,10 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
                     _require_app_imports(server)
                 return server.serve()
             finally:
-                if services is not None:
-                    services.stop()
-                server.stop()
+                # The services' graceful stops (a worker's tasks) run while Apache stops.
+                asked = services.begin_stop() if services is not None else []
+                try:
+                    server.stop()
+                finally:
+                    if services is not None:
+                        services.finish_stop(asked)

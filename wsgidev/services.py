@@ -153,9 +153,9 @@ def _same_file(one: str, other: str) -> bool:
 
 
 def _in_group(argv: list[str]) -> list[str]:
-    """A service, under the leader of its process group (wsgidev.daemon.service.exec_child),
+    """A service, under the leader of its process group (wsgidev.daemon.leader),
     which passes a SIGTERM on to it, the kernel's when wsgidev dies too, and ends what it left."""
-    return [sys.executable, "-m", "wsgidev.daemon.service", "--exec", *argv]
+    return [sys.executable, "-m", "wsgidev.daemon.leader", *argv]
 
 
 def _under_monitor(argv: list[str]) -> list[str]:
@@ -282,6 +282,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._processes: set[subprocess.Popen[bytes]] = set()  # serving, standby, retiring
         self._stopping = threading.Event()
+        self._stop_asked_at = 0.0
         self._spawns: queue.Queue[tuple[Service, bool] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
@@ -384,8 +385,11 @@ class Supervisor:
         with self._lock:  # stop() collects the processes under it: none is started after
             if self._stopping.is_set() or (standby and service.standby is not None):
                 return
+            argv = service.standby_argv if standby else service.argv
+            # The leader's own option: how long what the service leaves behind has to go.
+            argv = [*argv[:3], "--grace", f"{self.shutdown_timeout_s:g}", *argv[3:]]
             process = subprocess.Popen(
-                service.standby_argv if standby else service.argv,
+                argv,
                 cwd=self.cwd,
                 env={**self.env, SERVICE_ENV_VAR: json.dumps(config)},
                 stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
@@ -453,13 +457,23 @@ class Supervisor:
         """SIGTERM to each service (its leader: Celery's pool children must not get one, they
         would die mid-task), SIGKILL to its whole group after --shutdown-timeout. The spawning
         thread ends last: its end sends the kernel's SIGTERM (PR_SET_PDEATHSIG) to each."""
+        self.finish_stop(self.begin_stop())
+
+    def begin_stop(self) -> list[subprocess.Popen[bytes]]:
+        """stop()'s first half: no more starts, SIGTERM to each; the processes asked."""
         with self._lock:
             self._stopping.set()
             running = [process for process in self._processes if process.poll() is None]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.shutdown_timeout_s
+        self._stop_asked_at = time.monotonic()
+        return running
+
+    def finish_stop(self, running: list[subprocess.Popen[bytes]]) -> None:
+        """stop()'s second half: wait for them, SIGKILL what is left after --shutdown-timeout
+        (counted from begin_stop: the server stops meanwhile)."""
+        deadline = self._stop_asked_at + self.shutdown_timeout_s
         for process in running:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))

@@ -34,7 +34,6 @@ import json
 import os
 import runpy
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -56,10 +55,8 @@ FAILED_AT_START_S = 30.0
 
 def main(argv: list[str]) -> int:
     if not argv:
-        sys.stderr.write("usage: python -m wsgidev.daemon.service [--exec] PROGRAM [ARGS...]\n")
+        sys.stderr.write("usage: python -m wsgidev.daemon.service [--standby] PROGRAM [ARGS...]\n")
         return 2
-    if argv[0] == "--exec":
-        return exec_child(argv[1:])
     standby = argv[0] == "--standby"
     if standby:
         argv = argv[1:]
@@ -202,63 +199,6 @@ def _replace_djangos_reloader() -> None:
     os.environ[autoreload.DJANGO_AUTORELOAD_ENV] = "true"
 
     autoreload.run_with_reloader = run_with_reloader
-
-
-def exec_child(argv: list[str]) -> int:
-    """The leader of a service's process group, between wsgidev and the service (any command,
-    a Python service too). A SIGTERM (wsgidev stops it, or the kernel's when wsgidev dies:
-    PR_SET_PDEATHSIG reaches only this process) goes to the service alone (a Celery worker's
-    pool must not get one: its tasks would die); once the service has exited, what it left in
-    the group (a shell's children, a helper) gets SIGTERM, then SIGKILL after --shutdown-timeout."""
-    child: subprocess.Popen[bytes] | None = None
-    asked: int | None = None
-
-    def ask(signum: int, frame: object) -> None:
-        nonlocal asked
-        if asked is None:
-            asked = signum
-            if child is not None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, ask)  # before the child exists: no SIGTERM is lost
-    signal.signal(signal.SIGINT, ask)
-    child = subprocess.Popen(argv)
-    if asked is not None:
-        child.send_signal(asked)
-    status = child.wait()
-    grace_s = float(json.loads(os.environ.get(SERVICE_ENV_VAR, "{}")).get("shutdown_timeout_s", 5))
-    _end_the_rest_of_the_group(grace_s)
-    return status if status >= 0 else 128 - status
-
-
-def _end_the_rest_of_the_group(grace_s: float) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.killpg(0, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while _others_in_group() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _others_in_group():
-        for pid in _others_in_group():
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _others_in_group() -> list[int]:
-    """The other live processes of this process group (Linux's /proc)."""
-    me, group = os.getpid(), os.getpgid(0)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 def _wait_for_change(changed: threading.Event) -> None:
