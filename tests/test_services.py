@@ -548,3 +548,18 @@ def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run
     # Handed over: the old process finishes the one task it runs, maybe after the new one's first.
     assert versions[versions.index("j2") :].count("j1") <= 1, done()
     assert "tasks | jobs.py changed: handed over" in server.log(), server.log()
+
+
+def test_manage_py_runwsgidev_runs_services_too(django_project, start_server):
+    (django_project / "ticker.py").write_text(
+        'import time\nfrom testapp import jobs_version\nprint("ticker up with", '
+        "jobs_version.VERSION, flush=True)\nwhile True:\n    time.sleep(0.05)\n"
+    )
+    version = django_project / "testapp" / "jobs_version.py"
+    version.write_text('VERSION = "k1"\n')
+    server = start_server(
+        django_project, "--skip-checks", "--run", "ticker=python ticker.py", manage_py=True
+    )
+    wait_for(lambda: "ticker | ticker up with k1" in server.log(), 30, server.log())
+    version.write_text('VERSION = "k2"\n')
+    wait_for(lambda: "ticker | ticker up with k2" in server.log(), 30, server.log())

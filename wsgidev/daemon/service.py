@@ -101,8 +101,15 @@ def main(argv: list[str]) -> int:
             watch_opened=True,
         )
     )
-    if standby and not _wait_for_turn(preload_names, waiting):
-        return 0
+    if standby:
+        if not _wait_for_turn(preload_names, waiting):
+            return 0
+        # Its libraries may have changed since: its own monitor may not have told it yet (the
+        # serving one, which saw the same edit, is why it goes now). Stale: a fresh process.
+        stale = monitor.stale() if monitor is not None else []
+        if stale:
+            events.emit(protocol.StandbyRefresh(files=tuple(stale[:20]), count=len(stale)))
+            return SERVICE_EXIT_CHANGED
     if monitor is not None:
         _end_of_imports(monitor, modules_file)
         # A worker's pool processes (Celery's prefork) inherit the import recorder and the
