@@ -175,16 +175,18 @@ def run_one(
         stop_started = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGINT)  # the group this script started
+        killed = False
         try:
             server.wait(60)
         except subprocess.TimeoutExpired:
+            killed = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
         while any(_alive(pid) for pid in everything) and time.monotonic() - stop_started < 60:
             time.sleep(0.01)
         left = sorted(pid for pid in everything if _alive(pid))
-        stop_s = None if left else time.monotonic() - stop_started
+        stop_s = None if left or killed else time.monotonic() - stop_started
         for pid in left:  # bounded: the bench leaves nothing running either
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -563,3 +563,26 @@ def test_manage_py_runwsgidev_runs_services_too(django_project, start_server):
     wait_for(lambda: "ticker | ticker up with k1" in server.log(), 30, server.log())
     version.write_text('VERSION = "k2"\n')
     wait_for(lambda: "ticker | ticker up with k2" in server.log(), 30, server.log())
+
+
+def test_the_reload_line_names_the_services_the_same_save_restarted(project, start_server):
+    _project(project)
+    (project / "both.py").write_text(
+        'import time, helpers\nprint(f"both up with {helpers.NAME}", flush=True)\n'
+        "while True:\n    time.sleep(0.05)\n"
+    )
+    # The web's new code takes 2 s to import: its line comes well after the service heard of
+    # the save (a service's change reaches wsgidev in one pipe; the web's after a hand-over).
+    app = (project / "app.py").read_text()
+    (project / "app.py").write_text("import time\ntime.sleep(2)\n" + app)
+    server = start_server(project, "app.py", "--run", "both=python both.py")
+    wait_for(lambda: "both | both up with h1" in server.log(), 30, server.log())
+    (project / "helpers.py").write_text('NAME = "h2"\n')
+    wait_for(lambda: reload_lines(server), 30, f"the web's reload\n{server.log()}")
+    (line,) = reload_lines(server)
+    assert line.endswith("helpers.py changed (web, both)"), server.log()
+    wait_for(lambda: "both | both up with h2" in server.log(), 30, server.log())
+    # A save only the web imports names the web alone.
+    (project / "app.py").write_text((project / "app.py").read_text() + "\n# edited\n")
+    wait_for(lambda: len(reload_lines(server)) == 2, 30, f"the second reload\n{server.log()}")
+    assert reload_lines(server)[1].endswith("app.py changed"), server.log()

@@ -73,6 +73,8 @@ class LogPrinter(Subscriber):
         self._access_seen = threading.Condition(self.lock)
         self._pin_said: str | None = None
         self._last_once = ""
+        # The services (wsgidev/services.py) a save restarted too: named on its reload's line.
+        self.services_restarted_by: Callable[[tuple[str, ...], float], list[str]] | None = None
         # Mounts said to send no events (the banner names those it could foresee).
         self.silent_mounts: set[str] = set()
         self._listed = ""  # the watch listing last printed (listing_key)
@@ -289,7 +291,13 @@ class LogPrinter(Subscriber):
     def reload_done(self, done: ReloadDone) -> None:
         names = [short_path(f) for f in done.files]
         changed = ", ".join(names[:3]) + (f" and {done.count - 3} more" if done.count > 3 else "")
-        notes = f" ({'; '.join(done.notes)})" if done.notes else ""
+        services = (
+            self.services_restarted_by(done.files, done.saved_at)
+            if self.services_restarted_by
+            else []
+        )
+        said = ([", ".join(["web", *services])] if services else []) + list(done.notes)
+        notes = f" ({'; '.join(said)})" if said else ""
         self.say(f"Reloaded in {done.seconds:.2f} s: {changed} changed{notes}")
 
     def taken_in_place(self, files: tuple[str, ...], first: bool) -> None:

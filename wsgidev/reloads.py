@@ -100,6 +100,7 @@ class ReloadDone:
     files: tuple[str, ...]
     count: int  # how many files changed, named or not
     notes: tuple[str, ...] = ()
+    saved_at: float = 0.0  # when the earliest file was saved
 
 
 class Subscriber:
@@ -344,6 +345,7 @@ class ReloadTracker:
                 files=tuple(reload.files),
                 count=max(reload.count, len(reload.files)),
                 notes=tuple(reload.notes),
+                saved_at=reload.saved_at,
             )
             self._tell(_reload_done(done))
 

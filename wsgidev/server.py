@@ -426,6 +426,8 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
                 out.write(banner(prepared, debugger=server.bridge is not None) + "\n")
                 out.flush()
                 services = start_services(prepared, out, root, debugger=server.bridge is not None)
+                if services is not None:  # reload lines name the services a save restarted
+                    server.log.services_restarted_by = services.restarted_by
                 if not options.reload:
                     _require_app_imports(server)
                 return server.serve()

@@ -33,12 +33,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TextIO
 
 from wsgidev.errors import WsgidevError
+from wsgidev.reloads import SAME_SAVE_S
 from wsgidev.shared import events, protocol
 from wsgidev.shared.processes import SERVICE_ENV_VAR, SERVICE_EXIT_CHANGED
 
@@ -283,6 +285,8 @@ class Supervisor:
         self._processes: set[subprocess.Popen[bytes]] = set()  # serving, standby, retiring
         self._stopping = threading.Event()
         self._stop_asked_at = 0.0
+        # The latest changes that restarted a service: (name, when saved, files).
+        self._heard: deque[tuple[str, float, frozenset[str]]] = deque(maxlen=32)
         self._spawns: queue.Queue[tuple[Service, bool] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
@@ -305,6 +309,7 @@ class Supervisor:
                 continue
             elif isinstance(event, protocol.Change):
                 service.changed = tuple(event.files)
+                self._heard.append((service.spec.name, event.saved_at, frozenset(event.files)))
                 names = ", ".join(Path(f).name for f in event.files[:3])
                 self._changed(service, process, names)
             elif isinstance(event, protocol.Ready):
@@ -341,6 +346,15 @@ class Supervisor:
                 self._spawn(service, standby)
             except Exception as exc:  # this thread must live: its end signals every service
                 self.say(service, f"could not start: {exc}")
+
+    def restarted_by(self, files: tuple[str, ...], saved_at: float) -> list[str]:
+        """The services a save of these files (at saved_at) restarted, as far as heard yet."""
+        names = {
+            name
+            for name, when, changed in list(self._heard)
+            if changed & set(files) and abs(when - saved_at) < SAME_SAVE_S
+        }
+        return [s.spec.name for s in self.services if s.spec.name in names]
 
     def _changed(self, service: Service, process: subprocess.Popen[bytes], names: str) -> None:
         """The serving process's code changed (it stops itself): its standby takes over, now
