@@ -267,10 +267,11 @@ def test_a_celery_worker_hands_over_on_its_tasks_module_with_no_task_lost_or_run
     versions = [line.split()[1] for line in done()]
     first_new = versions.index("t2")
     # The old process finished its long task on its code after the new one had run a task of
-    # the new code: they ran side by side. No other task of the old code came after.
+    # the new code: they ran side by side. Of the old code, only what it ran at its warm
+    # shutdown came after (task 0, and at most the one its second pool process ran).
     assert "0 t1" in done()[first_new:], done()
     assert versions[0] == "t1" and versions[-1] == "t2"
-    assert [line for line in done()[first_new:] if line.endswith(" t1")] == ["0 t1"], done()
+    assert len([v for v in versions[first_new:] if v == "t1"]) <= 2, done()
     assert (
         server.log().count("worker | tasks.py changed: handed over (the old process finishes") == 1
     ), server.log()
@@ -289,6 +290,9 @@ def test_which_services_hand_over():
     assert not hands_over("python manage.py run_huey")  # periodic tasks inside
     assert not hands_over("python server.py")  # a port, a lock: unknown, so one at a time
     assert not hands_over("npm run dev")
+    assert not hands_over("celery -A worker beat")  # an app named worker: still a beat
+    assert not hands_over("rq -u redis://x/0 info worker")
+    assert not hands_over("celery -A proj worker --pidfile=/tmp/w.pid")  # the new one refuses
 
 
 # A service that binds a port: two at once cannot be. Its standby goes once the old one is gone.
@@ -323,11 +327,11 @@ def test_a_service_that_is_no_worker_is_restarted_from_its_standby_once_it_has_s
     wait_for(lambda: "listener | listening with t2" in server.log(), 20, f"t2\n{server.log()}")
     assert "exited with" not in server.log() and "Address already in use" not in server.log()
     assert "listener | tasks.py changed: restarting" in server.log()
-    serving = {
-        pid
-        for pid in descendants(server.process.pid)
-        if b"listener.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    }
+    serving = set()
+    for pid in descendants(server.process.pid):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            if b"listener.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                serving.add(pid)
     assert set(standby) & serving, "the standby was not the one that took over"
     # Then a new standby for the next change, warmed from what the new process imported.
     wait_for(lambda: set(_standbys(server)) - set(standby), 30, "a new standby")
@@ -568,20 +572,27 @@ def test_manage_py_runwsgidev_runs_services_too(django_project, start_server):
 def test_the_reload_line_names_the_services_the_same_save_restarted(project, start_server):
     _project(project)
     (project / "both.py").write_text(
-        'import time, helpers\nprint(f"both up with {helpers.NAME}", flush=True)\n'
+        "import time, helpers\n"
+        'open(f"both-started-{helpers.NAME}", "w").close()\n'
+        'print(f"both up with {helpers.NAME}", flush=True)\n'
         "while True:\n    time.sleep(0.05)\n"
     )
-    # The web's new code takes 2 s to import: its line comes well after the service heard of
-    # the save (a service's change reaches wsgidev in one pipe; the web's after a hand-over).
+    # The web's new code imports only once the service runs the same code: the service's change
+    # was heard before its new process started, so before the web's line (a condition, waited
+    # for at most 30 s, rather than a race between two pipes).
     app = (project / "app.py").read_text()
-    (project / "app.py").write_text("import time\ntime.sleep(2)\n" + app)
+    (project / "app.py").write_text(
+        "import os, time\nimport helpers as _h\n_t = time.monotonic() + 30\n"
+        "while not os.path.exists(f'both-started-{_h.NAME}') and time.monotonic() < _t:\n"
+        "    time.sleep(0.02)\n" + app
+    )
     server = start_server(project, "app.py", "--run", "both=python both.py")
     wait_for(lambda: "both | both up with h1" in server.log(), 30, server.log())
     (project / "helpers.py").write_text('NAME = "h2"\n')
-    wait_for(lambda: reload_lines(server), 30, f"the web's reload\n{server.log()}")
+    wait_for(lambda: reload_lines(server), 40, f"the web's reload\n{server.log()}")
     (line,) = reload_lines(server)
     assert line.endswith("helpers.py changed (web, both)"), server.log()
-    wait_for(lambda: "both | both up with h2" in server.log(), 30, server.log())
+    assert "both | both up with h2" in server.log()
     # A save only the web imports names the web alone.
     (project / "app.py").write_text((project / "app.py").read_text() + "\n# edited\n")
     wait_for(lambda: len(reload_lines(server)) == 2, 30, f"the second reload\n{server.log()}")

@@ -202,29 +202,52 @@ def hands_over(command: str) -> bool:
     """Whether a new process of this command may start while the old one finishes: a queue
     consumer, whose tasks the broker gives to one process each (Celery's worker without an
     embedded beat, RQ's, Dramatiq's, django-tasks' db_worker, django-rq's rqworker). Not a
-    scheduler (Celery beat, Huey's consumer with its periodic tasks: a task sent twice) nor
+    scheduler (Celery beat, Huey's consumer with its periodic tasks: a task sent twice), not a
+    worker that holds a pid file or state file (the new one would refuse to start), nor
     anything else (a port bound twice fails)."""
     try:
         argv = shlex.split(command)
     except ValueError:
         return False
-    words = [Path(word).name for word in argv]
+    words = [Path(argv[0]).name, *argv[1:]] if argv else []
     while words and (words[0].startswith("python") or words[0] in _PYTHON_FLAGS):
         words = words[1:]
     if words[:1] == ["-m"]:
         words = words[1:]
     if not words:
         return False
-    program, args = words[0], words[1:]
+    program, args = Path(words[0]).name, words[1:]
+    if any(arg.split("=")[0] in _HOLDS_A_FILE for arg in args):
+        return False
+    subcommand = _subcommand(args)
     if program == "celery":
-        return "worker" in args and not {"-B", "--beat"} & set(args)
+        return subcommand == "worker" and not {"-B", "--beat"} & set(args)
     if program == "rq":
-        return args[:1] == ["worker"] or "worker" in args
+        return subcommand == "worker"
     if program == "dramatiq":
         return True
-    if program == "manage.py" or program.endswith("manage.py"):
-        return bool(args) and args[0] in ("db_worker", "rqworker")
+    if program.endswith("manage.py"):
+        return subcommand in ("db_worker", "rqworker")
     return False
+
+
+# Options before a subcommand that take a value (celery -A proj worker: proj is no subcommand).
+_TAKES_A_VALUE = {"-A", "--app", "-b", "--broker", "--result-backend", "--loader", "--config"}
+_TAKES_A_VALUE |= {"--workdir", "--settings", "--pythonpath", "-u", "--url", "-c"}
+_HOLDS_A_FILE = {"--pidfile", "--statedb", "-S"}
+
+
+def _subcommand(args: list[str]) -> str | None:
+    """The first word that is neither an option nor an option's value."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in _TAKES_A_VALUE
+        else:
+            return arg
+    return None
 
 
 class Service:
@@ -242,8 +265,8 @@ class Service:
 
     @property
     def standby_argv(self) -> list[str]:
-        """argv, with wsgidev.daemon.service's own run (the second) as a standby."""
-        at = len(self.argv) - self.argv[::-1].index("wsgidev.daemon.service")
+        """argv, with wsgidev.daemon.service's run (after the leader's) as a standby."""
+        at = self.argv.index("wsgidev.daemon.service") + 1
         return [*self.argv[:at], "--standby", *self.argv[at:]]
 
 
@@ -359,21 +382,19 @@ class Supervisor:
     def _changed(self, service: Service, process: subprocess.Popen[bytes], names: str) -> None:
         """The serving process's code changed (it stops itself): its standby takes over, now
         for a queue consumer, else once it has exited (its watch lets the standby go)."""
-        with self._lock:
-            standby = service.standby
-            warmed = standby is not None and standby.poll() is None
-        if warmed and service.hands_over:
+        if service.hands_over and self._go(service):
             self.say(service, f"{names} changed: handed over (the old process finishes its tasks)")
-            self._go(service)
         else:
             self.say(service, f"{names} changed: restarting")
 
-    def _go(self, service: Service) -> None:
-        """The standby's turn: it runs the program and is the serving process from now on."""
+    def _go(self, service: Service) -> bool:
+        """The standby's turn, if it is there: it runs the program and is the serving process
+        from now on (True)."""
         with self._lock:
-            standby, service.standby = service.standby, None
-            if standby is None or self._stopping.is_set():
-                return
+            standby = service.standby
+            if self._stopping.is_set() or standby is None or standby.poll() is not None:
+                return False
+            service.standby = None
             service.process = standby
             service.started_at = time.monotonic()
             service.changed = ()
@@ -382,7 +403,8 @@ class Supervisor:
             standby.stdin.write(b"go\n")
             standby.stdin.close()
         except (OSError, ValueError):
-            pass  # it died meanwhile: its watch starts a fresh one
+            pass  # it died meanwhile: its watch starts it again, as any serving process
+        return True
 
     def _want_standby(self, service: Service) -> None:
         """Once the serving process is up (it recorded its libraries): a standby, if none."""
@@ -434,29 +456,30 @@ class Supervisor:
         # it, and with them the last holders of the output pipe.
         _end_group(process.pid, self.shutdown_timeout_s)
         pump.join(5)  # its last lines, the Change event among them
-        with self._lock:
+        with self._lock:  # one look: _go may make a standby the serving process meanwhile
             self._processes.discard(process)
+            was_standby = process is service.standby
+            if was_standby:
+                service.standby = None
+            serving = process is service.process
+        if process.stdin is not None:  # a standby's, never told to go
+            with contextlib.suppress(OSError):
+                process.stdin.close()
         if self._stopping.is_set():
             return
-        if process is service.standby:  # stale (its libraries changed) or gone: another
-            with self._lock:
-                service.standby = None
+        if was_standby:  # stale (its libraries changed) or gone: another
             if status == SERVICE_EXIT_CHANGED:
                 self._want_standby(service)
             else:
                 self.say(service, f"its warmed standby exited with status {status}")
             return
-        if process is not service.process:  # retired by a hand-over: its tasks are done
+        if not serving:  # retired by a hand-over: its tasks are done
             return
         # Its code changed: SERVICE_EXIT_CHANGED, or the signal's own status where the program
         # left SIGTERM to its default action.
         if service.python and self.reloads and (status == SERVICE_EXIT_CHANGED or service.changed):
             service.failures = 0
-            with self._lock:
-                warmed = service.standby is not None and service.standby.poll() is None
-            if warmed:
-                self._go(service)
-            else:
+            if not self._go(service):
                 self._spawns.put((service, False))
             return
         if time.monotonic() - service.started_at > STABLE_S:
