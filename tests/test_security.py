@@ -98,9 +98,13 @@ def test_env_values_are_in_no_command_line(project: Path, start_server):
     server = start_server(project, "app.py", "--env", f"SECRET={SECRET}", "--env=OTHER=x")
     assert server.process is not None
     app_code = (project / "app.py").read_text()
-    (project / "app.py").write_text(
+    # Saved whole (written aside, then renamed): an in-place write can be imported half-written,
+    # and this test is about the environment, not about saves (seen once: a 500 mid-save).
+    edited = project / ".app.py.new"
+    edited.write_text(
         app_code.replace('"version": VERSION', '"version": VERSION, "secret": os.environ["SECRET"]')
     )
+    os.replace(edited, project / "app.py")
     wait_for(lambda: server.json("/").get("secret") == SECRET, 20, "the app to see the secret")
     pids = {server.process.pid} | descendants(server.process.pid)
     assert len(pids) >= 4, pids  # the command, Apache, its daemons
