@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 from bench import proctree, report  # noqa: E402
 from bench.memory import read_pss_kb  # noqa: E402
 from bench.projects import user_env  # noqa: E402
+from wsgidev.shared.processes import pid_alive  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
 EDIT_GAP_S = 6.0  # between two edits of the tasks module: longer than a worker's restart
@@ -183,9 +184,9 @@ def run_one(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
-        while any(_alive(pid) for pid in everything) and time.monotonic() - stop_started < 60:
+        while any(pid_alive(pid) for pid in everything) and time.monotonic() - stop_started < 60:
             time.sleep(0.01)
-        left = sorted(pid for pid in everything if _alive(pid))
+        left = sorted(pid for pid in everything if pid_alive(pid))
         stop_s = None if left or killed else time.monotonic() - stop_started
         for pid in left:  # bounded: the bench leaves nothing running either
             with contextlib.suppress(OSError):
@@ -211,14 +212,6 @@ def run_one(
         "worker_mib": worker_pss_kb / 1024,
         "stop_s": stop_s,
     }
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _worker_processes(root: int) -> list[int]:

@@ -433,9 +433,9 @@ def run(options: Options, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
                 return server.serve()
             finally:
                 # The services' graceful stops (a worker's tasks) run while Apache stops.
-                asked = services.begin_stop() if services is not None else []
+                asked = services.begin_stop() if services is not None else ([], 0.0)
                 try:
                     server.stop()
                 finally:
                     if services is not None:
-                        services.finish_stop(asked)
+                        services.finish_stop(*asked)

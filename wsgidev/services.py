@@ -307,7 +307,6 @@ class Supervisor:
         self._lock = threading.Lock()
         self._processes: set[subprocess.Popen[bytes]] = set()  # serving, standby, retiring
         self._stopping = threading.Event()
-        self._stop_asked_at = 0.0
         # The latest changes that restarted a service: (name, when saved, files).
         self._heard: deque[tuple[str, float, frozenset[str]]] = deque(maxlen=32)
         self._spawns: queue.Queue[tuple[Service, bool] | None] = queue.Queue()
@@ -334,7 +333,7 @@ class Supervisor:
                 service.changed = tuple(event.files)
                 self._heard.append((service.spec.name, event.saved_at, frozenset(event.files)))
                 names = ", ".join(Path(f).name for f in event.files[:3])
-                self._changed(service, process, names)
+                self._changed(service, names)
             elif isinstance(event, protocol.Ready):
                 self._want_standby(service)
             elif isinstance(event, protocol.ImportFailed):
@@ -379,7 +378,7 @@ class Supervisor:
         }
         return [s.spec.name for s in self.services if s.spec.name in names]
 
-    def _changed(self, service: Service, process: subprocess.Popen[bytes], names: str) -> None:
+    def _changed(self, service: Service, names: str) -> None:
         """The serving process's code changed (it stops itself): its standby takes over, now
         for a queue consumer, else once it has exited (its watch lets the standby go)."""
         if service.hands_over and self._go(service):
@@ -494,23 +493,22 @@ class Supervisor:
         """SIGTERM to each service (its leader: Celery's pool children must not get one, they
         would die mid-task), SIGKILL to its whole group after --shutdown-timeout. The spawning
         thread ends last: its end sends the kernel's SIGTERM (PR_SET_PDEATHSIG) to each."""
-        self.finish_stop(self.begin_stop())
+        self.finish_stop(*self.begin_stop())
 
-    def begin_stop(self) -> list[subprocess.Popen[bytes]]:
-        """stop()'s first half: no more starts, SIGTERM to each; the processes asked."""
+    def begin_stop(self) -> tuple[list[subprocess.Popen[bytes]], float]:
+        """stop()'s first half: no more starts, SIGTERM to each; the processes asked, and by
+        when they are to be gone."""
         with self._lock:
             self._stopping.set()
             running = [process for process in self._processes if process.poll() is None]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        self._stop_asked_at = time.monotonic()
-        return running
+        return running, time.monotonic() + self.shutdown_timeout_s
 
-    def finish_stop(self, running: list[subprocess.Popen[bytes]]) -> None:
-        """stop()'s second half: wait for them, SIGKILL what is left after --shutdown-timeout
-        (counted from begin_stop: the server stops meanwhile)."""
-        deadline = self._stop_asked_at + self.shutdown_timeout_s
+    def finish_stop(self, running: list[subprocess.Popen[bytes]], deadline: float) -> None:
+        """stop()'s second half: wait for them until deadline (the server stops meanwhile),
+        then SIGKILL what is left."""
         for process in running:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))

@@ -45,6 +45,7 @@ from wsgidev.daemon.appimport import app_traceback
 from wsgidev.daemon.monitor import start as start_monitor
 from wsgidev.shared import events, protocol
 from wsgidev.shared.processes import SERVICE_ENV_VAR, SERVICE_EXIT_CHANGED
+from wsgidev.shared.protocol import MAX_EVENT_FILES
 from wsgidev.shared.spec import DEV_SETTLE_S, DebuggerSpec
 
 # The program's import is taken as over once nothing was imported for this long.
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> int:
 
     def on_change(files: list[str]) -> None:
         if waiting.is_set():  # a standby whose preload changed: a fresh one takes its place
-            events.emit(protocol.StandbyRefresh(files=tuple(files[:20]), count=len(files)))
+            _refresh(files)
             os._exit(SERVICE_EXIT_CHANGED)
         changed.set()
         # The program's own graceful stop; a second change while it stops adds nothing. One
@@ -108,7 +109,7 @@ def main(argv: list[str]) -> int:
         # serving one, which saw the same edit, is why it goes now). Stale: a fresh process.
         stale = monitor.stale() if monitor is not None else []
         if stale:
-            events.emit(protocol.StandbyRefresh(files=tuple(stale[:20]), count=len(stale)))
+            _refresh(stale)
             return SERVICE_EXIT_CHANGED
     if monitor is not None:
         _end_of_imports(monitor, modules_file)
@@ -144,6 +145,11 @@ def main(argv: list[str]) -> int:
         _wait_for_change(changed)
         return SERVICE_EXIT_CHANGED
     return int(status or 0)
+
+
+def _refresh(files: list[str]) -> None:
+    """Say that this standby's files changed before its turn: it exits, another takes its place."""
+    events.emit(protocol.StandbyRefresh(files=tuple(files[:MAX_EVENT_FILES]), count=len(files)))
 
 
 def _wait_for_turn(names: list[str], waiting: threading.Event) -> bool:
