@@ -69,6 +69,11 @@ class Reload:
     # a file in common, is this reload told late (a sibling that saw a git checkout's files
     # one by one), not a new one.
     served_from: float | None = None
+    # Once done: when the last client got the old code or, if later, the last process it
+    # waited for was ready with the new one (the daemons' clocks): the moment every request
+    # got the new code, which the line tells, not the moment the tracker learnt it (a
+    # retiring process says it answered last at its exit, some 0.1-0.3 s later).
+    served_at: float | None = None
 
     def __post_init__(self) -> None:
         self.last_saved_at = max(self.last_saved_at, self.saved_at)
@@ -165,7 +170,9 @@ class ReloadTracker:
         self._done: deque[Reload] = deque(maxlen=32)  # reported already: late siblings are not new
         # pid -> when its latest import of the app began, and its daemon group
         self._imported_at: dict[int, tuple[float, str | None]] = {}
-        self._exited: set[int] = set()  # daemon processes that said they exit
+        # Daemon processes that said they exit -> when their app last answered (0.0: never).
+        self._exited: dict[int, float] = {}
+        self._ready_at: dict[int, float] = {}  # pid -> when its latest import was done
         # Daemon processes a debugger session keeps alive after they were told to stop: pid ->
         # group. A reload does not wait for them (they serve only the paused request).
         self._debug_held: dict[int, str | None] = {}
@@ -194,7 +201,7 @@ class ReloadTracker:
                 self._retiring(event)
             case protocol.Exit():
                 with self._lock:
-                    self._exited.add(event.pid)
+                    self._exited[event.pid] = event.last_answer_at
                     self._debug_held.pop(event.pid, None)
                 self._look(event.t)
             case protocol.Handled():
@@ -230,6 +237,7 @@ class ReloadTracker:
     def _ready(self, event: protocol.Ready) -> None:
         with self._lock:
             self._imported_at[event.pid] = (event.started_at or event.t, event.group)
+            self._ready_at[event.pid] = event.t
         self._look(event.t)
 
     def _retiring(self, event: protocol.Handover | protocol.RestartInPlace) -> None:
@@ -341,7 +349,7 @@ class ReloadTracker:
             self._tell(lambda s: s.new_code())
         for reload in finished:
             done = ReloadDone(
-                seconds=max(0.0, when - reload.saved_at),
+                seconds=max(0.0, (reload.served_at or when) - reload.saved_at),
                 files=tuple(reload.files),
                 count=max(reload.count, len(reload.files)),
                 notes=tuple(reload.notes),
@@ -400,19 +408,34 @@ class ReloadTracker:
                 if note not in reload.notes:
                     reload.notes.append(note)
                 fresh += [self._imported_at[pid][0] for pid in serving]
+                # The takers that did import, and the first of the group's others.
+                ready = [self._ready_at.get(pid, 0.0) for pid, at in started.items() if at >= since]
+                ready.append(min(self._ready_at.get(pid, 0.0) for pid in serving))
+            else:
+                ready = [self._ready_at.get(pid, 0.0) for pid in reload.takers]
             reload.served_from = min(fresh)
+            reload.served_at = max([*ready, self._last_old_answer(reload)])
             return True
-        fresh = [
-            at
-            for at, group in self._imported_at.values()
+        fresh_by_pid = {
+            pid: at
+            for pid, (at, group) in self._imported_at.items()
             if at >= since and reload.group in (None, group)
-        ]
+        }
         # A process a debugger session holds serves only its paused request: not one to wait for.
         held_here = sum(1 for pid in held if reload.group in (None, self._debug_held.get(pid)))
-        if len(fresh) < self.processes - held_here:
+        needed = self.processes - held_here
+        if len(fresh_by_pid) < needed:
             return False
-        reload.served_from = min(fresh, default=since)
+        reload.served_from = min(fresh_by_pid.values(), default=since)
+        # Served once the needed-th of them was ready (the earliest ones: more may have started).
+        ready = sorted(self._ready_at.get(pid, 0.0) for pid in fresh_by_pid)[: max(needed, 0)]
+        reload.served_at = max([*ready, self._last_old_answer(reload)])
         return True
+
+    def _last_old_answer(self, reload: Reload) -> float:
+        """When a process retiring from the old code last answered (0.0: none said so; one
+        killed, or held by a debugger, answers no one else). Called under the lock."""
+        return max((self._exited.get(pid, 0.0) for pid in reload.retiring), default=0.0)
 
     def _tell(self, call: Callable[[Subscriber], None]) -> None:
         for subscriber in self._subscribers:

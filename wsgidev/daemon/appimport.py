@@ -412,12 +412,24 @@ def error_application(
     return application
 
 
+# When the app last returned a response in this process (time.time(); 0: never). A retiring
+# process says it as it exits: the last moment a client got its (old) code, which the
+# "Reloaded in" figure must not precede (nor wait past: the exit itself comes later).
+_last_answer_at = 0.0
+
+
+def last_answer_at() -> float:
+    """When the app last returned a response in this process (0.0: it never did)."""
+    return _last_answer_at
+
+
 def with_exit_page(application: WSGIApp, label: str, monitor: Any) -> WSGIApp:
     """SystemExit from a request (sys.exit() in a module a view imports): a 500 page with its
     traceback, and its files watched. Django's handler catches Exception only, so it would
-    reach mod_wsgi, which answers with Apache's bare 500 page."""
+    reach mod_wsgi, which answers with Apache's bare 500 page. Notes when each answer left."""
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        global _last_answer_at
         try:
             return application(environ, start_response)
         except SystemExit as exc:
@@ -427,5 +439,7 @@ def with_exit_page(application: WSGIApp, label: str, monitor: Any) -> WSGIApp:
                 monitor.watch_exception(exc)
             page = error_application(label, text, what="raised SystemExit in a request")
             return page(environ, start_response)
+        finally:
+            _last_answer_at = time.time()  # a float store: no lock needed across threads
 
     return guarded

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wsgidev.daemon.appimport import last_answer_at
 from wsgidev.daemon.monitor.base import OnChange, log
 from wsgidev.shared import events, protocol
 from wsgidev.shared.serverroot import RESTART_LOCK, LeaderLock
@@ -111,7 +112,7 @@ def exit_without_teardown() -> None:
         # Requests in flight have finished (mod_wsgi runs atexit after them); what is left is
         # freeing memory the process is about to give back anyway. The event tells wsgidev
         # that no request can get this process's (old) code any more.
-        events.emit(protocol.Exit())
+        events.emit(protocol.Exit(last_answer_at=last_answer_at()))
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):

@@ -142,6 +142,7 @@ class Exit(Event):
     """This process exits: no request gets its (old) code any more."""
 
     KIND = "exit"
+    last_answer_at: float = 0.0  # when its app last returned a response (0.0: never)
 
 
 @dataclass(frozen=True, kw_only=True)
