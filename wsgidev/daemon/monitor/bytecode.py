@@ -25,12 +25,19 @@ change. Three measures, all cheap:
   removes the one it wrote when the source changed meanwhile: a process compiling the old
   content would otherwise leave its cache after the monitor's invalidate() for the new one.
 
-Hash-checked caches (PEP 552) would do the same at the cost of hashing every source on every
-import; invalidation by checking hashes stays a per-cache choice of whoever compiled it.
+- The caches it writes for the project's own files (outside the Python installation and the
+  venv) are hash-checked (PEP 552): Python reads the source and compares its hash at each
+  import, which proves the cache fresh by content whatever the clocks say, so none of the
+  rules above refuses it, at any start. Without them, a file saved in the second its cache
+  was written was compiled again at every start where caches cannot be rewritten
+  (PYTHONDONTWRITEBYTECODE, a read-only tree). The cost is a read and a SipHash of each
+  project source per import: microseconds for a module, against the millisecond a compile
+  takes. Libraries keep timestamp caches (their thousands of files would each be read).
 """
 
 from __future__ import annotations
 
+import _imp
 import contextlib
 import importlib.util
 import os
@@ -52,9 +59,20 @@ class FreshSourceFileLoader(SourceFileLoader):
 
     def get_data(self, path: str) -> bytes:
         """The file's bytes; an OSError for a cache that may hold older code (importlib then compiles)."""
-        if path.endswith(tuple(BYTECODE_SUFFIXES)) and racily_clean(path, self.path):
+        if not path.endswith(tuple(BYTECODE_SUFFIXES)):
+            return super().get_data(path)
+        data = super().get_data(path)
+        if _hash_checked(data):
+            return data  # importlib compares the source's hash with it
+        if racily_clean(path, self.path):
             raise OSError(f"{path} was written in the second of its source's mtime")
-        return super().get_data(path)
+        return data
+
+    def source_to_code(self, data: Any, path: Any, *, _optimize: int = -1) -> Any:  # type: ignore[override]
+        """Compile the source, noting its hash for the cache set_data writes of it."""
+        if isinstance(data, bytes):
+            self._source_hash = importlib.util.source_hash(data)
+        return super().source_to_code(data, path, _optimize=_optimize)
 
     def path_stats(self, path: str) -> Mapping[str, Any]:
         """importlib's stats of the source, which it takes before reading it; noted for the cache."""
@@ -68,11 +86,38 @@ class FreshSourceFileLoader(SourceFileLoader):
         read = getattr(self, "_read_stamp", None)
         if not path.endswith(tuple(BYTECODE_SUFFIXES)):
             super().set_data(path, data, _mode=_mode)
-        elif read is not None and _current_stamp(self.path) == read:
+            return
+        source_hash = getattr(self, "_source_hash", None)
+        if source_hash is not None and _HASH_PYCS_CHECKED and not _in_python_trees(self.path):
+            data = _as_hash_checked(bytes(data), source_hash)
+        if read is not None and _current_stamp(self.path) == read:
             super().set_data(path, data, _mode=_mode)
             if _current_stamp(self.path) != read:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+
+# PEP 552: a cache's flags word; bit 0 hash-based, bit 1 the source is checked at import.
+_HASH_BASED, _CHECK_SOURCE = 0b01, 0b10
+# Unless Python runs with --check-hash-based-pycs never: then hash-checked caches are not.
+_HASH_PYCS_CHECKED = _imp.check_hash_based_pycs != "never"
+
+
+def _hash_checked(data: bytes) -> bool:
+    """Whether a cache's header says importlib checks it against its source's hash."""
+    flags = int.from_bytes(data[4:8], "little") if len(data) >= 16 else 0
+    checked = flags & _HASH_BASED and (
+        flags & _CHECK_SOURCE or _imp.check_hash_based_pycs == "always"
+    )
+    return bool(checked) and _HASH_PYCS_CHECKED
+
+
+def _as_hash_checked(data: bytes, source_hash: bytes) -> bytes:
+    """A timestamp cache importlib wrote, made hash-checked: the same code, a PEP 552 header."""
+    if len(data) < 16 or int.from_bytes(data[4:8], "little") & _HASH_BASED:
+        return data
+    flags = (_HASH_BASED | _CHECK_SOURCE).to_bytes(4, "little")
+    return data[:4] + flags + source_hash + data[16:]
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
