@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import edits, memory
+from bench.coldstart import ColdStarts, run_cold_starts
 from bench.load import Load, every_client_on, get, settled_at, shows
 from bench.projects import Project
 from bench.scenario import (
@@ -46,6 +47,8 @@ class RapidSettings:
     code_edits: int
     model_edits: int
     deadline_s: float
+    cold_starts: int = 0  # launches timed to the first answer, before the edits
+    cold_starts_no_pyc: int = 0  # ...and with PYTHONDONTWRITEBYTECODE=1
 
 
 @dataclass(kw_only=True)
@@ -64,6 +67,7 @@ class RapidResult:
     stop_s: float | None = None
     survivors: list[int] = field(default_factory=list)
     log_path: str = ""
+    cold: ColdStarts = field(default_factory=ColdStarts)
 
     @property
     def pss_kb(self) -> int | None:
@@ -99,6 +103,16 @@ def run_rapid(
     log_path = log_dir / f"{project.key}-{spec.key}-rapid.log"
     result.log_path = str(log_path)
     reset_probe(project)
+    if settings.cold_starts or settings.cold_starts_no_pyc:
+        result.cold = run_cold_starts(
+            spec,
+            project,
+            paths,
+            settings.cold_starts,
+            settings.cold_starts_no_pyc,
+            log_dir,
+            progress,
+        )
     server = ServerProcess(spec, project, paths, log_path)
     try:
         server.start()
