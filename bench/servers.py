@@ -26,6 +26,8 @@ READY_DEADLINE_S = 120.0
 STOP_GRACE_S = 15.0
 # What wsgidev prints when new code serves: "Reloaded in 0.12 s: views.py changed".
 RELOADED_MARK = b"Reloaded in "
+# wsgidev's banner, printed once Apache listens: "wsgidev serving Django project ...".
+BANNER_MARK = b"wsgidev serving "
 # As root, Apache (mod_wsgi-express) needs a non-root identity: a user namespace in which our
 # uid appears as www-data's (33), as wsgidev itself does.
 USERNS_PREFIX = ["unshare", "--user", "--map-user=33", "--map-group=33", "--"]
@@ -206,6 +208,7 @@ class ServerProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.reloaded_lines: list[tuple[float, str]] = []  # (time.monotonic(), line)
+        self.banner_at: float | None = None  # when wsgidev's banner came (Apache listens)
         self._log: IO[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._seen: dict[int, proctree.ProcStat] = {}
@@ -234,6 +237,8 @@ class ServerProcess:
         assert self.process is not None and self.process.stdout is not None
         assert self._log is not None
         for line in self.process.stdout:
+            if self.banner_at is None and BANNER_MARK in line:
+                self.banner_at = time.monotonic()
             if RELOADED_MARK in line:
                 text = line.decode("utf-8", "replace").strip()
                 self.reloaded_lines.append((time.monotonic(), text))
