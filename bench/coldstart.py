@@ -31,7 +31,7 @@ class ColdStarts:
 
     seconds: list[float] = field(default_factory=list)
     seconds_no_pyc: list[float] = field(default_factory=list)
-    # wsgidev only: launch to its banner (its own start, Apache listening), per start as users run it
+    # wsgidev only: launch to its banner (its own start, Apache listening), per usual start
     banner_s: list[float] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # what went wrong, per failed start
 
@@ -52,7 +52,11 @@ def run_cold_starts(
     plan = [(spec, result.seconds)] * starts + [(no_pyc, result.seconds_no_pyc)] * starts_no_pyc
     for n, (started_spec, into) in enumerate(plan, 1):
         log_path = log_dir / f"{project.key}-{spec.key}-cold-{n}.log"
-        server = ServerProcess(started_spec, project, paths, log_path)
+        try:
+            server = ServerProcess(started_spec, project, paths, log_path)
+        except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+            result.failed.append(f"{type(exc).__name__}: {exc}")
+            continue
         try:
             launched = time.monotonic()
             seconds = _first_answer_s(server, launched)

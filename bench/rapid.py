@@ -103,7 +103,7 @@ def run_rapid(
     log_path = log_dir / f"{project.key}-{spec.key}-rapid.log"
     result.log_path = str(log_path)
     reset_probe(project)
-    if settings.cold_starts or settings.cold_starts_no_pyc:
+    if settings.cold_starts or settings.cold_starts_no_pyc:  # counts its own failures
         result.cold = run_cold_starts(
             spec,
             project,

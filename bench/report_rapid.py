@@ -169,7 +169,7 @@ def _cold_start_table(results: Sequence[RapidResult], settings: RapidSettings) -
             f"| {ratio(mine, express_p50)} | {ratio(mine, gunicorn_p50)} "
             f"| {seconds(percentile(cold.seconds_no_pyc, 50))} "
             f"| {seconds(percentile(cold.banner_s, 50))} "
-            f"| {len(cold.failed)}{': ' + cold.failed[0] if cold.failed else ''} |"
+            f"| {len(cold.failed)}{': ' + cold.failed[0].replace('|', '/') if cold.failed else ''} |"
         )
     return lines
 

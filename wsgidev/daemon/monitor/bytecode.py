@@ -61,17 +61,19 @@ class FreshSourceFileLoader(SourceFileLoader):
         """The file's bytes; an OSError for a cache that may hold older code (importlib then compiles)."""
         if not path.endswith(tuple(BYTECODE_SUFFIXES)):
             return super().get_data(path)
+        # Judged before it is read: importlib replaces a cache in one step, so what is read is
+        # the file judged or a newer one, never an older one judged by a newer one's dates.
+        racy = racily_clean(path, self.path)
         data = super().get_data(path)
         if _hash_checked(data):
             return data  # importlib compares the source's hash with it
-        if racily_clean(path, self.path):
+        if racy:
             raise OSError(f"{path} was written in the second of its source's mtime")
         return data
 
     def source_to_code(self, data: Any, path: Any, *, _optimize: int = -1) -> Any:  # type: ignore[override]
         """Compile the source, noting its hash for the cache set_data writes of it."""
-        if isinstance(data, bytes):
-            self._source_hash = importlib.util.source_hash(data)
+        self._source_hash = importlib.util.source_hash(data) if isinstance(data, bytes) else None
         return super().source_to_code(data, path, _optimize=_optimize)
 
     def path_stats(self, path: str) -> Mapping[str, Any]:
@@ -87,7 +89,7 @@ class FreshSourceFileLoader(SourceFileLoader):
         if not path.endswith(tuple(BYTECODE_SUFFIXES)):
             super().set_data(path, data, _mode=_mode)
             return
-        source_hash = getattr(self, "_source_hash", None)
+        source_hash = self.__dict__.pop("_source_hash", None)  # this compile's, used once
         if source_hash is not None and _HASH_PYCS_CHECKED and not _in_python_trees(self.path):
             data = _as_hash_checked(bytes(data), source_hash)
         if read is not None and _current_stamp(self.path) == read:
