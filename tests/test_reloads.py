@@ -82,13 +82,10 @@ class Machine:
             callback()
 
 
-def test_a_subscriber_hears_a_hand_over_from_the_change_to_the_done_line():
-    m = Machine()
-    m.live |= {11, 12}
-    for pid in (11, 12):
-        m.at(SAVED + 0.05, protocol.Change(pid=pid, files=(APP,), count=1, saved_at=SAVED))
+def hand_over_to_21_and_22(m: Machine, at: float) -> None:
+    """Process 11 leads a hand-over of APP from group g (11, 12) to g-b (21, 22)."""
     m.at(
-        SAVED + 0.08,
+        at,
         protocol.Handover(
             pid=11,
             to="g-b",
@@ -97,6 +94,14 @@ def test_a_subscriber_hears_a_hand_over_from_the_change_to_the_done_line():
             retiring=(11, 12),
         ),
     )
+
+
+def test_a_subscriber_hears_a_hand_over_from_the_change_to_the_done_line():
+    m = Machine()
+    m.live |= {11, 12}
+    for pid in (11, 12):
+        m.at(SAVED + 0.05, protocol.Change(pid=pid, files=(APP,), count=1, saved_at=SAVED))
+    hand_over_to_21_and_22(m, SAVED + 0.08)
     m.at(SAVED + 0.3, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
     m.at(SAVED + 0.4, protocol.Ready(pid=22, started_at=SAVED + 0.1, group="g-b"))
     m.live.discard(11)
@@ -120,16 +125,7 @@ def test_the_line_counts_to_the_last_taker_ready_not_to_the_old_processes_exits(
     m = Machine()
     m.live |= {11, 12, 21, 22}
     m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
-    m.at(
-        SAVED + 0.08,
-        protocol.Handover(
-            pid=11,
-            to="g-b",
-            files=(APP,),
-            answers={"21": "ready", "22": "ready"},
-            retiring=(11, 12),
-        ),
-    )
+    hand_over_to_21_and_22(m, SAVED + 0.08)
     m.at(SAVED + 0.2, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
     m.at(SAVED + 0.25, protocol.Ready(pid=22, started_at=SAVED + 0.1, group="g-b"))
     for pid, t in ((11, 0.4), (12, 0.6)):

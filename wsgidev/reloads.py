@@ -408,7 +408,7 @@ class ReloadTracker:
                 if note not in reload.notes:
                     reload.notes.append(note)
                 fresh += [self._imported_at[pid][0] for pid in serving]
-                # The takers that did import, and the first of the group's others.
+                # The takers that did import, and the first process of the group that has.
                 ready = [self._ready_at.get(pid, 0.0) for pid, at in started.items() if at >= since]
                 ready.append(min(self._ready_at.get(pid, 0.0) for pid in serving))
             else:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from wsgidev.daemon import modwsgi
+from wsgidev.daemon import answers, modwsgi
 from wsgidev.daemon.importguard import Failure, ImportGuard
 from wsgidev.daemon.livereload import announce_static_folders
 from wsgidev.daemon.monitor.bytecode import FreshSourceFileLoader
@@ -412,24 +412,12 @@ def error_application(
     return application
 
 
-# When the app last returned a response in this process (time.time(); 0: never). A retiring
-# process says it as it exits: the last moment a client got its (old) code, which the
-# "Reloaded in" figure must not precede (nor wait past: the exit itself comes later).
-_last_answer_at = 0.0
-
-
-def last_answer_at() -> float:
-    """When the app last returned a response in this process (0.0: it never did)."""
-    return _last_answer_at
-
-
 def with_exit_page(application: WSGIApp, label: str, monitor: Any) -> WSGIApp:
     """SystemExit from a request (sys.exit() in a module a view imports): a 500 page with its
     traceback, and its files watched. Django's handler catches Exception only, so it would
     reach mod_wsgi, which answers with Apache's bare 500 page. Notes when each answer left."""
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        global _last_answer_at
         try:
             return application(environ, start_response)
         except SystemExit as exc:
@@ -440,6 +428,6 @@ def with_exit_page(application: WSGIApp, label: str, monitor: Any) -> WSGIApp:
             page = error_application(label, text, what="raised SystemExit in a request")
             return page(environ, start_response)
         finally:
-            _last_answer_at = time.time()  # a float store: no lock needed across threads
+            answers.note()  # the last one a retiring process gave is its Exit's
 
     return guarded

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsgidev.daemon.appimport import last_answer_at
+from wsgidev.daemon.answers import last_answer_at
 from wsgidev.daemon.monitor.base import OnChange, log
 from wsgidev.shared import events, protocol
 from wsgidev.shared.serverroot import RESTART_LOCK, LeaderLock
