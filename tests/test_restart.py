@@ -13,10 +13,16 @@ from wsgidev.shared.serverroot import RESTART_LOCK, LeaderLock, prepare_server_r
 from wsgidev.shared.spec import EntrySpec, MonitorSpec, RestartPlan
 
 
+# The Apache parent the daemons signal: a made-up pid, as the suite's own parent may be init
+# (a run started detached) and an orphaned daemon signals no parent.
+APACHE_PID = 4242
+
+
 @pytest.fixture
 def kills(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     sent: list[tuple[int, int]] = []
     monkeypatch.setattr(restart.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(restart.os, "getppid", lambda: APACHE_PID)
     return sent
 
 
@@ -26,14 +32,23 @@ def test_first_daemon_asks_apache_and_siblings_do_not(tmp_path: Path, kills):
     sibling = restart.restart_server(str(tmp_path))  # started in the same round
     first(["a.py"])
     sibling(["a.py"])
-    assert kills == [(os.getppid(), signal.SIGUSR1)]
+    assert kills == [(APACHE_PID, signal.SIGUSR1)]
 
 
 def test_the_next_round_of_daemons_asks_again(tmp_path: Path, kills):
     prepare_server_root(tmp_path)
     restart.restart_server(str(tmp_path))(["a.py"])
     restart.restart_server(str(tmp_path))(["b.py"])  # started after that restart
-    assert kills == [(os.getppid(), signal.SIGUSR1)] * 2
+    assert kills == [(APACHE_PID, signal.SIGUSR1)] * 2
+
+
+def test_an_orphaned_daemon_restarts_itself_and_signals_no_init(
+    tmp_path: Path, kills, monkeypatch: pytest.MonkeyPatch
+):
+    prepare_server_root(tmp_path)
+    monkeypatch.setattr(restart.os, "getppid", lambda: 1)  # Apache is gone
+    restart.restart_server(str(tmp_path))(["a.py"])
+    assert kills == [(os.getpid(), signal.SIGINT)]
 
 
 def test_without_the_lock_it_restarts_its_own_process(tmp_path: Path, kills):
