@@ -126,17 +126,21 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]
+) -> None:
     """Poll predicate until it holds, failing the test with `what` at the deadline. It is
     looked at once more past the deadline: a machine that stalled (a loaded CI host, a paused
-    VM) for the whole wait must not fail a condition that holds without being asked."""
+    VM) for the whole wait must not fail a condition that holds without being asked. A
+    callable `what` is called at the deadline: a server's log then, not the one before the wait."""
     deadline = time.monotonic() + timeout_s
     while True:
         expired = time.monotonic() >= deadline
         if predicate():
             return
         if expired:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {said}")
         time.sleep(0.05)
 
 
@@ -292,7 +296,7 @@ class WsgidevServer:
                 start_new_session=True,
             )
         if wait:
-            wait_for(self.answers, 30, f"{self.url} to answer\n{self.log()}")
+            wait_for(self.answers, 30, lambda: f"{self.url} to answer\n{self.log()}")
             self.apache_pids = descendants(self.process.pid)
         return self
 

@@ -396,7 +396,7 @@ def test_no_reload_hears_a_stop_while_the_app_imports(project: Path, start_serve
         "    return [b'late']\n"
     )
     server = start_server(project, "slow:application", "--no-reload", wait=False)
-    wait_for(lambda: "wsgidev serving" in server.log(), 30, f"the banner\n{server.log()}")
+    wait_for(lambda: "wsgidev serving" in server.log(), 30, lambda: f"the banner\n{server.log()}")
     started = time.monotonic()
     assert server.stop(signal.SIGTERM, timeout_s=15) == 0, server.log()
     assert time.monotonic() - started < 10  # it waited for the 25 s import before
@@ -444,5 +444,5 @@ def test_a_module_beside_the_wsgi_file_but_not_on_the_path_is_named(project: Pat
     )
     server = start_server(project, "sandbox/wsgi.py", wait=False)
     hint = "settings.py is beside wsgi.py in sandbox, which is not on sys.path: pass --working-dir sandbox (or --python-path sandbox)"
-    wait_for(lambda: hint in server.log(), 30, f"the hint\n{server.log()}")
+    wait_for(lambda: hint in server.log(), 30, lambda: f"the hint\n{server.log()}")
     assert "No module named 'settings'" in server.log()

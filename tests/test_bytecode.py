@@ -273,7 +273,9 @@ def test_a_restart_compiles_no_project_file_that_did_not_change(project: Path, s
     app = project / "app.py"
     app.write_text("import helper\n" + app.read_text())
     first = start_server(project, "app:application", "--processes", "2")
-    wait_for(lambda: "SyntaxWarning" in first.log(), 10, f"the compile's warning\n{first.log()}")
+    wait_for(
+        lambda: "SyntaxWarning" in first.log(), 10, lambda: f"the compile's warning\n{first.log()}"
+    )
     assert first.stop() == 0
     cache = Path(importlib.util.cache_from_source(str(project / "helper.py")))
     source_ns = (project / "helper.py").stat().st_mtime_ns
@@ -293,5 +295,7 @@ def test_a_restart_compiles_no_project_file_that_did_not_change(project: Path, s
     # Both serving processes imported the app, and said so after it: each one's "watches"
     # line comes after its import's output (a warning would have come before it).
     wait_for(lambda: len(imports(project)) >= imported_before + 2, 20, "both imports")
-    wait_for(lambda: second.log().count(" watches ") >= 2, 20, f"both watching\n{second.log()}")
+    wait_for(
+        lambda: second.log().count(" watches ") >= 2, 20, lambda: f"both watching\n{second.log()}"
+    )
     assert "SyntaxWarning" not in second.log(), second.log()

@@ -165,7 +165,7 @@ def test_the_container_layout_serves_writes_reloads_and_keeps_secrets(
     views = image / "app" / "testapp" / "views.py"
     views.write_text(views.read_text().replace('VIEW_MARK = "view-1"', 'VIEW_MARK = "view-2"'))
     try:
-        wait_for(lambda: write()["view_mark"] == "view-2", 20, f"view-2\n{container.log()}")
+        wait_for(lambda: write()["view_mark"] == "view-2", 20, lambda: f"view-2\n{container.log()}")
     finally:
         views.write_text(views.read_text().replace('VIEW_MARK = "view-2"', 'VIEW_MARK = "view-1"'))
 

@@ -86,7 +86,7 @@ def _traceback(client: Browserless, mark: str) -> tuple[str, dict[str, str]]:
 
 def test_the_console_works_in_every_frame_whichever_process_raised(django_project, start_server):
     server = start_server(django_project, "--werkzeug", "--processes", "2", "--threads", "5")
-    wait_for(lambda: PIN_LINE.search(server.log()), 20, f"the PIN line\n{server.log()}")
+    wait_for(lambda: PIN_LINE.search(server.log()), 20, lambda: f"the PIN line\n{server.log()}")
     pin = PIN_LINE.findall(server.log())[0]
     client = Browserless(server.url)
     secrets, answered, wrong, handed = set(), 0, [], 0
@@ -122,7 +122,7 @@ def test_a_console_whose_process_a_reload_replaced_says_so(django_project, start
     assert _console(client, secret, frames["_raises_3"], "level")[1].endswith("3")
     views = django_project / "testapp" / "views.py"
     views.write_text(views.read_text() + "\n# edited\n")
-    wait_for(lambda: reload_lines(server), 30, f"a reload\n{server.log()}")
+    wait_for(lambda: reload_lines(server), 30, lambda: f"a reload\n{server.log()}")
     # The retired processes finish what they hold, then stop; from then on, whichever new
     # process takes the command says so.
     wait_for(

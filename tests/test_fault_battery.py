@@ -111,7 +111,11 @@ def test_sigkill_of_apache_stops_wsgidev_in_one_line(project: Path, start_server
     wait_for(lambda: server.json()["peak"] == 2, 5, "the slow request to be in flight")
     os.kill(serving[0], signal.SIGKILL)
     cut.join(10)
-    wait_for(lambda: "from daemon process" in server.log(), 5, f"mod_wsgi's error\n{server.log()}")
+    wait_for(
+        lambda: "from daemon process" in server.log(),
+        5,
+        lambda: f"mod_wsgi's error\n{server.log()}",
+    )
     wait_for(lambda: len(group_pids(server, b"(wsgidev")) == 2, 10, "the daemon in its place")
     daemons = group_pids(server, b"(wsgidev")
     os.kill(apache[0], signal.SIGKILL)
@@ -180,7 +184,7 @@ def test_a_standby_killed_right_before_a_hand_over(project: Path, start_server):
         os.kill(standby[0], signal.SIGKILL)
         saved = time.monotonic()
         set_version(project / "app.py", "v2")
-        wait_for(lambda: load.seen and load.seen[-1][2] == "v2", 10, f"v2\n{server.log()}")
+        wait_for(lambda: load.seen and load.seen[-1][2] == "v2", 10, lambda: f"v2\n{server.log()}")
         time.sleep(0.5)
     assert load.failures == [], load.failures[:5]
     # The old group served the old code meanwhile: no request waited for a process to start
@@ -194,7 +198,7 @@ def test_a_standby_killed_right_before_a_hand_over(project: Path, start_server):
     assert len(reload_lines(server)) == 1
     # One line says so: the reload's own, or its own line where the new code served first.
     said = f"tandby process {standby[0]} had died (killed?): process "
-    wait_for(lambda: said in server.log(), 5, f"the line\n{server.log()}")
+    wait_for(lambda: said in server.log(), 5, lambda: f"the line\n{server.log()}")
     assert len([line for line in server.log().splitlines() if said in line]) == 1
 
 
@@ -211,10 +215,10 @@ def test_a_standby_killed_while_it_imports_the_new_code(project: Path, start_ser
         set_version(app, "v2")
         # The route flips to the standby group at once; it imports for a second.
         importing = project / f"importing-{standby[0]}"
-        wait_for(importing.exists, 5, f"the standby to import\n{server.log()}")
+        wait_for(importing.exists, 5, lambda: f"the standby to import\n{server.log()}")
         os.kill(standby[0], signal.SIGKILL)
         killed = time.monotonic()
-        wait_for(lambda: load.seen and load.seen[-1][2] == "v2", 10, f"v2\n{server.log()}")
+        wait_for(lambda: load.seen and load.seen[-1][2] == "v2", 10, lambda: f"v2\n{server.log()}")
         time.sleep(0.5)
     # Requests the killed process had taken (waiting there for the import) die with it: mod_wsgi
     # cannot know whether the app saw them, so it does not send them again. They get a 502
@@ -246,7 +250,7 @@ def test_the_only_standby_killed_while_it_imports(project: Path, start_server):
     assert len(standby) == 1, standby
     (project / "slow-import").touch()
     set_version(app, "v2")
-    wait_for((project / f"importing-{standby[0]}").exists, 5, f"the import\n{server.log()}")
+    wait_for((project / f"importing-{standby[0]}").exists, 5, lambda: f"the import\n{server.log()}")
     os.kill(standby[0], signal.SIGKILL)
     killed = time.monotonic()
     assert server.json()["version"] == "v2", "the next request waited for the new code"
@@ -271,7 +275,7 @@ def test_a_request_cut_by_the_shutdown_timeout_gets_a_page_and_a_line(project: P
     slow.start()
     wait_for(lambda: server.json()["peak"] == 2, 5, "the slow request to be in flight")
     set_version(project / "app.py", "v2")
-    wait_for(lambda: versions(server) == {"v2"}, 10, f"v2\n{server.log()}")
+    wait_for(lambda: versions(server) == {"v2"}, 10, lambda: f"v2\n{server.log()}")
     slow.join(20)
     status, body = answer[0]
     # mod_wsgi answers 502 for a daemon that ended without answering; the page says why.
@@ -279,7 +283,7 @@ def test_a_request_cut_by_the_shutdown_timeout_gets_a_page_and_a_line(project: P
     page = body.decode()
     assert "proxy server" not in page
     assert "--shutdown-timeout (1 s)" in page and "larger --shutdown-timeout" in page, page
-    wait_for(lambda: wsgidev_lines(server), 5, f"the line\n{server.log()}")
+    wait_for(lambda: wsgidev_lines(server), 5, lambda: f"the line\n{server.log()}")
     lines = wsgidev_lines(server)
     assert len(lines) == 1, server.log()
     assert lines[0].startswith("wsgidev: GET /sleep?s=6 cut: still running 1 s after process")
@@ -320,7 +324,9 @@ def test_an_edit_storm_gives_one_or_two_reloads_and_the_last_version(project: Pa
         set_version(app, f"s{index}")
         time.sleep(0.02)
     assert time.monotonic() - started < 3.0
-    wait_for(lambda: versions(server, 10) == {"s99"}, 20, f"the last version\n{server.log()}")
+    wait_for(
+        lambda: versions(server, 10) == {"s99"}, 20, lambda: f"the last version\n{server.log()}"
+    )
     # Every serving process has the last version: 4 requests at once fill both processes'
     # 2 threads each.
     answers: list[dict[str, object]] = []
@@ -398,7 +404,9 @@ def test_forty_reloads_in_a_row_leave_usage_flat(project: Path, start_server):
     mean_last = sum(s["pss_kb"] for s in last) / 10
     assert mean_last < mean_first * 1.15 + 4096, (mean_first, mean_last, samples)
     # The last reload's line may come a moment after its new code serves.
-    wait_for(lambda: len(reload_lines(server)) >= 40, 5, f"the 40th reload line\n{server.log()}")
+    wait_for(
+        lambda: len(reload_lines(server)) >= 40, 5, lambda: f"the 40th reload line\n{server.log()}"
+    )
     assert len(reload_lines(server)) == 40, server.log()
     assert "had died" not in server.log(), "a standby that retired is no fault"
 
@@ -426,7 +434,9 @@ def test_two_servers_in_one_project(project: Path, start_server):
         name for name in roots if name.startswith(f"wsgidev-{one.process.pid}-")
     ]
     set_version(project / "app.py", "v3")
-    wait_for(lambda: versions(one) == {"v3"}, 15, f"the other to keep reloading\n{one.log()}")
+    wait_for(
+        lambda: versions(one) == {"v3"}, 15, lambda: f"the other to keep reloading\n{one.log()}"
+    )
 
 
 # --- the terminal's side of these faults, without Apache -----------------------------------------

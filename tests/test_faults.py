@@ -90,7 +90,7 @@ def test_an_app_that_dies_at_import_gets_one_line_and_a_page_until_fixed(
     wait_for(
         lambda: answers.append(server.get("/", timeout_s=10)) or answers[-1][0] == 500,
         10,
-        f"the error page\n{server.log()}",
+        lambda: f"the error page\n{server.log()}",
     )
     assert {status for status, _ in answers} <= {500, 502}, answers
     page = html.unescape(answers[-1][1].decode())
@@ -104,7 +104,7 @@ def test_an_app_that_dies_at_import_gets_one_line_and_a_page_until_fixed(
     assert log.count("AH00052") <= 1, log  # Apache's line for a segfault, once
     assert server.get("/", timeout_s=5)[0] == 500
     (project / "app.py").write_text(good.replace('VERSION = "v1"', 'VERSION = "v2"'))
-    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, f"the fix\n{server.log()}")
+    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, lambda: f"the fix\n{server.log()}")
     assert server.json("/")["version"] == "v2"
     assert server.log().count(line) == 1
 
@@ -117,13 +117,17 @@ def test_a_standby_that_dies_importing_an_edit_shows_it_and_the_fix_serves(
     assert server.json("/")["version"] == "v1"
     code, line = FAULTS["exit"]
     good = _break(project / "app.py", code)
-    wait_for(lambda: server.get("/", timeout_s=5)[0] == 500, 20, f"the error page\n{server.log()}")
+    wait_for(
+        lambda: server.get("/", timeout_s=5)[0] == 500,
+        20,
+        lambda: f"the error page\n{server.log()}",
+    )
     assert "os._exit(3)" in server.get("/", timeout_s=5)[1].decode()
     time.sleep(3)
     assert server.log().count(line) == 1, server.log()
     assert _imports(project) <= 3, server.log()  # v1, the standby that died, no loop
     (project / "app.py").write_text(good.replace('VERSION = "v1"', 'VERSION = "v2"'))
-    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, f"the fix\n{server.log()}")
+    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, lambda: f"the fix\n{server.log()}")
     assert server.json("/")["version"] == "v2"
 
 
@@ -137,7 +141,7 @@ def test_an_app_that_hangs_at_import_is_named_and_a_fix_reloads(
         project, "app.py", "--processes", "2", "--threads", "2", "--restart-mode", mode, wait=False
     )
     line = "The app is still importing after 10 s, at app.py:"
-    wait_for(lambda: line in server.log(), 30, f"the stuck import's line\n{server.log()}")
+    wait_for(lambda: line in server.log(), 30, lambda: f"the stuck import's line\n{server.log()}")
     started = time.monotonic()
     status, body = server.get("/", timeout_s=10)
     assert time.monotonic() - started < 5
@@ -145,7 +149,7 @@ def test_an_app_that_hangs_at_import_is_named_and_a_fix_reloads(
     time.sleep(1)
     assert server.log().count(line) == 1, server.log()
     (project / "app.py").write_text(good.replace('VERSION = "v1"', 'VERSION = "v2"'))
-    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, f"the fix\n{server.log()}")
+    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, lambda: f"the fix\n{server.log()}")
     assert server.json("/")["version"] == "v2"
 
 
@@ -157,15 +161,15 @@ def test_a_standby_that_hangs_importing_an_edit_is_named_and_a_fix_reloads(
     assert server.json("/")["version"] == "v1"
     good = _break(project / "app.py", "time.sleep(3600)\n")
     line = "The app is still importing after 10 s, at app.py:"
-    wait_for(lambda: line in server.log(), 30, f"the stuck import's line\n{server.log()}")
+    wait_for(lambda: line in server.log(), 30, lambda: f"the stuck import's line\n{server.log()}")
     status, body = server.get("/", timeout_s=10)
     assert status == 503 and "time.sleep(3600)" in body.decode(), body[:2000]
     (project / "app.py").write_text(good.replace('VERSION = "v1"', 'VERSION = "v2"'))
-    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, f"the fix\n{server.log()}")
+    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, lambda: f"the fix\n{server.log()}")
     assert server.json("/")["version"] == "v2"
     assert server.log().count(line) == 1, server.log()
     # One reload line, the fix's: the stuck edit's line was the stuck import's.
-    wait_for(lambda: "Reloaded in" in server.log(), 10, f"the reload line\n{server.log()}")
+    wait_for(lambda: "Reloaded in" in server.log(), 10, lambda: f"the reload line\n{server.log()}")
     assert server.log().count("Reloaded in") == 1, server.log()
 
 
@@ -203,7 +207,7 @@ def test_django_urls_or_views_that_fail_at_import_get_the_traceback_page(
     assert server.log().count(line) == 1, server.log()
     assert "Internal Server Error" not in server.get("/", timeout_s=5)[1].decode()
     broken.write_text(good)
-    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, f"the fix\n{server.log()}")
+    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 20, lambda: f"the fix\n{server.log()}")
 
 
 LEAVING_APP = """
@@ -236,7 +240,9 @@ def test_sys_exit_while_a_request_imports_a_module_gets_a_page_and_threads_live(
         assert server.get("/", timeout_s=5) == (200, pid)
     assert server.log().count("A request raised SystemExit: 4") == 1, server.log()
     (folder / "leaving.py").write_text("VALUE = 1\n")
-    wait_for(lambda: server.get("/leave", timeout_s=5)[0] == 200, 20, f"the fix\n{server.log()}")
+    wait_for(
+        lambda: server.get("/leave", timeout_s=5)[0] == 200, 20, lambda: f"the fix\n{server.log()}"
+    )
 
 
 @pytest.mark.timeout(90)
@@ -254,7 +260,7 @@ def test_django_settings_that_end_the_process_do_not_loop_the_standbys(
         good + f"\nwith open({str(record)!r}, 'a') as log:\n    log.write('x')\nos._exit(7)\n"
     )
     line = "The app failed to import: the process exited with status 7 (os._exit) at"
-    wait_for(lambda: line in server.log(), 20, f"the line\n{server.log()}")
+    wait_for(lambda: line in server.log(), 20, lambda: f"the line\n{server.log()}")
     status, body = server.get("/", timeout_s=10)
     assert status == 500 and "settings.py" in body.decode(), body[:2000]
     time.sleep(1)
@@ -263,4 +269,4 @@ def test_django_settings_that_end_the_process_do_not_loop_the_standbys(
     assert len(record.read_text()) == deaths <= 3, f"no restart loop\n{server.log()}"
     assert server.log().count(line) == 1, server.log()
     settings.write_text(good)
-    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 30, f"the fix\n{server.log()}")
+    wait_for(lambda: server.get("/", timeout_s=5)[0] == 200, 30, lambda: f"the fix\n{server.log()}")

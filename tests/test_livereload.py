@@ -184,7 +184,7 @@ def test_a_page_whose_stream_connects_after_the_news_reloads_once(
     tab = Tab(browser, server.url + "/page", hold_stream=held)
     wait_for(lambda: bool(tab.loads and held), 10, "the page's stream, held")
     _edit(site / "testapp" / "views.py", r'VIEW_MARK = "view-\d+"', 'VIEW_MARK = "view-2"')
-    wait_for(lambda: bool(reload_lines(server)), 20, f"the reload\n{server.log()}")
+    wait_for(lambda: bool(reload_lines(server)), 20, lambda: f"the reload\n{server.log()}")
     held[0].continue_()
     tab.page.unroute(f"**{LIVE_EVENTS_PATH}*")
     tab.wait_loads(2)
@@ -263,7 +263,11 @@ def test_django_browser_reload_works_and_its_tabs_hold_nothing(site: Path, brows
     # django-browser-reload's page carries no version of its own: news sent before its new
     # worker's stream connects is lost to it (a CI flake: 3 loads awaited, 2 seen). The edit
     # waits for that stream, as a person's next edit comes long after it.
-    wait_for(lambda: bool(stream_connections(server) - first_streams), 10, "the new stream")
+    wait_for(
+        lambda: bool(stream_connections(server) - first_streams),
+        30,
+        lambda: f"the new stream (before {first_streams}, now {stream_connections(server)})",
+    )
     _edit(site / "testapp" / "templates" / "testapp" / "page.html", r"template-1", "template-2")
     tab.wait_loads(3)
     time.sleep(0.5)

@@ -118,7 +118,7 @@ def test_an_edit_beneath_a_fuse_mount_is_served_within_two_poll_intervals(
     wait_for(
         lambda: b'"version": "v2"' in server.get("/")[1],
         2 * interval,
-        f"v2 within {2 * interval:g} s of the save\n{server.log()}",
+        lambda: f"v2 within {2 * interval:g} s of the save\n{server.log()}",
     )
     seen = time.monotonic() - saved
     wait_for(lambda: reload_lines(server), 10, "the reload line")

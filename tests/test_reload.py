@@ -30,7 +30,7 @@ PROCESSES = "2"
 
 
 def wait_version(server, version: str, timeout_s: float = 20) -> None:
-    wait_for(lambda: versions(server) == {version}, timeout_s, f"{version}\n{server.log()}")
+    wait_for(lambda: versions(server) == {version}, timeout_s, lambda: f"{version}\n{server.log()}")
 
 
 @pytest.mark.parametrize("mode", ["standby", "process"])
@@ -87,7 +87,9 @@ def test_a_save_right_after_a_hand_over_is_seen_at_once(project: Path, start_ser
     wait_version(server, "v2")
     set_version(project / "app.py", "v3")  # within milliseconds of the flip
     wait_version(server, "v3", timeout_s=10)
-    wait_for(lambda: len(reload_lines(server)) == 2, 10, f"two reload lines\n{server.log()}")
+    wait_for(
+        lambda: len(reload_lines(server)) == 2, 10, lambda: f"two reload lines\n{server.log()}"
+    )
 
 
 @pytest.mark.parametrize("mode", ["standby", "process", "server"])
@@ -162,7 +164,7 @@ def test_a_burst_of_edits_gives_one_reload(project: Path, start_server):
     wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to preload the app")
     for index in range(30):  # a git checkout touching 30 files
         (project / f"helper_{index}.py").write_text(f"N = {index + 100}\n")
-    wait_for(lambda: len(imports(project)) >= 4, 20, f"a reload\n{server.log()}")
+    wait_for(lambda: len(imports(project)) >= 4, 20, lambda: f"a reload\n{server.log()}")
     wait_for(lambda: reload_lines(server), 10, "the reload line")
     # One reload: no second import comes after the settle time.
     holds_for(lambda: len(imports(project)) == 4, 1.5, "one reload's two imports")
@@ -181,7 +183,7 @@ def test_module_imported_lazily_at_request_time_is_watched(project: Path, start_
     assert server.get("/") == (200, b"lazy-1")
     # Edited right after its first import: judged against its import-time state.
     (project / "lazy_mod.py").write_text("VALUE = 'lazy-2'\n")
-    wait_for(lambda: server.get("/") == (200, b"lazy-2"), 20, f"lazy-2\n{server.log()}")
+    wait_for(lambda: server.get("/") == (200, b"lazy-2"), 20, lambda: f"lazy-2\n{server.log()}")
 
 
 def test_broken_code_shows_the_error_and_a_fix_recovers(project: Path, start_server):
@@ -194,7 +196,7 @@ def test_broken_code_shows_the_error_and_a_fix_recovers(project: Path, start_ser
     wait_for(
         lambda: all(server.get("/")[0] == 500 for _ in range(6)),
         20,
-        f"the error page\n{server.log()}",
+        lambda: f"the error page\n{server.log()}",
     )
     status, body = server.get("/")
     assert b"SyntaxError" in body and b"app.py" in body
@@ -244,7 +246,7 @@ def test_watch_option_globs_extra_files(project: Path, start_server):
     server = start_server(project, "app:application", "--processes", "1", "--watch", "conf/*.ini")
     assert len(imports(project)) == 1
     (project / "conf" / "site.ini").write_text("a = 2\n")
-    wait_for(lambda: len(imports(project)) == 2, 20, f"a restart\n{server.log()}")
+    wait_for(lambda: len(imports(project)) == 2, 20, lambda: f"a restart\n{server.log()}")
 
 
 def test_no_reload_leaves_the_old_code_running(project: Path, start_server):
@@ -300,15 +302,19 @@ def test_django_template_edit_shows_without_a_restart(tmp_path: Path, start_serv
     assert status == 200 and b"template one" in body
     pids_before = {json.loads(server.get("/")[1])["pid"] for _ in range(3)}
     (site / "testapp" / "templates" / "testapp" / "edited.html").write_text("<p>template two</p>\n")
-    wait_for(lambda: b"template two" in server.get("/edited")[1], 10, f"the edit\n{server.log()}")
+    wait_for(
+        lambda: b"template two" in server.get("/edited")[1], 10, lambda: f"the edit\n{server.log()}"
+    )
     assert {json.loads(server.get("/")[1])["pid"] for _ in range(3)} == pids_before
     # Each save is said once, the later ones too.
     template = site / "testapp" / "templates" / "testapp" / "edited.html"
     picked_up = f"Picked up {template} without a restart"
-    wait_for(lambda: server.log().count(picked_up) == 1, 10, f"one line\n{server.log()}")
+    wait_for(lambda: server.log().count(picked_up) == 1, 10, lambda: f"one line\n{server.log()}")
     template.write_text("<p>template three</p>\n")
-    wait_for(lambda: b"template three" in server.get("/edited")[1], 10, f"again\n{server.log()}")
-    wait_for(lambda: server.log().count(picked_up) == 2, 10, f"two lines\n{server.log()}")
+    wait_for(
+        lambda: b"template three" in server.get("/edited")[1], 10, lambda: f"again\n{server.log()}"
+    )
+    wait_for(lambda: server.log().count(picked_up) == 2, 10, lambda: f"two lines\n{server.log()}")
     assert "Reloaded in" not in server.log()
 
 
@@ -318,7 +324,9 @@ def test_django_python_edit_reloads(tmp_path: Path, start_server):
     pid = json.loads(server.get("/")[1])["pid"]
     views = site / "testapp" / "views.py"
     views.write_text(views.read_text() + "\nEDITED = True\n")
-    wait_for(lambda: json.loads(server.get("/")[1])["pid"] != pid, 20, f"reload\n{server.log()}")
+    wait_for(
+        lambda: json.loads(server.get("/")[1])["pid"] != pid, 20, lambda: f"reload\n{server.log()}"
+    )
 
 
 def test_django_standby_is_warmed_and_a_settings_edit_still_reloads(tmp_path: Path, start_server):
@@ -342,14 +350,16 @@ def test_django_standby_is_warmed_and_a_settings_edit_still_reloads(tmp_path: Pa
     server = start_server(site, "--processes", "1", "--log-level", "info")
     assert server.get("/motto") == (200, b"settings-1 view-1")
     # The standby has imported Django and run its setup (settings.py included) before any edit.
-    wait_for(lambda: "and Django's setup" in server.log(), 20, f"the warm-up\n{server.log()}")
+    wait_for(
+        lambda: "and Django's setup" in server.log(), 20, lambda: f"the warm-up\n{server.log()}"
+    )
     views.write_text(views.read_text().replace("view-1", "view-2"))
     wait_for(lambda: server.get("/motto") == (200, b"settings-1 view-2"), 20, server.log())
     # settings.py was imported by the standby too: it is stale, restarts, and still takes over.
     settings.write_text(settings.read_text().replace("settings-1", "settings-2"))
     wait_for(lambda: server.get("/motto") == (200, b"settings-2 view-2"), 20, server.log())
     # The line waits for the old group to exit, a moment after the flip shows the new code.
-    wait_for(lambda: len(reload_lines(server)) >= 2, 5, f"the second line\n{server.log()}")
+    wait_for(lambda: len(reload_lines(server)) >= 2, 5, lambda: f"the second line\n{server.log()}")
     assert len(reload_lines(server)) == 2, server.log()
 
 
@@ -363,11 +373,17 @@ def test_django_settings_broken_then_fixed_recovers(tmp_path: Path, start_server
     # stale: it restarts and warms again, with the broken settings): it must see that
     # settings.py has changed since (its failed import's files count) rather than show an old error.
     for version in (1, 2, 3):
-        wait_for(lambda v=version: warmed(server) >= v, 30, f"a warm standby\n{server.log()}")
+        wait_for(
+            lambda v=version: warmed(server) >= v, 30, lambda: f"a warm standby\n{server.log()}"
+        )
         settings.write_text(good + f"\nraise RuntimeError('settings broken {version}')\n")
         # The exception's own line: a traceback's source lines are read when it is formatted.
         expected = f"RuntimeError: settings broken {version}".encode()
-        wait_for(lambda e=expected: e in server.get("/")[1], 30, f"{expected!r}\n{server.log()}")
+        wait_for(
+            lambda e=expected: e in server.get("/")[1],
+            30,
+            lambda e=expected: f"{e!r}\n{server.log()}",
+        )
         assert server.get("/")[0] == 500
     # Each breakage shown once, in order: no standby served an error older than the code.
     shown = [
@@ -377,7 +393,7 @@ def test_django_settings_broken_then_fixed_recovers(tmp_path: Path, start_server
     ]
     assert shown == ["1", "2", "3"], server.log()
     settings.write_text(good)
-    wait_for(lambda: server.get("/")[0] == 200, 30, f"the recovery\n{server.log()}")
+    wait_for(lambda: server.get("/")[0] == 200, 30, lambda: f"the recovery\n{server.log()}")
 
 
 STAGING_SCRIPT = """
@@ -497,7 +513,7 @@ def test_git_checkout_of_many_files_reloads_once(project: Path, start_server, tm
     server = start_server(project, "app:application", "--processes", "1")
     before = len(imports(project))
     subprocess.run([*git, "checkout", "-q", "HEAD~1", "--", "."], cwd=project, check=True)
-    wait_for(lambda: len(imports(project)) > before, 20, f"a reload\n{server.log()}")
+    wait_for(lambda: len(imports(project)) > before, 20, lambda: f"a reload\n{server.log()}")
     holds_for(lambda: len(imports(project)) == before + 1, 1.5, "one reload's import")
     assert len(reload_lines(server)) == 1, server.log()
 
@@ -524,7 +540,7 @@ def test_server_restart_mode_reloads_every_process_at_once(project: Path, start_
     wait_version(server, "v2")
     wait_for(lambda: reload_lines(server), 10, "the reload line")
     # One new daemon can serve v2 while the other is still importing (seen on a trixie leg).
-    wait_for(lambda: len(imports(project)) >= 4, 10, f"both new daemons\n{server.log()}")
+    wait_for(lambda: len(imports(project)) >= 4, 10, lambda: f"both new daemons\n{server.log()}")
     holds_for(lambda: len(imports(project)) == 4, 0.5, "one import by each new daemon")
 
 
@@ -539,7 +555,7 @@ def test_standby_group_takes_over_and_the_old_one_waits_empty(project: Path, sta
     )
     wait_for(lambda: len(imports(project)) == 1, 10, "the serving daemon to import the app")
     # The next group warms fully, the one after it holds its libraries.
-    wait_for(lambda: warmed(server) == 2, 20, f"both standbys to warm\n{server.log()}")
+    wait_for(lambda: warmed(server) == 2, 20, lambda: f"both standbys to warm\n{server.log()}")
     assert len(imports(project)) == 1, imports(project)  # warm, and the app not imported
     first = json.loads(server.get("/")[1])["pid"]
     for round_, version in enumerate(("v2", "v3"), start=2):
@@ -575,7 +591,9 @@ def test_standby_groups_hand_over_round_the_ring(project: Path, start_server, st
         wait_version(server, version)
         pids.append(int(server.json()["pid"]))
     assert len(set(pids)) == 4, pids  # each hand-over to a fresh process of the other group
-    wait_for(lambda: len(reload_lines(server)) == 3, 10, f"three reload lines\n{server.log()}")
+    wait_for(
+        lambda: len(reload_lines(server)) == 3, 10, lambda: f"three reload lines\n{server.log()}"
+    )
 
 
 def test_process_restart_mode_restarts_each_daemon(project: Path, start_server):
@@ -588,7 +606,7 @@ def test_process_restart_mode_restarts_each_daemon(project: Path, start_server):
     wait_version(server, "v2")
     wait_for(lambda: reload_lines(server), 10, "the reload line")
     # One new daemon can serve v2 while the other is still importing (seen on a trixie leg).
-    wait_for(lambda: len(imports(project)) >= 4, 10, f"both new daemons\n{server.log()}")
+    wait_for(lambda: len(imports(project)) >= 4, 10, lambda: f"both new daemons\n{server.log()}")
     holds_for(lambda: len(imports(project)) == 4, 0.5, "one import by each new daemon")
     new_pids = {json.loads(server.get("/")[1])["pid"] for _ in range(8)}
     assert not pids & new_pids
@@ -667,7 +685,7 @@ def test_a_standby_that_took_a_queued_request_leads_the_hand_over_after_its_own(
 
     set_version(project / "stray_app.py", "v2", "rename")
     # A request sent before the flip would queue behind the held one too: wait for the route.
-    wait_for(lambda: any(server.tmpdir.glob("*/route-1")), 10, f"the flip\n{server.log()}")
+    wait_for(lambda: any(server.tmpdir.glob("*/route-1")), 10, lambda: f"the flip\n{server.log()}")
     version, taker = answer()
     assert version == "v2" and taker != first
     wait_for((project / f"stopping.{first}").exists, 10, f"{first} told to retire")
@@ -686,5 +704,7 @@ def test_a_standby_that_took_a_queued_request_leads_the_hand_over_after_its_own(
 
     # The next edit: handed over at once, not after the 60 s the non-leaders wait.
     set_version(project / "stray_app.py", "v3", "rename")
-    wait_for(lambda: answer()[0] == "v3", 20, f"v3\n{server.log()}")
-    wait_for(lambda: len(reload_lines(server)) == 3, 10, f"three reload lines\n{server.log()}")
+    wait_for(lambda: answer()[0] == "v3", 20, lambda: f"v3\n{server.log()}")
+    wait_for(
+        lambda: len(reload_lines(server)) == 3, 10, lambda: f"three reload lines\n{server.log()}"
+    )

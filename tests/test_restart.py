@@ -12,7 +12,6 @@ from wsgidev.daemon import restart
 from wsgidev.shared.serverroot import RESTART_LOCK, LeaderLock, prepare_server_root
 from wsgidev.shared.spec import EntrySpec, MonitorSpec, RestartPlan
 
-
 # The Apache parent the daemons signal: a made-up pid, as the suite's own parent may be init
 # (a run started detached) and an orphaned daemon signals no parent.
 APACHE_PID = 4242

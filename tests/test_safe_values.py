@@ -190,8 +190,8 @@ def test_hostile_project_and_tmp_folders_serve_reload_and_hand_over(
     assert server.get("/static/site.css") == (200, b"body { color: red }")
     # The hand-over: a standby group (named in ASCII) imports the edit, then takes the traffic.
     set_version(project / "app.py", "v2")
-    wait_for(lambda: versions(server) == {"v2"}, 30, f"v2\n{server.log()}")
-    wait_for(lambda: len(reload_lines(server)) == 1, 20, f"the reload line\n{server.log()}")
+    wait_for(lambda: versions(server) == {"v2"}, 30, lambda: f"v2\n{server.log()}")
+    wait_for(lambda: len(reload_lines(server)) == 1, 20, lambda: f"the reload line\n{server.log()}")
     assert "hand-over unavailable" not in server.log()
     assert "Reloaded in" in reload_lines(server)[0]
 

@@ -27,6 +27,7 @@ from conftest import (
     wait_for,
 )
 
+from wsgidev.daemon.handover import REPLACEMENT_WAIT_S, REPLACEMENT_WARM_S
 from wsgidev.services import hands_over
 
 # A worker as Celery's main process behaves: SIGTERM is a warm shutdown (the task it runs
@@ -79,15 +80,19 @@ def _standbys(server) -> list[int]:
 def test_a_python_service_restarts_when_its_own_code_changes_and_only_then(project, start_server):
     server = start_server(_project(project), "app.py", "--run", "worker=python worker.py")
     wait_for(
-        lambda: "worker | worker up with t1" in server.log(), 20, f"the worker\n{server.log()}"
+        lambda: "worker | worker up with t1" in server.log(),
+        20,
+        lambda: f"the worker\n{server.log()}",
     )
     # A file the web app imports and the worker does not: the web reloads, the worker stays.
     (project / "helpers.py").write_text('NAME = "h2"\n')
-    wait_for(lambda: reload_lines(server), 20, f"the web's reload\n{server.log()}")
+    wait_for(lambda: reload_lines(server), 20, lambda: f"the web's reload\n{server.log()}")
     holds_for(lambda: len(_lines(server, "worker | worker up")) == 1, 1.0, "one worker start")
     # The worker's own module: its graceful stop, then a new process with the new code.
     (project / "tasks.py").write_text('VERSION = "t2"\n')
-    wait_for(lambda: "worker | worker up with t2" in server.log(), 20, f"t2\n{server.log()}")
+    wait_for(
+        lambda: "worker | worker up with t2" in server.log(), 20, lambda: f"t2\n{server.log()}"
+    )
     worker = _lines(server, "worker |")
     assert worker == [
         "worker | python worker.py (restarts when code it imported changes)",
@@ -103,17 +108,21 @@ def test_a_failing_service_shows_its_traceback_once_and_waits_for_a_fix(project,
     server = start_server(_project(project), "app.py", "--run", "worker=python worker.py")
     wait_for(lambda: "worker | worker up with t1" in server.log(), 20, "the worker")
     (project / "tasks.py").write_text('VERSION = "t2"\nraise RuntimeError("broken on purpose")\n')
-    wait_for(lambda: "waiting for a fix" in server.log(), 20, f"the failure\n{server.log()}")
+    wait_for(
+        lambda: "waiting for a fix" in server.log(), 20, lambda: f"the failure\n{server.log()}"
+    )
     holds_for(lambda: server.log().count("RuntimeError: broken on purpose\n") == 1, 1.5, "no loop")
     traceback = _lines(server, "worker |   File")
     assert traceback and all("wsgidev" not in line for line in traceback), traceback
     (project / "tasks.py").write_text('VERSION = "t3"\n')
-    wait_for(lambda: "worker | worker up with t3" in server.log(), 20, f"t3\n{server.log()}")
+    wait_for(
+        lambda: "worker | worker up with t3" in server.log(), 20, lambda: f"t3\n{server.log()}"
+    )
 
 
 def test_a_command_that_exits_is_started_again_with_a_back_off(project, start_server):
     server = start_server(project, "app.py", "--run", "tick=sh -c 'echo tick; exit 3'")
-    wait_for(lambda: "in 2 s" in server.log(), 20, f"two restarts\n{server.log()}")
+    wait_for(lambda: "in 2 s" in server.log(), 20, lambda: f"two restarts\n{server.log()}")
     assert _lines(server, "tick |")[:5] == [
         "tick | sh -c 'echo tick; exit 3' (not watched: restarts if it exits)",
         "tick | tick",
@@ -130,7 +139,9 @@ def test_a_procfile_runs_beside_the_server_without_its_web_entry(project, start_
     )
     server = start_server(project, "app.py")
     wait_for(
-        lambda: "worker | worker up with t1" in server.log(), 20, f"the worker\n{server.log()}"
+        lambda: "worker | worker up with t1" in server.log(),
+        20,
+        lambda: f"the worker\n{server.log()}",
     )
     assert (
         "Services from Procfile.dev; its web entry is this server (--procfile off: none): worker"
@@ -238,7 +249,7 @@ def test_a_celery_worker_hands_over_on_its_tasks_module_with_no_task_lost_or_run
         env=env,
     )
     wait_for(lambda: "celery@" in server.log() and " ready." in server.log(), 30, "Celery")
-    wait_for(lambda: _standbys(server), 30, f"the worker's warmed standby\n{server.log()}")
+    wait_for(lambda: _standbys(server), 30, lambda: f"the worker's warmed standby\n{server.log()}")
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); from tasks import record\n"
         "[record.delay(n) for n in range(int(sys.argv[2]), int(sys.argv[3]))]\n"
@@ -258,9 +269,11 @@ def test_a_celery_worker_hands_over_on_its_tasks_module_with_no_task_lost_or_run
     enqueue(0, 60)  # 1.5 s of work for 2 processes besides task 0: the edit comes while they run
     wait_for(lambda: len(done()) >= 5, 20, "the first tasks")
     (project / "tasks.py").write_text(textwrap.dedent(CELERY_TASKS).format(version="t2"))
-    wait_for(lambda: "Warm shutdown" in server.log(), 20, f"the warm shutdown\n{server.log()}")
+    wait_for(
+        lambda: "Warm shutdown" in server.log(), 20, lambda: f"the warm shutdown\n{server.log()}"
+    )
     enqueue(60, 80)
-    wait_for(lambda: len(done()) >= 80, 60, f"80 tasks\n{server.log()}")
+    wait_for(lambda: len(done()) >= 80, 60, lambda: f"80 tasks\n{server.log()}")
     holds_for(lambda: len(done()) == 80, 1.0, "no task run twice")
     numbers = sorted(int(line.split()[0]) for line in done())
     assert numbers == list(range(80)), "a task lost or run twice"
@@ -321,10 +334,12 @@ def test_a_service_that_is_no_worker_is_restarted_from_its_standby_once_it_has_s
         env={"TEST_PORT": str(free_port())},
     )
     wait_for(lambda: "listener | listening with t1" in server.log(), 20, "the service")
-    wait_for(lambda: _standbys(server), 30, f"its warmed standby\n{server.log()}")
+    wait_for(lambda: _standbys(server), 30, lambda: f"its warmed standby\n{server.log()}")
     standby = _standbys(server)
     (project / "tasks.py").write_text('VERSION = "t2"\n')
-    wait_for(lambda: "listener | listening with t2" in server.log(), 20, f"t2\n{server.log()}")
+    wait_for(
+        lambda: "listener | listening with t2" in server.log(), 20, lambda: f"t2\n{server.log()}"
+    )
     assert "exited with" not in server.log() and "Address already in use" not in server.log()
     assert "listener | tasks.py changed: restarting" in server.log()
     serving = set()
@@ -424,7 +439,7 @@ def test_a_service_that_leaves_sigterm_to_python_restarts_at_once(project, start
     server = start_server(project, "app.py", "--run", "plain=python plain.py")
     wait_for(lambda: "plain | plain up with t1" in server.log(), 20, "the service")
     (project / "tasks.py").write_text('VERSION = "t2"\n')
-    wait_for(lambda: "plain | plain up with t2" in server.log(), 20, f"t2\n{server.log()}")
+    wait_for(lambda: "plain | plain up with t2" in server.log(), 20, lambda: f"t2\n{server.log()}")
     assert "exited with" not in server.log()  # killed by its SIGTERM: a restart, not a crash
 
 
@@ -447,14 +462,18 @@ def test_a_service_that_ignores_sigterm_is_ended_after_the_shutdown_timeout(proj
     )
     wait_for(lambda: "stubborn | stubborn up with t1" in server.log(), 20, "the service")
     (project / "tasks.py").write_text('VERSION = "t2"\n')
-    wait_for(lambda: "stubborn | stubborn up with t2" in server.log(), 20, f"t2\n{server.log()}")
+    wait_for(
+        lambda: "stubborn | stubborn up with t2" in server.log(), 20, lambda: f"t2\n{server.log()}"
+    )
 
 
 def test_stopping_while_a_service_waits_for_a_fix_leaves_nothing(project, start_server):
     _project(project)
     (project / "tasks.py").write_text('raise RuntimeError("broken from the start")\n')
     server = start_server(project, "app.py", "--run", "worker=python worker.py")
-    wait_for(lambda: "waiting for a fix" in server.log(), 20, f"the failure\n{server.log()}")
+    wait_for(
+        lambda: "waiting for a fix" in server.log(), 20, lambda: f"the failure\n{server.log()}"
+    )
     # The teardown stops the server and finds nothing left (the waiting service included).
 
 
@@ -516,9 +535,9 @@ def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run
     def done() -> list[str]:
         return results.read_text().splitlines() if results.exists() else []
 
-    wait_for(lambda: _standbys(server), 30, f"the worker's warmed standby\n{server.log()}")
+    wait_for(lambda: _standbys(server), 30, lambda: f"the worker's warmed standby\n{server.log()}")
     enqueue(0, 40)
-    wait_for(lambda: len(done()) >= 5, 30, f"the first tasks\n{server.log()}")
+    wait_for(lambda: len(done()) >= 5, 30, lambda: f"the first tasks\n{server.log()}")
     jobs = django_project / "testapp" / "jobs.py"
     jobs.write_text(jobs.read_text().replace('VERSION = "j1"', 'VERSION = "j2"'))
     wait_for(lambda: "tasks | jobs.py changed: " in server.log(), 20, server.log())
@@ -541,7 +560,7 @@ def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run
     def settled() -> bool:
         return len(done()) + len(left_running()) >= 50
 
-    wait_for(settled, 60, f"50 tasks\n{server.log()}")
+    wait_for(settled, 60, lambda: f"50 tasks\n{server.log()}")
     holds_for(lambda: len(done()) + len(left_running()) == 50, 1.0, "no task run twice")
     stuck = left_running()
     numbers = sorted([int(line.split()[0]) for line in done()] + stuck)
@@ -589,11 +608,19 @@ def test_the_reload_line_names_the_services_the_same_save_restarted(project, sta
     server = start_server(project, "app.py", "--run", "both=python both.py")
     wait_for(lambda: "both | both up with h1" in server.log(), 30, server.log())
     (project / "helpers.py").write_text('NAME = "h2"\n')
-    wait_for(lambda: reload_lines(server), 40, f"the web's reload\n{server.log()}")
+    wait_for(lambda: reload_lines(server), 40, lambda: f"the web's reload\n{server.log()}")
     (line,) = reload_lines(server)
     assert line.endswith("helpers.py changed (web, both)"), server.log()
     assert "both | both up with h2" in server.log()
     # A save only the web imports names the web alone.
     (project / "app.py").write_text((project / "app.py").read_text() + "\n# edited\n")
-    wait_for(lambda: len(reload_lines(server)) == 2, 30, f"the second reload\n{server.log()}")
+    # Bounded past the hand-over's own fallbacks: a standby Apache has not restarted yet since
+    # the first reload is waited for (REPLACEMENT_WAIT_S) and given time to warm
+    # (REPLACEMENT_WARM_S) before the group restarts in place; a loaded machine can take both.
+    bound_s = REPLACEMENT_WAIT_S + REPLACEMENT_WARM_S + 30
+    wait_for(
+        lambda: len(reload_lines(server)) == 2,
+        bound_s,
+        lambda: f"the second reload\n{server.log()}",
+    )
     assert reload_lines(server)[1].endswith("app.py changed"), server.log()

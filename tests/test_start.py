@@ -145,7 +145,7 @@ def test_named_server_root_is_kept_and_ipv6_loopback_serves(
         wait=False,
     )
     url = f"http://[::1]:{server.port}/"
-    wait_for(lambda: _answers(url), 30, f"{url} to answer\n{server.log()}")
+    wait_for(lambda: _answers(url), 30, lambda: f"{url} to answer\n{server.log()}")
     assert json.loads(http_get(url)[1])["pid"] > 0
     assert server.stop() == 0
     assert (root / "httpd.conf").is_file() and (root / "entry.wsgi").is_file()
@@ -225,4 +225,4 @@ def test_a_second_start_into_a_running_servers_root_leaves_it_alone(
     assert_one_line_error(code, err, f"port {server.port}", "in use")
     assert written() == files
     set_version(project / "app.py", "v2")
-    wait_for(lambda: versions(server) == {"v2"}, 20, f"v2 served\n{server.log()}")
+    wait_for(lambda: versions(server) == {"v2"}, 20, lambda: f"v2 served\n{server.log()}")

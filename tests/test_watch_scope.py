@@ -337,13 +337,19 @@ def test_settings_files_read_while_importing_reload_the_app(
     server = start_server(project, "app:application", "--processes", "1", "--restart-mode", mode)
     assert served(server)["value"] == "json-1"
     (project / "settings.json").write_text('{"value": "json-2"}')
-    wait_for(lambda: served_now(server).get("value") == "json-2", 20, f"json-2\n{server.log()}")
+    wait_for(
+        lambda: served_now(server).get("value") == "json-2", 20, lambda: f"json-2\n{server.log()}"
+    )
     # The process now serving (a standby that took over, or a fresh one) watches it too.
     (project / ".env").write_text("dotenv-2\n")
     wait_for(
-        lambda: served_now(server).get("dotenv") == "dotenv-2", 20, f"dotenv-2\n{server.log()}"
+        lambda: served_now(server).get("dotenv") == "dotenv-2",
+        20,
+        lambda: f"dotenv-2\n{server.log()}",
     )
-    wait_for(lambda: len(reload_lines(server)) == 2, 10, f"two reload lines\n{server.log()}")
+    wait_for(
+        lambda: len(reload_lines(server)) == 2, 10, lambda: f"two reload lines\n{server.log()}"
+    )
     lines = reload_lines(server)
     assert lines[0].endswith("settings.json changed") and lines[1].endswith(".env changed"), lines
 
@@ -368,7 +374,7 @@ def test_an_excluded_module_never_reloads_and_the_next_reload_brings_it(
     # Not vacuous: an edit of a watched file reloads, and the new code has the new content.
     app = project / "app.py"
     app.write_text(app.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
-    wait_for(lambda: served(server)["version"] == "v2", 20, f"v2\n{server.log()}")
+    wait_for(lambda: served(server)["version"] == "v2", 20, lambda: f"v2\n{server.log()}")
     assert served(server)["generated"] == "gen-2"
     assert len(imports(project)) == 2
 
@@ -392,7 +398,7 @@ def test_the_listing_and_a_file_read_at_request_time(project: Path, start_server
     )
     assert served(server)["late"] is None
     assert served_late(server) == "late-1"
-    wait_for(lambda: "What process" in server.log(), 10, f"the listing\n{server.log()}")
+    wait_for(lambda: "What process" in server.log(), 10, lambda: f"the listing\n{server.log()}")
     block = listing_block(server.log())
     assert "opened while importing: .env, settings.json" in block, block
     assert f"project {project}: " in block and "standard library: " in block, block
@@ -450,10 +456,12 @@ def test_django_settings_reading_a_json_file_reloads_through_a_stale_standby(
     server = start_server(site, "--processes", "1", "--log-level", "info")
     assert server.get("/motto") == (200, b"motto-1")
     # The standby ran Django's setup, so it read motto.json too: an edit makes it stale.
-    wait_for(lambda: "and Django's setup" in server.log(), 20, f"the warm-up\n{server.log()}")
+    wait_for(
+        lambda: "and Django's setup" in server.log(), 20, lambda: f"the warm-up\n{server.log()}"
+    )
     (site / "motto.json").write_text('{"motto": "motto-2"}')
     wait_for(lambda: server.get("/motto") == (200, b"motto-2"), 20, server.log())
-    wait_for(lambda: reload_lines(server), 10, f"the reload line\n{server.log()}")
+    wait_for(lambda: reload_lines(server), 10, lambda: f"the reload line\n{server.log()}")
     assert reload_lines(server)[0].endswith("motto.json changed"), server.log()
     assert "Standbys stale" in server.log(), server.log()
 
