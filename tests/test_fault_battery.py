@@ -315,6 +315,22 @@ def test_the_server_root_deleted_while_running_stops_in_one_line(project: Path, 
 # --- 5. An edit storm -----------------------------------------------------------------------------
 
 
+def test_a_save_while_the_taker_imports_the_script_is_not_missed(project: Path, start_server):
+    """The script's baseline is its state when its import began: a save made while a taking
+    process imports it (and before that process watches) brings the next reload."""
+    server = start_server(project, "app.py", "--processes", "1", "--threads", "2")
+    wait_for(lambda: len(imports(project)) == 1, 10, "the serving daemon to import the app")
+    app = project / "app.py"
+    # v2 says it is importing (imports.log), then takes a second: the save of v3 lands then.
+    text = app.read_text().replace('VERSION = "v1"', 'VERSION = "v2"')
+    aside = project / ".app.py.new"
+    aside.write_text(text + '\nif VERSION == "v2":\n    time.sleep(1.0)\n')
+    os.replace(aside, app)
+    wait_for(lambda: len(imports(project)) == 2, 20, lambda: f"v2's import\n{server.log()}")
+    set_version(app, "v3", style="rename")
+    wait_for(lambda: versions(server, 4) == {"v3"}, 20, lambda: f"v3\n{server.log()}")
+
+
 def test_an_edit_storm_gives_one_or_two_reloads_and_the_last_version(project: Path, start_server):
     server = start_server(project, "app.py", "--processes", "2", "--threads", "2")
     wait_for(lambda: len(imports(project)) == 2, 10, "both serving daemons to import the app")

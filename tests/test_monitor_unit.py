@@ -791,3 +791,50 @@ def test_deferred_monitor_records_imports_and_watches_only_after_resume(
         assert restarts.wait() == [str(path)]
     finally:
         (started or deferred).stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_deferred_monitor_takes_the_script_and_watch_baselines_when_the_import_began(
+    tmp_path: Path, backend: str
+) -> None:
+    # A standby arms when it takes over, after its import: a save of the WSGI script or of a
+    # --watch file during that import must still count as a change.
+    script, watched = tmp_path / "app.py", tmp_path / "settings.ini"
+    script.write_text("VERSION = 1\n")
+    watched.write_text("a = 1\n")
+    restarts = Restarts()
+    deferred = monitor.start(
+        on_change=restarts,
+        backend=backend,
+        poll_interval_s=0.05,
+        deferred=True,
+        script=str(script),
+        watch=[str(watched)],
+    )
+    assert deferred is not None
+    started: Monitor | None = None
+    try:
+        deferred.import_starting()
+        script.write_text("VERSION = 22\n")  # saved while the import ran
+        watched.write_text("a = 22\n")
+        started = monitor.resume(deferred)
+        assert sorted(restarts.wait()) == sorted([str(script), str(watched)])
+    finally:
+        (started or deferred).stop()
+
+
+def test_without_a_noted_import_start_the_baselines_are_taken_at_arm(tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text("VERSION = 1\n")
+    restarts = Restarts()
+    deferred = monitor.start(
+        on_change=restarts, backend="poll", poll_interval_s=0.05, deferred=True, script=str(script)
+    )
+    assert deferred is not None
+    started = monitor.resume(deferred)
+    try:
+        holds_for(lambda: restarts.calls == [], 0.3, "no restart")
+        script.write_text("VERSION = 22\n")
+        assert restarts.wait() == [str(script)]
+    finally:
+        started.stop()

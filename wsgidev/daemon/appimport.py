@@ -115,6 +115,8 @@ def import_app(
 def _import_app(spec: EntrySpec, monitor: Any, settle: float = 0.0) -> WSGIApp:
     started = time.perf_counter()
     started_at = time.time()  # code saved before this is what the process serves
+    if monitor is not None:
+        monitor.import_starting()  # the script's baseline: before it runs, not at a later arm
     try:
         # Wrapping can fail too (StaticFilesHandler checks STATIC_URL): show it like an import error.
         application = wrap(import_target(spec), spec)

@@ -119,6 +119,9 @@ class Monitor:
         # How wsgidev.monitor.start() made it, for resume() after a deferred start.
         self.backend_name = "auto"
         self.resume_options: dict[str, Any] = {}
+        # The WSGI script's and the --watch files' states when the app's import began, for a
+        # monitor armed after it (a standby that takes over): see import_starting().
+        self._states_at_import: dict[str, FileState | None] = {}
 
     # -- what a backend provides -------------------------------------------------------------
 
@@ -190,11 +193,14 @@ class Monitor:
                 self._files.add_glob(glob)
             else:
                 path = os.path.abspath(spec)
-                self._files.add(path, file_state(path), reason="--watch")
+                self._files.add(path, self._state_at_import(path), reason="--watch")
         if self._script:
-            # Exec'd without an import finder: its state is taken here, before it runs.
+            # Exec'd without an import finder: its state is taken before it runs (here, or when
+            # the import began if that came first).
             path = os.path.abspath(self._script)
-            self._files.add(path, file_state(path), restart=True, reason="the WSGI script")
+            self._files.add(
+                path, self._state_at_import(path), restart=True, reason="the WSGI script"
+            )
         self._refresh()
         self._armed = True
 
@@ -226,6 +232,24 @@ class Monitor:
         self._record_opens()
         if not self._files.last_scan_ns:
             self._files.last_scan_ns = self._started_ns or process_start_ns() or time.time_ns()
+
+    def import_starting(self) -> None:
+        """The app's import begins now. A monitor armed later (a standby's, at its take-over)
+        takes the WSGI script's and the --watch files' baselines from now: their states at
+        arm() could already hold a save made during the import (a script saved while a taker
+        imported it went unseen), which the import may not have read."""
+        if self._armed:
+            return
+        paths = [os.path.abspath(s) for s in self._watch_specs if WatchGlob.parse(s) is None]
+        if self._script:
+            paths.append(os.path.abspath(self._script))
+        self._states_at_import = {path: file_state(path) for path in paths}
+
+    def _state_at_import(self, path: str) -> FileState | None:
+        """The file's state when the app's import began if that was noted, else now."""
+        if path in self._states_at_import:
+            return self._states_at_import.pop(path)
+        return file_state(path)
 
     def stale(self) -> list[str]:
         """The files that changed since their baseline, looked at now; from any thread once
