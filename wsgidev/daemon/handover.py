@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsgidev.daemon import modwsgi, preload
+from wsgidev.daemon import answers, modwsgi, preload
 from wsgidev.daemon.debugsession import sessions_open
 from wsgidev.daemon.importguard import ImportGuard
 from wsgidev.daemon.monitor.base import log
@@ -81,6 +81,8 @@ REPLACEMENT_WAIT_S = 4.0
 # ...and this long to warm up (libraries, Django's setup) before it answers.
 REPLACEMENT_WARM_S = 20.0
 POLL_S = 0.02
+# A process that took over starts watching once it has answered a request, or after this.
+FIRST_ANSWER_WAIT_S = 0.3
 # Warm levels of a standby. Only the group next in the ring warms fully (for Django: settings,
 # every app and its models); a group further round holds the libraries imported before that
 # (a third of the memory on a Wagtail site) and completes when the hand-over before its own
@@ -107,6 +109,9 @@ class Handover:
         # The lock's generation when this process began importing the app (None: not yet).
         self.generation: int | None = None
         self._stray = False  # a standby that imported the app for a stray request (mark_loading)
+        # Told to take over (go answered ready): the take-over thread starts its watching once
+        # the app is imported, after the requests waiting for it have it, not before.
+        self.taking_over = False
         self._noting = threading.Lock()  # generation and _stray: the request and listen threads
         self.retired = threading.Event()
         self._load: Callable[[], object] | None = None
@@ -446,6 +451,7 @@ class Handover:
         with self._noting:
             imported, self._stray = self._stray, False
             self.generation = self._lock.generation()
+            self.taking_over = True
         # The rest in a thread of its own: this one must go on answering (a retire, should the
         # import hang and a fix be saved).
         threading.Thread(
@@ -465,8 +471,14 @@ class Handover:
             # the check on (wsgidev start counts it then, not at its import).
             events.emit(protocol.Ready(started_at=current_since, group=self.group))
         if self._activate is not None:
-            # Watching once imported (one inotify watch per folder: milliseconds for thousands);
-            # a save since the import compares unequal to its import-time baseline.
+            # Watching once imported and once the requests that waited for the new code have
+            # had their first answer: registering a large site's folders (thousands) holds the
+            # GIL for a few hundred ms that those requests need. A save meanwhile compares
+            # unequal to its import-time baseline.
+            imported_at = time.time()
+            deadline = time.monotonic() + FIRST_ANSWER_WAIT_S
+            while answers.last_answer_at() < imported_at and time.monotonic() < deadline:
+                time.sleep(POLL_S / 2)
             self._activate()
         self._warm_wanted.set()  # the warm-up thread sees the app imported and ends
         # The leader forgets the old group's record before it flips the route: a record written

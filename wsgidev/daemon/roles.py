@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from wsgidev.daemon import modwsgi, restart
@@ -116,6 +117,7 @@ class StandbyProcess:
         # It only records imports: the serving group watches the same files, and this
         # process's are looked at once, when it is told to take over.
         self.monitor = start_monitor(spec, handover, deferred=True)
+        self._watch_lock = threading.Lock()  # a stray request's import and a take-over
         if guard is not None:
             guard.monitor = self.monitor
         self.app = LazyApplication(
@@ -139,21 +141,25 @@ class StandbyProcess:
         return self.monitor.stale() if self.monitor is not None else []
 
     def watch(self) -> None:
-        """Start watching: this process serves now."""
-        if self.monitor is not None and not self.monitor.watching:
-            from wsgidev.daemon import monitor
+        """Start watching: this process serves now (once, whichever thread asks first)."""
+        with self._watch_lock:
+            if self.monitor is not None and not self.monitor.watching:
+                from wsgidev.daemon import monitor
 
-            self.monitor = monitor.resume(self.monitor)
-            if self.guard is not None:
-                self.guard.monitor = self.monitor
+                self.monitor = monitor.resume(self.monitor)
+                if self.guard is not None:
+                    self.guard.monitor = self.monitor
 
     def _import(self) -> WSGIApp:
         if self.handover.warm_error is not None:
             application = failed_app(self.spec, self.monitor, self.handover.warm_error)
         else:
             application = import_app(self.spec, self.monitor, self.guard, on_slow=self._slow)
-        if self.handover.serving():
+        if self.handover.serving() and not self.handover.taking_over:
             self.watch()  # a request after a flip that missed this process (it started late)
+        # Told to take over: its take-over thread starts watching once this returns. Watching
+        # a large site (thousands of folders) takes a few hundred ms; the requests waiting for
+        # the new code need none of it (a save meanwhile differs from its import's baseline).
         return application
 
     def _slow(self, failure: Failure) -> None:
