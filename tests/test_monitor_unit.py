@@ -800,8 +800,11 @@ def test_a_deferred_monitor_takes_the_script_and_watch_baselines_when_the_import
     # A standby arms when it takes over, after its import: a save of the WSGI script or of a
     # --watch file during that import must still count as a change.
     script, watched = tmp_path / "app.py", tmp_path / "settings.ini"
-    script.write_text("VERSION = 1\n")
-    watched.write_text("a = 1\n")
+    conf = tmp_path / "conf"  # a --watch folder: its files are found only at the arm
+    conf.mkdir()
+    in_glob = conf / "site.toml"
+    for path in (script, watched, in_glob):
+        path.write_text("v = 1\n")
     restarts = Restarts()
     deferred = monitor.start(
         on_change=restarts,
@@ -809,16 +812,17 @@ def test_a_deferred_monitor_takes_the_script_and_watch_baselines_when_the_import
         poll_interval_s=0.05,
         deferred=True,
         script=str(script),
-        watch=[str(watched)],
+        watch=[str(watched), str(conf)],
     )
     assert deferred is not None
     started: Monitor | None = None
     try:
         deferred.import_starting()
-        script.write_text("VERSION = 22\n")  # saved while the import ran
-        watched.write_text("a = 22\n")
+        time.sleep(0.01)  # a coarse clock must still date the saves after the import began
+        for path in (script, watched, in_glob):
+            path.write_text("v = 22\n")  # saved while the import ran
         started = monitor.resume(deferred)
-        assert sorted(restarts.wait()) == sorted([str(script), str(watched)])
+        assert sorted(restarts.wait()) == sorted(map(str, (script, watched, in_glob)))
     finally:
         (started or deferred).stop()
 

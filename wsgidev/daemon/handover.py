@@ -50,7 +50,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsgidev.daemon import answers, modwsgi, preload
+from wsgidev.daemon import modwsgi, preload
+from wsgidev.daemon.answers import last_answer_at
 from wsgidev.daemon.debugsession import sessions_open
 from wsgidev.daemon.importguard import ImportGuard
 from wsgidev.daemon.monitor.base import log
@@ -465,6 +466,8 @@ class Handover:
         """Import the app (unless a stray request had it imported: current_since, when what it
         imported was found unchanged), start watching, and have the standbys look again."""
         assert self._load is not None
+        # Before the import: a request that waited for it may answer before this thread wakes.
+        imported_at = time.time()
         self._load()  # after the warm-up, under its lock; an import error serves its error page
         if current_since is not None:
             # It imported before the save, and says so no more: it serves the new code from
@@ -473,11 +476,12 @@ class Handover:
         if self._activate is not None:
             # Watching once imported and once the requests that waited for the new code have
             # had their first answer: registering a large site's folders (thousands) holds the
-            # GIL for a few hundred ms that those requests need. A save meanwhile compares
-            # unequal to its import-time baseline.
-            imported_at = time.time()
+            # GIL for a few hundred ms that those requests need. A save meanwhile is still a
+            # change: baselines are the states noted when the import began, and a file first
+            # found at the arm (a glob's, Django's template folders) counts as changed if
+            # touched since then (Monitor.import_starting).
             deadline = time.monotonic() + FIRST_ANSWER_WAIT_S
-            while answers.last_answer_at() < imported_at and time.monotonic() < deadline:
+            while last_answer_at() < imported_at and time.monotonic() < deadline:
                 time.sleep(POLL_S / 2)
             self._activate()
         self._warm_wanted.set()  # the warm-up thread sees the app imported and ends

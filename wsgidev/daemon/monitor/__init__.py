@@ -140,6 +140,7 @@ def _started(monitor: Monitor, backend: str, options: dict[str, Any]) -> Monitor
         interval = options["poll_interval_s"]
         log(f"{backend} backend failed to start ({exc}); polling every {interval:g} s")
         fallback = PollingMonitor(**options)
+        fallback.take_import_notes(monitor)  # a deferred one's import began before this
         fallback.start()
         return fallback
 

@@ -122,6 +122,10 @@ class Monitor:
         # The WSGI script's and the --watch files' states when the app's import began, for a
         # monitor armed after it (a standby that takes over): see import_starting().
         self._states_at_import: dict[str, FileState | None] = {}
+        self._import_started_ns: int | None = None
+        # While arm() takes the baselines of a monitor armed after the import (not None): a
+        # file found then that was touched after the import began counts as changed.
+        self._judge_since_ns: int | None = None
 
     # -- what a backend provides -------------------------------------------------------------
 
@@ -187,21 +191,30 @@ class Monitor:
         # Modules already imported are judged against the process start: their import came after it.
         if not self._files.last_scan_ns:
             self._files.last_scan_ns = self._started_ns or process_start_ns() or time.time_ns()
-        for spec in self._watch_specs:
-            glob = WatchGlob.parse(spec, "--watch")
-            if glob is not None:
-                self._files.add_glob(glob)
-            else:
-                path = os.path.abspath(spec)
-                self._files.add(path, self._state_at_import(path), reason="--watch")
-        if self._script:
-            # Exec'd without an import finder: its state is taken before it runs (here, or when
-            # the import began if that came first).
-            path = os.path.abspath(self._script)
-            self._files.add(
-                path, self._state_at_import(path), restart=True, reason="the WSGI script"
-            )
-        self._refresh()
+        # Files first found from here to the end of arm() (globs' files, Django's template and
+        # locale folders) were not stat'ed when the import began: one touched since then counts
+        # as changed.
+        self._judge_since_ns = self._import_started_ns
+        try:
+            for spec in self._watch_specs:
+                glob = WatchGlob.parse(spec, "--watch")
+                if glob is not None:
+                    self._files.add_glob(glob, self._baseline)
+                else:
+                    path = os.path.abspath(spec)
+                    self._files.add(path, self._state_at_import(path), reason="--watch")
+            if self._script:
+                # Exec'd without an import finder: its state is taken before it runs (here, or
+                # when the import began if that came first).
+                path = os.path.abspath(self._script)
+                self._files.add(
+                    path, self._state_at_import(path), restart=True, reason="the WSGI script"
+                )
+            self._refresh()
+        finally:
+            self._judge_since_ns = None
+        # Kept until here: a fallback made after a failed arm takes them (take_import_notes).
+        self._states_at_import = {}
         self._armed = True
 
     def start(self) -> None:
@@ -240,15 +253,29 @@ class Monitor:
         imported it went unseen), which the import may not have read."""
         if self._armed:
             return
+        self._import_started_ns = time.time_ns()
         paths = [os.path.abspath(s) for s in self._watch_specs if WatchGlob.parse(s) is None]
         if self._script:
             paths.append(os.path.abspath(self._script))
         self._states_at_import = {path: file_state(path) for path in paths}
 
+    def take_import_notes(self, other: Monitor) -> None:
+        """Take what import_starting() noted in another monitor (one this replaces, unarmed)."""
+        self._import_started_ns = other._import_started_ns
+        self._states_at_import = dict(other._states_at_import)
+
     def _state_at_import(self, path: str) -> FileState | None:
         """The file's state when the app's import began if that was noted, else now."""
         if path in self._states_at_import:
-            return self._states_at_import.pop(path)
+            return self._states_at_import[path]
+        return self._baseline(path)
+
+    def _baseline(self, path: str) -> FileState | None:
+        """A newly found file's baseline: its state now, or STALE while arm() judges the files of
+        an import that began earlier and this one was touched since."""
+        since_ns = self._judge_since_ns
+        if since_ns is not None and touched_after(path, since_ns):
+            return STALE
         return file_state(path)
 
     def stale(self) -> list[str]:
@@ -495,9 +522,9 @@ class Monitor:
             self._django = DjangoSignals()
         globs, files = self._django.refresh()
         for glob in globs:
-            self._files.add_glob(glob)
+            self._files.add_glob(glob, self._baseline)
         for path in files:
-            self._files.add(os.path.abspath(path), file_state(path), reason="Django autoreload")
+            self._files.add(os.path.abspath(path), self._baseline(path), reason="Django autoreload")
 
     def _watch_new_dirs(self) -> None:
         new = self._files.take_new_dirs()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from wsgidev.daemon.monitor.exclude import Exclusions
 from wsgidev.daemon.monitor.globs import WatchGlob
@@ -81,11 +82,14 @@ class WatchedFiles:
         self._wanted_dirs.add(os.path.dirname(path))
         self._unchecked.add(path)
 
-    def add_glob(self, glob: WatchGlob) -> None:
-        """Watch the files a glob matches now and any that appear later."""
+    def add_glob(
+        self, glob: WatchGlob, baseline: Callable[[str], FileState | None] = file_state
+    ) -> None:
+        """Watch the files a glob matches now and any that appear later; baseline: a file's
+        baseline when first found (its state now)."""
         self._globs.append(glob)
         for path in self._walk(glob):
-            self.add(path, file_state(path))
+            self.add(path, baseline(path))
 
     def accept(self, changed: dict[str, FileState | None]) -> None:
         """Take changed states as the new baselines (the change was handled without a restart)."""
