@@ -573,6 +573,91 @@ def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run
     assert "tasks | jobs.py changed: handed over" in server.log(), server.log()
 
 
+def test_a_django_services_standby_is_set_up_and_a_setup_modules_edit_is_not_run_stale(
+    django_project, start_server, tasks_packages, tmp_path
+):
+    """The standby of a service that set Django up (manage.py db_worker) runs django.setup()
+    while it waits, as the serving process had, so a hand-over pays only for the command's own
+    code. What setup imports (an app's ready(), settings, models) is then the standby's too: an
+    edit of it makes that standby stale, and the new code runs, not the standby's."""
+    results = tmp_path / "results.txt"
+    env = {"TEST_TASKS": str(tasks_packages), "TEST_RESULTS": str(results)}
+    app = django_project / "testapp"
+    (app / "setupmark.py").write_text(
+        'import os\nopen(f"setupmark-{os.getpid()}", "w").close()\nMARK = "m1"\n'
+    )
+    apps_py = app / "apps.py"
+    apps_py.write_text(
+        apps_py.read_text().replace(
+            "    def ready(self):\n",
+            "    def ready(self):\n        from testapp import setupmark  # noqa: F401\n",
+        )
+    )
+    (app / "markjobs.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            try:
+                from django.tasks import task
+            except ImportError:
+                from django_tasks import task
+            from testapp import setupmark
+
+            @task
+            def mark(n):
+                with open(os.environ["TEST_RESULTS"], "a") as out:
+                    out.write(f"{n} {setupmark.MARK} {os.getpid()}\\n")
+            """
+        )
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=django_project,
+        env={**os.environ, **env},
+        check=True,
+    )
+    server = start_server(
+        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=env
+    )
+    script = (
+        "import os, sys, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'testsite.settings'\n"
+        "django.setup(); from testapp.markjobs import mark\n"
+        "[mark.enqueue(n) for n in range(int(sys.argv[1]), int(sys.argv[2]))]\n"
+    )
+
+    def enqueue(first: int, last: int) -> None:
+        subprocess.run(
+            [sys.executable, "-c", script, str(first), str(last)],
+            cwd=django_project,
+            env={**os.environ, **env},
+            check=True,
+            timeout=60,
+        )
+
+    def done() -> list[list[str]]:
+        return (
+            [line.split() for line in results.read_text().splitlines()] if results.exists() else []
+        )
+
+    def set_up_standbys() -> list[int]:
+        return [pid for pid in _standbys(server) if (django_project / f"setupmark-{pid}").exists()]
+
+    # The standby ran the app's ready(): Django was set up in it before any change.
+    wait_for(set_up_standbys, 30, lambda: f"a standby that set Django up\n{server.log()}")
+    enqueue(0, 5)
+    wait_for(lambda: len(done()) >= 5, 30, lambda: f"the first tasks\n{server.log()}")
+    first_pid = done()[0][2]
+    assert {row[1] for row in done()} == {"m1"}
+    mark = app / "setupmark.py"
+    mark.write_text(mark.read_text().replace('MARK = "m1"', 'MARK = "m2"'))
+    wait_for(lambda: "tasks | setupmark.py changed: " in server.log(), 20, server.log())
+    enqueue(5, 15)
+    wait_for(lambda: len(done()) >= 15, 60, lambda: f"15 tasks\n{server.log()}")
+    new_process = [row for row in done() if row[2] != first_pid]
+    assert new_process, done()
+    assert {row[1] for row in new_process} == {"m2"}, f"stale code ran: {done()}"
+
+
 def test_manage_py_runwsgidev_runs_services_too(django_project, start_server):
     (django_project / "ticker.py").write_text(
         'import time\nfrom testapp import jobs_version\nprint("ticker up with", '

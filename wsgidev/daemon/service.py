@@ -20,10 +20,14 @@ loop, waits here for a change of a file it imported or the traceback names: then
 
 is the same service's warmed standby: it imports the library modules the serving process
 recorded once its import was over (the standard library and site-packages: most of a worker's
-start, Celery's and Django's code), then waits for a line on stdin. At "go" it runs PROGRAM as
-above, paying only for the project's own code; wsgidev starts it the moment the serving one's
-code changes (wsgidev/services.py). Its monitor records the preload like any import: a standby
-whose files change before its turn exits with SERVICE_EXIT_CHANGED, and another takes its place.
+start, Celery's and Django's code) and, when that process had set Django up (`manage.py`,
+Celery's Django fix-up), sets it up with the same settings module as the daemons' standbys do
+(preload.py: most of Django's modules cannot be imported before it). It then waits for a line on
+stdin. At "go" it runs PROGRAM as above, paying only for the project's code that setup does not
+import (the command's own modules, a Celery app's tasks); wsgidev starts it the moment the serving
+one's code changes (wsgidev/services.py). Its monitor records the preload like any import: a
+standby whose files change before its turn (a library, settings.py, a models.py) exits with
+SERVICE_EXIT_CHANGED, and another takes its place.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ def main(argv: list[str]) -> int:
     # Read before the monitor starts: a file read then is not one of the program's (the next
     # serving process rewrites it).
     preload_names = (preload.recorded_in(Path(modules_file)) if modules_file else None) or []
+    django_settings = _recorded_django_settings(modules_file) if standby else None
     events.read_by_command(True)
     if config.get("debug_socket"):
         # breakpoint() and pdb.set_trace() open on wsgidev's terminal, as in the daemons.
@@ -102,8 +107,11 @@ def main(argv: list[str]) -> int:
             watch_opened=True,
         )
     )
+    if monitor is not None:
+        # Before a standby's preload, which may import a command that binds the function.
+        _replace_djangos_reloader()
     if standby:
-        if not _wait_for_turn(preload_names, waiting):
+        if not _wait_for_turn(preload_names, django_settings, waiting):
             return 0
         # Its libraries may have changed since: its own monitor may not have told it yet (the
         # serving one, which saw the same edit, is why it goes now). Stale: a fresh process.
@@ -117,8 +125,6 @@ def main(argv: list[str]) -> int:
         # recording of opens, but not the thread that tends them: they are not watched.
         os.register_at_fork(after_in_child=monitor.stop)
     started = time.monotonic()
-    if monitor is not None:
-        _replace_djangos_reloader()
     status = 0
     try:
         status = _run(argv)
@@ -152,17 +158,23 @@ def _refresh(files: list[str]) -> None:
     events.emit(protocol.StandbyRefresh(files=tuple(files[:MAX_EVENT_FILES]), count=len(files)))
 
 
-def _wait_for_turn(names: list[str], waiting: threading.Event) -> bool:
-    """A standby: import what the serving process recorded, then wait for "go" on stdin (True);
-    False when wsgidev closed it instead (stopped, or no longer needs this standby)."""
+def _wait_for_turn(names: list[str], django_settings: str | None, waiting: threading.Event) -> bool:
+    """A standby: import what the serving process recorded (and set Django up as it had), then
+    wait for "go" on stdin (True); False when wsgidev closed it instead (stopped, or no longer
+    needs this standby)."""
     started = time.perf_counter()
-    warmed = preload.preload(names, django=False)
+    if django_settings:
+        # What the program sets itself (manage.py's setdefault, a Celery app's module), before
+        # its code runs here: the program's own value, recorded by the serving process.
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", django_settings)
+    warmed = preload.preload(names, django=bool(django_settings))
     events.emit(
         protocol.Preloaded(
             imported=warmed.imported,
             seconds=time.perf_counter() - started,
             stopped_at=warmed.stopped_at,
-            full=warmed.stopped_at is None,
+            full=warmed.stopped_at is None and warmed.django_error is None,
+            django=bool(django_settings) and warmed.django_error is None,
         )
     )
     line = sys.stdin.readline()
@@ -190,9 +202,38 @@ def _end_of_imports(monitor: Any, modules_file: str | None) -> None:
         if modules_file:
             with contextlib.suppress(OSError):
                 preload.record_in(Path(modules_file))
+                _record_django_settings(modules_file)
         events.emit(protocol.Ready(import_s=last[0] - started))
 
     threading.Thread(target=wait, name="wsgidev-service-imports", daemon=True).start()
+
+
+def _django_settings_path(modules_file: str) -> Path:
+    return Path(modules_file).with_name(Path(modules_file).name + ".django")
+
+
+def _record_django_settings(modules_file: str) -> None:
+    """Write the settings module of a program that has set Django up, for its standby (and
+    remove an earlier one's: the program may have stopped using Django)."""
+    apps = sys.modules.get("django.apps")
+    settings_module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    path = _django_settings_path(modules_file)
+    if apps is not None and apps.apps.ready and settings_module:
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        temp.write_text(settings_module, encoding="utf-8")
+        os.replace(temp, path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _recorded_django_settings(modules_file: str | None) -> str | None:
+    if not modules_file:
+        return None
+    try:
+        return _django_settings_path(modules_file).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _replace_djangos_reloader() -> None:
