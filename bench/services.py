@@ -144,8 +144,10 @@ django.setup()
 from benchjobs.tasks import record_celery, record_db
 first, count, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 started = time.monotonic()
+ids = open(os.environ["BENCH_RESULTS"] + ".ids", "a")
 for n in range(first, first + count):
-    (record_celery.delay if n % 2 == 0 else record_db.enqueue)(n)
+    sent = (record_celery.delay if n % 2 == 0 else record_db.enqueue)(n)
+    print(n, sent.id, file=ids, flush=True)  # to find a lost task in the worker's log
     pause = started + seconds * (n - first + 1) / count - time.monotonic()
     if pause > 0:
         time.sleep(pause)
@@ -242,6 +244,7 @@ def _env(site: Path, broker: str, results: Path) -> dict[str, str]:
 def _reset(site: Path, broker: str, results: Path) -> None:
     """A fresh Redis database, an empty task table and results file, the modules at v0/w0."""
     results.unlink(missing_ok=True)
+    results.with_name(results.name + ".ids").unlink(missing_ok=True)
     (site / "benchjobs" / "tasks.py").write_text(TASKS_MODULE.format(version="v0"))
     (site / "benchjobs" / "report.py").write_text(REPORT.format(version="w0"))
     subprocess.run(["redis-cli", "-u", broker, "flushall"], check=True, capture_output=True)
@@ -359,6 +362,7 @@ def run_one(
     finally:
         stop_s = _stop(started)
     records = _records(results)
+    _keep_evidence(contender, tasks, records, results, log)
     rows = []
     for kind in contender.kinds:
         mine = [r for r in records if r[0] == kind and int(r[1]) >= 0]
@@ -387,6 +391,28 @@ def run_one(
             }
         )
     return rows
+
+
+def _keep_evidence(
+    contender: Contender, tasks: int, records: list[list[str]], results: Path, log: Path
+) -> None:
+    """A task lost or run twice: the contender's log and the task ids, kept out of the scratch
+    folder, and the numbers said."""
+    numbers = [(r[0], int(r[1])) for r in records if int(r[1]) >= 0]
+    lost = sorted(
+        (kind, n)
+        for kind in contender.kinds
+        for n in _expected(kind, tasks) - {m for k, m in numbers if k == kind}
+    )
+    twice = sorted({item for item in numbers if numbers.count(item) > 1})
+    if not lost and not twice:
+        return
+    kept = Path(tempfile.gettempdir()) / f"wsgidev-services-evidence-{contender.label.split()[0]}"
+    kept.mkdir(exist_ok=True)
+    for source in (log, results, results.with_name(results.name + ".ids")):
+        with contextlib.suppress(OSError):
+            shutil.copy(source, kept / source.name)
+    print(f"{contender.label}: lost {lost}, run twice {twice}; evidence in {kept}", flush=True)
 
 
 def _expected(kind: str, tasks: int) -> set[int]:
