@@ -573,6 +573,75 @@ def test_a_django_db_worker_reloads_on_its_tasks_module_with_no_task_lost_or_run
     assert "tasks | jobs.py changed: handed over" in server.log(), server.log()
 
 
+class _MarkProject:
+    """The test project with a module its app's ready() imports (setupmark: a file per process
+    that imported it, and a MARK), a setting read from the environment (MARK_SETTING), and a
+    task that writes both with its process id; migrated for django-tasks-db."""
+
+    def __init__(self, folder: Path, tasks_packages: Path, results: Path) -> None:
+        self.folder, self.results = folder, results
+        self.env = {"TEST_TASKS": str(tasks_packages), "TEST_RESULTS": str(results)}
+        app = folder / "testapp"
+        (app / "setupmark.py").write_text(
+            'import os\nopen(f"setupmark-{os.getpid()}", "w").close()\nMARK = "m1"\n'
+        )
+        apps_py = app / "apps.py"
+        apps_py.write_text(
+            apps_py.read_text().replace(
+                "    def ready(self):\n",
+                "    def ready(self):\n        from testapp import setupmark  # noqa: F401\n",
+            )
+        )
+        with open(folder / "testsite" / "settings.py", "a") as settings:
+            settings.write('MARK_SETTING = os.environ.get("TEST_MARK_ENV", "none")\n')
+        (app / "markjobs.py").write_text(
+            textwrap.dedent(
+                """
+                import os
+                from django.conf import settings
+                try:
+                    from django.tasks import task
+                except ImportError:
+                    from django_tasks import task
+                from testapp import setupmark
+
+                @task
+                def mark(n):
+                    with open(os.environ["TEST_RESULTS"], "a") as out:
+                        out.write(f"{n} {setupmark.MARK} {settings.MARK_SETTING} {os.getpid()}\\n")
+                """
+            )
+        )
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=folder,
+            env={**os.environ, **self.env},
+            check=True,
+        )
+
+    def enqueue(self, first: int, last: int) -> None:
+        script = (
+            "import os, sys, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'testsite.settings'\n"
+            "django.setup(); from testapp.markjobs import mark\n"
+            "[mark.enqueue(n) for n in range(int(sys.argv[1]), int(sys.argv[2]))]\n"
+        )
+        subprocess.run(
+            [sys.executable, "-c", script, str(first), str(last)],
+            cwd=self.folder,
+            env={**os.environ, **self.env},
+            check=True,
+            timeout=60,
+        )
+
+    def done(self) -> list[list[str]]:
+        text = self.results.read_text() if self.results.exists() else ""
+        return [line.split() for line in text.splitlines()]
+
+    def set_up_standbys(self, server) -> list[int]:
+        """Standbys that ran the app's ready(): they set Django up before any change."""
+        return [pid for pid in _standbys(server) if (self.folder / f"setupmark-{pid}").exists()]
+
+
 def test_a_django_services_standby_is_set_up_and_a_setup_modules_edit_is_not_run_stale(
     django_project, start_server, tasks_packages, tmp_path
 ):
@@ -580,82 +649,59 @@ def test_a_django_services_standby_is_set_up_and_a_setup_modules_edit_is_not_run
     while it waits, as the serving process had, so a hand-over pays only for the command's own
     code. What setup imports (an app's ready(), settings, models) is then the standby's too: an
     edit of it makes that standby stale, and the new code runs, not the standby's."""
-    results = tmp_path / "results.txt"
-    env = {"TEST_TASKS": str(tasks_packages), "TEST_RESULTS": str(results)}
-    app = django_project / "testapp"
-    (app / "setupmark.py").write_text(
-        'import os\nopen(f"setupmark-{os.getpid()}", "w").close()\nMARK = "m1"\n'
-    )
-    apps_py = app / "apps.py"
-    apps_py.write_text(
-        apps_py.read_text().replace(
-            "    def ready(self):\n",
-            "    def ready(self):\n        from testapp import setupmark  # noqa: F401\n",
-        )
-    )
-    (app / "markjobs.py").write_text(
-        textwrap.dedent(
-            """
-            import os
-            try:
-                from django.tasks import task
-            except ImportError:
-                from django_tasks import task
-            from testapp import setupmark
-
-            @task
-            def mark(n):
-                with open(os.environ["TEST_RESULTS"], "a") as out:
-                    out.write(f"{n} {setupmark.MARK} {os.getpid()}\\n")
-            """
-        )
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=django_project,
-        env={**os.environ, **env},
-        check=True,
-    )
+    site = _MarkProject(django_project, tasks_packages, tmp_path / "results.txt")
     server = start_server(
-        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=env
+        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=site.env
     )
-    script = (
-        "import os, sys, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'testsite.settings'\n"
-        "django.setup(); from testapp.markjobs import mark\n"
-        "[mark.enqueue(n) for n in range(int(sys.argv[1]), int(sys.argv[2]))]\n"
-    )
-
-    def enqueue(first: int, last: int) -> None:
-        subprocess.run(
-            [sys.executable, "-c", script, str(first), str(last)],
-            cwd=django_project,
-            env={**os.environ, **env},
-            check=True,
-            timeout=60,
-        )
-
-    def done() -> list[list[str]]:
-        return (
-            [line.split() for line in results.read_text().splitlines()] if results.exists() else []
-        )
-
-    def set_up_standbys() -> list[int]:
-        return [pid for pid in _standbys(server) if (django_project / f"setupmark-{pid}").exists()]
-
-    # The standby ran the app's ready(): Django was set up in it before any change.
-    wait_for(set_up_standbys, 30, lambda: f"a standby that set Django up\n{server.log()}")
-    enqueue(0, 5)
-    wait_for(lambda: len(done()) >= 5, 30, lambda: f"the first tasks\n{server.log()}")
-    first_pid = done()[0][2]
-    assert {row[1] for row in done()} == {"m1"}
-    mark = app / "setupmark.py"
+    wait_for(lambda: site.set_up_standbys(server), 30, lambda: f"a set up standby\n{server.log()}")
+    site.enqueue(0, 5)
+    wait_for(lambda: len(site.done()) >= 5, 30, lambda: f"the first tasks\n{server.log()}")
+    first_pid = site.done()[0][3]
+    assert {row[1] for row in site.done()} == {"m1"}
+    mark = django_project / "testapp" / "setupmark.py"
     mark.write_text(mark.read_text().replace('MARK = "m1"', 'MARK = "m2"'))
     wait_for(lambda: "tasks | setupmark.py changed: " in server.log(), 20, server.log())
-    enqueue(5, 15)
-    wait_for(lambda: len(done()) >= 15, 60, lambda: f"15 tasks\n{server.log()}")
-    new_process = [row for row in done() if row[2] != first_pid]
-    assert new_process, done()
-    assert {row[1] for row in new_process} == {"m2"}, f"stale code ran: {done()}"
+    site.enqueue(5, 15)
+    wait_for(lambda: len(site.done()) >= 15, 60, lambda: f"15 tasks\n{server.log()}")
+    new_process = [row for row in site.done() if row[3] != first_pid]
+    assert new_process, site.done()
+    assert {row[1] for row in new_process} == {"m2"}, f"stale code ran: {site.done()}"
+
+
+def test_a_manage_py_that_changes_the_environment_first_gets_a_standby_of_libraries_alone(
+    django_project, start_server, tasks_packages, tmp_path
+):
+    """Settings read the environment: a standby may set Django up early only when the program
+    changes nothing before it reads them. A manage.py edited to set a variable first: the
+    set up standby does not run the new code (a fresh process does, with the new setting),
+    and the standbys after it preload libraries alone."""
+    site = _MarkProject(django_project, tasks_packages, tmp_path / "results.txt")
+    server = start_server(
+        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=site.env
+    )
+    wait_for(lambda: site.set_up_standbys(server), 30, lambda: f"a set up standby\n{server.log()}")
+    site.enqueue(0, 3)
+    wait_for(lambda: len(site.done()) >= 3, 30, lambda: f"the first tasks\n{server.log()}")
+    assert {row[2] for row in site.done()} == {"none"}
+    manage = django_project / "manage.py"
+    manage.write_text(
+        manage.read_text().replace(
+            "    from django.core", '    os.environ["TEST_MARK_ENV"] = "e2"\n    from django.core'
+        )
+    )
+    wait_for(lambda: "tasks | manage.py changed: " in server.log(), 20, server.log())
+    site.enqueue(3, 10)
+    wait_for(lambda: len(site.done()) >= 10, 60, lambda: f"10 tasks\n{server.log()}")
+    first_pid = site.done()[0][3]
+    new_process = [row for row in site.done() if row[3] != first_pid]
+    assert new_process and {row[2] for row in new_process} == {"e2"}, site.done()
+    # The next standby: libraries alone (it does not run the app's ready()).
+    wait_for(
+        lambda: [pid for pid in _standbys(server) if str(pid) not in {r[3] for r in site.done()}],
+        30,
+        lambda: f"the next standby\n{server.log()}",
+    )
+    holds_for(lambda: not site.set_up_standbys(server), 3.0, "no standby sets Django up")
 
 
 def test_manage_py_runwsgidev_runs_services_too(django_project, start_server):

@@ -107,11 +107,13 @@ def main(argv: list[str]) -> int:
             watch_opened=True,
         )
     )
+    setups = _DjangoSetups(argv)
     if monitor is not None:
         # Before a standby's preload, which may import a command that binds the function.
         _replace_djangos_reloader()
+        setups.start = _context()
     if standby:
-        if not _wait_for_turn(preload_names, django_settings, waiting):
+        if not _wait_for_turn(preload_names, django_settings, waiting, setups):
             return 0
         # Its libraries may have changed since: its own monitor may not have told it yet (the
         # serving one, which saw the same edit, is why it goes now). Stale: a fresh process.
@@ -119,8 +121,12 @@ def main(argv: list[str]) -> int:
         if stale:
             _refresh(stale)
             return SERVICE_EXIT_CHANGED
+        if setups.failed is not None:
+            _mark_django_failed(modules_file, setups.failed)
+            return SERVICE_EXIT_CHANGED  # its Django is half set up: a fresh process
     if monitor is not None:
-        _end_of_imports(monitor, modules_file)
+        setups.watch()
+        _end_of_imports(monitor, modules_file, setups)
         # A worker's pool processes (Celery's prefork) inherit the import recorder and the
         # recording of opens, but not the thread that tends them: they are not watched.
         os.register_at_fork(after_in_child=monitor.stop)
@@ -158,7 +164,12 @@ def _refresh(files: list[str]) -> None:
     events.emit(protocol.StandbyRefresh(files=tuple(files[:MAX_EVENT_FILES]), count=len(files)))
 
 
-def _wait_for_turn(names: list[str], django_settings: str | None, waiting: threading.Event) -> bool:
+def _wait_for_turn(
+    names: list[str],
+    django_settings: str | None,
+    waiting: threading.Event,
+    setups: _DjangoSetups,
+) -> bool:
     """A standby: import what the serving process recorded (and set Django up as it had), then
     wait for "go" on stdin (True); False when wsgidev closed it instead (stopped, or no longer
     needs this standby)."""
@@ -167,7 +178,13 @@ def _wait_for_turn(names: list[str], django_settings: str | None, waiting: threa
         # What the program sets itself (manage.py's setdefault, a Celery app's module), before
         # its code runs here: the program's own value, recorded by the serving process.
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", django_settings)
+        if setups.folder and setups.folder not in sys.path:
+            sys.path.insert(1, setups.folder)  # where manage.py's settings are, as _run has it
     warmed = preload.preload(names, django=bool(django_settings))
+    if warmed.django_error is not None:
+        setups.failed = f"{type(warmed.django_error).__name__}: {warmed.django_error}"
+    elif django_settings:
+        setups.preloaded = _context()  # what setup itself set included (TZ, from TIME_ZONE)
     events.emit(
         protocol.Preloaded(
             imported=warmed.imported,
@@ -185,7 +202,7 @@ def _wait_for_turn(names: list[str], django_settings: str | None, waiting: threa
     return line.strip() == "go"
 
 
-def _end_of_imports(monitor: Any, modules_file: str | None) -> None:
+def _end_of_imports(monitor: Any, modules_file: str | None, setups: _DjangoSetups) -> None:
     """Watch the files the program reads while it imports (its settings' .env, say), not the
     ones it reads at work (a task's data): a long-running program has no "import done", so it
     is taken as over once nothing has been imported for IMPORTS_QUIET_S. Then the library
@@ -202,29 +219,126 @@ def _end_of_imports(monitor: Any, modules_file: str | None) -> None:
         if modules_file:
             with contextlib.suppress(OSError):
                 preload.record_in(Path(modules_file))
-                _record_django_settings(modules_file)
+                _record_django_settings(modules_file, setups)
         events.emit(protocol.Ready(import_s=last[0] - started))
 
     threading.Thread(target=wait, name="wsgidev-service-imports", daemon=True).start()
+
+
+Context = tuple[dict[str, str], list[str]]  # os.environ and sys.path at one moment
+
+
+def _context() -> Context:
+    return dict(os.environ), list(sys.path)
+
+
+class _DjangoSetups:
+    """Whether a standby may set Django up before the program runs, and whether one that did
+    set it up as the program would have.
+
+    The standby runs django.setup() before the program's own code: right only when that code
+    changes nothing the settings depend on before they are read. So where the program reads
+    them first, os.environ and sys.path are noted: the settings module is recorded for the next
+    standby only if the program had changed neither but for DJANGO_SETTINGS_MODULE and its
+    script's folder (a manage.py that loads a .env file or extends sys.path first gets a
+    standby of libraries alone). A standby notes them once set up, and checks them again when
+    the program calls django.setup() itself: changed in between (its manage.py edited to load
+    a .env file, say), it exits for a fresh process."""
+
+    def __init__(self, argv: list[str]) -> None:
+        program = argv[0] if argv and argv[0] != "-m" else None
+        self.folder = str(Path(program).resolve().parent) if program else None
+        self.start: Context | None = None  # before the program (and any preload) ran
+        self.preloaded: Context | None = None  # a standby's, once it set Django up
+        self.checked = False  # a standby's program called django.setup() in that context
+        self.at_settings: Context | None = None  # the program's first read of its settings
+        self.failed: str | None = None  # the standby's setup failed: unusable
+
+    def watch(self) -> None:
+        """Note the program's first read of its settings, or check a set up standby's."""
+        if "django" not in sys.modules and importlib.util.find_spec("django") is None:
+            return
+        import django
+        from django.conf import LazySettings
+
+        if self.preloaded is not None:
+            original_setup = django.setup
+
+            def setup(*args: Any, **kwargs: Any) -> None:
+                django.setup = original_setup
+                if self.preloaded is not None and not self._same(self.preloaded, _context()):
+                    _refresh([])  # set up in another context than the program's: fresh one
+                    os._exit(SERVICE_EXIT_CHANGED)
+                self.checked = True
+                original_setup(*args, **kwargs)
+
+            django.setup = setup
+            return
+        original_read = LazySettings._setup
+
+        def read(settings: Any, *args: Any, **kwargs: Any) -> None:
+            LazySettings._setup = original_read
+            self.at_settings = _context()
+            original_read(settings, *args, **kwargs)
+
+        LazySettings._setup = read
+
+    def plain(self) -> bool:
+        """Whether the program read its settings having changed nothing they depend on."""
+        if self.preloaded is not None:
+            return self.checked
+        if self.start is None or self.at_settings is None:
+            return False
+        start_env = {**self.start[0]}
+        start_env.pop("DJANGO_SETTINGS_MODULE", None)
+        env = {**self.at_settings[0]}
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        return env == start_env and self._path_within(self.start[1], self.at_settings[1])
+
+    def _same(self, preloaded: Context, now: Context) -> bool:
+        return preloaded[0] == now[0] and self._path_within(preloaded[1], now[1])
+
+    def _path_within(self, before: list[str], after: list[str]) -> bool:
+        known = {*before, self.folder, os.getcwd(), ""}
+        return all(entry in known for entry in after)
 
 
 def _django_settings_path(modules_file: str) -> Path:
     return Path(modules_file).with_name(Path(modules_file).name + ".django")
 
 
-def _record_django_settings(modules_file: str) -> None:
-    """Write the settings module of a program that has set Django up, for its standby (and
-    remove an earlier one's: the program may have stopped using Django)."""
+def _django_failed_path(modules_file: str) -> Path:
+    return Path(modules_file).with_name(Path(modules_file).name + ".django-failed")
+
+
+def _record_django_settings(modules_file: str, setups: _DjangoSetups) -> None:
+    """Write the settings module of a program that set Django up plainly, for its standby (and
+    remove an earlier one's: the program may have changed)."""
     apps = sys.modules.get("django.apps")
     settings_module = os.environ.get("DJANGO_SETTINGS_MODULE")
     path = _django_settings_path(modules_file)
-    if apps is not None and apps.apps.ready and settings_module:
+    if (
+        apps is not None
+        and apps.apps.ready
+        and settings_module
+        and setups.plain()
+        and not _django_failed_path(modules_file).exists()
+    ):
         temp = path.with_name(f".{path.name}.{os.getpid()}")
         temp.write_text(settings_module, encoding="utf-8")
         os.replace(temp, path)
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _mark_django_failed(modules_file: str | None, error: str) -> None:
+    """A standby's django.setup() failed (where the program's own succeeds): the next standbys
+    preload libraries alone, for as long as wsgidev runs."""
+    if modules_file:
+        with contextlib.suppress(OSError):
+            _django_failed_path(modules_file).write_text(error, encoding="utf-8")
+            _django_settings_path(modules_file).unlink()
 
 
 def _recorded_django_settings(modules_file: str | None) -> str | None:
