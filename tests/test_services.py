@@ -704,6 +704,33 @@ def test_a_manage_py_that_changes_the_environment_first_gets_a_standby_of_librar
     holds_for(lambda: not site.set_up_standbys(server), 3.0, "no standby sets Django up")
 
 
+def test_a_manage_py_that_names_other_settings_is_not_run_with_the_standbys(
+    django_project, start_server, tasks_packages, tmp_path
+):
+    """The standby set Django up with the settings module the program had read; manage.py
+    edited to default to another one: the new code runs with the new settings, not the
+    standby's (whose own setdefault would have kept the old module)."""
+    site = _MarkProject(django_project, tasks_packages, tmp_path / "results.txt")
+    (django_project / "testsite" / "settings_b.py").write_text(
+        'from testsite.settings import *  # noqa: F403\nMARK_SETTING = "b"\n'
+    )
+    server = start_server(
+        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=site.env
+    )
+    wait_for(lambda: site.set_up_standbys(server), 30, lambda: f"a set up standby\n{server.log()}")
+    site.enqueue(0, 3)
+    wait_for(lambda: len(site.done()) >= 3, 30, lambda: f"the first tasks\n{server.log()}")
+    assert {row[2] for row in site.done()} == {"none"}
+    manage = django_project / "manage.py"
+    manage.write_text(manage.read_text().replace('"testsite.settings"', '"testsite.settings_b"'))
+    wait_for(lambda: "tasks | manage.py changed: " in server.log(), 20, server.log())
+    site.enqueue(3, 10)
+    wait_for(lambda: len(site.done()) >= 10, 60, lambda: f"10 tasks\n{server.log()}")
+    first_pid = site.done()[0][3]
+    new_process = [row for row in site.done() if row[3] != first_pid]
+    assert new_process and {row[2] for row in new_process} == {"b"}, site.done()
+
+
 def test_manage_py_runwsgidev_runs_services_too(django_project, start_server):
     (django_project / "ticker.py").write_text(
         'import time\nfrom testapp import jobs_version\nprint("ticker up with", '

@@ -121,8 +121,7 @@ def main(argv: list[str]) -> int:
         if stale:
             _refresh(stale)
             return SERVICE_EXIT_CHANGED
-        if setups.failed is not None:
-            _mark_django_failed(modules_file, setups.failed)
+        if setups.failed:
             return SERVICE_EXIT_CHANGED  # its Django is half set up: a fresh process
     if monitor is not None:
         setups.watch()
@@ -175,16 +174,28 @@ def _wait_for_turn(
     needs this standby)."""
     started = time.perf_counter()
     if django_settings:
-        # What the program sets itself (manage.py's setdefault, a Celery app's module), before
-        # its code runs here: the program's own value, recorded by the serving process.
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", django_settings)
+        # As the program will have it when it reads its settings: the settings module the
+        # serving process read (its manage.py's default, a --settings option), its sys.argv,
+        # its script's folder. The variable is put back after: the program's own line sets it.
+        before = os.environ.get("DJANGO_SETTINGS_MODULE")
+        os.environ["DJANGO_SETTINGS_MODULE"] = django_settings
+        argv = sys.argv
+        sys.argv = setups.program_argv
         if setups.folder and setups.folder not in sys.path:
-            sys.path.insert(1, setups.folder)  # where manage.py's settings are, as _run has it
+            sys.path.insert(1, setups.folder)
     warmed = preload.preload(names, django=bool(django_settings))
-    if warmed.django_error is not None:
-        setups.failed = f"{type(warmed.django_error).__name__}: {warmed.django_error}"
-    elif django_settings:
-        setups.preloaded = _context()  # what setup itself set included (TZ, from TIME_ZONE)
+    if django_settings:
+        sys.argv = argv
+        if before is None:
+            del os.environ["DJANGO_SETTINGS_MODULE"]
+        else:
+            os.environ["DJANGO_SETTINGS_MODULE"] = before
+        if warmed.django_error is not None:
+            setups.failed = True
+        else:
+            setups.settings = django_settings
+            environ, path, _, cwd = _context()  # what setup itself set included (TZ)
+            setups.preloaded = environ, path, list(setups.program_argv), cwd
     events.emit(
         protocol.Preloaded(
             imported=warmed.imported,
@@ -218,18 +229,24 @@ def _end_of_imports(monitor: Any, modules_file: str | None, setups: _DjangoSetup
         monitor.import_done()
         if modules_file:
             with contextlib.suppress(OSError):
-                preload.record_in(Path(modules_file))
                 _record_django_settings(modules_file, setups)
+            with contextlib.suppress(OSError):
+                preload.record_in(Path(modules_file))
         events.emit(protocol.Ready(import_s=last[0] - started))
 
     threading.Thread(target=wait, name="wsgidev-service-imports", daemon=True).start()
 
 
-Context = tuple[dict[str, str], list[str]]  # os.environ and sys.path at one moment
+# os.environ, sys.path, sys.argv and the working directory at one moment.
+Context = tuple[dict[str, str], list[str], list[str], str]
 
 
 def _context() -> Context:
-    return dict(os.environ), list(sys.path)
+    return dict(os.environ), list(sys.path), list(sys.argv), os.getcwd()
+
+
+def _without_settings(environ: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k != "DJANGO_SETTINGS_MODULE"}
 
 
 class _DjangoSetups:
@@ -238,41 +255,51 @@ class _DjangoSetups:
 
     The standby runs django.setup() before the program's own code: right only when that code
     changes nothing the settings depend on before they are read. So where the program reads
-    them first, os.environ and sys.path are noted: the settings module is recorded for the next
-    standby only if the program had changed neither but for DJANGO_SETTINGS_MODULE and its
-    script's folder (a manage.py that loads a .env file or extends sys.path first gets a
-    standby of libraries alone). A standby notes them once set up, and checks them again when
-    the program calls django.setup() itself: changed in between (its manage.py edited to load
-    a .env file, say), it exits for a fresh process."""
+    them first, os.environ, sys.path and the working directory are noted: the settings module
+    is recorded for the next standby only if the program had changed none of them but for
+    DJANGO_SETTINGS_MODULE and its script's folder (a manage.py that loads a .env file or
+    extends sys.path first gets a standby of libraries alone). A standby sets Django up with
+    the recorded module and the program's sys.argv, notes the same, and checks them when the
+    program populates the app registry itself: the settings module the program chose, and
+    everything else as at the preload. Another (its manage.py edited to load a .env file or
+    name other settings, say): it exits for a fresh process."""
 
     def __init__(self, argv: list[str]) -> None:
         program = argv[0] if argv and argv[0] != "-m" else None
         self.folder = str(Path(program).resolve().parent) if program else None
+        self.program_argv = argv[1:] if argv[:1] == ["-m"] else list(argv)  # as _run sets it
         self.start: Context | None = None  # before the program (and any preload) ran
+        self.settings: str | None = None  # the module a standby set Django up with
         self.preloaded: Context | None = None  # a standby's, once it set Django up
-        self.checked = False  # a standby's program called django.setup() in that context
+        self.checked = False  # a standby's program populated the registry in that context
         self.at_settings: Context | None = None  # the program's first read of its settings
-        self.failed: str | None = None  # the standby's setup failed: unusable
+        self.failed = False  # the standby's setup failed: unusable
 
     def watch(self) -> None:
         """Note the program's first read of its settings, or check a set up standby's."""
         if "django" not in sys.modules and importlib.util.find_spec("django") is None:
             return
-        import django
+        from django.apps.registry import Apps
         from django.conf import LazySettings
 
         if self.preloaded is not None:
-            original_setup = django.setup
+            # Every way to set Django up (django.setup(), a direct populate) comes here.
+            original_populate = Apps.populate
 
-            def setup(*args: Any, **kwargs: Any) -> None:
-                django.setup = original_setup
-                if self.preloaded is not None and not self._same(self.preloaded, _context()):
+            def populate(apps: Any, *args: Any, **kwargs: Any) -> None:
+                Apps.populate = original_populate
+                if self.settings and "DJANGO_SETTINGS_MODULE" not in os.environ:
+                    # Set by a module the preload imported (a Celery app's, which setup's
+                    # import of the settings package ran): a change of it makes this standby
+                    # stale before now. As the program has it in a fresh process:
+                    os.environ["DJANGO_SETTINGS_MODULE"] = self.settings
+                if not self._same_as_preload(_context()):
                     _refresh([])  # set up in another context than the program's: fresh one
                     os._exit(SERVICE_EXIT_CHANGED)
                 self.checked = True
-                original_setup(*args, **kwargs)
+                original_populate(apps, *args, **kwargs)
 
-            django.setup = setup
+            Apps.populate = populate
             return
         original_read = LazySettings._setup
 
@@ -289,14 +316,23 @@ class _DjangoSetups:
             return self.checked
         if self.start is None or self.at_settings is None:
             return False
-        start_env = {**self.start[0]}
-        start_env.pop("DJANGO_SETTINGS_MODULE", None)
-        env = {**self.at_settings[0]}
-        env.pop("DJANGO_SETTINGS_MODULE", None)
-        return env == start_env and self._path_within(self.start[1], self.at_settings[1])
+        start, now = self.start, self.at_settings
+        return (
+            _without_settings(now[0]) == _without_settings(start[0])
+            and self._path_within(start[1], now[1])
+            and now[3] == start[3]
+        )
 
-    def _same(self, preloaded: Context, now: Context) -> bool:
-        return preloaded[0] == now[0] and self._path_within(preloaded[1], now[1])
+    def _same_as_preload(self, now: Context) -> bool:
+        preloaded = self.preloaded
+        assert preloaded is not None
+        return (
+            now[0].get("DJANGO_SETTINGS_MODULE") == self.settings
+            and _without_settings(now[0]) == _without_settings(preloaded[0])
+            and self._path_within(preloaded[1], now[1])
+            and now[2] == preloaded[2]
+            and now[3] == preloaded[3]
+        )
 
     def _path_within(self, before: list[str], after: list[str]) -> bool:
         known = {*before, self.folder, os.getcwd(), ""}
@@ -307,38 +343,23 @@ def _django_settings_path(modules_file: str) -> Path:
     return Path(modules_file).with_name(Path(modules_file).name + ".django")
 
 
-def _django_failed_path(modules_file: str) -> Path:
-    return Path(modules_file).with_name(Path(modules_file).name + ".django-failed")
-
-
 def _record_django_settings(modules_file: str, setups: _DjangoSetups) -> None:
     """Write the settings module of a program that set Django up plainly, for its standby (and
     remove an earlier one's: the program may have changed)."""
     apps = sys.modules.get("django.apps")
-    settings_module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    if setups.preloaded is not None:
+        settings_module = setups.settings
+    elif setups.at_settings is not None:
+        settings_module = setups.at_settings[0].get("DJANGO_SETTINGS_MODULE")
+    else:
+        settings_module = None
     path = _django_settings_path(modules_file)
-    if (
-        apps is not None
-        and apps.apps.ready
-        and settings_module
-        and setups.plain()
-        and not _django_failed_path(modules_file).exists()
-    ):
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    if apps is not None and apps.apps.ready and settings_module and setups.plain():
         temp = path.with_name(f".{path.name}.{os.getpid()}")
         temp.write_text(settings_module, encoding="utf-8")
         os.replace(temp, path)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _mark_django_failed(modules_file: str | None, error: str) -> None:
-    """A standby's django.setup() failed (where the program's own succeeds): the next standbys
-    preload libraries alone, for as long as wsgidev runs."""
-    if modules_file:
-        with contextlib.suppress(OSError):
-            _django_failed_path(modules_file).write_text(error, encoding="utf-8")
-            _django_settings_path(modules_file).unlink()
 
 
 def _recorded_django_settings(modules_file: str | None) -> str | None:
