@@ -396,6 +396,20 @@ def tree_usage(server) -> dict[str, int]:
     return usage
 
 
+def settled_usage(server, looks: int = 3) -> dict[str, int]:
+    """tree_usage's smallest figures of a few looks 0.1 s apart: a leak stays in every look, a
+    passing shape of the tree does not. (Sampled once each, the last samples' median was 57.5
+    and 58 fds against 55, once in a full run on a quiet machine and once beside a busy loop;
+    a run that listed every process's descriptors after 40 reloads found the same 55, held by
+    the same kinds of file.)"""
+    usages = []
+    for look in range(looks):
+        if look:
+            time.sleep(0.1)
+        usages.append(tree_usage(server))
+    return {key: min(usage[key] for usage in usages) for key in usages[0]}
+
+
 def test_forty_reloads_in_a_row_leave_usage_flat(project: Path, start_server):
     server = start_server(project, "app.py", "--processes", "1", "--threads", "2")
     wait_for(lambda: len(imports(project)) == 1, 10, "the serving daemon to import the app")
@@ -410,7 +424,7 @@ def test_forty_reloads_in_a_row_leave_usage_flat(project: Path, start_server):
             wait_for(
                 lambda: len(descendants(server.process.pid)) == settled, 15, "the tree to settle"
             )
-            samples.append(tree_usage(server))
+            samples.append(settled_usage(server))
     first, last = samples[:10], samples[10:]
     # A leak grows with the reloads (30 of them between the two sets of samples); a sample can
     # also catch a moment of the tree that passes (a standby importing with its files open, a
