@@ -641,6 +641,32 @@ class _MarkProject:
         """Standbys that ran the app's ready(): they set Django up before any change."""
         return [pid for pid in _standbys(server) if (self.folder / f"setupmark-{pid}").exists()]
 
+    def start(self, start_server, first_tasks: int):
+        """A server with a db_worker service, once its standby has set Django up and the
+        worker has run the first tasks."""
+        server = start_server(
+            self.folder, "--run", "tasks=python manage.py db_worker --interval 0.05", env=self.env
+        )
+        wait_for(
+            lambda: self.set_up_standbys(server), 30, lambda: f"a set up standby\n{server.log()}"
+        )
+        self.enqueue(0, first_tasks)
+        wait_for(
+            lambda: len(self.done()) >= first_tasks,
+            30,
+            lambda: f"the first tasks\n{server.log()}",
+        )
+        return server
+
+    def run_after_change(self, server, changed: str, first: int, last: int) -> list[list[str]]:
+        """Once `changed` restarted the worker: tasks first..last run; the rows of the
+        processes after the first one."""
+        wait_for(lambda: f"tasks | {changed} changed: " in server.log(), 20, server.log())
+        first_pid = self.done()[0][3]
+        self.enqueue(first, last)
+        wait_for(lambda: len(self.done()) >= last, 60, lambda: f"{last} tasks\n{server.log()}")
+        return [row for row in self.done() if row[3] != first_pid]
+
 
 def test_a_django_services_standby_is_set_up_and_a_setup_modules_edit_is_not_run_stale(
     django_project, start_server, tasks_packages, tmp_path
@@ -650,20 +676,11 @@ def test_a_django_services_standby_is_set_up_and_a_setup_modules_edit_is_not_run
     code. What setup imports (an app's ready(), settings, models) is then the standby's too: an
     edit of it makes that standby stale, and the new code runs, not the standby's."""
     site = _MarkProject(django_project, tasks_packages, tmp_path / "results.txt")
-    server = start_server(
-        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=site.env
-    )
-    wait_for(lambda: site.set_up_standbys(server), 30, lambda: f"a set up standby\n{server.log()}")
-    site.enqueue(0, 5)
-    wait_for(lambda: len(site.done()) >= 5, 30, lambda: f"the first tasks\n{server.log()}")
-    first_pid = site.done()[0][3]
+    server = site.start(start_server, 5)
     assert {row[1] for row in site.done()} == {"m1"}
     mark = django_project / "testapp" / "setupmark.py"
     mark.write_text(mark.read_text().replace('MARK = "m1"', 'MARK = "m2"'))
-    wait_for(lambda: "tasks | setupmark.py changed: " in server.log(), 20, server.log())
-    site.enqueue(5, 15)
-    wait_for(lambda: len(site.done()) >= 15, 60, lambda: f"15 tasks\n{server.log()}")
-    new_process = [row for row in site.done() if row[3] != first_pid]
+    new_process = site.run_after_change(server, "setupmark.py", 5, 15)
     assert new_process, site.done()
     assert {row[1] for row in new_process} == {"m2"}, f"stale code ran: {site.done()}"
 
@@ -676,12 +693,7 @@ def test_a_manage_py_that_changes_the_environment_first_gets_a_standby_of_librar
     set up standby does not run the new code (a fresh process does, with the new setting),
     and the standbys after it preload libraries alone."""
     site = _MarkProject(django_project, tasks_packages, tmp_path / "results.txt")
-    server = start_server(
-        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=site.env
-    )
-    wait_for(lambda: site.set_up_standbys(server), 30, lambda: f"a set up standby\n{server.log()}")
-    site.enqueue(0, 3)
-    wait_for(lambda: len(site.done()) >= 3, 30, lambda: f"the first tasks\n{server.log()}")
+    server = site.start(start_server, 3)
     assert {row[2] for row in site.done()} == {"none"}
     manage = django_project / "manage.py"
     manage.write_text(
@@ -689,11 +701,7 @@ def test_a_manage_py_that_changes_the_environment_first_gets_a_standby_of_librar
             "    from django.core", '    os.environ["TEST_MARK_ENV"] = "e2"\n    from django.core'
         )
     )
-    wait_for(lambda: "tasks | manage.py changed: " in server.log(), 20, server.log())
-    site.enqueue(3, 10)
-    wait_for(lambda: len(site.done()) >= 10, 60, lambda: f"10 tasks\n{server.log()}")
-    first_pid = site.done()[0][3]
-    new_process = [row for row in site.done() if row[3] != first_pid]
+    new_process = site.run_after_change(server, "manage.py", 3, 10)
     assert new_process and {row[2] for row in new_process} == {"e2"}, site.done()
     # The next standby: libraries alone (it does not run the app's ready()).
     wait_for(
@@ -714,20 +722,11 @@ def test_a_manage_py_that_names_other_settings_is_not_run_with_the_standbys(
     (django_project / "testsite" / "settings_b.py").write_text(
         'from testsite.settings import *  # noqa: F403\nMARK_SETTING = "b"\n'
     )
-    server = start_server(
-        django_project, "--run", "tasks=python manage.py db_worker --interval 0.05", env=site.env
-    )
-    wait_for(lambda: site.set_up_standbys(server), 30, lambda: f"a set up standby\n{server.log()}")
-    site.enqueue(0, 3)
-    wait_for(lambda: len(site.done()) >= 3, 30, lambda: f"the first tasks\n{server.log()}")
+    server = site.start(start_server, 3)
     assert {row[2] for row in site.done()} == {"none"}
     manage = django_project / "manage.py"
     manage.write_text(manage.read_text().replace('"testsite.settings"', '"testsite.settings_b"'))
-    wait_for(lambda: "tasks | manage.py changed: " in server.log(), 20, server.log())
-    site.enqueue(3, 10)
-    wait_for(lambda: len(site.done()) >= 10, 60, lambda: f"10 tasks\n{server.log()}")
-    first_pid = site.done()[0][3]
-    new_process = [row for row in site.done() if row[3] != first_pid]
+    new_process = site.run_after_change(server, "manage.py", 3, 10)
     assert new_process and {row[2] for row in new_process} == {"b"}, site.done()
 
 
