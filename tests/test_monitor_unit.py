@@ -81,6 +81,14 @@ def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Modules
 
 
 @pytest.fixture
+def started_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modules imported before the test are judged against its start, not the pytest process's:
+    `exec` keeps the start time of the shell that made the venv just before (dev.sh does)."""
+    started_ns = time.time_ns()
+    monkeypatch.setattr("wsgidev.daemon.monitor.base.process_start_ns", lambda: started_ns)
+
+
+@pytest.fixture
 def make_monitor() -> Iterator[MakeMonitor]:
     made: list[Monitor] = []
 
@@ -725,14 +733,9 @@ def test_failing_notify_backend_falls_back_to_polling(
     assert "inotify backend failed to start" in capsys.readouterr().err
 
 
-def test_one_thread_watches_every_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("started_now")
+def test_one_thread_watches_every_directory(tmp_path: Path) -> None:
     # watchdog's observer ran a thread per watched directory: 2,657 in a Wagtail site's daemon.
-    # Modules imported before the test are judged against its start, not the pytest process's
-    # (`exec` keeps the start time of the shell that made the venv just before).
-    started_ns = time.time_ns()
-    monkeypatch.setattr("wsgidev.daemon.monitor.base.process_start_ns", lambda: started_ns)
     files = []
     for index in range(300):
         folder = tmp_path / f"pkg{index}"
@@ -765,13 +768,10 @@ def test_unknown_backend_is_an_error() -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.usefixtures("started_now")
 def test_deferred_monitor_records_imports_and_watches_only_after_resume(
-    modules: Modules, backend: str, monkeypatch: pytest.MonkeyPatch
+    modules: Modules, backend: str
 ) -> None:
-    # Modules imported before the test are judged against its start, not the pytest process's
-    # (`exec` keeps the start time of the shell that made the venv just before).
-    started_ns = time.time_ns()
-    monkeypatch.setattr("wsgidev.daemon.monitor.base.process_start_ns", lambda: started_ns)
     restarts = Restarts()
     deferred = monitor.start(
         on_change=restarts, backend=backend, poll_interval_s=0.05, deferred=True
@@ -794,6 +794,7 @@ def test_deferred_monitor_records_imports_and_watches_only_after_resume(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.usefixtures("started_now")
 def test_a_deferred_monitor_takes_the_script_and_watch_baselines_when_the_import_began(
     tmp_path: Path, backend: str
 ) -> None:
@@ -827,6 +828,7 @@ def test_a_deferred_monitor_takes_the_script_and_watch_baselines_when_the_import
         (started or deferred).stop()
 
 
+@pytest.mark.usefixtures("started_now")
 def test_without_a_noted_import_start_the_baselines_are_taken_at_arm(tmp_path: Path) -> None:
     script = tmp_path / "app.py"
     script.write_text("VERSION = 1\n")
