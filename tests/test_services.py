@@ -290,6 +290,113 @@ def test_a_celery_worker_hands_over_on_its_tasks_module_with_no_task_lost_or_run
     ), server.log()
 
 
+# --- a real RQ worker on the same Redis -------------------------------------------------------
+
+RQ_SETTINGS = """
+import os
+
+REDIS_URL = os.environ["TEST_BROKER"]
+NAME = "wsgidev-test-worker"  # a fixed name: RQ refuses a second live worker of the same name
+# {edit}
+"""
+
+RQ_TASKS = """
+import os, time
+
+VERSION = "{version}"
+
+
+def record(n):
+    if n == 100:  # a long job: it ends once the test releases it (or after 30 s)
+        with open(os.environ["TEST_RESULTS"] + ".started", "w"):
+            pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not os.path.exists(os.environ["TEST_RELEASE"]):
+            time.sleep(0.05)
+    with open(os.environ["TEST_RESULTS"], "a") as out:
+        out.write(f"{{n}} {{VERSION}}\\n")
+"""
+
+
+def test_an_rq_worker_runs_new_job_code_without_a_restart_and_hands_over_on_its_own_code(
+    project, redis_url, start_server, tmp_path
+):  # Redis is asked for first, so that it outlives the server: RQ retries a lost Redis for ever
+    # RQ's worker imports a job's module in the work horse it forks for that job, never in
+    # itself: an edit of tasks.py needs no restart (and gets none). Its settings module is its
+    # own: an edit hands over, and the fixed worker name must not leave the queue without one.
+    (project / "rqsettings.py").write_text(textwrap.dedent(RQ_SETTINGS).format(edit=1))
+    (project / "tasks.py").write_text(textwrap.dedent(RQ_TASKS).format(version="t1"))
+    results, release = tmp_path / "results.txt", tmp_path / "release"
+    results.touch()
+    env = {"TEST_BROKER": redis_url, "TEST_RESULTS": str(results), "TEST_RELEASE": str(release)}
+    server = start_server(
+        project,
+        "app.py",
+        "--shutdown-timeout",
+        "40",
+        "--run",
+        "worker=rq worker -c rqsettings",
+        env=env,
+    )
+    script = (
+        "import os, sys; from redis import Redis; from rq import Queue\n"
+        "queue = Queue(connection=Redis.from_url(os.environ['TEST_BROKER']))\n"
+        "[queue.enqueue('tasks.record', n) for n in range(int(sys.argv[1]), int(sys.argv[2]))]\n"
+    )
+
+    def enqueue(first: int, last: int) -> None:
+        subprocess.run(
+            [sys.executable, "-c", script, str(first), str(last)],
+            env={**os.environ, **env},
+            check=True,
+            timeout=30,
+        )
+
+    def done() -> list[str]:
+        return results.read_text().splitlines()
+
+    def births() -> int:
+        return server.log().count("Worker wsgidev-test-worker: started with PID")
+
+    def standby() -> None:
+        wait_for(lambda: _standbys(server), 30, lambda: f"the warmed standby\n{server.log()}")
+
+    wait_for(lambda: births() == 1, 30, lambda: f"the worker\n{server.log()}")
+    enqueue(0, 5)
+    wait_for(lambda: len(done()) == 5, 20, lambda: f"5 jobs\n{server.log()}")
+    (project / "tasks.py").write_text(textwrap.dedent(RQ_TASKS).format(version="t2"))
+    enqueue(5, 10)
+    wait_for(lambda: len(done()) == 10, 20, lambda: f"10 jobs\n{server.log()}")
+    assert [line.split()[1] for line in done()] == ["t1"] * 5 + ["t2"] * 5
+    holds_for(lambda: births() == 1 and "changed" not in server.log(), 1.0, "no restart")
+
+    # An edit of its settings while it runs a job: the old process finishes the job, holding
+    # the name; the new one, refused it, is started again once the old one has gone.
+    standby()
+    enqueue(100, 101)
+    wait_for(lambda: Path(f"{results}.started").exists(), 20, "the long job to start")
+    try:
+        (project / "rqsettings.py").write_text(textwrap.dedent(RQ_SETTINGS).format(edit=2))
+        wait_for(
+            lambda: "while the process it took over from was still stopping" in server.log(),
+            30,
+            lambda: f"the new process to be refused the name\n{server.log()}",
+        )
+    finally:
+        release.touch()  # the job ends, and with it the old process
+    wait_for(lambda: births() == 2, 30, lambda: f"the new worker\n{server.log()}")
+    # Idle, its next hand-over is quick: the old worker is told at once (not cut by the
+    # shutdown timeout with its name left taken), so the new one gets the name.
+    standby()
+    (project / "rqsettings.py").write_text(textwrap.dedent(RQ_SETTINGS).format(edit=3))
+    wait_for(lambda: births() == 3, 20, lambda: f"the third worker\n{server.log()}")
+    enqueue(10, 15)
+    wait_for(lambda: len(done()) == 16, 20, lambda: f"16 jobs\n{server.log()}")
+    holds_for(lambda: len(done()) == 16, 0.5, "no job run twice")
+    assert sorted(int(line.split()[0]) for line in done()) == [*range(15), 100]
+    assert "waiting for a fix" not in server.log(), server.log()
+
+
 def test_which_services_hand_over():
     assert hands_over("celery -A proj worker -l info -c 2")
     assert hands_over("/venv/bin/celery --app proj worker")

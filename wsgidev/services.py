@@ -258,6 +258,11 @@ class Service:
         self.colour = colour
         self.process: subprocess.Popen[bytes] | None = None  # the one that serves
         self.standby: subprocess.Popen[bytes] | None = None  # warmed, waiting for its turn
+        # Handed over from and still finishing their tasks (a queue consumer's old processes).
+        self.retiring: list[subprocess.Popen[bytes]] = []
+        # The serving process failed at its start while one of those still ran: it is started
+        # again once they have exited.
+        self.retry = False
         self.hands_over = python and hands_over(spec.command)
         self.started_at = 0.0
         self.failures = 0
@@ -337,7 +342,14 @@ class Supervisor:
             elif isinstance(event, protocol.Ready):
                 self._want_standby(service)
             elif isinstance(event, protocol.ImportFailed):
-                self.say(service, f"failed: {event.error}; waiting for a fix")
+                if self._retry_after_retiring(service, process):
+                    self.say(
+                        service,
+                        f"failed ({event.error}) while the process it took over from was still"
+                        " stopping: starting it again once that one has exited",
+                    )
+                else:
+                    self.say(service, f"failed: {event.error}; waiting for a fix")
             elif isinstance(event, protocol.Refused):
                 self.say(service, f"wsgidev {event.part}: {event.reason}")
         stream.close()
@@ -386,6 +398,18 @@ class Supervisor:
         else:
             self.say(service, f"{names} changed: restarting")
 
+    def _retry_after_retiring(self, service: Service, process: subprocess.Popen[bytes]) -> bool:
+        """A serving process failed at its start: if one it took over from still runs (what it
+        holds, an RQ worker's fixed name, a pid file, may be the cause), stop the failed one
+        and start the program again once they have all exited (True); else it waits for a fix."""
+        with self._lock:
+            if service.retry or not any(p.poll() is None for p in service.retiring):
+                return False
+            service.retry = True
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)  # it waits for a fix: this ends it at once
+        return True
+
     def _go(self, service: Service) -> bool:
         """The standby's turn, if it is there: it runs the program and is the serving process
         from now on (True)."""
@@ -394,6 +418,9 @@ class Supervisor:
             if self._stopping.is_set() or standby is None or standby.poll() is not None:
                 return False
             service.standby = None
+            old = service.process
+            if old is not None and old.poll() is None:  # a queue consumer's: it finishes
+                service.retiring.append(old)
             service.process = standby
             service.started_at = time.monotonic()
             service.changed = ()
@@ -473,6 +500,17 @@ class Supervisor:
                 self.say(service, f"its warmed standby exited with status {status}")
             return
         if not serving:  # retired by a hand-over: its tasks are done
+            with self._lock:
+                if process in service.retiring:
+                    service.retiring.remove(process)
+            return
+        if service.retry:  # failed while a process it took over from still ran
+            for old in list(service.retiring):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    old.wait(self.shutdown_timeout_s + 5)  # it ends itself by then
+            service.retry = False
+            if not self._stopping.is_set() and not self._go(service):
+                self._spawns.put((service, False))
             return
         # Its code changed: SERVICE_EXIT_CHANGED, or the signal's own status where the program
         # left SIGTERM to its default action.

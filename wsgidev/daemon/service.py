@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
         changed.set()
         # The program's own graceful stop; a second change while it stops adds nothing. One
         # that ignores it (or a thread that keeps the process up) ends after --shutdown-timeout.
-        os.kill(os.getpid(), signal.SIGTERM)
+        _terminate_main_thread()
         threading.Timer(shutdown_timeout_s, os._exit, (SERVICE_EXIT_CHANGED,)).start()
 
     monitor = (
@@ -131,6 +131,7 @@ def main(argv: list[str]) -> int:
         os.register_at_fork(after_in_child=monitor.stop)
     started = time.monotonic()
     status = 0
+    failure = ""
     try:
         status = _run(argv)
     except SystemExit as exc:  # the program's own exit (sys.exit, argparse's usage)
@@ -144,7 +145,7 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(app_traceback(exc))
             if monitor is not None:
                 monitor.watch_exception(exc)
-            events.emit(protocol.ImportFailed(error=f"{type(exc).__name__}: {exc}"))
+            failure = f"{type(exc).__name__}: {exc}"
             status = 1
     if monitor is not None:
         monitor.import_done()
@@ -153,9 +154,23 @@ def main(argv: list[str]) -> int:
     if status != 0 and monitor is not None and time.monotonic() - started < FAILED_AT_START_S:
         # Failed at its start: waits for a fix rather than exiting into a restart loop. (One
         # that ran a while and then failed, its broker gone say, is started again by wsgidev.)
+        # Said to wsgidev, which starts it again instead if the process it took over from was
+        # still stopping (what that one held, a worker's name or a pid file, may be why).
+        events.emit(protocol.ImportFailed(error=failure or f"exited with status {status}"))
         _wait_for_change(changed)
         return SERVICE_EXIT_CHANGED
     return int(status or 0)
+
+
+def _terminate_main_thread() -> None:
+    """SIGTERM to this process, delivered to its main thread. Sent from the monitor's thread by
+    os.kill, the kernel gave it to that thread: Python's handler waited until the main thread
+    was back in Python, and an RQ worker waiting on Redis (a BLPOP of minutes) was cut by the
+    shutdown timeout instead, never told its broker it had gone (its name stayed taken)."""
+    try:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+    except (ProcessLookupError, OSError, ValueError):  # the main thread is gone
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _refresh(files: list[str]) -> None:
