@@ -397,6 +397,78 @@ def test_an_rq_worker_runs_new_job_code_without_a_restart_and_hands_over_on_its_
     assert "waiting for a fix" not in server.log(), server.log()
 
 
+# --- a real Dramatiq worker on the same Redis --------------------------------------------------
+
+DRAMATIQ_ACTORS = """
+import os
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+dramatiq.set_broker(RedisBroker(url=os.environ["TEST_BROKER"]))
+VERSION = "{version}"
+
+
+@dramatiq.actor
+def record(n):
+    with open(os.environ["TEST_RESULTS"], "a") as out:
+        out.write(f"{{n}} {{VERSION}}\\n")
+"""
+
+
+def test_a_dramatiq_worker_hands_over_on_the_actors_its_worker_processes_imported(
+    project, redis_url, start_server, tmp_path
+):
+    # Dramatiq's main process imports no actor: its worker processes (forked) do. They tell
+    # the main process's monitor what they import, so an edit of the actors hands over.
+    (project / "actors.py").write_text(textwrap.dedent(DRAMATIQ_ACTORS).format(version="d1"))
+    results = tmp_path / "results.txt"
+    results.touch()
+    env = {"TEST_BROKER": redis_url, "TEST_RESULTS": str(results)}
+    server = start_server(
+        project, "app.py", "--run", "worker=dramatiq actors --processes 1 --threads 2", env=env
+    )
+
+    def enqueue(first: int, last: int) -> None:
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]); from actors import record\n"
+                "[record.send(n) for n in range(int(sys.argv[2]), int(sys.argv[3]))]\n",
+                str(project),
+                str(first),
+                str(last),
+            ],
+            env={**os.environ, **env},
+            check=True,
+            timeout=30,
+        )
+
+    def done() -> list[str]:
+        return results.read_text().splitlines()
+
+    wait_for(
+        lambda: "Worker process is ready for action" in server.log(),
+        30,
+        lambda: f"Dramatiq's worker process\n{server.log()}",
+    )
+    wait_for(lambda: _standbys(server), 30, lambda: f"the warmed standby\n{server.log()}")
+    enqueue(0, 5)
+    wait_for(lambda: len(done()) == 5, 20, lambda: f"5 messages\n{server.log()}")
+    (project / "actors.py").write_text(textwrap.dedent(DRAMATIQ_ACTORS).format(version="d2"))
+    wait_for(
+        lambda: "worker | actors.py changed: handed over" in server.log(),
+        20,
+        lambda: f"the hand-over\n{server.log()}",
+    )
+    enqueue(5, 10)
+    wait_for(lambda: len(done()) == 10, 30, lambda: f"10 messages\n{server.log()}")
+    holds_for(lambda: len(done()) == 10, 0.5, "no message run twice")
+    assert sorted(int(line.split()[0]) for line in done()) == list(range(10))
+    assert [line.split()[1] for line in done()[5:]] == ["d2"] * 5, done()
+
+
 def test_which_services_hand_over():
     assert hands_over("celery -A proj worker -l info -c 2")
     assert hands_over("/venv/bin/celery --app proj worker")

@@ -47,6 +47,7 @@ from typing import Any
 from wsgidev.daemon import debugger, preload
 from wsgidev.daemon.appimport import app_traceback
 from wsgidev.daemon.monitor import start as start_monitor
+from wsgidev.daemon.poolimports import PoolImports
 from wsgidev.shared import events, protocol
 from wsgidev.shared.processes import SERVICE_ENV_VAR, SERVICE_EXIT_CHANGED
 from wsgidev.shared.protocol import MAX_EVENT_FILES
@@ -126,9 +127,9 @@ def main(argv: list[str]) -> int:
     if monitor is not None:
         setups.watch()
         _end_of_imports(monitor, modules_file, setups)
-        # A worker's pool processes (Celery's prefork) inherit the import recorder and the
-        # recording of opens, but not the thread that tends them: they are not watched.
-        os.register_at_fork(after_in_child=monitor.stop)
+        # A worker's pool processes (Dramatiq's workers, Celery's prefork children, an RQ job's
+        # work horse) tell this process what they import: its monitor watches that too.
+        PoolImports(monitor)
     started = time.monotonic()
     status = 0
     failure = ""

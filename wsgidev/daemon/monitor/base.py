@@ -126,6 +126,8 @@ class Monitor:
         # While arm() takes the baselines of a monitor armed after the import (not None): a
         # file found then that was touched after the import began counts as changed.
         self._judge_since_ns: int | None = None
+        # Given the changed files, the ones that still count (None: all do); see _dispatch.
+        self.relevant: Callable[[list[str]], list[str]] | None = None
 
     # -- what a backend provides -------------------------------------------------------------
 
@@ -346,6 +348,14 @@ class Monitor:
         if self._armed:
             self._wake()
 
+    def watch_imported(self, path: str, state: FileState) -> None:
+        """Watch a file another process imported, against its state then (a pool process's,
+        wsgidev/daemon/poolimports.py); safe from any thread."""
+        with self._lock:
+            self._queued.append((path, state))
+        if self._armed:
+            self._wake()
+
     def watch_files(self, paths: Iterable[str], since_ns: int) -> None:
         """Watch files another process imported: touched after since_ns, each counts as changed."""
         found = [(p, STALE if touched_after(p, since_ns) else file_state(p)) for p in paths]
@@ -484,6 +494,15 @@ class Monitor:
         return path.endswith(".py") or os.path.isdir(path)
 
     def _dispatch(self, changed: dict[str, FileState | None], seen_s: float) -> None:
+        if self.relevant is not None:
+            # Files only processes that have exited imported (an RQ job's work horse): not
+            # watched any more, until another process imports them.
+            keep = set(self.relevant(sorted(changed)))
+            for path in set(changed) - keep:
+                self._files.drop(path)
+                del changed[path]
+            if not changed:
+                return
         files = sorted(changed)
         saved_at = saved_at_s(files, seen_s, self._started_ns or process_start_ns())
         django = self._django

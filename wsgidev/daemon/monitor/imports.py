@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
+from typing import Any
 
 from wsgidev.daemon.monitor.bytecode import fresh_loader
 from wsgidev.daemon.monitor.state import FileState, file_state
@@ -53,7 +54,7 @@ class ImportRecorder:
         """The spec the finders after this one return, after recording its file's state."""
         # On a miss importlib goes on to ask the later finders itself: a second search, but only
         # for modules that do not exist (optional imports).
-        spec = _find_after(self, fullname, path, target)
+        spec = find_after(self, fullname, path, target)
         if spec is None or not spec.has_location or not spec.origin:
             return spec  # frozen, built-in, namespace package, or not found
         origin = os.path.abspath(spec.origin)
@@ -109,13 +110,13 @@ class ImportRecorder:
             return any(now - when < RECENT_S for _, _, when in self._found.values())
 
 
-def _find_after(
-    recorder: ImportRecorder,
+def find_after(
+    recorder: Any,
     fullname: str,
     path: Sequence[str] | None,
     target: ModuleType | None,
 ) -> ModuleSpec | None:
-    """Ask the finders after the recorder, in order, as importlib would."""
+    """Ask the finders after the recorder (a finder of sys.meta_path), in order, as importlib would."""
     meta_path = list(sys.meta_path)
     try:
         start = meta_path.index(recorder) + 1

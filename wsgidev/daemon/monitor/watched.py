@@ -206,6 +206,13 @@ class WatchedFiles:
         """Every watched file's baseline (a copy, safe from any thread)."""
         return dict(self._baselines)
 
+    def drop(self, path: str) -> None:
+        """Stop watching a file until it is added again (from the monitor's thread)."""
+        self._baselines.pop(path, None)
+        self.reasons.pop(path, None)
+        self._restart_paths.discard(path)
+        self._unchecked.discard(path)
+
     def forget(self, path: str) -> None:
         """Stop watching a file (safe from any thread): the app writes it, it is no setting."""
         self._forgotten.add(path)
