@@ -28,7 +28,7 @@ from conftest import (
 )
 
 from wsgidev.daemon.handover import REPLACEMENT_WAIT_S, REPLACEMENT_WARM_S
-from wsgidev.services import hands_over
+from wsgidev.services import hands_over, stop_signal
 
 # A worker as Celery's main process behaves: SIGTERM is a warm shutdown (the task it runs
 # finishes, then it exits); it imports tasks.py and never app.py's helpers.
@@ -467,6 +467,105 @@ def test_a_dramatiq_worker_hands_over_on_the_actors_its_worker_processes_importe
     holds_for(lambda: len(done()) == 10, 0.5, "no message run twice")
     assert sorted(int(line.split()[0]) for line in done()) == list(range(10))
     assert [line.split()[1] for line in done()[5:]] == ["d2"] * 5, done()
+
+
+# --- a real Huey consumer on the same Redis ---------------------------------------------------
+
+HUEY_TASKS = """
+import os, time
+
+from huey import RedisHuey
+
+huey = RedisHuey("wsgidev-test", url=os.environ["TEST_BROKER"])
+VERSION = "{version}"
+
+
+@huey.task()
+def record(n):
+    if n == 100:  # a long task: it ends once the test releases it (or after 30 s)
+        with open(os.environ["TEST_RESULTS"] + ".started", "w"):
+            pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not os.path.exists(os.environ["TEST_RELEASE"]):
+            time.sleep(0.05)
+    with open(os.environ["TEST_RESULTS"], "a") as out:
+        out.write(f"{{n}} {{VERSION}}\\n")
+"""
+
+
+def test_a_huey_consumer_restarts_on_its_tasks_with_its_graceful_stop(
+    project, redis_url, start_server, tmp_path
+):
+    # Huey's consumer stops gracefully on SIGINT; its SIGTERM interrupts the running tasks
+    # (the task would be lost). It runs one at a time (it may hold a schedule).
+    (project / "tasks.py").write_text(textwrap.dedent(HUEY_TASKS).format(version="h1"))
+    results, release = tmp_path / "results.txt", tmp_path / "release"
+    results.touch()
+    env = {"TEST_BROKER": redis_url, "TEST_RESULTS": str(results), "TEST_RELEASE": str(release)}
+    server = start_server(
+        project,
+        "app.py",
+        "--shutdown-timeout",
+        "40",
+        "--run",
+        "worker=huey_consumer tasks.huey -w 2 -k thread",
+        env=env,
+    )
+
+    def enqueue(first: int, last: int) -> None:
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]); from tasks import record\n"
+                "[record(n) for n in range(int(sys.argv[2]), int(sys.argv[3]))]\n",
+                str(project),
+                str(first),
+                str(last),
+            ],
+            env={**os.environ, **env},
+            check=True,
+            timeout=30,
+        )
+
+    def done() -> list[str]:
+        return results.read_text().splitlines()
+
+    wait_for(lambda: "Huey consumer started" in server.log(), 30, lambda: server.log())
+    wait_for(lambda: _standbys(server), 30, lambda: f"the warmed standby\n{server.log()}")
+    enqueue(0, 3)
+    wait_for(lambda: len(done()) == 3, 20, lambda: f"3 tasks\n{server.log()}")
+    enqueue(100, 101)
+    wait_for(lambda: Path(f"{results}.started").exists(), 20, "the long task to start")
+    try:
+        (project / "tasks.py").write_text(textwrap.dedent(HUEY_TASKS).format(version="h2"))
+        wait_for(
+            lambda: "worker | tasks.py changed: restarting" in server.log(),
+            20,
+            lambda: f"the restart\n{server.log()}",
+        )
+    finally:
+        release.touch()  # the long task ends on the old code, then the old consumer
+    wait_for(
+        lambda: server.log().count("Huey consumer started") == 2,
+        40,
+        lambda: f"the new consumer\n{server.log()}",
+    )
+    enqueue(3, 6)
+    wait_for(lambda: len(done()) == 7, 40, lambda: f"7 tasks\n{server.log()}")
+    holds_for(lambda: len(done()) == 7, 0.5, "no task run twice")
+    assert sorted(int(line.split()[0]) for line in done()) == [0, 1, 2, 3, 4, 5, 100]
+    assert "100 h1" in done(), done()  # finished by the old consumer, not interrupted
+    assert sorted(line for line in done() if line.split()[0] in "345") == ["3 h2", "4 h2", "5 h2"]
+
+
+def test_which_signal_stops_a_service_gracefully():
+    assert stop_signal("celery -A proj worker") == signal.SIGTERM
+    assert stop_signal("huey_consumer tasks.huey -w 2") == signal.SIGINT
+    assert stop_signal("python manage.py run_huey") == signal.SIGINT
+    assert stop_signal("huey_consumer tasks.huey --graceful-signal TERM") == signal.SIGTERM
+    assert stop_signal("huey_consumer tasks.huey -g TERM") == signal.SIGTERM
+    assert stop_signal("python manage.py runserver") == signal.SIGTERM
 
 
 def test_which_services_hand_over():

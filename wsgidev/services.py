@@ -205,18 +205,10 @@ def hands_over(command: str) -> bool:
     scheduler (Celery beat, Huey's consumer with its periodic tasks: a task sent twice), not a
     worker that holds a pid file or state file (the new one would refuse to start), nor
     anything else (a port bound twice fails)."""
-    try:
-        argv = shlex.split(command)
-    except ValueError:
+    found = _program(command)
+    if found is None:
         return False
-    words = [Path(argv[0]).name, *argv[1:]] if argv else []
-    while words and (words[0].startswith("python") or words[0] in _PYTHON_FLAGS):
-        words = words[1:]
-    if words[:1] == ["-m"]:
-        words = words[1:]
-    if not words:
-        return False
-    program, args = Path(words[0]).name, words[1:]
+    program, args = found
     if any(arg.split("=")[0] in _HOLDS_A_FILE for arg in args):
         return False
     subcommand = _subcommand(args)
@@ -229,6 +221,48 @@ def hands_over(command: str) -> bool:
     if program.endswith("manage.py"):
         return subcommand in ("db_worker", "rqworker")
     return False
+
+
+def stop_signal(command: str) -> signal.Signals:
+    """The signal that asks the program to stop gracefully, its running tasks finishing:
+    SIGTERM, but SIGINT for Huey's consumer (`huey_consumer`, `manage.py run_huey`), whose
+    SIGTERM interrupts its tasks, unless it is told `--graceful-signal TERM`."""
+    found = _program(command)
+    if found is None:
+        return signal.SIGTERM
+    program, args = found
+    huey = program in ("huey_consumer", "huey_consumer.py") or (
+        program.endswith("manage.py") and _subcommand(args) == "run_huey"
+    )
+    if not huey:
+        return signal.SIGTERM
+    for at, arg in enumerate(args):
+        value = None
+        if arg in ("-g", "--graceful-signal"):
+            value = args[at + 1] if at + 1 < len(args) else None
+        elif arg.startswith("--graceful-signal="):
+            value = arg.split("=", 1)[1]
+        elif arg.startswith("-g") and len(arg) > 2:
+            value = arg[2:]
+        if value is not None and value.upper() in ("TERM", "SIGTERM"):
+            return signal.SIGTERM
+    return signal.SIGINT
+
+
+def _program(command: str) -> tuple[str, list[str]] | None:
+    """The program a command line runs (past `python -m`) and its arguments."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    words = [Path(argv[0]).name, *argv[1:]] if argv else []
+    while words and (words[0].startswith("python") or words[0] in _PYTHON_FLAGS):
+        words = words[1:]
+    if words[:1] == ["-m"]:
+        words = words[1:]
+    if not words:
+        return None
+    return Path(words[0]).name, words[1:]
 
 
 # Options before a subcommand that take a value (celery -A proj worker: proj is no subcommand).
@@ -264,6 +298,7 @@ class Service:
         # again once they have exited.
         self.retry = False
         self.hands_over = python and hands_over(spec.command)
+        self.stop_signal = stop_signal(spec.command)
         self.started_at = 0.0
         self.failures = 0
         self.changed: tuple[str, ...] = ()
@@ -441,15 +476,23 @@ class Supervisor:
                     self._spawns.put((service, True))
 
     def _spawn(self, service: Service, standby: bool = False) -> None:
-        config = {**self.service_config, "name": service.spec.name}
+        config = {
+            **self.service_config,
+            "name": service.spec.name,
+            "stop_signal": int(service.stop_signal),
+        }
         if self.state_dir is not None and service.python:
             config["modules_file"] = str(self.state_dir / f"{service.spec.name}.modules")
         with self._lock:  # stop() collects the processes under it: none is started after
             if self._stopping.is_set() or (standby and service.standby is not None):
                 return
             argv = service.standby_argv if standby else service.argv
-            # The leader's own option: how long what the service leaves behind has to go.
-            argv = [*argv[:3], "--grace", f"{self.shutdown_timeout_s:g}", *argv[3:]]
+            # The leader's own options: how long what the service leaves behind has to go, and
+            # the signal that stops the service gracefully (what wsgidev's SIGTERM becomes).
+            grace = ["--grace", f"{self.shutdown_timeout_s:g}"]
+            if service.stop_signal != signal.SIGTERM:
+                grace += ["--signal", str(int(service.stop_signal))]
+            argv = [*argv[:3], *grace, *argv[3:]]
             process = subprocess.Popen(
                 argv,
                 cwd=self.cwd,

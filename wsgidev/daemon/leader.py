@@ -1,9 +1,11 @@
 """The leader of a service's process group, between wsgidev and the service (any command, a
 Python service under wsgidev.daemon.service too):
 
-    python -m wsgidev.daemon.leader [--grace SECONDS] COMMAND [ARGS...]
+    python -m wsgidev.daemon.leader [--grace SECONDS] [--signal N] COMMAND [ARGS...]
 
 SECONDS (5 if not given): how long what the service leaves in the group has after SIGTERM.
+N: the signal the service gets when the leader gets SIGTERM (its graceful stop: SIGINT for
+Huey's consumer); SIGTERM if not given.
 
 A module of its own, importing the standard library only: one runs per service and standby, for
 as long as they run, and the service's module (the monitor, the debugger) would cost each one
@@ -21,13 +23,17 @@ import time
 
 
 def main(argv: list[str]) -> int:
-    grace_s = 5.0
-    if argv[:1] == ["--grace"] and len(argv) > 2:
-        grace_s, argv = float(argv[1]), argv[2:]
-    return _lead(argv, grace_s)
+    grace_s, stop = 5.0, signal.SIGTERM
+    while len(argv) > 2 and argv[0] in ("--grace", "--signal"):
+        if argv[0] == "--grace":
+            grace_s = float(argv[1])
+        else:
+            stop = signal.Signals(int(argv[1]))
+        argv = argv[2:]
+    return _lead(argv, grace_s, stop)
 
 
-def _lead(argv: list[str], grace_s: float) -> int:
+def _lead(argv: list[str], grace_s: float, stop: signal.Signals = signal.SIGTERM) -> int:
     """The leader of a service's process group, between wsgidev and the service (any command,
     a Python service too). A SIGTERM (wsgidev stops it, or the kernel's when wsgidev dies:
     PR_SET_PDEATHSIG reaches only this process) goes to the service alone (a Celery worker's
@@ -39,7 +45,7 @@ def _lead(argv: list[str], grace_s: float) -> int:
     def ask(signum: int, frame: object) -> None:
         nonlocal asked
         if asked is None:
-            asked = signum
+            asked = stop if signum == signal.SIGTERM else signum
             if child is not None:
                 child.send_signal(signum)
 

@@ -83,6 +83,7 @@ def main(argv: list[str]) -> int:
         waiting.set()
 
     shutdown_timeout_s = float(config.get("shutdown_timeout_s", 5.0))
+    stop_signal = signal.Signals(int(config.get("stop_signal", signal.SIGTERM)))
 
     def on_change(files: list[str]) -> None:
         if waiting.is_set():  # a standby whose preload changed: a fresh one takes its place
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
         changed.set()
         # The program's own graceful stop; a second change while it stops adds nothing. One
         # that ignores it (or a thread that keeps the process up) ends after --shutdown-timeout.
-        _terminate_main_thread()
+        _terminate_main_thread(stop_signal)
         threading.Timer(shutdown_timeout_s, os._exit, (SERVICE_EXIT_CHANGED,)).start()
 
     monitor = (
@@ -163,15 +164,16 @@ def main(argv: list[str]) -> int:
     return int(status or 0)
 
 
-def _terminate_main_thread() -> None:
-    """SIGTERM to this process, delivered to its main thread. Sent from the monitor's thread by
-    os.kill, the kernel gave it to that thread: Python's handler waited until the main thread
-    was back in Python, and an RQ worker waiting on Redis (a BLPOP of minutes) was cut by the
-    shutdown timeout instead, never told its broker it had gone (its name stayed taken)."""
+def _terminate_main_thread(stop: signal.Signals) -> None:
+    """The program's graceful stop (SIGTERM; SIGINT for Huey's consumer) to this process,
+    delivered to its main thread. Sent from the monitor's thread by os.kill, the kernel gave it
+    to that thread: Python's handler waited until the main thread was back in Python, and an
+    RQ worker waiting on Redis (a BLPOP of minutes) was cut by the shutdown timeout instead,
+    never telling its broker it had gone (its name stayed taken)."""
     try:
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        signal.pthread_kill(threading.main_thread().ident or 0, stop)
     except (ProcessLookupError, OSError, ValueError):  # the main thread is gone
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), stop)
 
 
 def _refresh(files: list[str]) -> None:
@@ -412,6 +414,7 @@ def _wait_for_change(changed: threading.Event) -> None:
             os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # a Huey consumer's graceful stop, from its leader
     while not changed.wait(3600):
         pass
 
