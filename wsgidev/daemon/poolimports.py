@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import sys
 import threading
 from collections.abc import Sequence
@@ -28,7 +29,11 @@ from wsgidev.daemon.monitor.imports import find_after, module_file
 from wsgidev.daemon.monitor.state import FileState, file_state
 
 # A pipe write of at most PIPE_BUF bytes is never interleaved with another process's.
-_ATOMIC_WRITE = 4096
+_ATOMIC_WRITE = select.PIPE_BUF
+# How long a pool process waits for room in a full pipe before it drops a record.
+_FULL_WAIT_S = 0.05
+# A file's importers are looked through for exited ones once there are this many.
+_PRUNE_AT = 64
 
 
 class PoolImports:
@@ -37,14 +42,20 @@ class PoolImports:
     def __init__(self, monitor: Any) -> None:
         self.monitor = monitor
         self._read_fd, self._write_fd = os.pipe()
-        # A full pipe (the main process busy) drops a record rather than stall a task.
+        # A full pipe (the main process busy) does not stall a task for long (_Reporter).
         os.set_blocking(self._write_fd, False)
-        self._importers: dict[str, set[int]] = {}  # file -> the pool processes that imported it
+        # A file only pool processes imported -> each importer and the state it imported.
+        self._importers: dict[str, dict[int, FileState]] = {}
         self._lock = threading.Lock()
         self._in_child = False
         monitor.relevant = self.relevant
         threading.Thread(target=self._read, name="wsgidev-pool-imports", daemon=True).start()
         os.register_at_fork(after_in_child=self._forked)
+
+    def program_ended(self) -> None:
+        """The program's main function returned or failed: its pool is gone, and the service
+        waits for a fix of any file it or its pool imported; every change counts again."""
+        self.monitor.relevant = None
 
     def _forked(self) -> None:
         """In a pool process: its monitor's thread is gone (its recorder goes too); its imports
@@ -58,27 +69,57 @@ class PoolImports:
         sys.meta_path.insert(0, _Reporter(self._write_fd))
 
     def _read(self) -> None:
-        with os.fdopen(self._read_fd, "rb") as pipe:
-            for line in pipe:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self._read_fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            found = []
+            for line in lines:
                 try:
                     pid, path, *state = json.loads(line)
-                    found = FileState(*state)
+                    found.append((pid, path, FileState(*state)))
                 except (ValueError, TypeError):
                     continue
-                with self._lock:
-                    self._importers.setdefault(path, set()).add(pid)
-                self.monitor.watch_imported(path, found)
+            self._take(found)
+
+    def _take(self, found: list[tuple[int, str, FileState]]) -> None:
+        """Watch what pool processes imported, one wake of the monitor for a read's worth."""
+        new = []
+        with self._lock:
+            for pid, path, state in found:
+                importers = self._importers.get(path)
+                if importers is None:
+                    if self.monitor.is_watching(path):
+                        continue  # the main process's own (a module, --watch): it always counts
+                    importers = self._importers[path] = {}
+                    new.append((path, state))
+                if len(importers) >= _PRUNE_AT:  # an RQ horse per job: the exited ones go
+                    for gone in [p for p in importers if not _running(p)]:
+                        del importers[gone]
+                importers[pid] = state
+        if new:
+            self.monitor.watch_imported(new)
 
     def relevant(self, files: list[str]) -> list[str]:
-        """The changed files that still count: the main process's own, and those a pool process
-        that is still running imported."""
+        """The changed files that still count: all but those only pool processes imported and
+        none that is still running holds an older state of (exited; or imported it after the
+        save, an RQ horse of the settle's time)."""
         own = {module_file(module) for module in list(sys.modules.values())}
-        with self._lock:
-            importers = {path: set(self._importers.get(path, ())) for path in files}
         kept = []
         for path in files:
-            pids = importers[path]
-            if not pids or path in own or any(map(_running, pids)):
+            with self._lock:
+                importers = dict(self._importers.get(path, {}))
+            now = file_state(path)
+            if (
+                not importers
+                or path in own
+                or any(state != now and _running(pid) for pid, state in importers.items())
+            ):
                 kept.append(path)
             else:
                 with self._lock:
@@ -88,7 +129,9 @@ class PoolImports:
 
 class _Reporter:
     """A pool process's sys.meta_path finder that loads nothing: it tells the main process the
-    found file and its state, with the stale-bytecode protection the monitor's recorder gives."""
+    found file and its state, with the stale-bytecode protection the monitor's recorder gives.
+    (A module found but not loaded, a probe or a failed import, is told too: a failed import's
+    file is what the fix will be saved in.)"""
 
     def __init__(self, write_fd: int) -> None:
         self._write_fd = write_fd
@@ -105,9 +148,19 @@ class _Reporter:
         if state is not None:
             line = (json.dumps([os.getpid(), origin, *state]) + "\n").encode()
             if len(line) <= _ATOMIC_WRITE:
-                with contextlib.suppress(OSError):  # full, or the main process is gone
-                    os.write(self._write_fd, line)
+                self._write(line)
         return spec
+
+    def _write(self, line: bytes) -> None:
+        for _ in range(2):
+            try:
+                os.write(self._write_fd, line)
+                return
+            except BlockingIOError:  # full: the main process is busy; room soon, or dropped
+                with contextlib.suppress(OSError, ValueError):
+                    select.select([], [self._write_fd], [], _FULL_WAIT_S)
+            except OSError:  # the main process is gone
+                return
 
 
 def _running(pid: int) -> bool:
@@ -115,5 +168,15 @@ def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        if not os.path.isdir("/proc/self"):  # no /proc (macOS): ask the kernel
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        return False
     except (OSError, IndexError):
         return False

@@ -125,12 +125,13 @@ def main(argv: list[str]) -> int:
             return SERVICE_EXIT_CHANGED
         if setups.failed:
             return SERVICE_EXIT_CHANGED  # its Django is half set up: a fresh process
+    pool: PoolImports | None = None
     if monitor is not None:
         setups.watch()
         _end_of_imports(monitor, modules_file, setups)
         # A worker's pool processes (Dramatiq's workers, Celery's prefork children, an RQ job's
         # work horse) tell this process what they import: its monitor watches that too.
-        PoolImports(monitor)
+        pool = PoolImports(monitor)
     started = time.monotonic()
     status = 0
     failure = ""
@@ -149,6 +150,8 @@ def main(argv: list[str]) -> int:
                 monitor.watch_exception(exc)
             failure = f"{type(exc).__name__}: {exc}"
             status = 1
+    if pool is not None:
+        pool.program_ended()
     if monitor is not None:
         monitor.import_done()
     if changed.is_set():

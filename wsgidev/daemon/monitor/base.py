@@ -348,11 +348,11 @@ class Monitor:
         if self._armed:
             self._wake()
 
-    def watch_imported(self, path: str, state: FileState) -> None:
-        """Watch a file another process imported, against its state then (a pool process's,
-        wsgidev/daemon/poolimports.py); safe from any thread."""
+    def watch_imported(self, found: list[tuple[str, FileState]]) -> None:
+        """Watch files another process imported, each against its state then (a pool
+        process's, wsgidev/daemon/poolimports.py); safe from any thread."""
         with self._lock:
-            self._queued.append((path, state))
+            self._queued += found
         if self._armed:
             self._wake()
 
