@@ -469,6 +469,41 @@ def test_a_dramatiq_worker_hands_over_on_the_actors_its_worker_processes_importe
     assert [line.split()[1] for line in done()[5:]] == ["d2"] * 5, done()
 
 
+def test_a_dramatiq_worker_that_fails_in_its_worker_processes_waits_for_a_fix_of_the_actors(
+    project, redis_url, start_server, tmp_path
+):
+    # Only the worker processes import the actors: a typo there fails them, Dramatiq's main
+    # process exits, and the fix (of a file only exited processes imported) must still count.
+    (project / "actors.py").write_text("def broken(:\n")
+    results = tmp_path / "results.txt"
+    results.touch()
+    env = {"TEST_BROKER": redis_url, "TEST_RESULTS": str(results)}
+    server = start_server(
+        project, "app.py", "--run", "worker=dramatiq actors --processes 1 --threads 2", env=env
+    )
+    wait_for(
+        lambda: "waiting for a fix" in server.log(), 30, lambda: f"the failure\n{server.log()}"
+    )
+    (project / "actors.py").write_text(textwrap.dedent(DRAMATIQ_ACTORS).format(version="d2"))
+    wait_for(
+        lambda: "Worker process is ready for action" in server.log(),
+        30,
+        lambda: f"the fixed worker\n{server.log()}",
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); from actors import record; record.send(1)",
+            str(project),
+        ],
+        env={**os.environ, **env},
+        check=True,
+        timeout=30,
+    )
+    wait_for(lambda: results.read_text() == "1 d2\n", 30, lambda: f"the message\n{server.log()}")
+
+
 # --- a real Huey consumer on the same Redis ---------------------------------------------------
 
 HUEY_TASKS = """
