@@ -603,6 +603,50 @@ def test_which_signal_stops_a_service_gracefully():
     assert stop_signal("python manage.py runserver") == signal.SIGTERM
 
 
+CELERY_STOPPING_TASKS = """
+from celeryapp import app
+
+
+@app.task
+def stop_here(n):
+    secret = f"secret-{n}"
+    breakpoint()
+    print(f"after the breakpoint {secret}", flush=True)
+"""
+
+
+def test_a_breakpoint_in_a_celery_task_opens_on_wsgidevs_terminal(
+    project, redis_url, terminal_server
+):
+    # The task runs in a prefork pool process: the debugger reaches the terminal from there.
+    (project / "celeryapp.py").write_text(textwrap.dedent(CELERY_APP))
+    (project / "tasks.py").write_text(textwrap.dedent(CELERY_STOPPING_TASKS))
+    env = {"TEST_BROKER": redis_url}
+    server = terminal_server(
+        project, "app.py", "--run", "worker=celery -A celeryapp worker -l info -c 1", env=env
+    )
+    server.expect(r" ready\.", 60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); from tasks import stop_here\n"
+            "stop_here.delay(7)\n",
+            str(project),
+        ],
+        env={**os.environ, **env},
+        check=True,
+        timeout=30,
+    )
+    stopped = server.expect(r"\(Pdb\) ", 60)
+    assert "Debugger: service worker (process " in stopped and "tasks.py:8" in stopped, stopped
+    server.type("p secret")
+    server.expect("'secret-7'")
+    server.expect(r"\(Pdb\) ")
+    server.type("c")
+    server.expect("after the breakpoint secret-7")
+
+
 def test_which_services_hand_over():
     assert hands_over("celery -A proj worker -l info -c 2")
     assert hands_over("/venv/bin/celery --app proj worker")
