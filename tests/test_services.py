@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -517,11 +518,12 @@ VERSION = "{version}"
 
 @huey.task()
 def record(n):
-    if n == 100:  # a long task: it ends once the test releases it (or after 30 s)
-        with open(os.environ["TEST_RESULTS"] + ".started", "w"):
+    if n >= 100:  # a long task: it ends once the test releases it (or after 30 s)
+        with open(os.environ["TEST_RESULTS"] + f".started{{n}}", "w"):
             pass
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not os.path.exists(os.environ["TEST_RELEASE"]):
+        release = os.environ["TEST_RELEASE"] + str(n)
+        while time.monotonic() < deadline and not os.path.exists(release):
             time.sleep(0.05)
     with open(os.environ["TEST_RESULTS"], "a") as out:
         out.write(f"{{n}} {{VERSION}}\\n")
@@ -532,7 +534,8 @@ def test_a_huey_consumer_restarts_on_its_tasks_with_its_graceful_stop(
     project, redis_url, start_server, tmp_path
 ):
     # Huey's consumer stops gracefully on SIGINT; its SIGTERM interrupts the running tasks
-    # (the task would be lost). It runs one at a time (it may hold a schedule).
+    # (the task would be lost), at an edit and at wsgidev's stop. It runs one at a time (it
+    # may hold a schedule).
     (project / "tasks.py").write_text(textwrap.dedent(HUEY_TASKS).format(version="h1"))
     results, release = tmp_path / "results.txt", tmp_path / "release"
     results.touch()
@@ -571,7 +574,7 @@ def test_a_huey_consumer_restarts_on_its_tasks_with_its_graceful_stop(
     enqueue(0, 3)
     wait_for(lambda: len(done()) == 3, 20, lambda: f"3 tasks\n{server.log()}")
     enqueue(100, 101)
-    wait_for(lambda: Path(f"{results}.started").exists(), 20, "the long task to start")
+    wait_for(lambda: Path(f"{results}.started100").exists(), 20, "the long task to start")
     try:
         (project / "tasks.py").write_text(textwrap.dedent(HUEY_TASKS).format(version="h2"))
         wait_for(
@@ -580,7 +583,7 @@ def test_a_huey_consumer_restarts_on_its_tasks_with_its_graceful_stop(
             lambda: f"the restart\n{server.log()}",
         )
     finally:
-        release.touch()  # the long task ends on the old code, then the old consumer
+        Path(f"{release}100").touch()  # the long task ends on the old code, then the consumer
     wait_for(
         lambda: server.log().count("Huey consumer started") == 2,
         40,
@@ -593,6 +596,22 @@ def test_a_huey_consumer_restarts_on_its_tasks_with_its_graceful_stop(
     assert "100 h1" in done(), done()  # finished by the old consumer, not interrupted
     assert sorted(line for line in done() if line.split()[0] in "345") == ["3 h2", "4 h2", "5 h2"]
 
+    # wsgidev's stop while a task runs: the consumer's graceful stop, the task finishes.
+    enqueue(101, 102)
+    wait_for(lambda: Path(f"{results}.started101").exists(), 20, "the second long task")
+    stopping = threading.Thread(target=server.stop, kwargs={"timeout_s": 60})
+    stopping.start()
+    try:
+        wait_for(
+            lambda: server.log().count("Shutting down gracefully") == 2,  # the edit's, this
+            20,
+            lambda: f"the consumer's graceful stop\n{server.log()}",
+        )
+    finally:
+        Path(f"{release}101").touch()
+        stopping.join(70)
+    assert "101 h2" in done(), (done(), server.log())
+
 
 def test_which_signal_stops_a_service_gracefully():
     assert stop_signal("celery -A proj worker") == signal.SIGTERM
@@ -601,6 +620,11 @@ def test_which_signal_stops_a_service_gracefully():
     assert stop_signal("huey_consumer tasks.huey --graceful-signal TERM") == signal.SIGTERM
     assert stop_signal("huey_consumer tasks.huey -g TERM") == signal.SIGTERM
     assert stop_signal("python manage.py runserver") == signal.SIGTERM
+    assert stop_signal("python -m huey.bin.huey_consumer tasks.huey") == signal.SIGINT
+    assert stop_signal("django-admin run_huey --settings=site.settings") == signal.SIGINT
+    assert stop_signal("huey_consumer tasks.huey --graceful=TERM") == signal.SIGTERM
+    assert stop_signal("huey_consumer tasks.huey -gTERM") == signal.SIGTERM
+    assert stop_signal("huey_consumer tasks.huey --graceful-signal=INT") == signal.SIGINT
 
 
 CELERY_STOPPING_TASKS = """

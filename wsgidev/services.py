@@ -231,17 +231,22 @@ def stop_signal(command: str) -> signal.Signals:
     if found is None:
         return signal.SIGTERM
     program, args = found
-    huey = program in ("huey_consumer", "huey_consumer.py") or (
-        program.endswith("manage.py") and _subcommand(args) == "run_huey"
+    # huey_consumer, its file, `python -m huey.bin.huey_consumer`; djhuey's run_huey command.
+    huey = program.removesuffix(".py").endswith("huey_consumer") or (
+        (program.endswith("manage.py") or program in ("django-admin", "django"))
+        and _subcommand(args) == "run_huey"
     )
     if not huey:
         return signal.SIGTERM
     for at, arg in enumerate(args):
         value = None
-        if arg in ("-g", "--graceful-signal"):
+        option, _, attached = arg.partition("=")
+        # optparse and argparse take any unambiguous start of a long option (--graceful).
+        long = len(option) > 3 and "--graceful-signal".startswith(option)
+        if arg == "-g" or (long and not attached):
             value = args[at + 1] if at + 1 < len(args) else None
-        elif arg.startswith("--graceful-signal="):
-            value = arg.split("=", 1)[1]
+        elif long:
+            value = attached
         elif arg.startswith("-g") and len(arg) > 2:
             value = arg[2:]
         if value is not None and value.upper() in ("TERM", "SIGTERM"):
@@ -294,9 +299,11 @@ class Service:
         self.standby: subprocess.Popen[bytes] | None = None  # warmed, waiting for its turn
         # Handed over from and still finishing their tasks (a queue consumer's old processes).
         self.retiring: list[subprocess.Popen[bytes]] = []
-        # The serving process failed at its start while one of those still ran: it is started
-        # again once they have exited.
-        self.retry = False
+        # When the last of those exited (time.monotonic()).
+        self.retired_at = 0.0
+        # The serving process that failed at its start while one of those still ran (or had
+        # just exited): it is started again once they have all exited.
+        self.retry: subprocess.Popen[bytes] | None = None
         self.hands_over = python and hands_over(spec.command)
         self.stop_signal = stop_signal(spec.command)
         self.started_at = 0.0
@@ -438,9 +445,14 @@ class Supervisor:
         holds, an RQ worker's fixed name, a pid file, may be the cause), stop the failed one
         and start the program again once they have all exited (True); else it waits for a fix."""
         with self._lock:
-            if service.retry or not any(p.poll() is None for p in service.retiring):
+            if service.retry is process or process is not service.process:
                 return False
-            service.retry = True
+            running = any(p.poll() is None for p in service.retiring)
+            # An old process that stopped quickly (an idle RQ worker) may have let go of what
+            # it held just after the new one was refused it.
+            if not running and service.retired_at < service.started_at:
+                return False
+            service.retry = process
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)  # it waits for a fix: this ends it at once
         return True
@@ -546,12 +558,13 @@ class Supervisor:
             with self._lock:
                 if process in service.retiring:
                     service.retiring.remove(process)
+                    service.retired_at = time.monotonic()
             return
-        if service.retry:  # failed while a process it took over from still ran
+        if service.retry is process:  # failed while a process it took over from still ran
             for old in list(service.retiring):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     old.wait(self.shutdown_timeout_s + 5)  # it ends itself by then
-            service.retry = False
+            service.retry = None
             if not self._stopping.is_set() and not self._go(service):
                 self._spawns.put((service, False))
             return

@@ -47,7 +47,7 @@ def _lead(argv: list[str], grace_s: float, stop: signal.Signals = signal.SIGTERM
         if asked is None:
             asked = stop if signum == signal.SIGTERM else signum
             if child is not None:
-                child.send_signal(signum)
+                child.send_signal(asked)
 
     signal.signal(signal.SIGTERM, ask)  # before the child exists: no SIGTERM is lost
     signal.signal(signal.SIGINT, ask)

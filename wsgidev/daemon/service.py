@@ -81,6 +81,9 @@ def main(argv: list[str]) -> int:
     waiting = threading.Event()  # a standby before its turn
     if standby:
         waiting.set()
+        # Until its turn, wsgidev's stop ends it quietly, by SIGTERM or by the SIGINT a Huey
+        # consumer's leader sends (not a KeyboardInterrupt's traceback).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     shutdown_timeout_s = float(config.get("shutdown_timeout_s", 5.0))
     stop_signal = signal.Signals(int(config.get("stop_signal", signal.SIGTERM)))
@@ -117,6 +120,7 @@ def main(argv: list[str]) -> int:
     if standby:
         if not _wait_for_turn(preload_names, django_settings, waiting, setups):
             return 0
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the program's, as usual
         # Its libraries may have changed since: its own monitor may not have told it yet (the
         # serving one, which saw the same edit, is why it goes now). Stale: a fresh process.
         stale = monitor.stale() if monitor is not None else []
@@ -141,8 +145,10 @@ def main(argv: list[str]) -> int:
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):
             sys.stderr.write(exc.code + "\n")
-    except KeyboardInterrupt:
-        status = 130
+    except KeyboardInterrupt:  # stopped (SIGINT, a Huey consumer's) before its handler was set
+        if monitor is not None:
+            monitor.import_done()
+        return SERVICE_EXIT_CHANGED if changed.is_set() else 130
     except BaseException as exc:  # noqa: BLE001 - the program's own failure: said once, then wait
         if not changed.is_set():
             sys.stderr.write(app_traceback(exc))
@@ -160,9 +166,8 @@ def main(argv: list[str]) -> int:
         # Failed at its start: waits for a fix rather than exiting into a restart loop. (One
         # that ran a while and then failed, its broker gone say, is started again by wsgidev.)
         # Said to wsgidev, which starts it again instead if the process it took over from was
-        # still stopping (what that one held, a worker's name or a pid file, may be why).
-        events.emit(protocol.ImportFailed(error=failure or f"exited with status {status}"))
-        _wait_for_change(changed)
+        # still stopping (what that one held, a worker's name, may be why).
+        _wait_for_change(changed, failure or f"exited with status {status}")
         return SERVICE_EXIT_CHANGED
     return int(status or 0)
 
@@ -173,8 +178,11 @@ def _terminate_main_thread(stop: signal.Signals) -> None:
     to that thread: Python's handler waited until the main thread was back in Python, and an
     RQ worker waiting on Redis (a BLPOP of minutes) was cut by the shutdown timeout instead,
     never telling its broker it had gone (its name stayed taken)."""
+    main = threading.main_thread().ident
     try:
-        signal.pthread_kill(threading.main_thread().ident or 0, stop)
+        if main is None:
+            raise ProcessLookupError
+        signal.pthread_kill(main, stop)
     except (ProcessLookupError, OSError, ValueError):  # the main thread is gone
         os.kill(os.getpid(), stop)
 
@@ -411,13 +419,18 @@ def _replace_djangos_reloader() -> None:
     autoreload.run_with_reloader = run_with_reloader
 
 
-def _wait_for_change(changed: threading.Event) -> None:
+def _wait_for_change(changed: threading.Event, failure: str) -> None:
+    """Say the program failed and wait for a change; wsgidev's stop (or its retry) ends it."""
+
     def stop(signum: int, frame: object) -> None:
         if not changed.is_set():  # wsgidev stops (or died): go; the monitor's own ask: wait on
             os._exit(128 + signum)
 
+    # Before the word goes out: the program's own handlers (a flag a dead loop never reads)
+    # would swallow the stop wsgidev sends on hearing it.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # a Huey consumer's graceful stop, from its leader
+    events.emit(protocol.ImportFailed(error=failure))
     while not changed.wait(3600):
         pass
 
