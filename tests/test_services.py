@@ -78,6 +78,21 @@ def _standbys(server) -> list[int]:
     return found
 
 
+def _client(project: Path, env: dict[str, str], code: str, *args: int) -> None:
+    """Run code as a worker's client does (enqueuing tasks): a fresh interpreter, the project
+    first on sys.path, the test's environment; args are sys.argv[1:]."""
+    subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(project)!r})\n{code}"]
+        + [str(arg) for arg in args],
+        env={**os.environ, **env},
+        check=True,
+        timeout=30,
+    )
+
+
+RANGE = "range(int(sys.argv[1]), int(sys.argv[2]))"  # a client's tasks: first and last + 1
+
+
 def test_a_python_service_restarts_when_its_own_code_changes_and_only_then(project, start_server):
     server = start_server(_project(project), "app.py", "--run", "worker=python worker.py")
     wait_for(
@@ -251,17 +266,14 @@ def test_a_celery_worker_hands_over_on_its_tasks_module_with_no_task_lost_or_run
     )
     wait_for(lambda: "celery@" in server.log() and " ready." in server.log(), 30, "Celery")
     wait_for(lambda: _standbys(server), 30, lambda: f"the worker's warmed standby\n{server.log()}")
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from tasks import record\n"
-        "[record.delay(n) for n in range(int(sys.argv[2]), int(sys.argv[3]))]\n"
-    )
 
     def enqueue(first: int, last: int) -> None:
-        subprocess.run(
-            [sys.executable, "-c", script, str(project), str(first), str(last)],
-            env={**os.environ, **env},
-            check=True,
-            timeout=30,
+        _client(
+            project,
+            env,
+            f"from tasks import record\n[record.delay(n) for n in {RANGE}]",
+            first,
+            last,
         )
 
     def done() -> list[str]:
@@ -340,18 +352,13 @@ def test_an_rq_worker_runs_new_job_code_without_a_restart_and_hands_over_on_its_
         env=env,
     )
     script = (
-        "import os, sys; from redis import Redis; from rq import Queue\n"
+        "import os; from redis import Redis; from rq import Queue\n"
         "queue = Queue(connection=Redis.from_url(os.environ['TEST_BROKER']))\n"
-        "[queue.enqueue('tasks.record', n) for n in range(int(sys.argv[1]), int(sys.argv[2]))]\n"
+        f"[queue.enqueue('tasks.record', n) for n in {RANGE}]\n"
     )
 
     def enqueue(first: int, last: int) -> None:
-        subprocess.run(
-            [sys.executable, "-c", script, str(first), str(last)],
-            env={**os.environ, **env},
-            check=True,
-            timeout=30,
-        )
+        _client(project, env, script, first, last)
 
     def done() -> list[str]:
         return results.read_text().splitlines()
@@ -431,19 +438,12 @@ def test_a_dramatiq_worker_hands_over_on_the_actors_its_worker_processes_importe
     )
 
     def enqueue(first: int, last: int) -> None:
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys; sys.path.insert(0, sys.argv[1]); from actors import record\n"
-                "[record.send(n) for n in range(int(sys.argv[2]), int(sys.argv[3]))]\n",
-                str(project),
-                str(first),
-                str(last),
-            ],
-            env={**os.environ, **env},
-            check=True,
-            timeout=30,
+        _client(
+            project,
+            env,
+            f"from actors import record\n[record.send(n) for n in {RANGE}]",
+            first,
+            last,
         )
 
     def done() -> list[str]:
@@ -491,17 +491,7 @@ def test_a_dramatiq_worker_that_fails_in_its_worker_processes_waits_for_a_fix_of
         30,
         lambda: f"the fixed worker\n{server.log()}",
     )
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; sys.path.insert(0, sys.argv[1]); from actors import record; record.send(1)",
-            str(project),
-        ],
-        env={**os.environ, **env},
-        check=True,
-        timeout=30,
-    )
+    _client(project, env, "from actors import record; record.send(1)")
     wait_for(lambda: results.read_text() == "1 d2\n", 30, lambda: f"the message\n{server.log()}")
 
 
@@ -551,19 +541,8 @@ def test_a_huey_consumer_restarts_on_its_tasks_with_its_graceful_stop(
     )
 
     def enqueue(first: int, last: int) -> None:
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys; sys.path.insert(0, sys.argv[1]); from tasks import record\n"
-                "[record(n) for n in range(int(sys.argv[2]), int(sys.argv[3]))]\n",
-                str(project),
-                str(first),
-                str(last),
-            ],
-            env={**os.environ, **env},
-            check=True,
-            timeout=30,
+        _client(
+            project, env, f"from tasks import record\n[record(n) for n in {RANGE}]", first, last
         )
 
     def done() -> list[str]:
@@ -650,18 +629,7 @@ def test_a_breakpoint_in_a_celery_task_opens_on_wsgidevs_terminal(
         project, "app.py", "--run", "worker=celery -A celeryapp worker -l info -c 1", env=env
     )
     server.expect(r" ready\.", 60)
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; sys.path.insert(0, sys.argv[1]); from tasks import stop_here\n"
-            "stop_here.delay(7)\n",
-            str(project),
-        ],
-        env={**os.environ, **env},
-        check=True,
-        timeout=30,
-    )
+    _client(project, env, "from tasks import stop_here; stop_here.delay(7)")
     stopped = server.expect(r"\(Pdb\) ", 60)
     assert "Debugger: service worker (process " in stopped and "tasks.py:8" in stopped, stopped
     server.type("p secret")

@@ -442,7 +442,7 @@ class Supervisor:
 
     def _retry_after_retiring(self, service: Service, process: subprocess.Popen[bytes]) -> bool:
         """A serving process failed at its start: if one it took over from still runs (what it
-        holds, an RQ worker's fixed name, a pid file, may be the cause), stop the failed one
+        holds, an RQ worker's fixed name, may be the cause), stop the failed one
         and start the program again once they have all exited (True); else it waits for a fix."""
         with self._lock:
             if service.retry is process or process is not service.process:

@@ -27,6 +27,7 @@ from typing import Any
 from wsgidev.daemon.monitor.bytecode import fresh_loader
 from wsgidev.daemon.monitor.imports import find_after, module_file
 from wsgidev.daemon.monitor.state import FileState, file_state
+from wsgidev.shared.processes import pid_alive
 
 # A pipe write of at most PIPE_BUF bytes is never interleaved with another process's.
 _ATOMIC_WRITE = select.PIPE_BUF
@@ -99,7 +100,7 @@ class PoolImports:
                     importers = self._importers[path] = {}
                     new.append((path, state))
                 if len(importers) >= _PRUNE_AT:  # an RQ horse per job: the exited ones go
-                    for gone in [p for p in importers if not _running(p)]:
+                    for gone in [p for p in importers if not pid_alive(p)]:
                         del importers[gone]
                 importers[pid] = state
         if new:
@@ -118,7 +119,7 @@ class PoolImports:
             if (
                 not importers
                 or path in own
-                or any(state != now and _running(pid) for pid, state in importers.items())
+                or any(state != now and pid_alive(pid) for pid, state in importers.items())
             ):
                 kept.append(path)
             else:
@@ -161,22 +162,3 @@ class _Reporter:
                     select.select([], [self._write_fd], [], _FULL_WAIT_S)
             except OSError:  # the main process is gone
                 return
-
-
-def _running(pid: int) -> bool:
-    """Whether the process is there and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        if not os.path.isdir("/proc/self"):  # no /proc (macOS): ask the kernel
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
-        return False
-    except (OSError, IndexError):
-        return False
