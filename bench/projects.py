@@ -168,6 +168,132 @@ def _run(command: list[str], cwd: Path) -> None:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
 
 
+# The floor of a code edit's reload (issue 22), in a fresh interpreter inside the project, by mode:
+#   names     import the app, answer the probe; print the library modules a serving process
+#             records for its standbys (wsgidev.daemon.preload) and the settings module;
+#   standby   warm as a standby does (preload.preload: those modules, django.setup()), then time
+#             the rest: the app's import and the first answer, what a taking-over process does;
+#   in-place  import the app and answer, then time a re-import of the edited module and of the
+#             project's modules that import it (by an import statement, or, in a URLconf, by a
+#             dotted name in a string, as include("app.urls") does), transitively, with the
+#             ROOT_URLCONF, and one answer: what no server restarting processes can beat.
+_FLOOR_TIMER = """
+import ast, importlib, importlib.util, json, os, sys, time
+from wsgiref.util import setup_testing_defaults
+sys.path.insert(0, os.getcwd())
+project = os.path.realpath(os.getcwd()) + os.sep
+wsgi_module, edited, mode = sys.argv[1:4]
+
+def answer(application):
+    environ = {"PATH_INFO": "/bench/probe", "HTTP_HOST": "127.0.0.1"}
+    setup_testing_defaults(environ)
+    statuses = []
+    b"".join(application(environ, lambda status, headers, exc=None: statuses.append(status)))
+    return statuses[0]
+
+def ours(module):
+    path = getattr(module, "__file__", None)
+    return bool(path) and os.path.realpath(path).startswith(project)
+
+if mode == "standby":
+    with open(sys.argv[4]) as names_file:
+        names = json.load(names_file)
+    os.environ["DJANGO_SETTINGS_MODULE"] = names["settings"]
+    from wsgidev.daemon import preload  # as a standby warms: in order, django.setup() midway
+    preload.preload(names["libraries"], django=True)
+started = time.perf_counter()
+application = importlib.import_module(wsgi_module).application
+status = answer(application)
+seconds = time.perf_counter() - started
+if mode == "names":
+    from wsgidev.daemon import preload  # what a serving process records for its standbys
+    libraries = preload.library_modules()
+    print(json.dumps({"libraries": libraries, "settings": os.environ["DJANGO_SETTINGS_MODULE"]}))
+    sys.exit()
+if mode == "in-place":
+    from django.conf import settings
+    from django.urls import clear_url_caches
+    mine = {name: module for name, module in list(sys.modules.items()) if ours(module)}
+    importers = {}
+    for name, module in mine.items():
+        with open(module.__file__, encoding="utf-8") as source:
+            text = source.read()
+        package = name if module.__file__.endswith("__init__.py") else name.rpartition(".")[0]
+        named = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                named.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
+                named.add(base)
+                named.update(f"{base}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if hasattr(module, "urlpatterns"):  # a URLconf's include("app.urls")
+                    named.add(node.value)
+        importers[name] = named
+    stale = {edited, settings.ROOT_URLCONF}
+    while True:
+        more = {name for name, named in importers.items() if named & stale} - stale
+        if not more:
+            break
+        stale |= more
+    started = time.perf_counter()
+    for name in stale:
+        sys.modules.pop(name, None)
+    clear_url_caches()
+    for name in sorted(stale):
+        importlib.import_module(name)
+    status = answer(application)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "status": status, "modules": sorted(stale)}))
+    sys.exit()
+print(json.dumps({"seconds": seconds, "status": status, "modules": len(sys.modules)}))
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Floor:
+    """How fast a code edit could show at best (medians of a few fresh interpreters each)."""
+
+    standby_s: float  # a warm standby (libraries, django.setup()) importing the rest, answering
+    in_place_s: float  # re-importing the edited module and its importers in a warm process
+    in_place_modules: tuple[str, ...]  # which modules that was
+
+
+def time_floor(project: Project, python: Path, edited: str, runs: int = 3) -> Floor:
+    """The floor of an edit of the module named edited (_FLOOR_TIMER)."""
+
+    def run(mode: str, *extra: str) -> dict[str, object]:
+        result = subprocess.run(
+            [str(python), "-c", _FLOOR_TIMER, project.wsgi_module, edited, mode, *extra],
+            cwd=project.path,
+            env=user_env(),
+            capture_output=True,
+            text=True,
+            timeout=SETUP_TIMEOUT_S,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the floor's {mode} run failed in {project.path}:\n{result.stderr}")
+        answer: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+        if mode != "names" and answer["status"] != "200 OK":
+            raise RuntimeError(f"the floor's {mode} run answered {answer['status']}")
+        return answer
+
+    names_path = project.path / ".bench-floor-names.json"
+    names_path.write_text(json.dumps(run("names")), encoding="utf-8")
+    try:
+        standby = [run("standby", str(names_path)) for _ in range(runs)]
+    finally:
+        names_path.unlink()
+    in_place = [run("in-place") for _ in range(runs)]
+    return Floor(
+        standby_s=statistics.median(float(t["seconds"]) for t in standby),  # type: ignore[arg-type]
+        in_place_s=statistics.median(float(t["seconds"]) for t in in_place),  # type: ignore[arg-type]
+        in_place_modules=tuple(in_place[0]["modules"]),  # type: ignore[arg-type]
+    )
+
+
 def time_import(project: Project, python: Path, runs: int = 3) -> ImportTiming:
     """Median time to import the app and answer one request in a fresh interpreter."""
     timings = []

@@ -20,6 +20,7 @@ from bench.scenario import (
     GIVE_UP_AFTER_MISSES,
     EditResult,
     printed_reload,
+    printed_timeline,
     reset_probe,
     wait_quiet,
     warm,
@@ -179,9 +180,8 @@ def _edit_phase(
             None if settled is None or settled - saved > settings.deadline_s else settled - saved
         )
         # A reload line for the last edit may come after the load stopped: look to now.
-        printed_s, printed_lines = printed_reload(
-            server.reloaded_lines, saved, until if until < ended else time.monotonic()
-        )
+        look_until = until if until < ended else time.monotonic()
+        printed_s, printed_lines = printed_reload(server.reloaded_lines, saved, look_until)
         result.edits.append(
             EditResult(
                 kind=kind,
@@ -196,6 +196,7 @@ def _edit_phase(
                 window_s=until - saved,
                 printed_s=printed_s,
                 printed_lines=printed_lines,
+                parts=printed_timeline(server.timeline_lines, saved, look_until),
                 **window_details(samples, saved, until, field_name, wanted),
             )
         )

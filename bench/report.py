@@ -11,7 +11,7 @@ from bench import report_browser, report_rapid
 from bench.browser import BrowserResult
 from bench.edits import SAVE_STYLES
 from bench.figures import failures, latencies, missed, p50, percentile, ratio, seconds
-from bench.projects import ImportTiming, Project
+from bench.projects import Floor, ImportTiming, Project
 from bench.rapid import RapidResult, RapidSettings
 from bench.scenario import CLIENTS, EditResult, ServerResult, Settings
 from bench.servers import SERVERS
@@ -26,6 +26,7 @@ class ProjectResults:
     standard: list[ServerResult] = field(default_factory=list)
     rapid: list[RapidResult] = field(default_factory=list)
     browser: list[BrowserResult] = field(default_factory=list)
+    floor: Floor | None = None  # how fast a code edit could show at best (with the rapid one)
 
 
 def _missed_by_style(edits: Sequence[EditResult]) -> str:
@@ -69,7 +70,7 @@ def project_section(
     if outcome.standard:
         lines.append(_standard_tables(outcome.standard, settings))
     if outcome.rapid:
-        lines.append(report_rapid.rapid_tables(outcome.rapid, rapid_settings))
+        lines.append(report_rapid.rapid_tables(outcome.rapid, rapid_settings, outcome.floor))
     if outcome.browser:
         lines.append(report_browser.browser_tables(outcome.browser, project.key))
     return "\n".join(lines)

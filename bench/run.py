@@ -195,6 +195,17 @@ def main() -> int:
             _progress(started, f"{key}: import {timing.seconds:.2f} s, {timing.modules} modules")
             results: list[ServerResult] = []
             rapid_results: list[RapidResult] = []
+            floor = None
+            if rapid:
+                edited = ".".join(
+                    project.views_path.relative_to(project.path).with_suffix("").parts
+                )
+                floor = projects.time_floor(project, python, edited)
+                _progress(
+                    started,
+                    f"{key}: floor {floor.standby_s:.3f} s (warm standby), "
+                    f"{floor.in_place_s:.3f} s (in place: {', '.join(floor.in_place_modules)})",
+                )
             for server_key in server_keys if "standard" in scenario_keys else ():
                 _progress(started, f"{key}: {server_key}")
                 result = run_server(
@@ -236,6 +247,7 @@ def main() -> int:
                 standard=results,
                 rapid=rapid_results,
                 browser=browser_results,
+                floor=floor,
             )
             by_project[key] = outcome
             sections.append(report.project_section(outcome, settings, rapid_settings))

@@ -67,6 +67,8 @@ class EditResult:
     # the next one, and how many such lines there were.
     printed_s: float | None = None
     printed_lines: int = 0
+    # wsgidev's timeline of that reload (--log-level info): each part, seconds after the save.
+    parts: tuple[tuple[str, float], ...] = ()
 
     @property
     def missed(self) -> bool:
@@ -176,6 +178,18 @@ def printed_reload(
         float(m.group(1)) for text in mine if (m := re.search(r"Reloaded in ([\d.]+) s", text))
     ]
     return (figures[0] if figures else None), len(mine)
+
+
+def printed_timeline(
+    lines: list[tuple[float, str]], saved: float, until: float
+) -> tuple[tuple[str, float], ...]:
+    """The parts of the first "Reload timeline:" line that arrived in [saved, until)."""
+    for arrived, text in lines:
+        if saved <= arrived < until:
+            said = text.split("Reload timeline: ", 1)[-1]
+            found = re.findall(r"([^·]+?) \+([\d.]+) s", said)
+            return tuple((name.strip(), float(value)) for name, value in found)
+    return ()
 
 
 def _idle_cpu(server: ServerProcess, idle_s: float) -> tuple[float, int]:

@@ -26,6 +26,9 @@ READY_DEADLINE_S = 120.0
 STOP_GRACE_S = 15.0
 # What wsgidev prints when new code serves: "Reloaded in 0.12 s: views.py changed".
 RELOADED_MARK = b"Reloaded in "
+# ...and with --log-level info, the next line: where that reload's time went, each part from the
+# save ("Reload timeline: seen +0.03 s · handed over +0.05 s · ...", wsgidev/logstream.py).
+TIMELINE_MARK = b"Reload timeline: "
 # wsgidev's banner, printed once Apache listens: "wsgidev serving Django project ...".
 BANNER_MARK = b"wsgidev serving "
 # As root, Apache (mod_wsgi-express) needs a non-root identity: a user namespace in which our
@@ -63,6 +66,9 @@ class ServerSpec:
     child_kind: str = "other"
     # Extra environment for the server (the browser scenario's django-browser-reload switch).
     env: tuple[tuple[str, str], ...] = ()
+    # Arguments that have it print each reload's parts (TIMELINE_MARK), added to the command
+    # wherever reloads are measured (not for the cold starts, which run as users run it).
+    timeline_args: tuple[str, ...] = ()
 
 
 def _wsgidev(project: Project, port: int, paths: Paths) -> list[str]:
@@ -133,6 +139,7 @@ SERVERS = {
             command=_wsgidev,
             hands_over=True,
             prints_reloads=True,
+            timeline_args=("--log-level", "info"),
         ),
         ServerSpec(
             key="wsgidev-2standbys",
@@ -142,6 +149,7 @@ SERVERS = {
             command=_wsgidev_two_standbys,
             hands_over=True,
             prints_reloads=True,
+            timeline_args=("--log-level", "info"),
         ),
         ServerSpec(
             key="wsgidev-process",
@@ -150,6 +158,7 @@ SERVERS = {
             processes=PROCESSES,
             command=_wsgidev_process_mode,
             prints_reloads=True,
+            timeline_args=("--log-level", "info"),
         ),
         ServerSpec(
             key="wsgidev-server",
@@ -158,6 +167,7 @@ SERVERS = {
             processes=PROCESSES,
             command=_wsgidev_server_mode,
             prints_reloads=True,
+            timeline_args=("--log-level", "info"),
         ),
         ServerSpec(
             key="runserver",
@@ -200,14 +210,25 @@ class ServerProcess:
     """One server started in its own session, its output copied to a log file (and wsgidev's
     "Reloaded in" lines kept with their arrival times); stop() always cleans up."""
 
-    def __init__(self, spec: ServerSpec, project: Project, paths: Paths, log_path: Path) -> None:
+    def __init__(
+        self,
+        spec: ServerSpec,
+        project: Project,
+        paths: Paths,
+        log_path: Path,
+        *,
+        timeline: bool = True,
+    ) -> None:
         self.spec = spec
         self.project = project
         self.port = free_port()
         self.command = spec.command(project, self.port, paths)
+        if timeline:
+            self.command += spec.timeline_args
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.reloaded_lines: list[tuple[float, str]] = []  # (time.monotonic(), line)
+        self.timeline_lines: list[tuple[float, str]] = []  # the same, for TIMELINE_MARK
         self.banner_at: float | None = None  # when wsgidev's banner came (Apache listens)
         self._log: IO[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -242,6 +263,9 @@ class ServerProcess:
             if RELOADED_MARK in line:
                 text = line.decode("utf-8", "replace").strip()
                 self.reloaded_lines.append((time.monotonic(), text))
+            elif TIMELINE_MARK in line:
+                text = line.decode("utf-8", "replace").strip()
+                self.timeline_lines.append((time.monotonic(), text))
             self._log.write(line)
             self._log.flush()
 

@@ -116,6 +116,23 @@ def test_a_subscriber_hears_a_hand_over_from_the_change_to_the_done_line():
     (done,) = m.heard.done()
     assert done.files == (APP,) and done.seconds == pytest.approx(0.42)
     assert m.heard.heard_kinds == ["change"] * 2 + ["handover", "ready", "ready", "exit", "exit"]
+    # Where the time went (the verbose line), each part from the save.
+    assert done.parts == (
+        ("seen", pytest.approx(0.05)),
+        ("handed over", pytest.approx(0.08)),
+        ("import began", pytest.approx(0.1)),
+        ("imported", pytest.approx(0.4)),
+        ("old code's last answer", pytest.approx(0.42)),
+    )
+    out = io.StringIO()
+    LogPrinter(out, processes=2, colour=False, verbose=True).reload_done(done)
+    assert out.getvalue().splitlines()[-1] == (
+        "Reload timeline: seen +0.05 s · handed over +0.08 s · import began +0.10 s · "
+        "imported +0.40 s · old code's last answer +0.42 s"
+    )
+    quiet = io.StringIO()
+    LogPrinter(quiet, processes=2, colour=False, verbose=False).reload_done(done)
+    assert "timeline" not in quiet.getvalue()
 
 
 def test_the_line_counts_to_the_last_taker_ready_not_to_the_old_processes_exits():
@@ -153,6 +170,10 @@ def test_a_restart_in_place_counts_to_the_second_process_ready():
     m.at(SAVED + 1.1, protocol.Ready(pid=32, started_at=SAVED + 0.3, group="g"))
     (done,) = m.heard.done()
     assert done.seconds == pytest.approx(1.1)
+    assert [name for name, _ in done.parts] == [
+        "seen", "restarting", "import began", "imported", "old code's last answer"
+    ]  # fmt: skip
+    assert dict(done.parts)["restarting"] == pytest.approx(0.06)
 
 
 def test_a_retiring_process_that_ends_silently_is_looked_at_again():

@@ -27,6 +27,8 @@ _STATUS_COLOURS = {"1": "", "2": "\x1b[32m", "3": "\x1b[36m", "4": "\x1b[33m", "
 _RESET = "\x1b[0m"
 # --debug sends access lines down the error log's pipe (stdout is pdb's terminal), marked so.
 ACCESS_MARKER = "wsgidev-access\t"
+# Begins the verbose line with a reload's parts, after its "Reloaded in" line (bench/ reads it).
+TIMELINE_MARK = "Reload timeline: "
 STREAM_PATHS = (LIVE_EVENTS_PATH, BROWSER_RELOAD_EVENTS_PATH)
 
 
@@ -299,6 +301,8 @@ class LogPrinter(Subscriber):
         said = ([", ".join(["web", *services])] if services else []) + list(done.notes)
         notes = f" ({'; '.join(said)})" if said else ""
         self.say(f"Reloaded in {done.seconds:.2f} s: {changed} changed{notes}")
+        if self.verbose and done.parts:
+            self.write(timeline(done.parts))
 
     def taken_in_place(self, files: tuple[str, ...], first: bool) -> None:
         if first:
@@ -421,6 +425,12 @@ class LogPrinter(Subscriber):
         else:
             line = f"A request raised {event.error}; it got a 500 page with the traceback"
         self.write(f"{line}\n{text}")
+
+
+def timeline(parts: tuple[tuple[str, float], ...]) -> str:
+    """A reload's parts (ReloadDone.parts) as its verbose line: each as seconds after the save."""
+    said = " · ".join(f"{name} +{seconds:.2f} s" for name, seconds in parts)
+    return f"{TIMELINE_MARK}{said}"
 
 
 def _strip_remote(message: str) -> str:

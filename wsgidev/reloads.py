@@ -74,6 +74,15 @@ class Reload:
     # got the new code, which the line tells, not the moment the tracker learnt it (a
     # retiring process says it answered last at its exit, some 0.1-0.3 s later).
     served_at: float | None = None
+    # Its parts, for the verbose line (daemons' clocks; 0.0 or None: not part of this reload):
+    # the first report of the change, the hand-over's flip or the in-place restart's start
+    # (flip_kind says which), the last process it waited for ready with the new code, and the
+    # old code's last answer.
+    seen_at: float = 0.0
+    flipped_at: float | None = None
+    flip_kind: str = ""
+    ready_at: float = 0.0
+    old_answer_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.last_saved_at = max(self.last_saved_at, self.saved_at)
@@ -106,6 +115,10 @@ class ReloadDone:
     count: int  # how many files changed, named or not
     notes: tuple[str, ...] = ()
     saved_at: float = 0.0  # when the earliest file was saved
+    # Where the time went, each part as seconds after the save (the verbose line): the change
+    # seen, the route flipped (or the group told to restart), the new code's import began and
+    # was done, the old code's last answer. A part that did not happen is left out.
+    parts: tuple[tuple[str, float], ...] = ()
 
 
 class Subscriber:
@@ -143,6 +156,20 @@ Schedule = Callable[[float, Callable[[], None]], None]
 
 def _reload_done(done: ReloadDone) -> Callable[[Subscriber], None]:
     return lambda subscriber: subscriber.reload_done(done)
+
+
+def _parts(reload: Reload) -> tuple[tuple[str, float], ...]:
+    """A done reload's parts, as seconds after the save (ReloadDone.parts)."""
+    moments = [
+        ("seen", reload.seen_at),
+        (reload.flip_kind, reload.flipped_at or 0.0),
+        ("import began", reload.served_from or 0.0),
+        ("imported", reload.ready_at),
+        ("old code's last answer", reload.old_answer_at),
+    ]
+    return tuple(
+        (name, round(max(0.0, at - reload.saved_at), 3)) for name, at in moments if name and at
+    )
 
 
 def _timer(delay_s: float, callback: Callable[[], None]) -> None:
@@ -194,7 +221,9 @@ class ReloadTracker:
         self._tell(lambda s: s.heard(event))
         match event:
             case protocol.Change():
-                self._change(event.pid, event.saved_at or event.t, event.files, event.count)
+                self._change(
+                    event.pid, event.saved_at or event.t, event.files, event.count, event.t
+                )
             case protocol.Ready():
                 self._ready(event)
             case protocol.Handover() | protocol.RestartInPlace():
@@ -216,7 +245,9 @@ class ReloadTracker:
 
     # -- the events -----------------------------------------------------------------------------
 
-    def _change(self, pid: int, saved_at: float, files: Iterable[str], count: int) -> None:
+    def _change(
+        self, pid: int, saved_at: float, files: Iterable[str], count: int, seen_at: float = 0.0
+    ) -> None:
         files = [str(f) for f in files]
         with self._lock:
             since = self._imported_at[pid][0] if pid in self._imported_at else None
@@ -228,8 +259,9 @@ class ReloadTracker:
                     reload.last_saved_at = max(reload.last_saved_at, saved_at)
                     reload.files.extend(f for f in files if f not in reload.files)
                     reload.count = max(reload.count, count)
+                    reload.seen_at = min(filter(None, (reload.seen_at, seen_at)), default=0.0)
                     return
-            reload = Reload(saved_at=saved_at, files=files, count=count)
+            reload = Reload(saved_at=saved_at, files=files, count=count, seen_at=seen_at)
             self.pending.append(reload)
         self._tell(lambda s: s.reload_started(reload))
         self._look(self._clock())  # a process may be ahead
@@ -261,6 +293,9 @@ class ReloadTracker:
                     reload.group = group
                     reload.takers = takers
                     reload.announced = takers is not None
+                    if reload.flipped_at is None:
+                        reload.flipped_at = event.t
+                        reload.flip_kind = "handed over" if takers is not None else "restarting"
                     reload.notes.extend([note] if note else [])
             if takers is not None:
                 self._flipped.append((self._clock(), handed))
@@ -354,6 +389,7 @@ class ReloadTracker:
                 count=max(reload.count, len(reload.files)),
                 notes=tuple(reload.notes),
                 saved_at=reload.saved_at,
+                parts=_parts(reload),
             )
             self._tell(_reload_done(done))
 
@@ -414,7 +450,9 @@ class ReloadTracker:
             else:
                 ready = [self._ready_at.get(pid, 0.0) for pid in reload.takers]
             reload.served_from = min(fresh)
-            reload.served_at = max([*ready, self._last_old_answer(reload)])
+            reload.ready_at = max(ready)
+            reload.old_answer_at = self._last_old_answer(reload)
+            reload.served_at = max(reload.ready_at, reload.old_answer_at)
             return True
         fresh_by_pid = {
             pid: at
@@ -429,7 +467,9 @@ class ReloadTracker:
         reload.served_from = min(fresh_by_pid.values(), default=since)
         # Served once the needed-th of them was ready (the earliest ones: more may have started).
         ready = sorted(self._ready_at.get(pid, 0.0) for pid in fresh_by_pid)[: max(needed, 0)]
-        reload.served_at = max([*ready, self._last_old_answer(reload)])
+        reload.ready_at = max(ready, default=0.0)
+        reload.old_answer_at = self._last_old_answer(reload)
+        reload.served_at = max(reload.ready_at, reload.old_answer_at)
         return True
 
     def _last_old_answer(self, reload: Reload) -> float:
