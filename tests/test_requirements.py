@@ -130,7 +130,7 @@ def test_doctor_names_a_dependency_older_than_supported(monkeypatch: pytest.Monk
 
     real = metadata.version
     monkeypatch.setattr(
-        requirements.metadata, "version", lambda name: "2.11.3" if name == "jinja2" else real(name)
+        metadata, "version", lambda name: "2.11.3" if name == "jinja2" else real(name)
     )
     check = {c.name: c for c in doctor.run_checks(Options(port=1))}["dependencies"]
     assert not check.ok
@@ -154,7 +154,7 @@ def test_https_without_its_extra_is_one_line_naming_the_install(tmp_path: Path):
 def test_https_with_a_too_old_cryptography_says_upgrade(monkeypatch: pytest.MonkeyPatch):
     real = metadata.version
     monkeypatch.setattr(
-        requirements.metadata,
+        metadata,
         "version",
         lambda name: "3.3.2" if name == "cryptography" else real(name),
     )

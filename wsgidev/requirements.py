@@ -18,7 +18,6 @@ import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from wsgidev.errors import WsgidevError
@@ -43,6 +42,11 @@ _CLAUSE = re.compile(
 )
 
 
+# importlib.metadata is imported in the functions that use it: `wsgidev start` calls them only
+# for the extras an option needs (--https, --debug), and the module weighs 3 MB (email, zipfile,
+# csv) in the command's memory for the server's whole life.
+
+
 @dataclass(frozen=True)
 class Requirement:
     """One of wsgidev's dependencies: its distribution, lowest supported version, extra."""
@@ -54,6 +58,8 @@ class Requirement:
 
 def declared() -> list[Requirement]:
     """wsgidev's dependencies that apply on this platform and Python, with their extras."""
+    from importlib import metadata  # lazily: see the note above Requirement
+
     try:
         lines = metadata.requires("wsgidev") or []
     except metadata.PackageNotFoundError:
@@ -119,6 +125,8 @@ def _version(text: str) -> tuple[int, ...]:
 def too_old(requirement: Requirement) -> str | None:
     """The installed version when it is older than wsgidev supports ("not installed" for a hard
     dependency that is missing), else None."""
+    from importlib import metadata  # lazily: see the note above Requirement
+
     try:
         installed = metadata.version(requirement.name)
     except metadata.PackageNotFoundError:
@@ -162,6 +170,8 @@ def import_owners(path: list[str] | None = None) -> dict[str, list[str]]:
     __init__ (`google`), and pkgutil/pkg_resources-style ones whose __init__ only extends the
     package's path (`backports`)."""
     owners: dict[str, dict[str, Path]] = defaultdict(dict)
+    from importlib import metadata  # lazily: see the note above Requirement
+
     found = metadata.distributions() if path is None else metadata.distributions(path=path)
     for distribution in found:
         name = _canonical(distribution.metadata["Name"] or "")
