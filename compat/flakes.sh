@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Find flakes before users do: the timing-sensitive tests (reloads, hand-overs, browsers, faults,
-# the debugger's terminal), ROUNDS times in a row (default 5), each round beside a busy loop on
-# one core (a loaded CI machine) and with 127.0.0.1:8000 held by another listener (the suite's
-# conftest holds it when free). One line per round; logs in .compat/logs/flakes-N.log.
+# the debugger's terminal, the workers beside the server), ROUNDS times in a row (default 5),
+# each round beside a busy loop on one core (a loaded CI machine) and with 127.0.0.1:8000 held
+# by another listener (the suite's conftest holds it when free). One line per round; logs in
+# .compat/logs/flakes-N.log.
 #
 #   bash dev.sh flakes [ROUNDS] [pytest arguments...]     e.g. bash dev.sh flakes 20 -k hand_over
 #                                                         (or bash dev.sh flakes -k hand_over: 5)
@@ -15,7 +16,7 @@ if [[ ${1:-} =~ ^[0-9]+$ ]]; then rounds=$1; shift; fi  # else the arguments are
 ((rounds > 0)) || { echo "flakes: ROUNDS must be a whole number above 0, got '$rounds'" >&2; exit 2; }
 timing=(
   tests/test_reload.py tests/test_standby.py tests/test_bytecode.py tests/test_livereload.py
-  tests/test_faults.py tests/test_fault_battery.py tests/test_debugger.py
+  tests/test_faults.py tests/test_fault_battery.py tests/test_debugger.py tests/test_services.py
 )
 mkdir -p .compat/logs
 hog=""
