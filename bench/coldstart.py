@@ -53,7 +53,7 @@ def run_cold_starts(
     for n, (started_spec, into) in enumerate(plan, 1):
         log_path = log_dir / f"{project.key}-{spec.key}-cold-{n}.log"
         try:
-            server = ServerProcess(started_spec, project, paths, log_path, timeline=False)
+            server = ServerProcess(started_spec, project, paths, log_path)
         except Exception as exc:  # noqa: BLE001 - counted, the run goes on
             result.failed.append(f"{type(exc).__name__}: {exc}")
             continue

@@ -12,6 +12,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,7 +155,8 @@ def user_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in MACHINE_ONLY_ENV}
 
 
-def _run(command: list[str], cwd: Path) -> None:
+def _run(command: list[str], cwd: Path) -> str:
+    """Run command in cwd with a user's environment; its output, or RuntimeError."""
     result = subprocess.run(
         command,
         cwd=cwd,
@@ -166,6 +168,7 @@ def _run(command: list[str], cwd: Path) -> None:
     )
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
 
 
 # The floor of a code edit's reload (issue 22), in a fresh interpreter inside the project, by mode:
@@ -200,7 +203,9 @@ if mode == "standby":
         names = json.load(names_file)
     os.environ["DJANGO_SETTINGS_MODULE"] = names["settings"]
     from wsgidev.daemon import preload  # as a standby warms: in order, django.setup() midway
-    preload.preload(names["libraries"], django=True)
+    warmed = preload.preload(names["libraries"], django=True)
+    if warmed.django_error is not None:
+        raise warmed.django_error
 started = time.perf_counter()
 application = importlib.import_module(wsgi_module).application
 status = answer(application)
@@ -240,9 +245,14 @@ if mode == "in-place":
     started = time.perf_counter()
     for name in stale:
         sys.modules.pop(name, None)
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules and hasattr(sys.modules[parent], child):
+            delattr(sys.modules[parent], child)  # or `from . import views` finds the old one
     clear_url_caches()
-    for name in sorted(stale):
+    for name in [edited, *sorted(stale - {edited})]:
         importlib.import_module(name)
+    if sys.modules[edited] is mine[edited]:
+        raise SystemExit(f"{edited} was not imported again")
     status = answer(application)
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "status": status, "modules": sorted(stale)}))
@@ -258,39 +268,34 @@ class Floor:
     standby_s: float  # a warm standby (libraries, django.setup()) importing the rest, answering
     in_place_s: float  # re-importing the edited module and its importers in a warm process
     in_place_modules: tuple[str, ...]  # which modules that was
+    runs: int  # fresh interpreters per figure (their median)
 
 
 def time_floor(project: Project, python: Path, edited: str, runs: int = 3) -> Floor:
-    """The floor of an edit of the module named edited (_FLOOR_TIMER)."""
+    """The floor of an edit of the module named edited (_FLOOR_TIMER); RuntimeError when a
+    run fails or does not answer 200."""
 
     def run(mode: str, *extra: str) -> dict[str, object]:
-        result = subprocess.run(
-            [str(python), "-c", _FLOOR_TIMER, project.wsgi_module, edited, mode, *extra],
-            cwd=project.path,
-            env=user_env(),
-            capture_output=True,
-            text=True,
-            timeout=SETUP_TIMEOUT_S,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"the floor's {mode} run failed in {project.path}:\n{result.stderr}")
-        answer: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+        command = [str(python), "-c", _FLOOR_TIMER, project.wsgi_module, edited, mode, *extra]
+        lines = _run(command, project.path).strip().splitlines()
+        try:
+            answer: dict[str, object] = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise RuntimeError(f"the floor's {mode} run printed no figures: {lines}") from None
         if mode != "names" and answer["status"] != "200 OK":
             raise RuntimeError(f"the floor's {mode} run answered {answer['status']}")
         return answer
 
-    names_path = project.path / ".bench-floor-names.json"
-    names_path.write_text(json.dumps(run("names")), encoding="utf-8")
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+        names_path = Path(scratch) / "names.json"
+        names_path.write_text(json.dumps(run("names")), encoding="utf-8")
         standby = [run("standby", str(names_path)) for _ in range(runs)]
-    finally:
-        names_path.unlink()
     in_place = [run("in-place") for _ in range(runs)]
     return Floor(
         standby_s=statistics.median(float(t["seconds"]) for t in standby),  # type: ignore[arg-type]
         in_place_s=statistics.median(float(t["seconds"]) for t in in_place),  # type: ignore[arg-type]
         in_place_modules=tuple(in_place[0]["modules"]),  # type: ignore[arg-type]
+        runs=runs,
     )
 
 
@@ -298,16 +303,8 @@ def time_import(project: Project, python: Path, runs: int = 3) -> ImportTiming:
     """Median time to import the app and answer one request in a fresh interpreter."""
     timings = []
     for _ in range(runs):
-        result = subprocess.run(
-            [str(python), "-c", _IMPORT_TIMER, project.wsgi_module],
-            cwd=project.path,
-            env=user_env(),
-            capture_output=True,
-            text=True,
-            timeout=SETUP_TIMEOUT_S,
-            check=True,
-        )
-        timings.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        output = _run([str(python), "-c", _IMPORT_TIMER, project.wsgi_module], project.path)
+        timings.append(json.loads(output.strip().splitlines()[-1]))
     if any(t["status"] != "200 OK" for t in timings):
         raise RuntimeError(f"the probe did not answer 200 in {project.path}: {timings}")
     return ImportTiming(

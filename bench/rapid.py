@@ -114,7 +114,7 @@ def run_rapid(
             log_dir,
             progress,
         )
-    server = ServerProcess(spec, project, paths, log_path)
+    server = ServerProcess(spec, project, paths, log_path, timeline=True)
     try:
         server.start()
         server.wait_ready()

@@ -24,8 +24,6 @@ COLD_START_VS_EXPRESS = 0.8  # issue 22: wsgidev's cold start p50, times mod_wsg
 RAPID_VS_BEST_PEER = 0.33
 MODELS_VS_BEST_PEER = 0.5
 PSS_VS_EXPRESS = 2.0
-# The parts of wsgidev's "Reload timeline" line, in the order of its table's columns.
-TIMELINE_PARTS = ("seen", "handed over", "import began", "imported", "old code's last answer")
 
 
 def _code(result: RapidResult) -> list[EditResult]:
@@ -157,7 +155,8 @@ def _timeline_table(results: Sequence[RapidResult], floor: Floor | None) -> list
         f"answering the first request took {standby}; re-importing the edited module and the "
         f"project modules that import it in a warm process, then answering, {in_place}"
         + (f" ({', '.join(floor.in_place_modules)})" if floor else "")
-        + " (medians of 3 fresh interpreters):",
+        + (f" (medians of {floor.runs} fresh interpreters)" if floor else "")
+        + ":",
         "",
         "| server | seen | flipped (hand-over) or restart told | import began | imported "
         "| old code's last answer | every client on it | clients − warm-standby floor |",
@@ -165,13 +164,16 @@ def _timeline_table(results: Sequence[RapidResult], floor: Floor | None) -> list
     ]
     for r in results:
         code = _code(r)
-        flipped = _part(code, "handed over") or _part(code, "restarting")
+        flipped = _part(code, "handed over")
+        if flipped is None:
+            flipped = _part(code, "restarting")
         clients = percentile(latencies(code), 50)
         distance = clients - floor.standby_s if floor and clients is not None else None
+        last_old = _part(code, "old code's last answer")
         lines.append(
             f"| {SERVERS[r.server].label} | {seconds(_part(code, 'seen'))} | {seconds(flipped)} "
             f"| {seconds(_part(code, 'import began'))} | {seconds(_part(code, 'imported'))} "
-            f"| {seconds(_part(code, TIMELINE_PARTS[-1]))} | {seconds(clients)} "
+            f"| {seconds(last_old)} | {seconds(clients)} "
             f"| {seconds(distance)} |"
         )
     return lines

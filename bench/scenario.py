@@ -187,8 +187,9 @@ def printed_timeline(
     for arrived, text in lines:
         if saved <= arrived < until:
             said = text.split("Reload timeline: ", 1)[-1]
-            found = re.findall(r"([^·]+?) \+([\d.]+) s", said)
-            return tuple((name.strip(), float(value)) for name, value in found)
+            # Parts are "NAME +S s", joined by " · " (or " - " where the terminal lacks "·").
+            found = re.findall(r"(.+?) \+([\d.]+) s(?: [·-] |$)", said)
+            return tuple((name, float(value)) for name, value in found)
     return ()
 
 

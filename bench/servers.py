@@ -67,7 +67,7 @@ class ServerSpec:
     # Extra environment for the server (the browser scenario's django-browser-reload switch).
     env: tuple[tuple[str, str], ...] = ()
     # Arguments that have it print each reload's parts (TIMELINE_MARK), added to the command
-    # wherever reloads are measured (not for the cold starts, which run as users run it).
+    # where the timeline is read (the rapid scenario: ServerProcess's timeline).
     timeline_args: tuple[str, ...] = ()
 
 
@@ -217,7 +217,7 @@ class ServerProcess:
         paths: Paths,
         log_path: Path,
         *,
-        timeline: bool = True,
+        timeline: bool = False,
     ) -> None:
         self.spec = spec
         self.project = project

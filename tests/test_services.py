@@ -468,7 +468,8 @@ def test_a_dramatiq_worker_hands_over_on_the_actors_its_worker_processes_importe
     # either code; none is lost and none runs twice.
     enqueue(5, 10)
     wait_for(lambda: len(done()) == 10, 30, lambda: f"10 messages\n{server.log()}")
-    # Once the old one has shut down, every message runs the new code.
+    # Once the old one has shut down, every message runs the new code (its one worker process,
+    # --processes 1, says so once).
     wait_for(
         lambda: "Worker has been shut down" in server.log(),
         30,

@@ -302,7 +302,7 @@ class LogPrinter(Subscriber):
         notes = f" ({'; '.join(said)})" if said else ""
         self.say(f"Reloaded in {done.seconds:.2f} s: {changed} changed{notes}")
         if self.verbose and done.parts:
-            self.write(timeline(done.parts))
+            self.say(timeline(done.parts, self._dot))  # as the line above: at once, beside it
 
     def taken_in_place(self, files: tuple[str, ...], first: bool) -> None:
         if first:
@@ -427,9 +427,10 @@ class LogPrinter(Subscriber):
         self.write(f"{line}\n{text}")
 
 
-def timeline(parts: tuple[tuple[str, float], ...]) -> str:
-    """A reload's parts (ReloadDone.parts) as its verbose line: each as seconds after the save."""
-    said = " · ".join(f"{name} +{seconds:.2f} s" for name, seconds in parts)
+def timeline(parts: tuple[tuple[str, float], ...], dot: str = "·") -> str:
+    """A reload's parts (ReloadDone.parts) as its verbose line: each as seconds after the save,
+    joined by dot (the terminal's: "-" where its encoding lacks "·")."""
+    said = f" {dot} ".join(f"{name} +{seconds:.2f} s" for name, seconds in parts)
     return f"{TIMELINE_MARK}{said}"
 
 

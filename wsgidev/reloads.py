@@ -167,8 +167,11 @@ def _parts(reload: Reload) -> tuple[tuple[str, float], ...]:
         ("imported", reload.ready_at),
         ("old code's last answer", reload.old_answer_at),
     ]
+    # A part before the save is none of this reload's (a retiring process idle since before it).
     return tuple(
-        (name, round(max(0.0, at - reload.saved_at), 3)) for name, at in moments if name and at
+        (name, round(at - reload.saved_at, 3))
+        for name, at in moments
+        if name and at and at >= reload.saved_at
     )
 
 
@@ -293,9 +296,10 @@ class ReloadTracker:
                     reload.group = group
                     reload.takers = takers
                     reload.announced = takers is not None
-                    if reload.flipped_at is None:
-                        reload.flipped_at = event.t
-                        reload.flip_kind = "handed over" if takers is not None else "restarting"
+                    # With the takers it names: a later hand-over of the same file is the one
+                    # this reload waits for.
+                    reload.flipped_at = event.t
+                    reload.flip_kind = "handed over" if takers is not None else "restarting"
                     reload.notes.extend([note] if note else [])
             if takers is not None:
                 self._flipped.append((self._clock(), handed))
