@@ -844,3 +844,29 @@ def test_without_a_noted_import_start_the_baselines_are_taken_at_arm(tmp_path: P
         assert restarts.wait() == [str(script)]
     finally:
         started.stop()
+
+
+def test_glob_counts_count_only_what_each_glob_matches(tmp_path: Path) -> None:
+    # Each glob looks only at the files under its root (sorted, bisected): a sibling folder
+    # whose name starts with the root's ("templates2", "templates.old") is not under it.
+    from wsgidev.daemon.monitor.globs import WatchGlob
+    from wsgidev.daemon.monitor.imports import ImportRecorder
+    from wsgidev.daemon.monitor.watched import WatchedFiles
+
+    for relative in (
+        "templates/a.html", "templates/sub/b.html", "templates/c.txt", "templates2/d.html",
+        "templates.old/e.html", "templatesx.html", "locale/fr/f.po",
+    ):  # fmt: skip
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    files = WatchedFiles(ImportRecorder(lambda: None))
+    globs = [
+        WatchGlob(str(tmp_path / "templates"), "**/*.html"),
+        WatchGlob(str(tmp_path / "templates"), "*"),
+        WatchGlob(str(tmp_path / "templates2"), "**/*"),
+        WatchGlob(str(tmp_path / "locale"), "**/*.mo"),
+    ]
+    for glob in globs:
+        files.add_glob(glob)
+    assert [count for _, count in files.glob_counts()] == [2, 2, 1, 0]

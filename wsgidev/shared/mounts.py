@@ -89,6 +89,9 @@ class MountTable:
 
     def __init__(self, mounts: Iterable[Mount] | None = None) -> None:
         self._mounts = list(read_mounts() if mounts is None else mounts)
+        # Most machines have no silent mount at all: then no folder needs its path resolved
+        # (realpath is a stat per component; a large site's first look asks for 2,400 folders).
+        self._any_silent = any(mount.silent for mount in self._mounts)
 
     def mount_of(self, folder: str) -> Mount | None:
         """The mount that holds folder (symbolic links resolved), or None where unknown."""
@@ -103,5 +106,7 @@ class MountTable:
 
     def silent(self, folder: str) -> Mount | None:
         """The mount folder is on when that mount sends no notification of changes made elsewhere."""
+        if not self._any_silent:
+            return None
         mount = self.mount_of(folder)
         return mount if mount is not None and mount.silent else None
