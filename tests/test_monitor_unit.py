@@ -846,9 +846,12 @@ def test_without_a_noted_import_start_the_baselines_are_taken_at_arm(tmp_path: P
         started.stop()
 
 
-def test_glob_counts_count_only_what_each_glob_matches(tmp_path: Path) -> None:
+def test_glob_counts_count_only_what_each_glob_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Each glob looks only at the files under its root (sorted, bisected): a sibling folder
-    # whose name starts with the root's ("templates2", "templates.old") is not under it.
+    # whose name starts with the root's ("templates2", "templates.old") is not under it, and
+    # is not even looked at.
     from wsgidev.daemon.monitor.globs import WatchGlob
     from wsgidev.daemon.monitor.imports import ImportRecorder
     from wsgidev.daemon.monitor.watched import WatchedFiles
@@ -869,4 +872,14 @@ def test_glob_counts_count_only_what_each_glob_matches(tmp_path: Path) -> None:
     ]
     for glob in globs:
         files.add_glob(glob)
+    looked_at: list[tuple[str, str]] = []
+    matches = WatchGlob.matches
+
+    def counted(glob: WatchGlob, path: str) -> bool:
+        looked_at.append((glob.root, path))
+        return matches(glob, path)
+
+    monkeypatch.setattr(WatchGlob, "matches", counted)
     assert [count for _, count in files.glob_counts()] == [2, 2, 1, 0]
+    assert all(path.startswith(root + os.sep) for root, path in looked_at), looked_at
+    assert len(looked_at) == 3 + 3 + 1  # templates' three files twice, templates2's one

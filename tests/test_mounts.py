@@ -65,6 +65,14 @@ def test_this_machine_reads_its_own_mounts() -> None:
     assert root is not None and root.point == "/"
 
 
+def test_a_machine_with_no_silent_mount_resolves_no_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The monitor asks for every folder it watches (thousands on a large site): where no mount
+    # is silent, the answer needs no path resolved.
+    table = MountTable([Mount("/", "ext4"), Mount("/var/lib/containers/x", "fuse.fuse-overlayfs")])
+    monkeypatch.setattr(os.path, "realpath", lambda path: pytest.fail(f"resolved {path}"))
+    assert table.silent("/srv/app") is None
+
+
 # -- a real FUSE mount -------------------------------------------------------------------------
 
 
