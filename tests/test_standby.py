@@ -128,6 +128,20 @@ def test_the_leader_tells_its_siblings_to_retire_before_itself(
             sibling.close()
 
 
+def test_a_retire_ends_a_process_of_the_group_that_never_imported_the_app(
+    state: Path, handovers, restarts
+):
+    # It joined the serving group after the hand-over that made the group serve, and no request
+    # reached it: it holds no old code, but the leader names it among the retiring, and a reload
+    # is done only once those have exited (ignored, it kept a compat run's line 55 s late).
+    never = handovers(state, GROUPS[0])
+    never.listen(lambda: None, list)
+    assert never.generation is None
+    assert never.ring.send(0, os.getpid(), protocol.Retire())
+    wait_for(never.retired.is_set, 5, "the retire to be taken")
+    assert restarts == [[]]
+
+
 def test_the_next_change_hands_back_to_the_first_group(state: Path, handovers, restarts):
     loads: list[str] = []
     old = serving(state, handovers, loads=loads)

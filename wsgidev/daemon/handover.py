@@ -413,8 +413,14 @@ class Handover:
                     self._warm_wanted.set()
                     self._warmed.wait(REPLACEMENT_WARM_S)
                 self._go(message.reply)
-            elif isinstance(message, protocol.Retire) and self.generation is not None:
-                restart_process([])  # mod_wsgi finishes the requests in flight, then exits
+            elif isinstance(message, protocol.Retire):
+                # mod_wsgi finishes the requests in flight, then exits. So does a process of the
+                # retired group that never imported the app (it joined the group after the
+                # hand-over that made the group serve, and no request reached it): it holds no
+                # old code, but the leader named it among the retiring, and the reload is done
+                # only once they have exited (a compat run's "Reloaded" line came 55 s late,
+                # after the clients had had the new code for 54 s).
+                restart_process([])
                 self.retired.set()
 
     def _refresh_if_stale(self) -> bool:
