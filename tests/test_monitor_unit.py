@@ -883,3 +883,31 @@ def test_glob_counts_count_only_what_each_glob_matches(
     assert [count for _, count in files.glob_counts()] == [2, 2, 1, 0]
     assert all(path.startswith(root + os.sep) for root, path in looked_at), looked_at
     assert len(looked_at) == 3 + 3 + 1  # templates' three files twice, templates2's one
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_inotify_uses_the_loaded_c_library_and_never_looks_for_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """find_library runs ldconfig, then gcc on a temporary file that a process ended meanwhile
+    leaves in TMPDIR; inotify_simple 1.3 calls it on every INotify(), 2.0 on the first."""
+    import ctypes.util
+
+    import inotify_simple
+
+    from wsgidev.shared.inotifylibc import use_loaded_libc
+
+    looked: list[str] = []
+
+    def find_library(name: str) -> str | None:
+        looked.append(name)
+        return None
+
+    monkeypatch.setattr(ctypes.util, "find_library", find_library)
+    monkeypatch.setattr(inotify_simple, "find_library", find_library, raising=False)
+    monkeypatch.setattr(inotify_simple, "_libc", None)
+    use_loaded_libc()
+    for _ in range(2):
+        with inotify_simple.INotify() as notify:
+            assert notify.fileno() >= 0
+    assert looked == []

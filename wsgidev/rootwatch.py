@@ -34,10 +34,13 @@ def watch_root(root: Path, sentinel: str, gone: Callable[[], None]) -> threading
 def _watch(sentinel: Path, gone: Callable[[], None]) -> None:
     try:
         from inotify_simple import INotify, flags
+
+        from wsgidev.shared.inotifylibc import use_loaded_libc
     except ImportError:  # not Linux: inotify_simple is installed only there
         _poll(sentinel, gone)
         return
     try:
+        use_loaded_libc()
         notify = INotify()
     except OSError:  # out of inotify instances: stat instead
         _poll(sentinel, gone)

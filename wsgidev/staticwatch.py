@@ -131,11 +131,14 @@ class _InotifyWatcher:
     def __init__(self, on_change: OnChange) -> None:
         from inotify_simple import INotify, flags
 
+        from wsgidev.shared.inotifylibc import use_loaded_libc
+
         self._flags = flags
         self._mask = (
             flags.CLOSE_WRITE | flags.MOVED_TO | flags.CREATE | flags.MODIFY | flags.ONLYDIR
         )
         self._on_change = on_change
+        use_loaded_libc()
         self._inotify = INotify()
         self._where: dict[int, tuple[str, str]] = {}  # watch -> (URL of the folder, folder)
         self._watched: set[str] = set()

@@ -20,17 +20,16 @@ standbys importing the standard library) do not wake it. A queue overflow asks f
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import time
 from typing import Any
 
-import inotify_simple
 from inotify_simple import INotify
 from inotify_simple import flags as inflags
 
 from wsgidev.daemon.monitor.base import Monitor
+from wsgidev.shared.inotifylibc import use_loaded_libc
 
 # Writes, attribute changes (touch, a restored mtime), creation, deletion and renames, and the
 # watched directory itself going away.
@@ -64,7 +63,7 @@ class InotifyMonitor(Monitor):
         self._watch_of: dict[str, int] = {}  # directory -> watch descriptor
 
     def _open(self) -> None:
-        _use_loaded_libc()
+        use_loaded_libc()
         self._inotify = INotify(nonblocking=True)
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller.register(self._inotify.fileno(), select.POLLIN)
@@ -146,12 +145,3 @@ class InotifyMonitor(Monitor):
         if self._wake_write >= 0:
             with contextlib.suppress(OSError):  # a full pipe wakes it already
                 os.write(self._wake_write, b"\0")
-
-
-def _use_loaded_libc() -> None:
-    """Give inotify_simple the C library this process has loaded. Left to itself it looks for
-    one with ctypes.util.find_library("c"): a run of `ldconfig -p` in every daemon, and where
-    that finds nothing, of gcc on a temporary file, which a process killed meanwhile leaves
-    in TMPDIR (seen once: a `tmpXXXXXXXX` beside a taker that died)."""
-    if getattr(inotify_simple, "_libc", False) is None:
-        inotify_simple._libc = ctypes.CDLL(None, use_errno=True)
