@@ -70,6 +70,8 @@ class Machine:
 
     def at(self, t: float, event: protocol.Event) -> None:
         self.now = t
+        if isinstance(event, protocol.Ready):
+            self.live.add(event.pid)  # a process that says it is ready is there
         self.tracker.feed(dataclasses.replace(event, t=t))
 
     def run_timers(self, until: float) -> None:
@@ -153,6 +155,60 @@ def test_the_line_counts_to_the_last_taker_ready_not_to_the_old_processes_exits(
     assert done.seconds == pytest.approx(0.25)
 
 
+def test_siblings_that_caught_different_saves_of_a_storm_get_one_line():
+    # Saves every 20 ms; on a busy machine each process of the old group settles at its own
+    # moment and reports the save its look caught, 0.2 s apart: two reloads the same hand-over
+    # serves. Their lines came together (3 lines for one storm in compat): one line now.
+    m = Machine()
+    m.live |= {11, 12, 21, 22}
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    m.at(SAVED + 0.25, protocol.Change(pid=12, files=(APP,), count=1, saved_at=SAVED + 0.2))
+    hand_over_to_21_and_22(m, SAVED + 0.3)
+    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.32, group="g-b"))
+    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.32, group="g-b"))
+    for pid in (11, 12):
+        m.live.discard(pid)
+        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.29))
+    (done,) = m.heard.done()
+    assert done.files == (APP,) and done.seconds == pytest.approx(0.6)
+    # A save the takers' import did not read is a reload of its own.
+    m.at(SAVED + 0.9, protocol.Change(pid=21, files=(APP,), count=1, saved_at=SAVED + 0.4))
+    assert len(m.heard.done()) == 1
+
+
+def test_the_next_save_handed_over_before_the_old_group_exits_is_a_reload_of_its_own():
+    # A save every time the clients have the last one: the next hand-over comes while the group
+    # the last one retired is still exiting. That reload is served already: its line comes at
+    # the exits, dated by its own takers, not by the next save's.
+    m = Machine()
+    m.live |= {11, 12, 21, 22}
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    hand_over_to_21_and_22(m, SAVED + 0.08)
+    m.at(SAVED + 0.2, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
+    m.at(SAVED + 0.3, protocol.Ready(pid=22, started_at=SAVED + 0.1, group="g-b"))
+    m.at(SAVED + 0.55, protocol.Change(pid=21, files=(APP,), count=1, saved_at=SAVED + 0.5))
+    m.at(
+        SAVED + 0.6,
+        protocol.Handover(
+            pid=21, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(21, 22)
+        ),
+    )
+    for pid in (11, 12):
+        m.live.discard(pid)
+        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.09))
+    (first,) = m.heard.done()
+    assert first.seconds == pytest.approx(0.3)
+    m.at(SAVED + 0.8, protocol.Ready(pid=31, started_at=SAVED + 0.65, group="g"))
+    m.at(SAVED + 0.9, protocol.Ready(pid=32, started_at=SAVED + 0.65, group="g"))
+    for pid in (21, 22):
+        m.live.discard(pid)
+        m.at(SAVED + 1.0, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.61))
+    assert [done.seconds for done in m.heard.done()] == [
+        pytest.approx(0.3),
+        pytest.approx(0.4),
+    ]
+
+
 def test_a_restart_in_place_counts_to_the_second_process_ready():
     m = Machine()
     m.live |= {11, 12}
@@ -174,6 +230,30 @@ def test_a_restart_in_place_counts_to_the_second_process_ready():
         "seen", "restarting", "import began", "imported", "old code's last answer"
     ]  # fmt: skip
     assert dict(done.parts)["restarting"] == pytest.approx(0.06)
+
+
+def test_a_process_restarting_again_does_not_count_for_its_sibling():
+    # --restart-mode process: each process restarts on its own when it sees a change. Process
+    # 11 saw the save at once and again the next one; its sibling 12 polls late. Two processes
+    # imported since the first save, but one has exited: 12 still answers with the old code.
+    m = Machine()
+    m.live |= {11, 12}
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), saved_at=SAVED))
+    m.live.discard(11)
+    m.at(SAVED + 0.06, protocol.Exit(pid=11, last_answer_at=SAVED + 0.04))
+    m.at(SAVED + 0.4, protocol.Ready(pid=31, started_at=SAVED + 0.3, group="g"))
+    m.at(SAVED + 0.55, protocol.Change(pid=31, files=(APP,), saved_at=SAVED + 0.5))
+    m.live.discard(31)
+    m.at(SAVED + 0.56, protocol.Exit(pid=31, last_answer_at=SAVED + 0.54))
+    m.at(SAVED + 0.9, protocol.Ready(pid=41, started_at=SAVED + 0.8, group="g"))
+    assert m.heard.done() == []
+    m.at(SAVED + 1.5, protocol.Change(pid=12, files=(APP,), saved_at=SAVED))
+    m.live.discard(12)
+    m.at(SAVED + 1.51, protocol.Exit(pid=12, last_answer_at=SAVED + 1.5))
+    m.at(SAVED + 2.1, protocol.Ready(pid=42, started_at=SAVED + 2.0, group="g"))
+    # Both saves are served from then: one line, from the first.
+    (done,) = m.heard.done()
+    assert done.seconds == pytest.approx(2.1)
 
 
 def test_a_retiring_process_that_ends_silently_is_looked_at_again():

@@ -175,6 +175,38 @@ def _parts(reload: Reload) -> tuple[tuple[str, float], ...]:
     )
 
 
+def _one_per_file(served: list[Reload]) -> list[Reload]:
+    """Reloads that serve at the same moment, share a file and had no hand-over of their own
+    (or the same one), as one: the same new processes brought them all, so no client ever had
+    one without the others. Siblings of an edit storm
+    report the saves their own look caught, more than SAME_SAVE_S apart (a busy machine): each
+    was a reload of its own, and their lines came together (3 lines for one storm)."""
+    merged: list[Reload] = []
+    for reload in sorted(served, key=lambda r: r.saved_at):
+        into = next(
+            (
+                m
+                for m in merged
+                if set(m.files) & set(reload.files) and reload.takers in (None, m.takers)
+            ),
+            None,
+        )
+        if into is None:
+            merged.append(reload)
+            continue
+        into.files.extend(f for f in reload.files if f not in into.files)
+        into.count = max(into.count, reload.count)
+        into.notes.extend(n for n in reload.notes if n not in into.notes)
+        into.last_saved_at = max(into.last_saved_at, reload.last_saved_at)
+        into.seen_at = min(filter(None, (into.seen_at, reload.seen_at)), default=0.0)
+        into.served_from = min(filter(None, (into.served_from, reload.served_from)), default=None)
+        into.served_at = max(filter(None, (into.served_at, reload.served_at)), default=None)
+        into.ready_at = max(into.ready_at, reload.ready_at)
+        into.old_answer_at = max(into.old_answer_at, reload.old_answer_at)
+        into.announced = into.announced or reload.announced
+    return merged
+
+
 def _timer(delay_s: float, callback: Callable[[], None]) -> None:
     timer = threading.Timer(delay_s, callback)
     timer.daemon = True
@@ -292,6 +324,10 @@ class ReloadTracker:
             for reload in self.pending:
                 if handed & set(reload.files):
                     matched = True
+                    if self._brought(reload):
+                        # Its own hand-over's takers serve its code; it waits only for its
+                        # old processes to exit. This hand-over is a later save's.
+                        continue
                     reload.retiring |= pids
                     reload.group = group
                     reload.takers = takers
@@ -309,6 +345,14 @@ class ReloadTracker:
             # The route has flipped: a refresh now waits for the new code in the new group.
             self._tell(lambda s: s.new_code())
         self._look(event.t)
+
+    def _brought(self, reload: Reload) -> bool:
+        """Whether a reload's hand-over takers have all imported since its last save (they
+        serve its code). Called under the lock."""
+        return bool(reload.takers) and all(
+            self._imported_at.get(pid, (0.0, None))[0] >= reload.last_saved_at
+            for pid in reload.takers or ()
+        )
 
     def _held_by_debugger(self, event: protocol.DebugHeld) -> None:
         with self._lock:
@@ -372,9 +416,10 @@ class ReloadTracker:
     def _look(self, when: float) -> None:
         """Tell subscribers of each pending reload that now serves."""
         with self._lock:
-            finished = [reload for reload in self.pending if self._serves(reload)]
-            self.pending = [reload for reload in self.pending if reload not in finished]
-            self._done.extend(finished)
+            served = [reload for reload in self.pending if self._serves(reload)]
+            self.pending = [reload for reload in self.pending if reload not in served]
+            self._done.extend(served)
+            finished = _one_per_file(served)
             recent = self._clock() - RECHECK_FOR_S
             waiting_on_exits = any(r.retiring and r.saved_at > recent for r in self.pending)
             unannounced = any(
@@ -458,10 +503,13 @@ class ReloadTracker:
             reload.old_answer_at = self._last_old_answer(reload)
             reload.served_at = max(reload.ready_at, reload.old_answer_at)
             return True
+        # The processes that serve it: imported since the save and still there. One that has
+        # exited serves nothing (in --restart-mode process a process that restarts again for a
+        # later save would otherwise count twice while its sibling still has the old code).
         fresh_by_pid = {
             pid: at
             for pid, (at, group) in self._imported_at.items()
-            if at >= since and reload.group in (None, group)
+            if at >= since and reload.group in (None, group) and self._alive(pid)
         }
         # A process a debugger session holds serves only its paused request: not one to wait for.
         held_here = sum(1 for pid in held if reload.group in (None, self._debug_held.get(pid)))
