@@ -209,6 +209,72 @@ def test_the_next_save_handed_over_before_the_old_group_exits_is_a_reload_of_its
     ]
 
 
+def test_a_storm_sibling_told_after_the_hand_over_waits_for_the_old_group_and_joins_it():
+    # The same storm, process 12's report read after the hand-over: its reload has no takers
+    # of its own. 11 and 12 still hold the old code until they exit; then one line.
+    m = Machine()
+    m.live |= {11, 12, 21, 22}
+    for pid in (11, 12):
+        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    hand_over_to_21_and_22(m, SAVED + 0.3)
+    m.at(SAVED + 0.31, protocol.Change(pid=12, files=(APP,), count=1, saved_at=SAVED + 0.2))
+    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.32, group="g-b"))
+    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.32, group="g-b"))
+    assert m.heard.done() == []
+    for pid in (11, 12):
+        m.live.discard(pid)
+        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.29))
+    assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.6)]
+
+
+def test_a_reload_whose_taker_died_is_not_moved_onto_the_next_save():
+    # Taker 22 was killed while importing and 23 took its place; the next save is handed
+    # over before the old group has exited. The first reload keeps its own hand-over.
+    m = Machine()
+    m.live |= {11, 12, 21, 22}
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    hand_over_to_21_and_22(m, SAVED + 0.08)
+    m.at(SAVED + 0.2, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
+    m.live.discard(22)
+    m.at(SAVED + 0.4, protocol.Ready(pid=23, started_at=SAVED + 0.25, group="g-b"))
+    m.at(SAVED + 0.55, protocol.Change(pid=21, files=(APP,), count=1, saved_at=SAVED + 0.5))
+    m.at(
+        SAVED + 0.6,
+        protocol.Handover(
+            pid=21, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(21, 23)
+        ),
+    )
+    for pid in (11, 12):
+        m.live.discard(pid)
+        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.09))
+    # Served from 21's import on (the lost-taker rule of _serves: the surviving takers and the
+    # group's first process with the new code), with a note that 22 was lost.
+    (first,) = m.heard.done()
+    assert first.seconds == pytest.approx(0.2) and first.notes
+    m.at(SAVED + 0.8, protocol.Ready(pid=31, started_at=SAVED + 0.65, group="g"))
+    m.at(SAVED + 0.9, protocol.Ready(pid=32, started_at=SAVED + 0.65, group="g"))
+    for pid in (21, 23):
+        m.live.discard(pid)
+        m.at(SAVED + 1.0, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.61))
+    assert [done.seconds for done in m.heard.done()][1:] == [pytest.approx(0.4)]
+
+
+def test_a_fresh_process_a_debugger_holds_does_not_serve_for_its_sibling():
+    # 31 imported the new code, then saw the next save and a debugger session holds it while
+    # it stops; 12 has not seen the first save yet and still has the old code.
+    m = Machine()
+    for pid in (11, 12):
+        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), saved_at=SAVED))
+    m.live.discard(11)
+    m.at(SAVED + 0.06, protocol.Exit(pid=11, last_answer_at=SAVED + 0.04))
+    m.at(SAVED + 0.4, protocol.Ready(pid=31, started_at=SAVED + 0.3, group="g"))
+    m.at(SAVED + 0.55, protocol.Change(pid=31, files=(APP,), saved_at=SAVED + 0.5))
+    m.at(SAVED + 0.56, protocol.DebugHeld(pid=31, reason="shutdown_signal"))
+    assert m.heard.done() == []
+
+
 def test_a_restart_in_place_counts_to_the_second_process_ready():
     m = Machine()
     m.live |= {11, 12}
@@ -234,10 +300,11 @@ def test_a_restart_in_place_counts_to_the_second_process_ready():
 
 def test_a_process_restarting_again_does_not_count_for_its_sibling():
     # --restart-mode process: each process restarts on its own when it sees a change. Process
-    # 11 saw the save at once and again the next one; its sibling 12 polls late. Two processes
+    # 11 saw the save at once and the next one too; its sibling 12 polls late. Two processes
     # imported since the first save, but one has exited: 12 still answers with the old code.
     m = Machine()
-    m.live |= {11, 12}
+    for pid in (11, 12):
+        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
     m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), saved_at=SAVED))
     m.live.discard(11)
     m.at(SAVED + 0.06, protocol.Exit(pid=11, last_answer_at=SAVED + 0.04))
@@ -250,10 +317,30 @@ def test_a_process_restarting_again_does_not_count_for_its_sibling():
     m.at(SAVED + 1.5, protocol.Change(pid=12, files=(APP,), saved_at=SAVED))
     m.live.discard(12)
     m.at(SAVED + 1.51, protocol.Exit(pid=12, last_answer_at=SAVED + 1.5))
+    # From 12's last answer every request gets the first save's code (41 has it; 31 had it):
+    # that reload's line. The second save waits for as many processes as the group with it.
+    (first,) = m.heard.done()
+    assert first.seconds == pytest.approx(1.5)
     m.at(SAVED + 2.1, protocol.Ready(pid=42, started_at=SAVED + 2.0, group="g"))
-    # Both saves are served from then: one line, from the first.
-    (done,) = m.heard.done()
-    assert done.seconds == pytest.approx(2.1)
+    assert [done.seconds for done in m.heard.done()] == [pytest.approx(1.5), pytest.approx(1.6)]
+
+
+def test_a_process_that_restarted_again_still_counts_once_its_sibling_has_the_new_code():
+    # Both processes saw the save; 31 then restarted for a second one, half a second later.
+    # From 32's import on no process has the old code: the first save is served then.
+    m = Machine()
+    for pid in (11, 12):
+        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
+    for pid, t in ((11, 0.05), (12, 0.1)):
+        m.at(SAVED + t, protocol.Change(pid=pid, files=(APP,), saved_at=SAVED))
+        m.live.discard(pid)
+        m.at(SAVED + t + 0.01, protocol.Exit(pid=pid, last_answer_at=SAVED + t - 0.01))
+    m.at(SAVED + 0.4, protocol.Ready(pid=31, started_at=SAVED + 0.2, group="g"))
+    m.at(SAVED + 0.55, protocol.Change(pid=31, files=(APP,), saved_at=SAVED + 0.5))
+    m.live.discard(31)
+    m.at(SAVED + 0.56, protocol.Exit(pid=31, last_answer_at=SAVED + 0.54))
+    m.at(SAVED + 0.6, protocol.Ready(pid=32, started_at=SAVED + 0.3, group="g"))
+    assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.6)]
 
 
 def test_a_retiring_process_that_ends_silently_is_looked_at_again():

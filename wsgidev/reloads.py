@@ -55,6 +55,9 @@ class Reload:
     # Processes that served the old code and are retiring: until they have exited, a request
     # routed to them before the hand-over still gets the old code.
     retiring: set[int] = field(default_factory=set)
+    # Daemons seen holding code imported before the save while no hand-over named takers (a
+    # sibling that has not looked yet): waited for like the retiring ones.
+    stale: set[int] = field(default_factory=set)
     # The daemon group whose processes bring the new code (a hand-over's taker, or the group
     # restarting in place); None: any (one group, --restart-mode process or server).
     group: str | None = None
@@ -176,18 +179,20 @@ def _parts(reload: Reload) -> tuple[tuple[str, float], ...]:
 
 
 def _one_per_file(served: list[Reload]) -> list[Reload]:
-    """Reloads that serve at the same moment, share a file and had no hand-over of their own
-    (or the same one), as one: the same new processes brought them all, so no client ever had
-    one without the others. Siblings of an edit storm
-    report the saves their own look caught, more than SAME_SAVE_S apart (a busy machine): each
-    was a reload of its own, and their lines came together (3 lines for one storm)."""
+    """Reloads served at the same moment that share a file, where the later was saved before
+    the earlier one's first new process began its import, as one line: no client ever had the
+    earlier save's code without the later's. Siblings of an edit storm report the save their
+    own look caught, more than SAME_SAVE_S apart on a busy machine, and each was a line (3 for
+    one storm, two of them together). Saves further apart keep a line each."""
     merged: list[Reload] = []
     for reload in sorted(served, key=lambda r: r.saved_at):
         into = next(
             (
                 m
                 for m in merged
-                if set(m.files) & set(reload.files) and reload.takers in (None, m.takers)
+                if set(m.files) & set(reload.files)
+                and m.served_from is not None
+                and reload.saved_at < m.served_from
             ),
             None,
         )
@@ -323,11 +328,11 @@ class ReloadTracker:
             matched = False
             for reload in self.pending:
                 if handed & set(reload.files):
-                    matched = True
                     if self._brought(reload):
                         # Its own hand-over's takers serve its code; it waits only for its
                         # old processes to exit. This hand-over is a later save's.
                         continue
+                    matched = True
                     reload.retiring |= pids
                     reload.group = group
                     reload.takers = takers
@@ -347,11 +352,17 @@ class ReloadTracker:
         self._look(event.t)
 
     def _brought(self, reload: Reload) -> bool:
-        """Whether a reload's hand-over takers have all imported since its last save (they
-        serve its code). Called under the lock."""
-        return bool(reload.takers) and all(
-            self._imported_at.get(pid, (0.0, None))[0] >= reload.last_saved_at
-            for pid in reload.takers or ()
+        """Whether a reload's hand-over takers serve its code: each imported since its last
+        save, or (one died first, as in _serves) a process of their group has. Called under
+        the lock."""
+        if not reload.takers:
+            return False
+        since = reload.last_saved_at
+        started = {pid: self._imported_at.get(pid, (0.0, None))[0] for pid in reload.takers}
+        if any(at < since and self._alive(pid) for pid, at in started.items()):
+            return False
+        return all(at >= since for at in started.values()) or any(
+            at >= since and group == reload.group for at, group in self._imported_at.values()
         )
 
     def _held_by_debugger(self, event: protocol.DebugHeld) -> None:
@@ -421,9 +432,11 @@ class ReloadTracker:
             self._done.extend(served)
             finished = _one_per_file(served)
             recent = self._clock() - RECHECK_FOR_S
-            waiting_on_exits = any(r.retiring and r.saved_at > recent for r in self.pending)
+            waiting_on_exits = any(
+                (r.retiring or r.stale) and r.saved_at > recent for r in self.pending
+            )
             unannounced = any(
-                not reload.announced and not self._flipped_for(reload) for reload in finished
+                not reload.announced and not self._flipped_for(reload) for reload in served
             )
         if waiting_on_exits:
             # A retiring process may end without saying so (killed past --shutdown-timeout):
@@ -503,15 +516,28 @@ class ReloadTracker:
             reload.old_answer_at = self._last_old_answer(reload)
             reload.served_at = max(reload.ready_at, reload.old_answer_at)
             return True
-        # The processes that serve it: imported since the save and still there. One that has
-        # exited serves nothing (in --restart-mode process a process that restarts again for a
-        # later save would otherwise count twice while its sibling still has the old code).
+        # A daemon that imported before the save and is still there serves the old code (in
+        # --restart-mode process a sibling that has not looked yet, while the other process
+        # restarted twice): waited for, and its last answer counts, like a retiring one's.
+        stale = {
+            pid
+            for pid, (at, group) in self._imported_at.items()
+            if at < since
+            and group
+            and reload.group in (None, group)
+            and pid not in held
+            and pid not in self._exited
+            and self._alive(pid)
+        }
+        reload.stale |= stale
+        if stale:
+            return False
+        # A process a debugger session holds serves only its paused request: not one to wait for.
         fresh_by_pid = {
             pid: at
             for pid, (at, group) in self._imported_at.items()
-            if at >= since and reload.group in (None, group) and self._alive(pid)
+            if at >= since and reload.group in (None, group) and pid not in held
         }
-        # A process a debugger session holds serves only its paused request: not one to wait for.
         held_here = sum(1 for pid in held if reload.group in (None, self._debug_held.get(pid)))
         needed = self.processes - held_here
         if len(fresh_by_pid) < needed:
@@ -527,7 +553,9 @@ class ReloadTracker:
     def _last_old_answer(self, reload: Reload) -> float:
         """When a process retiring from the old code last answered (0.0: none said so; one
         killed, or held by a debugger, answers no one else). Called under the lock."""
-        return max((self._exited.get(pid, 0.0) for pid in reload.retiring), default=0.0)
+        return max(
+            (self._exited.get(pid, 0.0) for pid in reload.retiring | reload.stale), default=0.0
+        )
 
     def _tell(self, call: Callable[[Subscriber], None]) -> None:
         for subscriber in self._subscribers:
