@@ -275,6 +275,92 @@ def test_a_fresh_process_a_debugger_holds_does_not_serve_for_its_sibling():
     assert m.heard.done() == []
 
 
+def test_a_standby_a_stray_request_reached_is_not_waited_for():
+    # 41, a standby of another group, imported the app for a stray request before the save
+    # and serves no one. The storm sibling's reload (told after the hand-over) does not wait
+    # for it: one line, and the next edit has its own.
+    m = Machine()
+    m.live |= {11, 12, 21, 22, 41, 13, 14}
+    for pid in (11, 12):
+        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
+    m.at(SAVED - 4, protocol.Ready(pid=41, started_at=SAVED - 4.1, group="g-c"))
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    hand_over_to_21_and_22(m, SAVED + 0.3)
+    m.at(SAVED + 0.31, protocol.Change(pid=12, files=(APP,), count=1, saved_at=SAVED + 0.2))
+    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.32, group="g-b"))
+    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.32, group="g-b"))
+    for pid in (11, 12):
+        m.live.discard(pid)
+        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.29))
+    assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.6)]
+    later = SAVED + 120
+    m.at(later + 0.05, protocol.Change(pid=21, files=(APP,), count=1, saved_at=later))
+    m.at(
+        later + 0.1,
+        protocol.Handover(
+            pid=21, to="g", files=(APP,), answers={"13": "ready", "14": "ready"}, retiring=(21, 22)
+        ),
+    )
+    for pid in (21, 22):
+        m.live.discard(pid)
+        m.at(later + 0.2, protocol.Exit(pid=pid, last_answer_at=later + 0.09))
+    m.at(later + 0.6, protocol.Ready(pid=13, started_at=later + 0.15, group="g"))
+    m.at(later + 0.6, protocol.Ready(pid=14, started_at=later + 0.15, group="g"))
+    assert [(d.saved_at, d.seconds) for d in m.heard.done()][1:] == [(later, pytest.approx(0.6))]
+
+
+def test_a_taker_still_importing_keeps_its_reload_on_its_own_hand_over():
+    # 22 answered ready mid-warm-up and imports 2 s later; 21 serves save 1 from 0.5. Save 2
+    # is handed over before 22 said Ready: reload 1 is not moved onto it, and each save has
+    # its line, save 1's once 22 has imported.
+    m = Machine()
+    m.live |= {11, 12, 21, 22, 31, 32}
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    hand_over_to_21_and_22(m, SAVED + 0.08)
+    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
+    for pid in (11, 12):
+        m.live.discard(pid)
+        m.at(SAVED + 0.2, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.09))
+    m.at(SAVED + 1.05, protocol.Change(pid=21, files=(APP,), count=1, saved_at=SAVED + 1.0))
+    m.at(
+        SAVED + 1.1,
+        protocol.Handover(
+            pid=21, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(21, 22)
+        ),
+    )
+    m.at(SAVED + 2.1, protocol.Ready(pid=22, started_at=SAVED + 2.0, group="g-b"))
+    for pid, t in ((21, 2.2), (22, 2.3)):
+        m.live.discard(pid)
+        m.at(SAVED + t, protocol.Exit(pid=pid, last_answer_at=SAVED + t - 0.1))
+    m.at(SAVED + 2.5, protocol.Ready(pid=31, started_at=SAVED + 1.2, group="g"))
+    m.at(SAVED + 2.6, protocol.Ready(pid=32, started_at=SAVED + 1.2, group="g"))
+    assert [(d.saved_at, d.seconds) for d in m.heard.done()] == [
+        (SAVED, pytest.approx(2.1)),
+        (SAVED + 1.0, pytest.approx(1.6)),
+    ]
+
+
+def test_a_pid_a_killed_daemon_left_to_another_program_is_not_waited_for_long():
+    # 12 was killed without a word and its pid went to some other program: the stale rule
+    # would wait for it for ever. It is given up after STALE_FOR_S (the recheck timer looks).
+    m = Machine()
+    for pid in (11, 12):
+        m.at(SAVED - 60, protocol.Ready(pid=pid, started_at=SAVED - 61, group="g"))
+    m.live.discard(12)
+    m.at(SAVED - 50, protocol.Ready(pid=13, started_at=SAVED - 51, group="g"))
+    m.live.add(12)  # another program's now
+    for pid in (11, 13):
+        m.at(SAVED + 0.05, protocol.Change(pid=pid, files=(APP,), count=1, saved_at=SAVED))
+        m.live.discard(pid)
+        m.at(SAVED + 0.06, protocol.Exit(pid=pid, last_answer_at=SAVED - 1))
+    m.at(SAVED + 1.5, protocol.Ready(pid=31, started_at=SAVED + 1.1, group="g"))
+    m.at(SAVED + 1.6, protocol.Ready(pid=32, started_at=SAVED + 1.2, group="g"))
+    assert m.heard.done() == []
+    for second in range(1, 40):
+        m.run_timers(SAVED + second)
+    assert len(m.heard.done()) == 1
+
+
 def test_a_restart_in_place_counts_to_the_second_process_ready():
     m = Machine()
     m.live |= {11, 12}

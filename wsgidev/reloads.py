@@ -37,6 +37,9 @@ SAME_SAVE_S = 0.05
 # Pending reloads that wait for retiring processes to exit are looked at again this often.
 RECHECK_S = 0.25
 RECHECK_FOR_S = 60.0  # ...for at most this long after the save
+# A daemon that still holds code from before a save this long after it is not waited for (it
+# is looked at again until RECHECK_FOR_S, so this comes first).
+STALE_FOR_S = 30.0
 # A template edit counts as taken once every serving process said so, or after this.
 HANDLED_WAIT_S = 1.0
 TOLD_KEPT = 32  # saves taken in place whose late reports are recognised
@@ -245,6 +248,8 @@ class ReloadTracker:
         self._debug_held: dict[int, str | None] = {}
         self._recheck_at: float | None = None  # a look again at pending reloads is scheduled
         self._flipped: deque[tuple[float, set[str]]] = deque(maxlen=16)  # hand-overs: when, files
+        # The group the latest hand-over made the serving one (None: none yet, or no hand-overs).
+        self._serving: str | None = None
         # Files Django took in place -> the processes that said so (one save, every process),
         # and for the saves told already (complete, or timed out) the processes that said so.
         self._handled: dict[tuple[str, ...], set[int]] = {}
@@ -294,7 +299,9 @@ class ReloadTracker:
             if any(done.same_save(saved_at, files, since) for done in self._done):
                 return
             for reload in self.pending:
-                if reload.same_save(saved_at, files):
+                if reload.same_save(saved_at, files) or self._flipped_after(
+                    reload, saved_at, files
+                ):
                     reload.saved_at = min(reload.saved_at, saved_at)
                     reload.last_saved_at = max(reload.last_saved_at, saved_at)
                     reload.files.extend(f for f in files if f not in reload.files)
@@ -310,6 +317,9 @@ class ReloadTracker:
         with self._lock:
             self._imported_at[event.pid] = (event.started_at or event.t, event.group)
             self._ready_at[event.pid] = event.t
+            # A pid the kernel gave again: the process that had it is gone.
+            self._exited.pop(event.pid, None)
+            self._debug_held.pop(event.pid, None)
         self._look(event.t)
 
     def _retiring(self, event: protocol.Handover | protocol.RestartInPlace) -> None:
@@ -344,6 +354,7 @@ class ReloadTracker:
                     reload.notes.extend([note] if note else [])
             if takers is not None:
                 self._flipped.append((self._clock(), handed))
+                self._serving = group
         if note and not matched:
             self._tell(lambda s: s.note(note))
         if takers is not None:
@@ -351,14 +362,28 @@ class ReloadTracker:
             self._tell(lambda s: s.new_code())
         self._look(event.t)
 
+    @staticmethod
+    def _flipped_after(reload: Reload, saved_at: float, files: list[str]) -> bool:
+        """Whether a change saved then is one this reload's hand-over brings: it flipped after
+        that save (an edit storm's sibling, told after the hand-over, of a save its look
+        caught), so its takers import it."""
+        return (
+            reload.takers is not None
+            and reload.flipped_at is not None
+            and saved_at < reload.flipped_at
+            and bool(set(files) & set(reload.files))
+        )
+
     def _brought(self, reload: Reload) -> bool:
         """Whether a reload's hand-over takers serve its code: each imported since its last
-        save, or (one died first, as in _serves) a process of their group has. Called under
-        the lock."""
+        save, or is still importing (no Ready yet: it began after the hand-over), or (one died
+        first, as in _serves) a process of their group has. Called under the lock."""
         if not reload.takers:
             return False
         since = reload.last_saved_at
-        started = {pid: self._imported_at.get(pid, (0.0, None))[0] for pid in reload.takers}
+        started = {
+            pid: self._imported_at[pid][0] for pid in reload.takers if pid in self._imported_at
+        }
         if any(at < since and self._alive(pid) for pid, at in started.items()):
             return False
         return all(at >= since for at in started.values()) or any(
@@ -519,16 +544,21 @@ class ReloadTracker:
         # A daemon that imported before the save and is still there serves the old code (in
         # --restart-mode process a sibling that has not looked yet, while the other process
         # restarted twice): waited for, and its last answer counts, like a retiring one's.
+        # Only in the group that serves (a standby a stray request reached serves no one), and
+        # for STALE_FOR_S (a pid a daemon killed without a word left may be another program's).
+        serving_group = reload.group or self._serving
         stale = {
             pid
             for pid, (at, group) in self._imported_at.items()
             if at < since
             and group
-            and reload.group in (None, group)
+            and serving_group in (None, group)
             and pid not in held
             and pid not in self._exited
             and self._alive(pid)
         }
+        if self._clock() - reload.saved_at > STALE_FOR_S:
+            stale = set()
         reload.stale |= stale
         if stale:
             return False
