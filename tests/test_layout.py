@@ -21,6 +21,7 @@ SHARED = (
     "wsgidev.shared.processes",  # whether a process runs; a file as a terminal line shows it
     "wsgidev.shared.globpattern",  # --watch and --exclude glob patterns
     "wsgidev.shared.mounts",  # which folders send no change notifications
+    "wsgidev.shared.inotifylibc",  # inotify_simple with the C library already loaded
 )
 # The command side's public face of the daemon monitor, for hand-written WSGI scripts.
 FACADES = ("monitor.py",)

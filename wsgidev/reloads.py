@@ -61,6 +61,8 @@ class Reload:
     # Daemons seen holding code imported before the save while no hand-over named takers (a
     # sibling that has not looked yet): waited for like the retiring ones.
     stale: set[int] = field(default_factory=set)
+    # The processes that reported it: one that reports two saves saw them one after the other.
+    reporters: set[int] = field(default_factory=set)
     # The daemon group whose processes bring the new code (a hand-over's taker, or the group
     # restarting in place); None: any (one group, --restart-mode process or server).
     group: str | None = None
@@ -183,10 +185,11 @@ def _parts(reload: Reload) -> tuple[tuple[str, float], ...]:
 
 def _one_per_file(served: list[Reload]) -> list[Reload]:
     """Reloads served at the same moment that share a file, where the later was saved before
-    the earlier one's first new process began its import, as one line: no client ever had the
-    earlier save's code without the later's. Siblings of an edit storm report the save their
-    own look caught, more than SAME_SAVE_S apart on a busy machine, and each was a line (3 for
-    one storm, two of them together). Saves further apart keep a line each."""
+    the earlier one's first new process began its import and other processes told of it, as
+    one line: no client ever had the earlier save's code without the later's. Siblings of an
+    edit storm report the save their own look caught, more than SAME_SAVE_S apart on a busy
+    machine, and each was a line (3 for one storm, two of them together). Two saves one
+    process told of, or saves further apart, keep a line each."""
     merged: list[Reload] = []
     for reload in sorted(served, key=lambda r: r.saved_at):
         into = next(
@@ -194,6 +197,7 @@ def _one_per_file(served: list[Reload]) -> list[Reload]:
                 m
                 for m in merged
                 if set(m.files) & set(reload.files)
+                and not m.reporters & reload.reporters
                 and m.served_from is not None
                 and reload.saved_at < m.served_from
             ),
@@ -212,6 +216,7 @@ def _one_per_file(served: list[Reload]) -> list[Reload]:
         into.ready_at = max(into.ready_at, reload.ready_at)
         into.old_answer_at = max(into.old_answer_at, reload.old_answer_at)
         into.announced = into.announced or reload.announced
+        into.reporters |= reload.reporters
     return merged
 
 
@@ -304,11 +309,14 @@ class ReloadTracker:
                 ):
                     reload.saved_at = min(reload.saved_at, saved_at)
                     reload.last_saved_at = max(reload.last_saved_at, saved_at)
+                    reload.reporters.add(pid)
                     reload.files.extend(f for f in files if f not in reload.files)
                     reload.count = max(reload.count, count)
                     reload.seen_at = min(filter(None, (reload.seen_at, seen_at)), default=0.0)
                     return
-            reload = Reload(saved_at=saved_at, files=files, count=count, seen_at=seen_at)
+            reload = Reload(
+                saved_at=saved_at, files=files, count=count, seen_at=seen_at, reporters={pid}
+            )
             self.pending.append(reload)
         self._tell(lambda s: s.reload_started(reload))
         self._look(self._clock())  # a process may be ahead
