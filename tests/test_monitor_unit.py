@@ -911,3 +911,14 @@ def test_inotify_uses_the_loaded_c_library_and_never_looks_for_one(
         with inotify_simple.INotify() as notify:
             assert notify.fileno() >= 0
     assert looked == []
+
+
+def test_a_glob_rooted_at_the_file_systems_root_matches():
+    """--watch '/*.conf': the root is "/", and "/" + os.sep was "//", which no path starts with."""
+    from wsgidev.daemon.monitor.globs import WatchGlob
+
+    glob = WatchGlob.parse("/*.conf")
+    assert glob is not None and glob.root == os.sep
+    assert glob.matches("/site.conf") and glob.covers("/site.conf")
+    assert not glob.matches("/etc/site.conf") and not glob.matches("/site.py")
+    assert WatchGlob(os.sep, "**/*.conf").matches("/etc/site.conf")

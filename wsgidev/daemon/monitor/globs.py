@@ -39,6 +39,12 @@ class WatchGlob:
         return cls(root, os.path.relpath(spec, root).replace(os.sep, "/"), reason)
 
     @property
+    def prefix(self) -> str:
+        """What every path under root starts with (root itself ends with a separator only as
+        the file system's root: "/" + os.sep would be "//")."""
+        return self.root if self.root.endswith(os.sep) else self.root + os.sep
+
+    @property
     def recursive(self) -> bool:
         """Whether files in subdirectories can match, so subdirectories need watching too."""
         return "/" in self.pattern
@@ -48,13 +54,14 @@ class WatchGlob:
         parent = os.path.dirname(path)
         if parent == self.root:
             return True
-        return self.recursive and parent.startswith(self.root + os.sep)
+        return self.recursive and parent.startswith(self.prefix)
 
     def matches(self, path: str) -> bool:
         """Whether a file path matches (editor swap and backup files never do)."""
-        if not path.startswith(self.root + os.sep) or _is_editor_temp(os.path.basename(path)):
+        prefix = self.prefix
+        if not path.startswith(prefix) or _is_editor_temp(os.path.basename(path)):
             return False
-        relative = path[len(self.root) + 1 :].replace(os.sep, "/")
+        relative = path[len(prefix) :].replace(os.sep, "/")
         return self._regex.fullmatch(relative) is not None
 
     def walk(self, skip_dir: Callable[[str], bool] | None = None) -> tuple[list[str], list[str]]:

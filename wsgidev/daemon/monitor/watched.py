@@ -226,7 +226,7 @@ class WatchedFiles:
         files = sorted(self.paths())
         counts = []
         for glob in self._globs:
-            prefix = glob.root + os.sep
+            prefix = glob.prefix
             start = bisect.bisect_left(files, prefix)
             end = bisect.bisect_left(files, prefix[:-1] + chr(ord(os.sep) + 1), start)
             counts.append((glob, sum(1 for p in files[start:end] if glob.matches(p))))
