@@ -93,7 +93,9 @@ def test_a_save_right_after_a_hand_over_is_seen_at_once(project: Path, start_ser
 
 
 @pytest.mark.parametrize("mode", ["standby", "process", "server"])
-def test_each_reload_gets_one_honest_line(project: Path, start_server, mode: str):
+def test_each_reload_gets_one_honest_line(
+    project: Path, start_server, mode: str, request: pytest.FixtureRequest
+):
     (project / "other.py").write_text("N = 1\n")
     app = project / "app.py"
     app.write_text("import other\n" + app.read_text())
@@ -109,11 +111,25 @@ def test_each_reload_gets_one_honest_line(project: Path, start_server, mode: str
         "poll",
         "--poll-interval",
         "1.5",
+        "--log-level",
+        "info",  # each line's timeline, and Apache's and mod_wsgi's words on each process
     )
     wait_for(lambda: len(imports(project)) == 2, 10, "both daemons to import the app")
     # imports.log is written as the import begins: the first save lands after it has ended (a
     # save in the same milliseconds as an import is ambiguous until the process polls again).
     time.sleep(0.3)
+    # When each import was first seen, for the failure's message.
+    seen: list[tuple[float, str]] = []
+    watching = threading.Event()
+
+    def watch_imports() -> None:
+        while not watching.wait(0.02):
+            for pid in imports(project)[len(seen) :]:
+                seen.append((time.time(), pid))
+
+    watcher = threading.Thread(target=watch_imports, daemon=True)
+    watcher.start()
+    request.addfinalizer(watching.set)
     for number, edit in enumerate(("app", "other", "app"), start=1):
         saved = time.time()
         if edit == "app":
@@ -131,11 +147,10 @@ def test_each_reload_gets_one_honest_line(project: Path, start_server, mode: str
         # The figure counts from the save, not from when the change was seen (up to 1.5 s
         # later), to when the new code serves everywhere.
         shown_s = float(line.split()[2])
+        timeline = ", ".join(f"{pid} at {at - saved:+.2f} s" for at, pid in seen)
         assert last_import_s - 0.1 <= shown_s <= last_import_s + 0.3, (
-            line,
-            last_import_s,
-            f"imports {imports(project)} (pids, in order)",
-            server.log(),
+            f"{line!r}, last import {last_import_s:.2f} s after save {number}; imports seen: "
+            f"{timeline}\n{server.log()}"
         )
     assert len(reload_lines(server)) == 3, server.log()
 
