@@ -275,6 +275,26 @@ def test_a_fresh_process_a_debugger_holds_does_not_serve_for_its_sibling():
     assert m.heard.done() == []
 
 
+def test_a_storm_sibling_dated_after_the_flip_joins_the_reload_that_retired_it():
+    # 12, still settling while the storm goes on, reports the save its look caught, dated
+    # after the hand-over flipped. The hand-over retired it: its save is that reload's (the
+    # takers' import began after it), and one line comes once the old group has exited.
+    m = Machine()
+    m.live |= {11, 12, 21, 22}
+    for pid in (11, 12):
+        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
+    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    hand_over_to_21_and_22(m, SAVED + 0.15)
+    m.at(SAVED + 0.25, protocol.Change(pid=12, files=(APP,), count=1, saved_at=SAVED + 0.2))
+    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.32, group="g-b"))
+    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.32, group="g-b"))
+    assert m.heard.done() == []
+    for pid in (11, 12):
+        m.live.discard(pid)
+        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.65))
+    assert [(d.saved_at, d.seconds) for d in m.heard.done()] == [(SAVED, pytest.approx(0.65))]
+
+
 def test_a_standby_a_stray_request_reached_is_not_waited_for():
     # 41, a standby of another group, imported the app for a stray request before the save
     # and serves no one. The storm sibling's reload (told after the hand-over) does not wait

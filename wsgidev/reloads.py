@@ -304,9 +304,7 @@ class ReloadTracker:
             if any(done.same_save(saved_at, files, since) for done in self._done):
                 return
             for reload in self.pending:
-                if reload.same_save(saved_at, files) or self._flipped_after(
-                    reload, saved_at, files
-                ):
+                if reload.same_save(saved_at, files) or self._brings(reload, pid, saved_at, files):
                     reload.saved_at = min(reload.saved_at, saved_at)
                     reload.last_saved_at = max(reload.last_saved_at, saved_at)
                     reload.reporters.add(pid)
@@ -371,14 +369,16 @@ class ReloadTracker:
         self._look(event.t)
 
     @staticmethod
-    def _flipped_after(reload: Reload, saved_at: float, files: list[str]) -> bool:
-        """Whether a change saved then is one this reload's hand-over brings: it flipped after
-        that save (an edit storm's sibling, told after the hand-over, of a save its look
-        caught), so its takers import it."""
+    def _brings(reload: Reload, pid: int, saved_at: float, files: list[str]) -> bool:
+        """Whether a change of this reload's files, reported by pid, is one its hand-over
+        brings: saved before the flip, or told by a process the hand-over retired (an edit
+        storm's sibling telling of the save its own look caught, before or after the flip).
+        Its takers import it, or, if their import began before it, the next hand-over does
+        (the reload's last save is then after their import: see _brought)."""
         return (
             reload.takers is not None
             and reload.flipped_at is not None
-            and saved_at < reload.flipped_at
+            and (saved_at < reload.flipped_at or pid in reload.retiring)
             and bool(set(files) & set(reload.files))
         )
 
