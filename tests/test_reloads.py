@@ -74,6 +74,24 @@ class Machine:
             self.live.add(event.pid)  # a process that says it is ready is there
         self.tracker.feed(dataclasses.replace(event, t=t))
 
+    def ready(self, t: float, pid: int, began: float, group: str) -> None:
+        """pid of group has imported the app, its import begun at began."""
+        self.at(t, protocol.Ready(pid=pid, started_at=began, group=group))
+
+    def change(self, t: float, pid: int, saved: float) -> None:
+        """pid tells of a save of APP (one file) made at saved."""
+        self.at(t, protocol.Change(pid=pid, files=(APP,), count=1, saved_at=saved))
+
+    def started(self, pids: tuple[int, ...] = (11, 12), group: str = "g") -> None:
+        """The server's start: pids imported the app well before the save."""
+        for pid in pids:
+            self.ready(SAVED - 5, pid, SAVED - 5.1, group)
+
+    def exit(self, t: float, pid: int, last_answer: float) -> None:
+        """pid says it exits, its app's last answer given at last_answer, and is gone."""
+        self.live.discard(pid)
+        self.at(t, protocol.Exit(pid=pid, last_answer_at=last_answer))
+
     def run_timers(self, until: float) -> None:
         self.now = until
         due, self.timers = (
@@ -102,12 +120,11 @@ def test_a_subscriber_hears_a_hand_over_from_the_change_to_the_done_line():
     m = Machine()
     m.live |= {11, 12}
     for pid in (11, 12):
-        m.at(SAVED + 0.05, protocol.Change(pid=pid, files=(APP,), count=1, saved_at=SAVED))
+        m.change(SAVED + 0.05, pid, SAVED)
     hand_over_to_21_and_22(m, SAVED + 0.08)
-    m.at(SAVED + 0.3, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
-    m.at(SAVED + 0.4, protocol.Ready(pid=22, started_at=SAVED + 0.1, group="g-b"))
-    m.live.discard(11)
-    m.at(SAVED + 0.45, protocol.Exit(pid=11, last_answer_at=SAVED + 0.09))
+    m.ready(SAVED + 0.3, 21, SAVED + 0.1, "g-b")
+    m.ready(SAVED + 0.4, 22, SAVED + 0.1, "g-b")
+    m.exit(SAVED + 0.45, 11, SAVED + 0.09)
     assert m.heard.done() == []  # process 12 still serves the old code
     m.live.discard(12)
     # A request routed to it before the flip was slow: its old-code answer left after the takers
@@ -143,10 +160,10 @@ def test_the_line_counts_to_the_last_taker_ready_not_to_the_old_processes_exits(
     # as its processes are ready. The exits are what the tracker waits for, not what it times.
     m = Machine()
     m.live |= {11, 12, 21, 22}
-    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    m.change(SAVED + 0.05, 11, SAVED)
     hand_over_to_21_and_22(m, SAVED + 0.08)
-    m.at(SAVED + 0.2, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
-    m.at(SAVED + 0.25, protocol.Ready(pid=22, started_at=SAVED + 0.1, group="g-b"))
+    m.ready(SAVED + 0.2, 21, SAVED + 0.1, "g-b")
+    m.ready(SAVED + 0.25, 22, SAVED + 0.1, "g-b")
     for pid, t in ((11, 0.4), (12, 0.6)):
         m.live.discard(pid)
         assert m.heard.done() == []
@@ -161,18 +178,17 @@ def test_siblings_that_caught_different_saves_of_a_storm_get_one_line():
     # serves. Their lines came together (3 lines for one storm in compat): one line now.
     m = Machine()
     m.live |= {11, 12, 21, 22}
-    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
-    m.at(SAVED + 0.25, protocol.Change(pid=12, files=(APP,), count=1, saved_at=SAVED + 0.2))
+    m.change(SAVED + 0.05, 11, SAVED)
+    m.change(SAVED + 0.25, 12, SAVED + 0.2)
     hand_over_to_21_and_22(m, SAVED + 0.3)
-    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.32, group="g-b"))
-    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.32, group="g-b"))
+    m.ready(SAVED + 0.5, 21, SAVED + 0.32, "g-b")
+    m.ready(SAVED + 0.6, 22, SAVED + 0.32, "g-b")
     for pid in (11, 12):
-        m.live.discard(pid)
-        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.29))
+        m.exit(SAVED + 0.7, pid, SAVED + 0.29)
     (done,) = m.heard.done()
     assert done.files == (APP,) and done.seconds == pytest.approx(0.6)
     # A save the takers' import did not read is a reload of its own.
-    m.at(SAVED + 0.9, protocol.Change(pid=21, files=(APP,), count=1, saved_at=SAVED + 0.4))
+    m.change(SAVED + 0.9, 21, SAVED + 0.4)
     assert len(m.heard.done()) == 1
 
 
@@ -182,11 +198,11 @@ def test_the_next_save_handed_over_before_the_old_group_exits_is_a_reload_of_its
     # the exits, dated by its own takers, not by the next save's.
     m = Machine()
     m.live |= {11, 12, 21, 22}
-    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    m.change(SAVED + 0.05, 11, SAVED)
     hand_over_to_21_and_22(m, SAVED + 0.08)
-    m.at(SAVED + 0.2, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
-    m.at(SAVED + 0.3, protocol.Ready(pid=22, started_at=SAVED + 0.1, group="g-b"))
-    m.at(SAVED + 0.55, protocol.Change(pid=21, files=(APP,), count=1, saved_at=SAVED + 0.5))
+    m.ready(SAVED + 0.2, 21, SAVED + 0.1, "g-b")
+    m.ready(SAVED + 0.3, 22, SAVED + 0.1, "g-b")
+    m.change(SAVED + 0.55, 21, SAVED + 0.5)
     m.at(
         SAVED + 0.6,
         protocol.Handover(
@@ -194,15 +210,13 @@ def test_the_next_save_handed_over_before_the_old_group_exits_is_a_reload_of_its
         ),
     )
     for pid in (11, 12):
-        m.live.discard(pid)
-        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.09))
+        m.exit(SAVED + 0.7, pid, SAVED + 0.09)
     (first,) = m.heard.done()
     assert first.seconds == pytest.approx(0.3)
-    m.at(SAVED + 0.8, protocol.Ready(pid=31, started_at=SAVED + 0.65, group="g"))
-    m.at(SAVED + 0.9, protocol.Ready(pid=32, started_at=SAVED + 0.65, group="g"))
+    m.ready(SAVED + 0.8, 31, SAVED + 0.65, "g")
+    m.ready(SAVED + 0.9, 32, SAVED + 0.65, "g")
     for pid in (21, 22):
-        m.live.discard(pid)
-        m.at(SAVED + 1.0, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.61))
+        m.exit(SAVED + 1.0, pid, SAVED + 0.61)
     assert [done.seconds for done in m.heard.done()] == [
         pytest.approx(0.3),
         pytest.approx(0.4),
@@ -214,17 +228,15 @@ def test_a_storm_sibling_told_after_the_hand_over_waits_for_the_old_group_and_jo
     # of its own. 11 and 12 still hold the old code until they exit; then one line.
     m = Machine()
     m.live |= {11, 12, 21, 22}
-    for pid in (11, 12):
-        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
-    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    m.started()
+    m.change(SAVED + 0.05, 11, SAVED)
     hand_over_to_21_and_22(m, SAVED + 0.3)
-    m.at(SAVED + 0.31, protocol.Change(pid=12, files=(APP,), count=1, saved_at=SAVED + 0.2))
-    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.32, group="g-b"))
-    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.32, group="g-b"))
+    m.change(SAVED + 0.31, 12, SAVED + 0.2)
+    m.ready(SAVED + 0.5, 21, SAVED + 0.32, "g-b")
+    m.ready(SAVED + 0.6, 22, SAVED + 0.32, "g-b")
     assert m.heard.done() == []
     for pid in (11, 12):
-        m.live.discard(pid)
-        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.29))
+        m.exit(SAVED + 0.7, pid, SAVED + 0.29)
     assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.6)]
 
 
@@ -233,12 +245,12 @@ def test_a_reload_whose_taker_died_is_not_moved_onto_the_next_save():
     # over before the old group has exited. The first reload keeps its own hand-over.
     m = Machine()
     m.live |= {11, 12, 21, 22}
-    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    m.change(SAVED + 0.05, 11, SAVED)
     hand_over_to_21_and_22(m, SAVED + 0.08)
-    m.at(SAVED + 0.2, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
+    m.ready(SAVED + 0.2, 21, SAVED + 0.1, "g-b")
     m.live.discard(22)
-    m.at(SAVED + 0.4, protocol.Ready(pid=23, started_at=SAVED + 0.25, group="g-b"))
-    m.at(SAVED + 0.55, protocol.Change(pid=21, files=(APP,), count=1, saved_at=SAVED + 0.5))
+    m.ready(SAVED + 0.4, 23, SAVED + 0.25, "g-b")
+    m.change(SAVED + 0.55, 21, SAVED + 0.5)
     m.at(
         SAVED + 0.6,
         protocol.Handover(
@@ -246,17 +258,15 @@ def test_a_reload_whose_taker_died_is_not_moved_onto_the_next_save():
         ),
     )
     for pid in (11, 12):
-        m.live.discard(pid)
-        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.09))
+        m.exit(SAVED + 0.7, pid, SAVED + 0.09)
     # Served from 21's import on (the lost-taker rule of _serves: the surviving takers and the
     # group's first process with the new code), with a note that 22 was lost.
     (first,) = m.heard.done()
     assert first.seconds == pytest.approx(0.2) and first.notes
-    m.at(SAVED + 0.8, protocol.Ready(pid=31, started_at=SAVED + 0.65, group="g"))
-    m.at(SAVED + 0.9, protocol.Ready(pid=32, started_at=SAVED + 0.65, group="g"))
+    m.ready(SAVED + 0.8, 31, SAVED + 0.65, "g")
+    m.ready(SAVED + 0.9, 32, SAVED + 0.65, "g")
     for pid in (21, 23):
-        m.live.discard(pid)
-        m.at(SAVED + 1.0, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.61))
+        m.exit(SAVED + 1.0, pid, SAVED + 0.61)
     assert [done.seconds for done in m.heard.done()][1:] == [pytest.approx(0.4)]
 
 
@@ -264,12 +274,10 @@ def test_a_fresh_process_a_debugger_holds_does_not_serve_for_its_sibling():
     # 31 imported the new code, then saw the next save and a debugger session holds it while
     # it stops; 12 has not seen the first save yet and still has the old code.
     m = Machine()
-    for pid in (11, 12):
-        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
+    m.started()
     m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), saved_at=SAVED))
-    m.live.discard(11)
-    m.at(SAVED + 0.06, protocol.Exit(pid=11, last_answer_at=SAVED + 0.04))
-    m.at(SAVED + 0.4, protocol.Ready(pid=31, started_at=SAVED + 0.3, group="g"))
+    m.exit(SAVED + 0.06, 11, SAVED + 0.04)
+    m.ready(SAVED + 0.4, 31, SAVED + 0.3, "g")
     m.at(SAVED + 0.55, protocol.Change(pid=31, files=(APP,), saved_at=SAVED + 0.5))
     m.at(SAVED + 0.56, protocol.DebugHeld(pid=31, reason="shutdown_signal"))
     assert m.heard.done() == []
@@ -281,17 +289,15 @@ def test_a_storm_sibling_dated_after_the_flip_joins_the_reload_that_retired_it()
     # takers' import began after it), and one line comes once the old group has exited.
     m = Machine()
     m.live |= {11, 12, 21, 22}
-    for pid in (11, 12):
-        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
-    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    m.started()
+    m.change(SAVED + 0.05, 11, SAVED)
     hand_over_to_21_and_22(m, SAVED + 0.15)
-    m.at(SAVED + 0.25, protocol.Change(pid=12, files=(APP,), count=1, saved_at=SAVED + 0.2))
-    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.32, group="g-b"))
-    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.32, group="g-b"))
+    m.change(SAVED + 0.25, 12, SAVED + 0.2)
+    m.ready(SAVED + 0.5, 21, SAVED + 0.32, "g-b")
+    m.ready(SAVED + 0.6, 22, SAVED + 0.32, "g-b")
     assert m.heard.done() == []
     for pid in (11, 12):
-        m.live.discard(pid)
-        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.65))
+        m.exit(SAVED + 0.7, pid, SAVED + 0.65)
     assert [(d.saved_at, d.seconds) for d in m.heard.done()] == [(SAVED, pytest.approx(0.65))]
 
 
@@ -301,20 +307,18 @@ def test_a_standby_a_stray_request_reached_is_not_waited_for():
     # for it: one line, and the next edit has its own.
     m = Machine()
     m.live |= {11, 12, 21, 22, 41, 13, 14}
-    for pid in (11, 12):
-        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
-    m.at(SAVED - 4, protocol.Ready(pid=41, started_at=SAVED - 4.1, group="g-c"))
-    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    m.started()
+    m.ready(SAVED - 4, 41, SAVED - 4.1, "g-c")
+    m.change(SAVED + 0.05, 11, SAVED)
     hand_over_to_21_and_22(m, SAVED + 0.3)
-    m.at(SAVED + 0.31, protocol.Change(pid=12, files=(APP,), count=1, saved_at=SAVED + 0.2))
-    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.32, group="g-b"))
-    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.32, group="g-b"))
+    m.change(SAVED + 0.31, 12, SAVED + 0.2)
+    m.ready(SAVED + 0.5, 21, SAVED + 0.32, "g-b")
+    m.ready(SAVED + 0.6, 22, SAVED + 0.32, "g-b")
     for pid in (11, 12):
-        m.live.discard(pid)
-        m.at(SAVED + 0.7, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.29))
+        m.exit(SAVED + 0.7, pid, SAVED + 0.29)
     assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.6)]
     later = SAVED + 120
-    m.at(later + 0.05, protocol.Change(pid=21, files=(APP,), count=1, saved_at=later))
+    m.change(later + 0.05, 21, later)
     m.at(
         later + 0.1,
         protocol.Handover(
@@ -322,10 +326,9 @@ def test_a_standby_a_stray_request_reached_is_not_waited_for():
         ),
     )
     for pid in (21, 22):
-        m.live.discard(pid)
-        m.at(later + 0.2, protocol.Exit(pid=pid, last_answer_at=later + 0.09))
-    m.at(later + 0.6, protocol.Ready(pid=13, started_at=later + 0.15, group="g"))
-    m.at(later + 0.6, protocol.Ready(pid=14, started_at=later + 0.15, group="g"))
+        m.exit(later + 0.2, pid, later + 0.09)
+    m.ready(later + 0.6, 13, later + 0.15, "g")
+    m.ready(later + 0.6, 14, later + 0.15, "g")
     assert [(d.saved_at, d.seconds) for d in m.heard.done()][1:] == [(later, pytest.approx(0.6))]
 
 
@@ -335,25 +338,23 @@ def test_a_taker_still_importing_keeps_its_reload_on_its_own_hand_over():
     # its line, save 1's once 22 has imported.
     m = Machine()
     m.live |= {11, 12, 21, 22, 31, 32}
-    m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), count=1, saved_at=SAVED))
+    m.change(SAVED + 0.05, 11, SAVED)
     hand_over_to_21_and_22(m, SAVED + 0.08)
-    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.1, group="g-b"))
+    m.ready(SAVED + 0.5, 21, SAVED + 0.1, "g-b")
     for pid in (11, 12):
-        m.live.discard(pid)
-        m.at(SAVED + 0.2, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.09))
-    m.at(SAVED + 1.05, protocol.Change(pid=21, files=(APP,), count=1, saved_at=SAVED + 1.0))
+        m.exit(SAVED + 0.2, pid, SAVED + 0.09)
+    m.change(SAVED + 1.05, 21, SAVED + 1.0)
     m.at(
         SAVED + 1.1,
         protocol.Handover(
             pid=21, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(21, 22)
         ),
     )
-    m.at(SAVED + 2.1, protocol.Ready(pid=22, started_at=SAVED + 2.0, group="g-b"))
+    m.ready(SAVED + 2.1, 22, SAVED + 2.0, "g-b")
     for pid, t in ((21, 2.2), (22, 2.3)):
-        m.live.discard(pid)
-        m.at(SAVED + t, protocol.Exit(pid=pid, last_answer_at=SAVED + t - 0.1))
-    m.at(SAVED + 2.5, protocol.Ready(pid=31, started_at=SAVED + 1.2, group="g"))
-    m.at(SAVED + 2.6, protocol.Ready(pid=32, started_at=SAVED + 1.2, group="g"))
+        m.exit(SAVED + t, pid, SAVED + t - 0.1)
+    m.ready(SAVED + 2.5, 31, SAVED + 1.2, "g")
+    m.ready(SAVED + 2.6, 32, SAVED + 1.2, "g")
     assert [(d.saved_at, d.seconds) for d in m.heard.done()] == [
         (SAVED, pytest.approx(2.1)),
         (SAVED + 1.0, pytest.approx(1.6)),
@@ -365,16 +366,15 @@ def test_a_pid_a_killed_daemon_left_to_another_program_is_not_waited_for_long():
     # would wait for it for ever. It is given up after STALE_FOR_S (the recheck timer looks).
     m = Machine()
     for pid in (11, 12):
-        m.at(SAVED - 60, protocol.Ready(pid=pid, started_at=SAVED - 61, group="g"))
+        m.ready(SAVED - 60, pid, SAVED - 61, "g")
     m.live.discard(12)
-    m.at(SAVED - 50, protocol.Ready(pid=13, started_at=SAVED - 51, group="g"))
+    m.ready(SAVED - 50, 13, SAVED - 51, "g")
     m.live.add(12)  # another program's now
     for pid in (11, 13):
-        m.at(SAVED + 0.05, protocol.Change(pid=pid, files=(APP,), count=1, saved_at=SAVED))
-        m.live.discard(pid)
-        m.at(SAVED + 0.06, protocol.Exit(pid=pid, last_answer_at=SAVED - 1))
-    m.at(SAVED + 1.5, protocol.Ready(pid=31, started_at=SAVED + 1.1, group="g"))
-    m.at(SAVED + 1.6, protocol.Ready(pid=32, started_at=SAVED + 1.2, group="g"))
+        m.change(SAVED + 0.05, pid, SAVED)
+        m.exit(SAVED + 0.06, pid, SAVED - 1)
+    m.ready(SAVED + 1.5, 31, SAVED + 1.1, "g")
+    m.ready(SAVED + 1.6, 32, SAVED + 1.2, "g")
     assert m.heard.done() == []
     for second in range(1, 40):
         m.run_timers(SAVED + second)
@@ -390,12 +390,11 @@ def test_a_restart_in_place_counts_to_the_second_process_ready():
         protocol.RestartInPlace(pid=11, group="g", files=(APP,), retiring=(11, 12)),
     )
     for pid in (11, 12):
-        m.live.discard(pid)
-        m.at(SAVED + 0.1, protocol.Exit(pid=pid, last_answer_at=SAVED + 0.07))
+        m.exit(SAVED + 0.1, pid, SAVED + 0.07)
     m.live |= {31, 32, 33}
-    m.at(SAVED + 0.9, protocol.Ready(pid=31, started_at=SAVED + 0.3, group="g"))
+    m.ready(SAVED + 0.9, 31, SAVED + 0.3, "g")
     assert m.heard.done() == []  # one process of two has the new code
-    m.at(SAVED + 1.1, protocol.Ready(pid=32, started_at=SAVED + 0.3, group="g"))
+    m.ready(SAVED + 1.1, 32, SAVED + 0.3, "g")
     (done,) = m.heard.done()
     assert done.seconds == pytest.approx(1.1)
     assert [name for name, _ in done.parts] == [
@@ -409,25 +408,21 @@ def test_a_process_restarting_again_does_not_count_for_its_sibling():
     # 11 saw the save at once and the next one too; its sibling 12 polls late. Two processes
     # imported since the first save, but one has exited: 12 still answers with the old code.
     m = Machine()
-    for pid in (11, 12):
-        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
+    m.started()
     m.at(SAVED + 0.05, protocol.Change(pid=11, files=(APP,), saved_at=SAVED))
-    m.live.discard(11)
-    m.at(SAVED + 0.06, protocol.Exit(pid=11, last_answer_at=SAVED + 0.04))
-    m.at(SAVED + 0.4, protocol.Ready(pid=31, started_at=SAVED + 0.3, group="g"))
+    m.exit(SAVED + 0.06, 11, SAVED + 0.04)
+    m.ready(SAVED + 0.4, 31, SAVED + 0.3, "g")
     m.at(SAVED + 0.55, protocol.Change(pid=31, files=(APP,), saved_at=SAVED + 0.5))
-    m.live.discard(31)
-    m.at(SAVED + 0.56, protocol.Exit(pid=31, last_answer_at=SAVED + 0.54))
-    m.at(SAVED + 0.9, protocol.Ready(pid=41, started_at=SAVED + 0.8, group="g"))
+    m.exit(SAVED + 0.56, 31, SAVED + 0.54)
+    m.ready(SAVED + 0.9, 41, SAVED + 0.8, "g")
     assert m.heard.done() == []
     m.at(SAVED + 1.5, protocol.Change(pid=12, files=(APP,), saved_at=SAVED))
-    m.live.discard(12)
-    m.at(SAVED + 1.51, protocol.Exit(pid=12, last_answer_at=SAVED + 1.5))
+    m.exit(SAVED + 1.51, 12, SAVED + 1.5)
     # From 12's last answer every request gets the first save's code (41 has it; 31 had it):
     # that reload's line. The second save waits for as many processes as the group with it.
     (first,) = m.heard.done()
     assert first.seconds == pytest.approx(1.5)
-    m.at(SAVED + 2.1, protocol.Ready(pid=42, started_at=SAVED + 2.0, group="g"))
+    m.ready(SAVED + 2.1, 42, SAVED + 2.0, "g")
     assert [done.seconds for done in m.heard.done()] == [pytest.approx(1.5), pytest.approx(1.6)]
 
 
@@ -435,17 +430,14 @@ def test_a_process_that_restarted_again_still_counts_once_its_sibling_has_the_ne
     # Both processes saw the save; 31 then restarted for a second one, half a second later.
     # From 32's import on no process has the old code: the first save is served then.
     m = Machine()
-    for pid in (11, 12):
-        m.at(SAVED - 5, protocol.Ready(pid=pid, started_at=SAVED - 5.1, group="g"))
+    m.started()
     for pid, t in ((11, 0.05), (12, 0.1)):
         m.at(SAVED + t, protocol.Change(pid=pid, files=(APP,), saved_at=SAVED))
-        m.live.discard(pid)
-        m.at(SAVED + t + 0.01, protocol.Exit(pid=pid, last_answer_at=SAVED + t - 0.01))
-    m.at(SAVED + 0.4, protocol.Ready(pid=31, started_at=SAVED + 0.2, group="g"))
+        m.exit(SAVED + t + 0.01, pid, SAVED + t - 0.01)
+    m.ready(SAVED + 0.4, 31, SAVED + 0.2, "g")
     m.at(SAVED + 0.55, protocol.Change(pid=31, files=(APP,), saved_at=SAVED + 0.5))
-    m.live.discard(31)
-    m.at(SAVED + 0.56, protocol.Exit(pid=31, last_answer_at=SAVED + 0.54))
-    m.at(SAVED + 0.6, protocol.Ready(pid=32, started_at=SAVED + 0.3, group="g"))
+    m.exit(SAVED + 0.56, 31, SAVED + 0.54)
+    m.ready(SAVED + 0.6, 32, SAVED + 0.3, "g")
     assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.6)]
 
 
@@ -457,8 +449,8 @@ def test_a_retiring_process_that_ends_silently_is_looked_at_again():
         SAVED + 0.06,
         protocol.RestartInPlace(pid=11, group="g", files=(APP,), retiring=(11,)),
     )
-    m.at(SAVED + 0.5, protocol.Ready(pid=21, started_at=SAVED + 0.2, group="g"))
-    m.at(SAVED + 0.6, protocol.Ready(pid=22, started_at=SAVED + 0.2, group="g"))
+    m.ready(SAVED + 0.5, 21, SAVED + 0.2, "g")
+    m.ready(SAVED + 0.6, 22, SAVED + 0.2, "g")
     assert m.heard.done() == []
     m.live.discard(11)  # killed past --shutdown-timeout: no exit event comes
     m.run_timers(SAVED + 1.0)
@@ -473,7 +465,7 @@ def test_a_taker_that_had_imported_the_app_already_counts_from_its_take_over():
     # "Reloaded" line came.
     m = Machine()
     m.live |= {11, 21}
-    m.at(SAVED - 5, protocol.Ready(pid=21, started_at=SAVED - 5.1, group="g"))
+    m.ready(SAVED - 5, 21, SAVED - 5.1, "g")
     m.at(SAVED + 0.05, protocol.Change(pid=11, files=("/site/lazy.py",), saved_at=SAVED))
     m.at(
         SAVED + 0.07,
@@ -481,7 +473,7 @@ def test_a_taker_that_had_imported_the_app_already_counts_from_its_take_over():
             pid=11, to="g", files=("/site/lazy.py",), answers={"21": "ready"}, retiring=(11,)
         ),
     )
-    m.at(SAVED + 0.08, protocol.Ready(pid=21, started_at=SAVED + 0.06, group="g"))
+    m.ready(SAVED + 0.08, 21, SAVED + 0.06, "g")
     assert m.heard.done() == []  # process 11 still serves the old code
     m.live.discard(11)
     m.at(SAVED + 0.2, protocol.Exit(pid=11, last_answer_at=SAVED + 0.15))  # a slow request
@@ -615,3 +607,32 @@ def test_an_event_nested_past_the_parser_is_one_line():
     printer.error_line(f"info\t7\twsgi\t{events.MARKER}x: y |{deep}")
     (line,) = out.getvalue().splitlines()
     assert "(no kind: not base64 JSON)" in line, line
+
+
+def test_a_reload_whose_takers_died_after_a_later_write_keeps_its_group_replacements():
+    # A storm sibling's save joined the reload after its takers' import began; both takers
+    # were then killed, and Apache's new processes of their group imported the latest code.
+    # The next save's hand-over is not this reload's: it is served by those processes.
+    m = Machine()
+    m.live |= {11, 12, 21, 22}
+    m.started()
+    m.change(SAVED + 0.05, 11, SAVED)
+    hand_over_to_21_and_22(m, SAVED + 0.08)
+    m.ready(SAVED + 0.15, 21, SAVED + 0.1, "g-b")
+    m.ready(SAVED + 0.16, 22, SAVED + 0.1, "g-b")
+    m.change(SAVED + 0.25, 12, SAVED + 0.2)
+    m.live -= {21, 22}
+    m.ready(SAVED + 0.4, 23, SAVED + 0.3, "g-b")
+    m.ready(SAVED + 0.42, 24, SAVED + 0.3, "g-b")
+    m.change(SAVED + 0.55, 23, SAVED + 0.5)
+    m.at(
+        SAVED + 0.6,
+        protocol.Handover(
+            pid=23, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(23, 24)
+        ),
+    )
+    for pid in (11, 12):
+        m.exit(SAVED + 0.65, pid, SAVED + 0.09)
+    (first,) = m.heard.done()
+    assert first.seconds == pytest.approx(0.4)
+    assert [note for note in first.notes if "21, 22" in note and "23, 24" in note], first.notes

@@ -95,6 +95,23 @@ class Reload:
     def __post_init__(self) -> None:
         self.last_saved_at = max(self.last_saved_at, self.saved_at)
 
+    def absorb(self, other: Reload) -> None:
+        """Take in another report of this reload (a sibling's, or a save one import took
+        with it): the earliest save and sighting, the latest write, every file and note, and
+        once served, from the earliest import to the last moment an old answer was given."""
+        self.saved_at = min(self.saved_at, other.saved_at)
+        self.last_saved_at = max(self.last_saved_at, other.last_saved_at)
+        self.files.extend(f for f in other.files if f not in self.files)
+        self.count = max(self.count, other.count)
+        self.seen_at = min(filter(None, (self.seen_at, other.seen_at)), default=0.0)
+        self.reporters |= other.reporters
+        self.notes.extend(n for n in other.notes if n not in self.notes)
+        self.announced = self.announced or other.announced
+        self.served_from = min(filter(None, (self.served_from, other.served_from)), default=None)
+        self.served_at = max(filter(None, (self.served_at, other.served_at)), default=None)
+        self.ready_at = max(self.ready_at, other.ready_at)
+        self.old_answer_at = max(self.old_answer_at, other.old_answer_at)
+
     def same_save(
         self, saved_at: float, files: Iterable[str], reporter_since: float | None = None
     ) -> bool:
@@ -206,17 +223,7 @@ def _one_per_file(served: list[Reload]) -> list[Reload]:
         if into is None:
             merged.append(reload)
             continue
-        into.files.extend(f for f in reload.files if f not in into.files)
-        into.count = max(into.count, reload.count)
-        into.notes.extend(n for n in reload.notes if n not in into.notes)
-        into.last_saved_at = max(into.last_saved_at, reload.last_saved_at)
-        into.seen_at = min(filter(None, (into.seen_at, reload.seen_at)), default=0.0)
-        into.served_from = min(filter(None, (into.served_from, reload.served_from)), default=None)
-        into.served_at = max(filter(None, (into.served_at, reload.served_at)), default=None)
-        into.ready_at = max(into.ready_at, reload.ready_at)
-        into.old_answer_at = max(into.old_answer_at, reload.old_answer_at)
-        into.announced = into.announced or reload.announced
-        into.reporters |= reload.reporters
+        into.absorb(reload)
     return merged
 
 
@@ -303,18 +310,15 @@ class ReloadTracker:
             since = self._imported_at[pid][0] if pid in self._imported_at else None
             if any(done.same_save(saved_at, files, since) for done in self._done):
                 return
-            for reload in self.pending:
-                if reload.same_save(saved_at, files) or self._brings(reload, pid, saved_at, files):
-                    reload.saved_at = min(reload.saved_at, saved_at)
-                    reload.last_saved_at = max(reload.last_saved_at, saved_at)
-                    reload.reporters.add(pid)
-                    reload.files.extend(f for f in files if f not in reload.files)
-                    reload.count = max(reload.count, count)
-                    reload.seen_at = min(filter(None, (reload.seen_at, seen_at)), default=0.0)
-                    return
             reload = Reload(
                 saved_at=saved_at, files=files, count=count, seen_at=seen_at, reporters={pid}
             )
+            for pending in self.pending:
+                if pending.same_save(saved_at, files) or self._brings(
+                    pending, pid, saved_at, files
+                ):
+                    pending.absorb(reload)
+                    return
             self.pending.append(reload)
         self._tell(lambda s: s.reload_started(reload))
         self._look(self._clock())  # a process may be ahead
@@ -394,8 +398,16 @@ class ReloadTracker:
         }
         if any(at < since and self._alive(pid) for pid, at in started.items()):
             return False
-        return all(at >= since for at in started.values()) or any(
-            at >= since and group == reload.group for at, group in self._imported_at.values()
+        return all(at >= since for at in started.values()) or bool(
+            self._imported_since(reload.group, since)
+        )
+
+    def _imported_since(self, group: str | None, since: float) -> list[int]:
+        """The processes of a hand-over's group that began importing since then: where a
+        taker died before it had imported, the one Apache started in its place, or a sibling,
+        serves its reload. Called under the lock."""
+        return sorted(
+            pid for pid, (at, of) in self._imported_at.items() if at >= since and of == group
         )
 
     def _held_by_debugger(self, event: protocol.DebugHeld) -> None:
@@ -528,11 +540,7 @@ class ReloadTracker:
                 # A taker died before it had imported the new code (killed): the reload is done
                 # once a process of its group has, the one Apache started in its place or a
                 # sibling.
-                serving = sorted(
-                    pid
-                    for pid, (at, group) in self._imported_at.items()
-                    if at >= since and group == reload.group
-                )
+                serving = self._imported_since(reload.group, since)
                 if not serving:
                     return False
                 note = faultlines.lost_taker_note(lost, serving)
