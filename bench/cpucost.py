@@ -14,21 +14,26 @@ processes started after the save (a fresh interpreter importing the app: Apache'
 daemons, gunicorn's new workers) and those running before it (wsgidev's standby that took over,
 the command, Apache).
 
-To bring the new code in, every request must reach it: after the first answer with the new
-value, waves of 8 concurrent requests go out until each of the server's processes has answered
-with it (mod_wsgi-express's daemons import the app at their first request), the same for every
-server. Prints a markdown table; writes nothing.
+To bring the new code in, every request must reach it: after the save, waves of 8 concurrent
+requests go out until each of the server's processes has answered with the new value
+(mod_wsgi-express's daemons import the app at their first request), the same for every server.
+What those requests cost is taken out: each server's CPU per request is measured while idle,
+before the edits. A process started after the save that also exits before the edit's end
+counts under the processes running before it (its time is in its parent's by then). Prints a
+markdown table; writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import http.client
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +54,7 @@ QUIET_LIMIT_S = 30.0
 NEW_CODE_DEADLINE_S = 30.0
 WAVE = 8
 POLL_S = 0.02
+CALIBRATION_WAVES = 10
 
 
 @dataclass
@@ -57,6 +63,7 @@ class EditCost:
 
     window_s: float
     served_s: float  # until every process answered with the new code
+    requests: int  # the probe's requests answered meanwhile; their CPU is not in cpu_s
     cpu_s: float
     new_processes_cpu_s: float  # of it, in processes started after the save
 
@@ -66,43 +73,72 @@ class CostResult:
     server: str
     label: str
     idle_rate: float = 0.0  # CPU seconds per second, idle
+    request_cpu_s: float = 0.0  # CPU seconds per probe request, measured while idle
     edits: list[EditCost] = field(default_factory=list)
     error: str | None = None
 
 
-def _new_code_everywhere(
-    server: ServerProcess, field_name: str, value: str, processes: int
-) -> None:
-    """Send requests until each of the server's processes has answered with value."""
+def _waves(server: ServerProcess, until: Callable[[list[dict[str, str]]], bool]) -> int:
+    """Send waves of WAVE concurrent probe requests until `until` holds for the 200 answers so
+    far (parsed), or NEW_CODE_DEADLINE_S passes (RuntimeError); how many requests the server
+    answered (a refused connection, runserver's while it restarts, costs it nothing)."""
     deadline = time.monotonic() + NEW_CODE_DEADLINE_S
-    answered: set[str] = set()
+    answers: list[dict[str, str]] = []
+    answered = 0
     with concurrent.futures.ThreadPoolExecutor(WAVE) as pool:
         while time.monotonic() < deadline:
             wave = [pool.submit(get, server.port, PROBE_PATH) for _ in range(WAVE)]
             for future in wave:
                 try:
                     status, body = future.result()
-                except OSError:
+                except (OSError, http.client.HTTPException):
                     continue
-                fields = parse_probe(body)
-                if status == 200 and fields.get(field_name) == value:
-                    answered.add(fields.get("pid", ""))
-            if len(answered) >= processes:
-                return
+                answered += 1
+                if status == 200:
+                    answers.append(parse_probe(body))
+            if until(answers):
+                return answered
             time.sleep(POLL_S)
-    raise RuntimeError(f"{value} not served by {processes} process(es) in {NEW_CODE_DEADLINE_S} s")
+    raise RuntimeError(f"no answer wanted in {NEW_CODE_DEADLINE_S:.0f} s")
 
 
-def _quiet_end(server: ServerProcess, idle_rate: float) -> float:
-    """Wait for a second in which the tree used under QUIET_CPU_S more than idle; when that
-    second began."""
+def _new_code_everywhere(server: ServerProcess, field_name: str, value: str, processes: int) -> int:
+    """Send requests until each of the server's processes has answered with value; how many."""
+
+    def everywhere(answers: list[dict[str, str]]) -> bool:
+        return len({a.get("pid") for a in answers if a.get(field_name) == value}) >= processes
+
+    try:
+        return _waves(server, everywhere)
+    except RuntimeError:
+        raise RuntimeError(f"{value} not served by {processes} process(es)") from None
+
+
+def _request_cpu_s(server: ServerProcess, idle_rate: float) -> float:
+    """The tree's CPU seconds per probe request while idle (CALIBRATION_WAVES waves)."""
+    waves = 0
+
+    def enough(answers: list[dict[str, str]]) -> bool:
+        nonlocal waves
+        waves += 1
+        return waves >= CALIBRATION_WAVES
+
+    began = time.monotonic()
+    before = proctree.lifetime_cpu_s(server.tree())
+    answered = _waves(server, enough)
+    time.sleep(0.5)  # the last answers' log lines
+    spent = proctree.lifetime_cpu_s(server.tree()) - before
+    return max(0.0, spent - idle_rate * (time.monotonic() - began)) / max(1, answered)
+
+
+def _quiet_end(server: ServerProcess, idle_rate: float) -> None:
+    """Wait for a second in which the tree used under QUIET_CPU_S more than idle."""
     deadline = time.monotonic() + QUIET_LIMIT_S
     while time.monotonic() < deadline:
-        began = time.monotonic()
         before = proctree.lifetime_cpu_s(server.tree())
         time.sleep(1.0)
         if proctree.lifetime_cpu_s(server.tree()) - before < idle_rate + QUIET_CPU_S:
-            return began
+            return
     raise RuntimeError(f"the tree was not quiet within {QUIET_LIMIT_S:.0f} s")
 
 
@@ -121,6 +157,8 @@ def measure(
         before = proctree.lifetime_cpu_s(server.tree())
         time.sleep(IDLE_S)
         result.idle_rate = (proctree.lifetime_cpu_s(server.tree()) - before) / IDLE_S
+        result.request_cpu_s = _request_cpu_s(server, result.idle_rate)
+        wait_quiet(server)
         path = project.models_path if models else project.views_path
         name, field_name = ("MODEL_VALUE", "model") if models else ("VALUE", "value")
         for n in range(1, count + 1):
@@ -130,12 +168,12 @@ def measure(
             cpu_before = proctree.lifetime_cpu_s(old)
             saved = time.monotonic()
             edits.save(path, text, "in-place")
-            _new_code_everywhere(server, field_name, value, spec.processes)
+            requests = _new_code_everywhere(server, field_name, value, spec.processes)
             served = time.monotonic() - saved
-            ended = _quiet_end(server, result.idle_rate)
+            _quiet_end(server, result.idle_rate)
             now = server.tree()
+            window = time.monotonic() - saved
             spent = proctree.lifetime_cpu_s(now) - cpu_before
-            window = ended - saved
             fresh = [
                 stat
                 for pid, stat in now.items()
@@ -145,7 +183,8 @@ def measure(
                 EditCost(
                     window_s=window,
                     served_s=served,
-                    cpu_s=spent - result.idle_rate * window,
+                    requests=requests,
+                    cpu_s=spent - result.idle_rate * window - requests * result.request_cpu_s,
                     new_processes_cpu_s=proctree.lifetime_cpu_s({stat.pid: stat for stat in fresh}),
                 )
             )
@@ -160,20 +199,25 @@ def table(results: list[CostResult]) -> list[str]:
     lines = [
         "| server | new code on every process, p50 | CPU per edit, p50 (spread) "
         "| of it in processes started after the save "
-        "| the rest (processes running before it) | idle CPU | edits |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| the rest (processes running before it) | idle CPU "
+        "| probe requests answered per edit, p50 (CPU each, taken out) | edits |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for result in results:
-        if result.error or not result.edits:
-            lines.append(f"| {result.label} | – | – | – | – | – | {result.error or 'none'} |")
+        edits_done = f"{len(result.edits)}" + (f"; then {result.error}" if result.error else "")
+        if not result.edits:
+            lines.append(f"| {result.label} | – | – | – | – | – | – | {edits_done} |")
             continue
         cpu = [edit.cpu_s for edit in result.edits]
         fresh = statistics.median(edit.new_processes_cpu_s for edit in result.edits)
-        total = statistics.median(cpu)
+        rest = statistics.median(edit.cpu_s - edit.new_processes_cpu_s for edit in result.edits)
         served = statistics.median(edit.served_s for edit in result.edits)
+        requests = statistics.median(edit.requests for edit in result.edits)
         lines.append(
-            f"| {result.label} | {served:.2f} s | {total:.2f} s ({min(cpu):.2f}-{max(cpu):.2f} s) | {fresh:.2f} s "
-            f"| {total - fresh:.2f} s | {result.idle_rate * 100:.1f} % | {len(cpu)} |"
+            f"| {result.label} | {served:.2f} s "
+            f"| {statistics.median(cpu):.2f} s ({min(cpu):.2f}-{max(cpu):.2f} s) "
+            f"| {fresh:.2f} s | {rest:.2f} s | {result.idle_rate * 100:.1f} % "
+            f"| {requests:.0f} ({result.request_cpu_s * 1000:.1f} ms) | {edits_done} |"
         )
     return lines
 
