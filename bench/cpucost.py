@@ -45,7 +45,7 @@ from bench.load import PROBE_PATH, get, parse_probe  # noqa: E402
 from bench.scenario import reset_probe, wait_quiet, warm  # noqa: E402
 from bench.servers import SERVERS, Paths, ServerProcess, ServerSpec  # noqa: E402
 
-DEFAULT_SERVERS = "wsgidev,wsgidev-process,express,gunicorn,runserver"
+DEFAULT_SERVERS = "wsgidev,wsgidev-2standbys,wsgidev-process,express,gunicorn,runserver"
 IDLE_S = 5.0
 # An edit's window ends at the first second in which the tree used under this much CPU above
 # its idle rate (runserver's and mod_wsgi-express's pollers use some all the time).
