@@ -87,6 +87,21 @@ class Machine:
         for pid in pids:
             self.ready(SAVED - 5, pid, SAVED - 5.1, group)
 
+    def hand_over(
+        self,
+        t: float,
+        pid: int,
+        to: str,
+        takers: tuple[int, ...],
+        retiring: tuple[int, ...],
+        files: tuple[str, ...] = (APP,),
+    ) -> None:
+        """pid leads a hand-over of files to group to, whose takers all answered ready."""
+        answers = {str(taker): "ready" for taker in takers}
+        self.at(
+            t, protocol.Handover(pid=pid, to=to, files=files, answers=answers, retiring=retiring)
+        )
+
     def exit(self, t: float, pid: int, last_answer: float) -> None:
         """pid says it exits, its app's last answer given at last_answer, and is gone."""
         self.live.discard(pid)
@@ -104,16 +119,7 @@ class Machine:
 
 def hand_over_to_21_and_22(m: Machine, at: float) -> None:
     """Process 11 leads a hand-over of APP from group g (11, 12) to g-b (21, 22)."""
-    m.at(
-        at,
-        protocol.Handover(
-            pid=11,
-            to="g-b",
-            files=(APP,),
-            answers={"21": "ready", "22": "ready"},
-            retiring=(11, 12),
-        ),
-    )
+    m.hand_over(at, 11, "g-b", (21, 22), (11, 12))
 
 
 def test_a_subscriber_hears_a_hand_over_from_the_change_to_the_done_line():
@@ -203,12 +209,7 @@ def test_the_next_save_handed_over_before_the_old_group_exits_is_a_reload_of_its
     m.ready(SAVED + 0.2, 21, SAVED + 0.1, "g-b")
     m.ready(SAVED + 0.3, 22, SAVED + 0.1, "g-b")
     m.change(SAVED + 0.55, 21, SAVED + 0.5)
-    m.at(
-        SAVED + 0.6,
-        protocol.Handover(
-            pid=21, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(21, 22)
-        ),
-    )
+    m.hand_over(SAVED + 0.6, 21, "g", (31, 32), (21, 22))
     for pid in (11, 12):
         m.exit(SAVED + 0.7, pid, SAVED + 0.09)
     (first,) = m.heard.done()
@@ -251,12 +252,7 @@ def test_a_reload_whose_taker_died_is_not_moved_onto_the_next_save():
     m.live.discard(22)
     m.ready(SAVED + 0.4, 23, SAVED + 0.25, "g-b")
     m.change(SAVED + 0.55, 21, SAVED + 0.5)
-    m.at(
-        SAVED + 0.6,
-        protocol.Handover(
-            pid=21, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(21, 23)
-        ),
-    )
+    m.hand_over(SAVED + 0.6, 21, "g", (31, 32), (21, 23))
     for pid in (11, 12):
         m.exit(SAVED + 0.7, pid, SAVED + 0.09)
     # Served from 21's import on (the lost-taker rule of _serves: the surviving takers and the
@@ -319,12 +315,7 @@ def test_a_standby_a_stray_request_reached_is_not_waited_for():
     assert [done.seconds for done in m.heard.done()] == [pytest.approx(0.6)]
     later = SAVED + 120
     m.change(later + 0.05, 21, later)
-    m.at(
-        later + 0.1,
-        protocol.Handover(
-            pid=21, to="g", files=(APP,), answers={"13": "ready", "14": "ready"}, retiring=(21, 22)
-        ),
-    )
+    m.hand_over(later + 0.1, 21, "g", (13, 14), (21, 22))
     for pid in (21, 22):
         m.exit(later + 0.2, pid, later + 0.09)
     m.ready(later + 0.6, 13, later + 0.15, "g")
@@ -344,12 +335,7 @@ def test_a_taker_still_importing_keeps_its_reload_on_its_own_hand_over():
     for pid in (11, 12):
         m.exit(SAVED + 0.2, pid, SAVED + 0.09)
     m.change(SAVED + 1.05, 21, SAVED + 1.0)
-    m.at(
-        SAVED + 1.1,
-        protocol.Handover(
-            pid=21, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(21, 22)
-        ),
-    )
+    m.hand_over(SAVED + 1.1, 21, "g", (31, 32), (21, 22))
     m.ready(SAVED + 2.1, 22, SAVED + 2.0, "g-b")
     for pid, t in ((21, 2.2), (22, 2.3)):
         m.exit(SAVED + t, pid, SAVED + t - 0.1)
@@ -467,12 +453,7 @@ def test_a_taker_that_had_imported_the_app_already_counts_from_its_take_over():
     m.live |= {11, 21}
     m.ready(SAVED - 5, 21, SAVED - 5.1, "g")
     m.at(SAVED + 0.05, protocol.Change(pid=11, files=("/site/lazy.py",), saved_at=SAVED))
-    m.at(
-        SAVED + 0.07,
-        protocol.Handover(
-            pid=11, to="g", files=("/site/lazy.py",), answers={"21": "ready"}, retiring=(11,)
-        ),
-    )
+    m.hand_over(SAVED + 0.07, 11, "g", (21,), (11,), files=("/site/lazy.py",))
     m.ready(SAVED + 0.08, 21, SAVED + 0.06, "g")
     assert m.heard.done() == []  # process 11 still serves the old code
     m.live.discard(11)
@@ -625,12 +606,7 @@ def test_a_reload_whose_takers_died_after_a_later_write_keeps_its_group_replacem
     m.ready(SAVED + 0.4, 23, SAVED + 0.3, "g-b")
     m.ready(SAVED + 0.42, 24, SAVED + 0.3, "g-b")
     m.change(SAVED + 0.55, 23, SAVED + 0.5)
-    m.at(
-        SAVED + 0.6,
-        protocol.Handover(
-            pid=23, to="g", files=(APP,), answers={"31": "ready", "32": "ready"}, retiring=(23, 24)
-        ),
-    )
+    m.hand_over(SAVED + 0.6, 23, "g", (31, 32), (23, 24))
     for pid in (11, 12):
         m.exit(SAVED + 0.65, pid, SAVED + 0.09)
     (first,) = m.heard.done()
