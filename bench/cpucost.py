@@ -59,9 +59,8 @@ CALIBRATION_WAVES = 10
 
 @dataclass
 class EditCost:
-    """One edit: seconds from the save until the tree was quiet, and CPU seconds spent."""
+    """One edit: how long until every process served it, and the CPU seconds it cost."""
 
-    window_s: float
     served_s: float  # until every process answered with the new code
     requests: int  # the probe's requests answered meanwhile; their CPU is not in cpu_s
     cpu_s: float
@@ -70,7 +69,6 @@ class EditCost:
 
 @dataclass
 class CostResult:
-    server: str
     label: str
     idle_rate: float = 0.0  # CPU seconds per second, idle
     request_cpu_s: float = 0.0  # CPU seconds per probe request, measured while idle
@@ -146,7 +144,7 @@ def measure(
     spec: ServerSpec, project: projects.Project, paths: Paths, count: int, models: bool
 ) -> CostResult:
     """One server's edits; the server is stopped whatever happens."""
-    result = CostResult(server=spec.key, label=spec.label)
+    result = CostResult(label=spec.label)
     reset_probe(project)
     server = ServerProcess(spec, project, paths, paths.scratch / f"cpucost-{spec.key}.log")
     try:
@@ -181,7 +179,6 @@ def measure(
             ]
             result.edits.append(
                 EditCost(
-                    window_s=window,
                     served_s=served,
                     requests=requests,
                     cpu_s=spent - result.idle_rate * window - requests * result.request_cpu_s,

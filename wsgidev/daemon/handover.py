@@ -86,7 +86,7 @@ POLL_S = 0.02
 FIRST_ANSWER_WAIT_S = 0.3
 # Warm levels of a standby. Only the group next in the ring warms fully (for Django: settings,
 # every app and its models); a group further round holds the libraries imported before that
-# (a third of the memory on a Wagtail site) and completes when the hand-over before its own
+# (less than half the memory on a Wagtail site) and completes when the hand-over before its own
 # makes it next. It is running already then: no wait for Apache to start a process.
 LIBRARIES, FULL = 1, 2
 
